@@ -1,0 +1,40 @@
+"""fenchel_idl: implicit deep learning through convex optimization.
+
+An implicit model (El Ghaoui et al., "Implicit Deep Learning", SIAM J. Math. Data Science,
+2021) predicts
+
+    y = C x + D u        where the state solves        x = phi(A x + B u).
+
+Conventions, stated once: the paper's letters are kept (A, B, C, D, U, X, Y, phi), and
+**samples are columns**: U has shape (p, m), X (n, m) and Y (q, m), where p is the number
+of inputs, n of states, q of outputs and m of samples. The scikit-learn wrappers use rows
+for samples, as scikit-learn does, and convert at their boundary only.
+"""
+
+from .activations import (Activation, Blockwise, Identity, LeakyReLU, ReLU, Sigmoid, Softmax,
+                          Tanh, get_activation)
+from .composition import cascade, concat, feedback, parallel
+from .equilibrium import EquilibriumInfo
+from .errors import (CheckpointError, ConvergenceWarning, EquilibriumError, FenchelIDLError,
+                     InputTypeError, ModelFileError, NotConvexError, NotWellPosedError,
+                     NumericalWarning, ShapeError, SolverError, ValidationError)
+from .feedforward import from_layers, from_mlp
+from .model import ImplicitModel
+from .wellposedness import (WellPosedness, check_well_posed, induced_norm, is_well_posed,
+                            norm_matrix, pf_eigenvalue, rescale, well_posedness)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation", "Blockwise", "Identity", "LeakyReLU", "ReLU", "Sigmoid", "Softmax", "Tanh",
+    "get_activation",
+    "cascade", "concat", "feedback", "parallel",
+    "EquilibriumInfo",
+    "CheckpointError", "ConvergenceWarning", "EquilibriumError", "FenchelIDLError",
+    "InputTypeError", "ModelFileError", "NotConvexError", "NotWellPosedError",
+    "NumericalWarning", "ShapeError", "SolverError", "ValidationError",
+    "from_layers", "from_mlp",
+    "ImplicitModel",
+    "WellPosedness", "check_well_posed", "induced_norm", "is_well_posed", "norm_matrix",
+    "pf_eigenvalue", "rescale", "well_posedness",
+]

@@ -1,0 +1,87 @@
+"""The exceptions and warnings of fenchel_idl.
+
+Every error the package raises on purpose derives from :class:`FenchelIDLError`, and
+also from the built-in class that fits (``ValueError`` for bad values, ``TypeError``
+for bad types, ``RuntimeError`` for failures at run time), so that ``except
+ValueError`` keeps working for users who do not know this module.
+
+Messages name the parameter, say what was expected, and say what was given.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FenchelIDLError",
+    "ValidationError",
+    "ShapeError",
+    "InputTypeError",
+    "NotWellPosedError",
+    "NotConvexError",
+    "SolverError",
+    "EquilibriumError",
+    "ModelFileError",
+    "CheckpointError",
+    "ConvergenceWarning",
+    "NumericalWarning",
+]
+
+
+class FenchelIDLError(Exception):
+    """Base class of every error raised on purpose by fenchel_idl."""
+
+
+class ValidationError(FenchelIDLError, ValueError):
+    """A parameter has a value outside its allowed range or set."""
+
+
+class ShapeError(ValidationError):
+    """Arrays have shapes that do not fit together."""
+
+
+class InputTypeError(FenchelIDLError, TypeError):
+    """A parameter has the wrong type (for example a non-numeric array)."""
+
+
+class NotWellPosedError(ValidationError):
+    """A model is not certified well-posed where the operation needs it to be."""
+
+
+class NotConvexError(ValidationError):
+    """A penalty or constraint is not convex (not DCP) or not DPP-compliant."""
+
+
+class SolverError(FenchelIDLError, RuntimeError):
+    """A convex solve failed with every solver of its fallback chain.
+
+    Attributes
+    ----------
+    status : str
+        The last status reported by the solver(s).
+    attempts : list
+        The solve attempts, as :class:`fenchel_idl.SolveInfo` records.
+    """
+
+    def __init__(self, message: str, status: str = "solver_error", attempts=None):
+        super().__init__(message)
+        self.status = status
+        self.attempts = list(attempts or [])
+
+
+class EquilibriumError(FenchelIDLError, RuntimeError):
+    """The equilibrium iteration did not converge (with ``on_nonconvergence="raise"``)."""
+
+
+class ModelFileError(FenchelIDLError, ValueError):
+    """A model file is corrupt, truncated, tampered with, or not a fenchel_idl model."""
+
+
+class CheckpointError(FenchelIDLError, ValueError):
+    """A checkpoint is corrupt or belongs to another problem or data set."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative method stopped before reaching its tolerance."""
+
+
+class NumericalWarning(UserWarning):
+    """Data or parameters are in a numerically delicate range (badly scaled, kappa near 1)."""

@@ -1,0 +1,131 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import numpy_fixed_point, random_model
+from fenchel_idl import (ConvergenceWarning, EquilibriumError, ImplicitModel, InputTypeError,
+                         ModelFileError, ShapeError, ValidationError)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid", "identity"])
+def test_equilibrium_matches_plain_numpy_fixed_point(rng, activation):
+    m = random_model(rng, activation=activation)
+    U = rng.standard_normal((m.p, 50))
+    X, info = m.equilibrium(U)
+    assert info.converged and info.residual < 1e-8 and info.iterations > 0
+    np.testing.assert_allclose(X, numpy_fixed_point(m, U), atol=1e-8)
+    Y = m.predict(U)
+    np.testing.assert_allclose(Y, m.C @ X + m.D @ U + m.bias_y[:, None], atol=1e-12)
+
+
+def test_anderson_gives_the_same_equilibrium(rng):
+    m = random_model(rng, n=40, kappa=0.97)
+    U = rng.standard_normal((m.p, 30))
+    X1, i1 = m.equilibrium(U)
+    X2, i2 = m.equilibrium(U, method="anderson")
+    assert i2.method == "anderson" and i2.converged
+    np.testing.assert_allclose(X1, X2, atol=1e-7)
+
+
+def test_one_dimensional_input_gives_one_dimensional_results(model, rng):
+    u = rng.standard_normal(model.p)
+    x, _ = model.equilibrium(u)
+    y = model.predict(u)
+    assert x.shape == (model.n,) and y.shape == (model.q,)
+    np.testing.assert_allclose(y, model.predict(u[:, None])[:, 0])
+
+
+def test_triangular_back_substitution_is_exact_for_paper_example():
+    # Remark 2.5: triangular A with A_11 < -1 is well-posed for ReLU although PF(|A|) > 1
+    A = np.array([[-2.0, 1.0, 0.5], [0.0, 0.5, -1.0], [0.0, 0.0, 0.9]])
+    m = ImplicitModel(A=A, B=np.eye(3), C=np.ones((1, 3)), D=np.zeros((1, 3)))
+    U = np.random.default_rng(0).standard_normal((3, 20))
+    X, info = m.equilibrium(U)
+    assert info.method == "exact" and info.iterations == 0
+    # independent reference: the backward recursion of Remark 2.5, written out
+    ref = np.zeros_like(U)
+    for j in range(U.shape[1]):
+        b = U[:, j]
+        x = np.zeros(3)
+        for i in (2, 1, 0):
+            x[i] = max(b[i] + A[i, i + 1:] @ x[i + 1:], 0.0) / (1 - A[i, i])
+        ref[:, j] = x
+    np.testing.assert_allclose(X, ref, atol=1e-12)
+
+
+def test_nonconvergence_warns_or_raises(rng):
+    A = np.array([[0.0, 2.0], [2.0, 0.0]])  # Picard diverges for identity
+    m = ImplicitModel(A=A, B=np.eye(2), C=np.eye(2), D=np.zeros((2, 2)), activation="identity")
+    U = np.ones((2, 3))
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        _, info = m.equilibrium(U, max_iter=50)
+    assert not info.converged
+    with pytest.raises(EquilibriumError, match="did not converge"):
+        m.equilibrium(U, max_iter=50, on_nonconvergence="raise")
+
+
+def test_model_is_immutable(model):
+    with pytest.raises(ValueError):
+        model.A[0, 0] = 1.0
+    with pytest.raises(AttributeError):
+        model.A = np.zeros((2, 2))
+
+
+def test_save_load_roundtrip(model, tmp_path, rng):
+    path = model.save(tmp_path / "m.npz")
+    loaded = ImplicitModel.load(path)
+    U = rng.standard_normal((model.p, 7))
+    np.testing.assert_array_equal(loaded.predict(U), model.predict(U))
+    assert loaded.activation == model.activation
+
+
+def test_load_refuses_bad_files(model, tmp_path):
+    path = model.save(tmp_path / "m.npz")
+    raw = path.read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ModelFileError, match="corrupt or truncated"):
+        ImplicitModel.load(tmp_path / "trunc.npz")
+    np.savez(tmp_path / "foreign.npz", A=np.eye(2))
+    with pytest.raises(ModelFileError, match="not a fenchel_idl model"):
+        ImplicitModel.load(tmp_path / "foreign.npz")
+    # tamper: change one array, keep the metadata
+    with np.load(path) as d:
+        arrays = {k: d[k] for k in d.files}
+    arrays["A"] = arrays["A"] * 1.01
+    np.savez(tmp_path / "tampered.npz", **arrays)
+    with pytest.raises(ModelFileError, match="checksum"):
+        ImplicitModel.load(tmp_path / "tampered.npz")
+    meta = json.loads(bytes(arrays["metadata"]).decode())
+    meta["version"] = 99
+    arrays["metadata"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "future.npz", **arrays)
+    with pytest.raises(ModelFileError, match="version 99"):
+        ImplicitModel.load(tmp_path / "future.npz")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        ImplicitModel.load(tmp_path / "nothing.npz")
+    # an object array would need pickle: refused, never executed
+    with zipfile.ZipFile(path) as z:
+        assert all(name.endswith(".npy") for name in z.namelist())
+
+
+def test_bad_input_errors():
+    ok = dict(A=np.zeros((2, 2)), B=np.zeros((2, 3)), C=np.zeros((1, 2)), D=np.zeros((1, 3)))
+    with pytest.raises(ShapeError, match=r"'A' must be a non-empty square matrix.*\(2, 3\)"):
+        ImplicitModel(**{**ok, "A": np.zeros((2, 3))})
+    with pytest.raises(ShapeError, match="'B' must have n = 2 rows"):
+        ImplicitModel(**{**ok, "B": np.zeros((3, 3))})
+    with pytest.raises(ShapeError, match="'D' must have shape"):
+        ImplicitModel(**{**ok, "D": np.zeros((1, 2))})
+    with pytest.raises(ValidationError, match="'C' must contain only finite values"):
+        ImplicitModel(**{**ok, "C": np.array([[np.nan, 0.0]])})
+    with pytest.raises(ValidationError, match="'activation' must be one of"):
+        ImplicitModel(**ok, activation="gelu")
+    with pytest.raises(InputTypeError, match="'A' must be a numeric array"):
+        ImplicitModel(**{**ok, "A": [["a", "b"], ["c", "d"]]})
+    m = ImplicitModel(**ok)
+    with pytest.raises(ShapeError, match=r"'U' must have 3 rows"):
+        m.predict(np.zeros((2, 5)))
+    with pytest.raises(ValidationError, match="'U' must contain only finite"):
+        m.predict(np.full((3, 2), np.inf))
