@@ -94,7 +94,19 @@ class Activation:
         raise NotImplementedError
 
     def fenchel_cvxpy(self, x: Any, z: Any) -> CvxTerm:
-        """The same divergence as a CVXPY expression plus domain constraints."""
+        """The same divergence as a CVXPY expression plus domain constraints.
+
+        Convex in x for fixed z and in z for fixed x (biconvex), not jointly.
+        """
+        fx = self.f_cvxpy(x)
+        return CvxTerm(fx.expr + self.fstar_cvxpy(z) - cp.multiply(x, z), fx.constraints)
+
+    def f_cvxpy(self, x: Any) -> CvxTerm:
+        """f(x) entrywise as a CVXPY expression, with the constraints of its domain."""
+        raise NotImplementedError
+
+    def fstar_cvxpy(self, z: Any) -> Any:
+        """f*(z) entrywise as a CVXPY expression (phi = grad f*)."""
         raise NotImplementedError
 
     # -- misc -----------------------------------------------------------------------------
@@ -160,9 +172,11 @@ class ReLU(Activation):
         val = 0.5 * x * x + 0.5 * zp * zp - x * z
         return np.where(x >= 0, np.maximum(val, 0.0), np.inf)
 
-    def fenchel_cvxpy(self, x, z):
-        expr = 0.5 * cp.square(x) + 0.5 * cp.square(cp.pos(z)) - cp.multiply(x, z)
-        return CvxTerm(expr, [x >= 0] if isinstance(x, cp.Expression) and not x.is_constant() else [])
+    def f_cvxpy(self, x):
+        return CvxTerm(0.5 * cp.square(x), [] if x.is_constant() else [x >= 0])
+
+    def fstar_cvxpy(self, z):
+        return 0.5 * cp.square(cp.pos(z))
 
     def solve_scalar(self, a, c):
         return np.maximum(c, 0.0) / (1.0 - a)
@@ -199,10 +213,11 @@ class LeakyReLU(Activation):
         fz = np.where(z >= 0, 0.5 * z * z, 0.5 * self.alpha * z * z)
         return np.maximum(fx + fz - x * z, 0.0)
 
-    def fenchel_cvxpy(self, x, z):
-        fx = 0.5 * cp.square(cp.pos(x)) + (0.5 / self.alpha) * cp.square(cp.neg(x))
-        fz = 0.5 * cp.square(cp.pos(z)) + (0.5 * self.alpha) * cp.square(cp.neg(z))
-        return CvxTerm(fx + fz - cp.multiply(x, z), [])
+    def f_cvxpy(self, x):
+        return CvxTerm(0.5 * cp.square(cp.pos(x)) + (0.5 / self.alpha) * cp.square(cp.neg(x)), [])
+
+    def fstar_cvxpy(self, z):
+        return 0.5 * cp.square(cp.pos(z)) + (0.5 * self.alpha) * cp.square(cp.neg(z))
 
     def to_dict(self):
         return {"name": self.name, "alpha": float(self.alpha)}
@@ -232,8 +247,11 @@ class Identity(Activation):
         d = np.asarray(x, dtype=float) - np.asarray(z, dtype=float)
         return 0.5 * d * d
 
-    def fenchel_cvxpy(self, x, z):
-        return CvxTerm(0.5 * cp.square(x - z), [])
+    def f_cvxpy(self, x):
+        return CvxTerm(0.5 * cp.square(x), [])
+
+    def fstar_cvxpy(self, z):
+        return 0.5 * cp.square(z)
 
     def solve_scalar(self, a, c):
         return c / (1.0 - a)
@@ -271,11 +289,12 @@ class Tanh(Activation):
         val = fx + _log_cosh(z) - xc * z
         return np.where(inside, np.maximum(val, 0.0), np.inf)
 
-    def fenchel_cvxpy(self, x, z):
-        fx = -0.5 * (cp.entr(1 + x) + cp.entr(1 - x))
+    def f_cvxpy(self, x):
+        return CvxTerm(-0.5 * (cp.entr(1 + x) + cp.entr(1 - x)), [])
+
+    def fstar_cvxpy(self, z):
         # log cosh z = z + log(1 + exp(-2 z)) - log 2
-        fz = z + cp.logistic(-2 * z) - np.log(2.0)
-        return CvxTerm(fx + fz - cp.multiply(x, z), [])
+        return z + cp.logistic(-2 * z) - np.log(2.0)
 
 
 @dataclass(frozen=True)
@@ -308,9 +327,11 @@ class Sigmoid(Activation):
         val = fx + np.logaddexp(0.0, z) - xc * z
         return np.where(inside, np.maximum(val, 0.0), np.inf)
 
-    def fenchel_cvxpy(self, x, z):
-        fx = -(cp.entr(x) + cp.entr(1 - x))
-        return CvxTerm(fx + cp.logistic(z) - cp.multiply(x, z), [])
+    def f_cvxpy(self, x):
+        return CvxTerm(-(cp.entr(x) + cp.entr(1 - x)), [])
+
+    def fstar_cvxpy(self, z):
+        return cp.logistic(z)
 
 
 @dataclass(frozen=True)
