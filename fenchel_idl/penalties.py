@@ -261,7 +261,8 @@ class Custom(Penalty):
 
     Examples
     --------
-    >>> upper = Custom(lambda A, B, C, D: [cp.tril(A) == 0])  # feedforward structure
+    >>> mask = np.tril(np.ones((4, 4)))  # A strictly upper triangular: a feedforward network
+>>> upper = Custom(fn=lambda A, B, C, D: [cp.multiply(mask, A) == 0], reads=("A",))
     """
 
     fn: Callable[..., Any] | None = None
