@@ -13,9 +13,13 @@ for samples, as scikit-learn does, and convert at their boundary only.
 
 from .activations import (Activation, Blockwise, Identity, LeakyReLU, ReLU, Sigmoid, Softmax,
                           Tanh, get_activation)
+from . import datasets
 from .composition import cascade, concat, feedback, parallel
+from .compression import (ClosedFormState, ErrorBound, LowRankApproximation, LowRankModel,
+                          Reduction, ReductionErrorBound, RemovedState, low_rank,
+                          perturbation_bound, predict_speedup, reduce, selected_features)
 from .equilibrium import EquilibriumInfo
-from .errors import (CheckpointError, ConvergenceWarning, EquilibriumError, FenchelIDLError,
+from .errors import (CheckpointError, ConvergenceWarning, DataNotFoundError, EquilibriumError, FenchelIDLError,
                      InputTypeError, ModelFileError, NotConvexError, NotWellPosedError,
                      NumericalWarning, ShapeError, SolverError, ValidationError)
 from .feedforward import from_layers, from_mlp
@@ -28,9 +32,13 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation", "Blockwise", "Identity", "LeakyReLU", "ReLU", "Sigmoid", "Softmax", "Tanh",
     "get_activation",
+    "datasets",
     "cascade", "concat", "feedback", "parallel",
+    "ClosedFormState", "ErrorBound", "LowRankApproximation", "LowRankModel", "Reduction",
+    "ReductionErrorBound", "RemovedState", "low_rank", "perturbation_bound", "predict_speedup",
+    "reduce", "selected_features",
     "EquilibriumInfo",
-    "CheckpointError", "ConvergenceWarning", "EquilibriumError", "FenchelIDLError",
+    "CheckpointError", "ConvergenceWarning", "DataNotFoundError", "EquilibriumError", "FenchelIDLError",
     "InputTypeError", "ModelFileError", "NotConvexError", "NotWellPosedError",
     "NumericalWarning", "ShapeError", "SolverError", "ValidationError",
     "from_layers", "from_mlp",

@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._validation import as_float_array, check_choice, check_int, check_real
-from .errors import InputTypeError, ShapeError, ValidationError
+from .errors import DataNotFoundError, InputTypeError, ShapeError, ValidationError
 from .feedforward import from_layers
 from .model import ImplicitModel
 from .wellposedness import check_well_posed
@@ -721,7 +721,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
     Raises
     ------
-    FileNotFoundError
+    DataNotFoundError
         No file at ``path``.
     ValidationError
         A corrupt file: bad gzip stream, bad magic number, unknown type, or a data size
@@ -729,7 +729,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"IDX file {str(path)!r} does not exist.")
+        raise DataNotFoundError(f"IDX file {str(path)!r} does not exist.")
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         try:
@@ -790,7 +790,7 @@ def _locate(folder: str, files: Sequence[str], data_dir: str | os.PathLike | Non
     hint = "" if data_dir is not None else (
         f" Set the environment variable {DATA_ENV} to a directory holding '{folder}/', or "
         "pass data_dir=.")
-    raise FileNotFoundError(f"data set files {list(files)} not found in any of:\n{tried}\n"
+    raise DataNotFoundError(f"data set files {list(files)} not found in any of:\n{tried}\n"
                             f"{hint}".rstrip())
 
 
@@ -858,7 +858,7 @@ def load_mnist(split: str = "train", n: int | None = None, seed: int = 0,
 
     Raises
     ------
-    FileNotFoundError
+    DataNotFoundError
         The files are in none of the searched directories (all are listed).
     ValidationError
         A bad ``split`` or ``n``, or a corrupt file (named in the message).

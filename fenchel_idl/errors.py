@@ -21,6 +21,7 @@ __all__ = [
     "EquilibriumError",
     "ModelFileError",
     "CheckpointError",
+    "DataNotFoundError",
     "ConvergenceWarning",
     "NumericalWarning",
 ]
@@ -77,6 +78,10 @@ class ModelFileError(FenchelIDLError, ValueError):
 
 class CheckpointError(FenchelIDLError, ValueError):
     """A checkpoint is corrupt or belongs to another problem or data set."""
+
+
+class DataNotFoundError(FenchelIDLError, FileNotFoundError):
+    """A data file that a loader needs is not where it looked (the message lists the places)."""
 
 
 class ConvergenceWarning(UserWarning):
