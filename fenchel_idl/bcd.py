@@ -1,0 +1,550 @@
+"""Block-coordinate descent (BCD) on the Fenchel-relaxed training problem (section 6.3).
+
+Each sweep solves, in this order, the X block (a DCA majorization step), the (A, B) block
+and the (C, D) block of :class:`fenchel_idl.training.TrainingProblem`. Every block solve is
+certified (:class:`fenchel_idl.solvers.SolveInfo`), and a block update that would increase
+the relaxed objective (by more than the solvers' tolerance) is rejected, so the objective
+never increases within a stage of fixed lam.
+
+lam is driven up by **per-unit continuation**: at the end of a stage, every state whose mean
+divergence is still above ``div_tol`` gets its lam_i multiplied by ``factor`` (a dual-ascent
+step on the constraint F <= 0), which pushes X towards a true equilibrium. The run ends with
+the **optimal readout**: X is recomputed as the true equilibrium of the final (A, B) and
+(C, D) re-solved on it, which is globally optimal for the given (A, B).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._validation import check_int, check_real
+from .errors import CheckpointError, InputTypeError, ValidationError
+from .model import ImplicitModel
+from .solvers import ON_FAILURE, SolveInfo, solve_certified
+from .training import Blocks, TrainingProblem
+from .wellposedness import pf_eigenvalue
+
+__all__ = ["Schedule", "BlockRecord", "Certificate", "BCDResult", "solve_bcd"]
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How lam grows between stages (per-unit continuation).
+
+    Attributes
+    ----------
+    factor : float
+        Multiplier applied to lam_i of the states whose divergence is above ``div_tol``.
+    stages : int
+        Maximum number of lam stages.
+    sweeps_per_stage : int
+        Maximum sweeps in one stage.
+    stage_tol : float
+        A stage ends when one sweep improves the relaxed objective by less than
+        ``stage_tol`` (relative).
+    div_tol : float
+        Mean divergence per state below which a state counts as at equilibrium.
+    per_unit : bool
+        Raise lam only for the states above ``div_tol`` (True) or for all (False).
+    lam_max : float
+        Upper limit of lam_i.
+    """
+
+    factor: float = 4.0
+    stages: int = 6
+    sweeps_per_stage: int = 4
+    stage_tol: float = 1e-3
+    div_tol: float = 1e-4
+    per_unit: bool = True
+    lam_max: float = 1e6
+
+    def __post_init__(self):
+        check_real("schedule factor", self.factor, 1.0, None)
+        check_int("schedule stages", self.stages, low=1)
+        check_int("schedule sweeps_per_stage", self.sweeps_per_stage, low=1)
+        check_real("schedule stage_tol", self.stage_tol, 0.0, None)
+        check_real("schedule div_tol", self.div_tol, 0.0, None)
+        check_real("schedule lam_max", self.lam_max, 0.0, None, low_open=True)
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """One block update in the history."""
+
+    sweep: int
+    stage: int
+    block: str
+    objective: float
+    loss: float
+    divergence: float
+    penalty: float
+    time: float
+    solver: str
+    status: str
+    gap: float | None
+    kkt_residual: float | None
+    certified: bool
+    accepted: bool
+    lam_mean: float
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """What the run certifies about its result.
+
+    Attributes
+    ----------
+    blocks_certified : bool
+        Every block solve that was used had status optimal and a gap within tolerance.
+    max_gap : float
+        Largest relative duality gap (or KKT residual) among the accepted block solves.
+    solve_events : list of dict
+        Every solve attempt that was not certified (fallbacks, failures), with its status.
+    monotone : bool
+        The relaxed objective never increased within a stage of fixed lam.
+    max_increase : float
+        Largest relative increase observed within a stage (<= 0 when monotone).
+    rejected_updates : int
+        Block updates rejected because they would have increased the objective.
+    stationary : bool
+        The last sweep improved the relaxed objective by less than the stage tolerance.
+    last_improvement : float
+    pf_eigenvalue : float
+        lambda_PF(|A|) of the final model (< 1: well-posed by Thm 2.2).
+    norm_inf : float
+        ||N(A, gamma)||_inf of the final model.
+    kappa : float
+    well_posed : bool
+        pf_eigenvalue < 1 and norm_inf <= kappa (up to 1e-9).
+    equilibrium_residual : float
+        Relative residual of the final equilibrium solve.
+    relaxed_objective : float
+        Relaxed objective (standardized units) at the end of the last stage.
+    true_loss : float
+        Training loss of the final model at its true equilibrium (standardized units).
+    relaxation_gap : float
+        true_loss - (loss part of the relaxed objective at the end of the last stage).
+    readout_certified : bool
+        The final (C, D) solve on the true equilibrium is certified optimal, so the
+        readout is globally optimal for the final (A, B).
+    train_metric : dict
+        Training RMSE (regression, raw units) or accuracy (classification).
+    """
+
+    blocks_certified: bool
+    max_gap: float
+    solve_events: list
+    monotone: bool
+    max_increase: float
+    rejected_updates: int
+    stationary: bool
+    last_improvement: float
+    pf_eigenvalue: float
+    norm_inf: float
+    kappa: float
+    well_posed: bool
+    equilibrium_residual: float
+    relaxed_objective: float
+    true_loss: float
+    relaxation_gap: float
+    readout_certified: bool
+    train_metric: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the certificate as JSON."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=float))
+        return path
+
+    def __str__(self) -> str:
+        ok = {True: "yes", False: "NO"}
+        metric = ", ".join(f"{k} = {v:.4g}" for k, v in self.train_metric.items())
+        lines = [
+            "Certificate",
+            f"  every block certified        : {ok[self.blocks_certified]} (max gap "
+            f"{self.max_gap:.2e}; {len(self.solve_events)} uncertified attempt(s) recorded)",
+            f"  objective monotone per stage : {ok[self.monotone]} (max increase "
+            f"{self.max_increase:.2e}, {self.rejected_updates} update(s) rejected)",
+            f"  block stationarity           : {ok[self.stationary]} (last sweep improved "
+            f"{self.last_improvement:.2e})",
+            f"  well-posed                   : {ok[self.well_posed]} (lambda_PF(|A|) = "
+            f"{self.pf_eigenvalue:.4f}, ||A||_inf = {self.norm_inf:.4f} <= kappa = "
+            f"{self.kappa})",
+            f"  equilibrium residual         : {self.equilibrium_residual:.2e}",
+            f"  relaxed objective            : {self.relaxed_objective:.6g}",
+            f"  true loss at equilibrium     : {self.true_loss:.6g} (relaxation gap "
+            f"{self.relaxation_gap:+.3g})",
+            f"  readout globally optimal     : {ok[self.readout_certified]}",
+            f"  training metric              : {metric}",
+        ]
+        return "\n".join(lines)
+
+
+@dataclass
+class BCDResult:
+    """The result of :func:`solve_bcd`.
+
+    Attributes
+    ----------
+    model : ImplicitModel
+        The trained model, on raw inputs.
+    history : list of BlockRecord
+    certificate : Certificate
+    start_model : ImplicitModel
+        The random-feature start (A = 0, random B, optimal readout).
+    start_metric : dict
+        Its training metric.
+    n_sweeps : int
+    lam : ndarray of shape (n,)
+        Final lam.
+    refine_history : object or None
+        The history of the optional refinement stage.
+    """
+
+    model: ImplicitModel
+    history: list
+    certificate: Certificate
+    start_model: ImplicitModel
+    start_metric: dict
+    n_sweeps: int
+    lam: Array
+    refine_history: Any = None
+    timings: dict = field(default_factory=dict)
+
+
+def _metric(problem: TrainingProblem, model: ImplicitModel) -> dict:
+    Yhat = model.predict(problem.U_raw)
+    if problem.loss.name == "cross_entropy":
+        return {"accuracy": float(np.mean(Yhat.argmax(0) == problem.Y_raw.argmax(0)))}
+    return {"rmse": float(np.sqrt(np.mean((Yhat - problem.Y_raw) ** 2)))}
+
+
+class _State:
+    """Current values of the BCD variables (standardized units)."""
+
+    def __init__(self, A, B, b, C, D, d, X, lam):
+        self.A, self.B, self.b, self.C, self.D, self.d, self.X, self.lam = \
+            A, B, b, C, D, d, X, lam
+
+    def arrays(self) -> dict:
+        return {k: getattr(self, k) for k in ("A", "B", "b", "C", "D", "d", "X", "lam")}
+
+    def copy(self) -> "_State":
+        return _State(**{k: np.array(v, copy=True) for k, v in self.arrays().items()})
+
+
+def _equilibrium(problem, s: _State, X0=None):
+    model = ImplicitModel(s.A, s.B, np.zeros((1, problem.n)), np.zeros((1, problem.p)),
+                          problem.activation, s.b, None)
+    return model.equilibrium(problem.U, X0=X0, tol=1e-11, max_iter=20000,
+                             on_nonconvergence="warn")
+
+
+def _init_state(problem: TrainingProblem, init: Any, rng: np.random.Generator) -> _State:
+    n, p, q = problem.n, problem.p, problem.q
+    if init is None or init == "random":
+        scale = 1.0 / np.sqrt(p)
+        B = rng.standard_normal((n, p)) * scale * 2.0
+        b = rng.standard_normal(n) if problem.bias else np.zeros(n)
+        if problem.bounds.B is not None:  # start inside the ball
+            rows = np.abs(B).sum(axis=1)
+            B *= np.minimum(1.0, problem.bounds.B / np.maximum(rows, 1e-300))[:, None]
+            b = np.clip(b, -problem.bounds.B, problem.bounds.B)
+        A = np.zeros((n, n))
+        C, D, d = np.zeros((q, n)), np.zeros((q, p)), np.zeros(q)
+    elif isinstance(init, ImplicitModel):
+        A, B, b, C, D, d = problem.from_user_model(init)
+    else:
+        raise InputTypeError(f"'init' must be None, 'random' or an ImplicitModel; got "
+                             f"{type(init).__name__}.")
+    s = _State(A, B, b, C, D, d, np.zeros((n, problem.m)), problem.lam0.copy())
+    s.X, _ = _equilibrium(problem, s)
+    return s
+
+
+def _save_checkpoint(directory: Path, problem: TrainingProblem, s: _State, meta: dict):
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "checkpoint.npz.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **s.arrays(),
+                 meta=np.frombuffer(json.dumps({**meta, "fingerprint": problem.fingerprint()})
+                                    .encode(), dtype=np.uint8))
+    os.replace(tmp, directory / "checkpoint.npz")
+
+
+def _load_checkpoint(directory: Path, problem: TrainingProblem):
+    path = directory / "checkpoint.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            arrays = {k: np.array(data[k]) for k in ("A", "B", "b", "C", "D", "d", "X", "lam")}
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated "
+                              f"({type(exc).__name__}: {exc}); delete it to start over.") from None
+    if meta.get("fingerprint") != problem.fingerprint():
+        raise CheckpointError(f"checkpoint {str(path)!r} belongs to a different problem or data "
+                              "set (fingerprint mismatch); use another directory or delete it.")
+    return _State(**arrays), meta
+
+
+def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e-6,
+              init: Any = None, schedule: Schedule | dict | None = None,
+              callback: Callable[[BlockRecord], Any] | None = None, refine: Any = None,
+              seed: int = 0, on_failure: str = "fallback", solver: str | None = None,
+              gap_tol: float = 1e-6, checkpoint: str | os.PathLike | None = None,
+              resume: bool = False, progress: bool = False) -> BCDResult:
+    """Train an implicit model by block-coordinate descent on the relaxed problem.
+
+    Parameters
+    ----------
+    problem : TrainingProblem
+    max_sweeps : int
+        Cap on the total number of sweeps over all stages.
+    tol : float
+        Monotonicity tolerance: a block update that raises the relaxed objective by more
+        than ``tol * max(1, |objective|)`` is rejected (solver noise).
+    init : None, "random" or ImplicitModel
+        Start: random B and A = 0 (a random-feature model), or a given model.
+    schedule : Schedule or dict, optional
+        The lam continuation (see :class:`Schedule`).
+    callback : callable, optional
+        Called with every :class:`BlockRecord`.
+    refine : None, bool, dict or RefineOptions
+        Optional final gradient refinement (:func:`fenchel_idl.refine.refine`).
+    seed : int
+        Seed of the random start.
+    on_failure : {"fallback", "warn", "raise"}
+        Solver-failure policy (:func:`fenchel_idl.solvers.solve_certified`).
+    solver : str, optional
+        Force one solver (no fallback chain) for every block.
+    gap_tol : float
+        Tolerance of the block certificates.
+    checkpoint : path, optional
+        Directory where a checkpoint is written atomically after every sweep.
+    resume : bool
+        Resume from the checkpoint in ``checkpoint`` if there is one.
+    progress : bool
+        Show one progress line per sweep.
+
+    Returns
+    -------
+    BCDResult
+
+    Raises
+    ------
+    SolverError
+        A block could not be solved to certified optimality (policy "fallback"/"raise").
+    CheckpointError
+        A corrupt checkpoint, or one written for another problem.
+    """
+    if not isinstance(problem, TrainingProblem):
+        raise InputTypeError(f"'problem' must be a TrainingProblem; got {type(problem).__name__}.")
+    max_sweeps = check_int("max_sweeps", max_sweeps, low=1)
+    tol = check_real("tol", tol, 0.0, None)
+    if on_failure not in ON_FAILURE:
+        raise ValidationError(f"'on_failure' must be one of {list(ON_FAILURE)}; got "
+                              f"{on_failure!r}.")
+    if schedule is None:
+        schedule = Schedule()
+    elif isinstance(schedule, dict):
+        try:
+            schedule = Schedule(**schedule)
+        except TypeError as exc:
+            raise ValidationError(f"bad 'schedule' options: {exc}") from None
+    elif not isinstance(schedule, Schedule):
+        raise InputTypeError(f"'schedule' must be a Schedule or a dict; got "
+                             f"{type(schedule).__name__}.")
+    solvers = (solver,) if solver else None
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    blocks = Blocks(problem)
+    cone = problem.cone
+    history: list[BlockRecord] = []
+    events: list[dict] = []
+    ckpt_dir = Path(checkpoint) if checkpoint is not None else None
+
+    def solve(prob, name):
+        infos = solve_certified(prob, name, cone, solvers, on_failure, gap_tol)
+        for inf in infos:
+            if not inf.certified:
+                events.append(inf.to_dict())
+        return infos[-1]
+
+    def readout(s: _State) -> SolveInfo:
+        blocks.cd_parameters(s.X, s.A, s.B)
+        info = solve(blocks.cd, "CD")
+        Cv, Dv, dv = blocks.cd_vars
+        s.C, s.D = Cv.value, Dv.value
+        s.d = dv.value[:, 0] if dv is not None else np.zeros(problem.q)
+        return info
+
+    start_sweep, stage, done_stage_sweeps = 0, 0, 0
+    loaded = _load_checkpoint(ckpt_dir, problem) if (ckpt_dir is not None and resume) else None
+    s = _init_state(problem, init, rng)
+    if init is None or isinstance(init, str):
+        readout(s)
+    start_model = problem.to_user_model(s.A, s.B, s.b, s.C, s.D, s.d)
+    start_metric = _metric(problem, start_model)
+    if loaded is not None:
+        s, meta = loaded
+        start_sweep, stage, done_stage_sweeps = meta["sweep"], meta["stage"], meta["stage_sweeps"]
+        history = [BlockRecord(**r) for r in meta.get("history", [])]
+
+    def objective(st: _State):
+        return problem.objective_parts(st.A, st.B, st.b, st.C, st.D, st.d, st.X, st.lam)
+
+    loss, div, pen = objective(s)
+    J = loss + div + pen
+    max_increase = -np.inf
+    rejected = 0
+    last_improvement = np.inf
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_sweeps, initial=start_sweep, desc="BCD", unit="sweep")
+    sweep = start_sweep
+    try:
+        while sweep < max_sweeps and stage < schedule.stages:
+            t_sweep = time.perf_counter()
+            J_before = J
+            for name in ("X", "AB", "CD"):
+                t0 = time.perf_counter()
+                trial = s.copy()
+                if name == "X":
+                    blocks.x_parameters(s.A, s.B, s.b, s.C, s.D, s.d, s.X, s.lam)
+                    info = solve(blocks.x, "X")
+                    trial.X = np.asarray(blocks.x_var.value)
+                    if problem.activation.name == "relu":
+                        trial.X = np.maximum(trial.X, 0.0)
+                elif name == "AB":
+                    blocks.ab_parameters(s.X, s.lam, s.C, s.D)
+                    info = solve(blocks.ab, "AB")
+                    Av, Bv, bv = blocks.ab_vars
+                    trial.A, trial.B = Av.value, Bv.value
+                    trial.b = bv.value[:, 0] if bv is not None else np.zeros(problem.n)
+                else:
+                    info = readout(trial)
+                l2, d2, p2 = objective(trial)
+                J2 = l2 + d2 + p2
+                increase = (J2 - J) / max(1.0, abs(J))
+                accepted = increase <= tol
+                if accepted:
+                    s = trial
+                    max_increase = max(max_increase, increase)
+                    loss, div, pen, J = l2, d2, p2, J2
+                else:
+                    rejected += 1
+                rec = BlockRecord(sweep, stage, name, J, loss, div, pen,
+                                  time.perf_counter() - t0, info.solver, info.status, info.gap,
+                                  info.kkt_residual, info.certified, accepted,
+                                  float(s.lam.mean()))
+                history.append(rec)
+                if callback is not None:
+                    callback(rec)
+            sweep += 1
+            done_stage_sweeps += 1
+            last_improvement = (J_before - J) / max(1.0, abs(J_before))
+            if bar is not None:
+                bar.set_postfix_str(f"stage {stage} obj {J:.4g} loss {loss:.4g} div {div:.3g} "
+                                    f"{time.perf_counter() - t_sweep:.1f}s")
+                bar.update(1)
+            stage_over = (last_improvement < schedule.stage_tol
+                          or done_stage_sweeps >= schedule.sweeps_per_stage)
+            if stage_over:
+                per_unit = problem.divergence(s.X, s.A @ s.X + s.B @ problem.U + s.b[:, None])
+                high = per_unit > schedule.div_tol
+                if not np.any(high) and stage > 0:
+                    stage = schedule.stages  # every state at equilibrium: done
+                else:
+                    grow = high if schedule.per_unit else np.ones_like(high)
+                    s.lam = np.where(grow, np.minimum(s.lam * schedule.factor, schedule.lam_max),
+                                     s.lam)
+                    stage += 1
+                    done_stage_sweeps = 0
+                loss, div, pen = objective(s)
+                J = loss + div + pen
+            if ckpt_dir is not None:
+                _save_checkpoint(ckpt_dir, problem, s,
+                                 {"sweep": sweep, "stage": stage,
+                                  "stage_sweeps": done_stage_sweeps,
+                                  "history": [asdict(r) for r in history]})
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        where = f" The last checkpoint is in {str(ckpt_dir)!r}." if ckpt_dir else ""
+        raise KeyboardInterrupt(f"BCD interrupted after {sweep} sweep(s).{where}") from None
+    if bar is not None:
+        bar.close()
+    t_bcd = time.perf_counter() - t_start
+    # final optimal readout on the true equilibrium
+    relaxed_J, relaxed_loss = J, loss
+    final = s.copy()
+    final.X, eq_info = _equilibrium(problem, final, X0=s.X)
+    readout_info = readout(final)
+    model = problem.to_user_model(final.A, final.B, final.b, final.C, final.D, final.d)
+    refine_history = None
+    if refine:
+        from .refine import refine as _refine
+
+        opts = {} if refine is True else (dict(refine) if isinstance(refine, dict)
+                                           else asdict(refine))
+        opts.setdefault("kappa", problem.kappa)
+        opts.setdefault("seed", seed)
+        rres = _refine(model, problem.U_raw, problem.Y_raw, loss=problem.loss.name,
+                       penalties=list(problem.penalties), **opts)
+        model, refine_history = rres.model, rres.history
+        final.A, final.B, final.b, final.C, final.D, final.d = problem.from_user_model(model)
+        final.X, eq_info = _equilibrium(problem, final, X0=final.X)
+    true_loss = problem.loss.value(problem.Y, final.C @ final.X + final.D @ problem.U
+                                   + final.d[:, None])
+    norm_inf = float(np.max(_gamma_rows(problem) * np.abs(final.A).sum(axis=1)))
+    lam_pf = pf_eigenvalue(_gamma_rows(problem)[:, None] * np.abs(final.A))
+    accepted_infos = [r for r in history if r.accepted]
+    gaps = [g for r in accepted_infos for g in (r.gap, r.kkt_residual) if g is not None]
+    cert = Certificate(
+        blocks_certified=all(r.certified for r in accepted_infos) and readout_info.certified,
+        max_gap=float(max(gaps)) if gaps else 0.0,
+        solve_events=events,
+        monotone=bool(max_increase <= tol) if np.isfinite(max_increase) else True,
+        max_increase=float(max_increase) if np.isfinite(max_increase) else 0.0,
+        rejected_updates=rejected,
+        stationary=bool(last_improvement < schedule.stage_tol),
+        last_improvement=float(last_improvement),
+        pf_eigenvalue=lam_pf, norm_inf=norm_inf, kappa=problem.kappa,
+        well_posed=bool(lam_pf < 1 and norm_inf <= problem.kappa + 1e-9),
+        equilibrium_residual=eq_info.residual,
+        relaxed_objective=float(relaxed_J), true_loss=float(true_loss),
+        relaxation_gap=float(true_loss - relaxed_loss),
+        readout_certified=readout_info.certified and refine_history is None,
+        train_metric=_metric(problem, model))
+    if not eq_info.converged:
+        warnings.warn("the final equilibrium did not converge; see the certificate.",
+                      RuntimeWarning, stacklevel=2)
+    return BCDResult(model=model, history=history, certificate=cert, start_model=start_model,
+                     start_metric=start_metric, n_sweeps=sweep, lam=s.lam.copy(),
+                     refine_history=refine_history,
+                     timings={"bcd": t_bcd, "total": time.perf_counter() - t_start})
+
+
+def _gamma_rows(problem: TrainingProblem) -> Array:
+    from .training import _gammas
+
+    return _gammas(problem.activation, problem.n)
+
