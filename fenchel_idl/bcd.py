@@ -59,6 +59,9 @@ class Schedule:
         Raise lam only for the states above ``div_tol`` (True) or for all (False).
     lam_max : float
         Upper limit of lam_i.
+    restart : bool
+        Start every stage from the true equilibrium X of the current (A, B) (a forward
+        pass), so that the relaxation gap cannot build up across stages.
     """
 
     factor: float = 4.0
@@ -68,6 +71,7 @@ class Schedule:
     div_tol: float = 1e-4
     per_unit: bool = True
     lam_max: float = 1e6
+    restart: bool = False
 
     def __post_init__(self):
         check_real("schedule factor", self.factor, 1.0, None)
@@ -387,11 +391,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         return infos[-1]
 
     def readout(s: _State) -> SolveInfo:
-        blocks.cd_parameters(s.X, s.A, s.B)
-        info = solve(blocks.cd, "CD")
-        Cv, Dv, dv = blocks.cd_vars
-        s.C, s.D = Cv.value, Dv.value
-        s.d = dv.value[:, 0] if dv is not None else np.zeros(problem.q)
+        s.C, s.D, s.d, info = blocks.solve_cd(s.X, s.A, s.B, solve)
         return info
 
     start_sweep, stage, done_stage_sweeps = 0, 0, 0
@@ -428,17 +428,13 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                 t0 = time.perf_counter()
                 trial = s.copy()
                 if name == "X":
-                    blocks.x_parameters(s.A, s.B, s.b, s.C, s.D, s.d, s.X, s.lam)
-                    info = solve(blocks.x, "X")
-                    trial.X = np.asarray(blocks.x_var.value)
+                    trial.X, info = blocks.solve_x(s.A, s.B, s.b, s.C, s.D, s.d, s.X, s.lam,
+                                                   solve)
                     if problem.activation.name == "relu":
                         trial.X = np.maximum(trial.X, 0.0)
                 elif name == "AB":
-                    blocks.ab_parameters(s.X, s.lam, s.C, s.D)
-                    info = solve(blocks.ab, "AB")
-                    Av, Bv, bv = blocks.ab_vars
-                    trial.A, trial.B = Av.value, Bv.value
-                    trial.b = bv.value[:, 0] if bv is not None else np.zeros(problem.n)
+                    trial.A, trial.B, trial.b, info = blocks.solve_ab(s.X, s.lam, s.C, s.D,
+                                                                      solve)
                 else:
                     info = readout(trial)
                 l2, d2, p2 = objective(trial)
@@ -478,6 +474,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                                      s.lam)
                     stage += 1
                     done_stage_sweeps = 0
+                if schedule.restart:
+                    s.X, _ = _equilibrium(problem, s, X0=s.X)
                 loss, div, pen = objective(s)
                 J = loss + div + pen
             if ckpt_dir is not None:

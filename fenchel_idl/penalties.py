@@ -64,6 +64,11 @@ class Penalty:
         """(convex CVXPY expression, constraints) of the matrices in ``M``."""
         raise NotImplementedError
 
+    def row_terms(self, M: Mapping[str, Any]) -> Any:
+        """Per-row penalty of the (A, B) rows in ``M`` (shape (r,)), for row-separable
+        penalties; the parts on C and D are constants of the (A, B) block and left out."""
+        raise NotImplementedError
+
     def value(self, M: Mapping[str, Array]) -> float:
         """The penalty at numeric matrices (evaluated through the same expression)."""
         expr, _ = self.expression({k: cp.Constant(np.asarray(v)) for k, v in M.items()})
@@ -113,6 +118,10 @@ class L1(Penalty):
     def expression(self, M):
         return self.weight * sum(cp.sum(cp.abs(M[k])) for k in self.on), []
 
+    def row_terms(self, M):
+        parts = [cp.sum(cp.abs(M[k]), axis=1) for k in self.on if k in ("A", "B")]
+        return self.weight * sum(parts) if parts else None
+
     def prox(self, M, step):
         return {k: _soft(M[k], step * self.weight) for k in self.on}
 
@@ -156,8 +165,11 @@ class RowNorms(Penalty):
         return tuple(self.of)
 
     def expression(self, M):
+        return self.weight * cp.sum(self.row_terms(M)), []
+
+    def row_terms(self, M):
         R = M["A"] if self.of == "A" else cp.hstack([M["A"], M["B"]])
-        return self.weight * cp.sum(cp.norm(R, 2, axis=1)), []
+        return self.weight * cp.norm(R, 2, axis=1)
 
     def prox(self, M, step):
         if self.of == "A":

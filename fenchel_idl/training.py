@@ -39,6 +39,7 @@ from .errors import NotConvexError, ShapeError, ValidationError
 from .losses import CrossEntropyLoss, get_loss
 from .model import ImplicitModel
 from .penalties import Penalty, check_penalty_convex, get_penalty
+from .solvers import SolveInfo
 
 __all__ = ["TrainingProblem", "Bounds"]
 
@@ -343,91 +344,245 @@ def _penalty_terms(problem: TrainingProblem, M: Mapping[str, Any]):
     return expr, cons
 
 
-class Blocks:
-    """The three compiled block problems of a :class:`TrainingProblem`.
+def _aggregate(block: str, infos: list[SolveInfo]) -> SolveInfo:
+    """One record for a block solved as several batches: worst gap, all certified?"""
+    gaps = [i.gap for i in infos if i.gap is not None]
+    res = [i.kkt_residual for i in infos if i.kkt_residual is not None]
+    bad = [i for i in infos if not i.certified]
+    return SolveInfo(block=block, solver="+".join(sorted({i.solver for i in infos})),
+                     status=bad[0].status if bad else infos[-1].status,
+                     objective=float(sum(i.objective or 0.0 for i in infos)),
+                     gap=max(gaps) if gaps else None, kkt_residual=max(res) if res else None,
+                     certified=not bad, time=float(sum(i.time for i in infos)),
+                     attempt=max(i.attempt for i in infos),
+                     note=bad[0].note if bad else f"{len(infos)} batch(es)")
 
-    Built once; each ``solve_*`` sets the Parameters and re-solves (DPP, no rebuild).
-    DCP and DPP are checked when the blocks are built.
+
+class Blocks:
+    """The three convex blocks of a :class:`TrainingProblem`, compiled once and re-solved.
+
+    - (C, D): one problem; the fixed X, A, B are Parameters.
+    - (A, B): split into batches of rows (the ||A||_inf ball is one l1 ball per row) when
+      every penalty is row-separable; each batch size compiles one problem whose
+      Parameters are re-set for every batch. With penalties that couple rows (column norms,
+      nuclear norm, custom) the block is one problem.
+    - X: split into batches of columns (samples), since the loss and the divergence are
+      sums over samples; one compiled problem per batch size.
+
+    lam is a constant of the X block (and of a joint (A, B) block), because DPP does not
+    allow a Parameter to multiply a convex function of Parameter-dependent expressions; those
+    are compiled once per lam stage (:meth:`build_stage`). DCP and DPP are checked when
+    each problem is built.
+
+    Parameters
+    ----------
+    problem : TrainingProblem
+    row_batch, col_batch : int
+        Batch sizes of the (A, B) rows and of the X columns.
     """
 
-    def __init__(self, problem: TrainingProblem):
+    def __init__(self, problem: TrainingProblem, row_batch: int = 25, col_batch: int = 50):
         self.problem = pb = problem
         n, p, q, m = pb.n, pb.p, pb.q, pb.m
-        U, Y = pb.U, pb.Y
-        ones = np.ones((1, m))
-        # parameters holding the current values of fixed matrices
-        self.A = cp.Parameter((n, n), name="A_fixed")
-        self.B = cp.Parameter((n, p), name="B_fixed")
-        self.C = cp.Parameter((q, n), name="C_fixed")
-        self.D = cp.Parameter((q, p), name="D_fixed")
-        self.X = cp.Parameter((n, m), name="X_fixed")
+        self.row_batch = max(1, min(int(row_batch), n))
+        self.col_batch = max(1, min(int(col_batch), m))
+        self.rowwise = all(pn.row_separable for pn in pb.penalties)
+        self.lam: Array | None = None
+        self._x_cache: dict[int, tuple] = {}
+        self._ab_cache: dict[tuple, tuple] = {}
+        self._ab_joint: tuple | None = None
         # ---- (C, D) block
+        self.Xcd = cp.Parameter((n, m), name="X_fixed")
+        self.Acd = cp.Parameter((n, n), name="A_fixed")
+        self.Bcd = cp.Parameter((n, p), name="B_fixed")
         Cv, Dv = cp.Variable((q, n), name="C"), cp.Variable((q, p), name="D")
         dv = cp.Variable((q, 1), name="d") if pb.bias else None
-        Yhat = Cv @ self.X + Dv @ U + (dv @ ones if dv is not None else 0)
-        pen, pcons = _penalty_terms(pb, {"A": self.A, "B": self.B, "C": Cv, "D": Dv})
+        Yhat = Cv @ self.Xcd + Dv @ pb.U + (dv @ np.ones((1, m)) if dv is not None else 0)
+        pen, pcons = _penalty_terms(pb, {"A": self.Acd, "B": self.Bcd, "C": Cv, "D": Dv})
         cons = list(pcons)
         if pb.bounds.C is not None:
             cons += _inf_ball(Cv, pb.bounds.C)
         if pb.bounds.D is not None:
             cons += _inf_ball(Dv, pb.bounds.D)
-        self.cd = cp.Problem(cp.Minimize(pb.loss.cvxpy(Y, Yhat, m) + pen), cons)
+        self.cd = cp.Problem(cp.Minimize(pb.loss.cvxpy(pb.Y, Yhat, m) + pen), cons)
         self.cd_vars = (Cv, Dv, dv)
-        self.W = cp.Parameter((n, m), name="BU_plus_b")  # B U + b 1^T
-        self.G = cp.Parameter((n, m), name="linear")  # Lam (B U + b) + S+ Xbar
-        self.Sm = cp.Parameter((n, n), name="S_minus_sqrt")
-        self.R = cp.Parameter((q, m), name="D_U_plus_d")
-        # <Lam X, A X + B U + b 1^T> = <A, Lam X X^T> + <B, Lam X U^T> + <b, Lam X 1>
-        self.TA = cp.Parameter((n, n), name="lam_X_Xt")
-        self.TB = cp.Parameter((n, p), name="lam_X_Ut")
-        self.Tb = cp.Parameter((n, 1), name="lam_X_1")
-        self.lam: Array | None = None
         self._check("(C, D)", self.cd)
+        self.gammas = _gammas(pb.activation, n)
 
+    # -- stage ------------------------------------------------------------------------------
     def build_stage(self, lam: Array) -> None:
-        """(Re)build the (A, B) and X blocks for the weights ``lam`` of a new stage.
+        """Start a lam stage: the X block (and a joint (A, B) block) use the new lam."""
+        self.lam = np.array(lam, dtype=float, copy=True)
+        self._x_cache.clear()
+        self._ab_joint = None
 
-        lam multiplies convex functions of expressions that contain Parameters, which DPP
-        does not allow as a Parameter; it is a constant of the blocks instead, so these two
-        blocks are compiled once per lam stage (and re-solved with new Parameter values at
-        every sweep of the stage).
-        """
+    def _ensure_stage(self, lam: Array) -> None:
+        if self.lam is None or not np.array_equal(lam, self.lam):
+            self.build_stage(lam)
+
+    # -- (C, D) -----------------------------------------------------------------------------
+    def solve_cd(self, X, A, B, solve) -> tuple[Array, Array, Array, SolveInfo]:
+        self.Xcd.value, self.Acd.value, self.Bcd.value = X, A, B
+        info = solve(self.cd, "CD")
+        Cv, Dv, dv = self.cd_vars
+        d = dv.value[:, 0] if dv is not None else np.zeros(self.problem.q)
+        return np.array(Cv.value), np.array(Dv.value), np.array(d), info
+
+    # -- (A, B) -----------------------------------------------------------------------------
+    def _row_batches(self):
+        """Row ranges of equal activation, at most row_batch long."""
+        pb = self.problem
+        parts = pb.activation.blocks if isinstance(pb.activation, Blockwise) else \
+            ((pb.n, pb.activation),)
+        start = 0
+        for size, act in parts:
+            for i0 in range(start, start + size, self.row_batch):
+                yield i0, min(i0 + self.row_batch, start + size), act
+            start += size
+
+    def _ab_rows_problem(self, r: int, act: Activation):
+        key = (r, act)
+        if key in self._ab_cache:
+            return self._ab_cache[key]
         pb = self.problem
         n, p, m = pb.n, pb.p, pb.m
-        U = pb.U
+        k = n + p + (1 if pb.bias else 0)
+        W = cp.Variable((r, k), name="AB_rows")
+        V = cp.Parameter((k, m), name="X_U_1")
+        T = cp.Parameter((r, k), name="X_rows_Vt")
+        rho = cp.Parameter((r, 1), nonneg=True, name="inv_lam")
+        radius = cp.Parameter((r, 1), nonneg=True, name="kappa_over_gamma")
+        Z = W @ V
+        obj = (cp.sum(act.fstar_cvxpy(Z)) - cp.sum(cp.multiply(W, T))) / m
+        M = {"A": W[:, :n], "B": W[:, n:n + p]}
+        terms = [pn.row_terms(M) for pn in pb.penalties]
+        terms = [t for t in terms if t is not None]
+        if terms:
+            obj = obj + cp.sum(cp.multiply(rho, cp.reshape(sum(terms), (r, 1), order="F")))
+        cons = [cp.sum(cp.abs(W[:, :n]), axis=1, keepdims=True) <= radius]
+        if pb.bounds.B is not None:
+            cons += [cp.sum(cp.abs(W[:, n:n + p]), axis=1) <= pb.bounds.B]
+            if pb.bias:
+                cons += [cp.abs(W[:, n + p]) <= pb.bounds.B]
+        prob = cp.Problem(cp.Minimize(obj), cons)
+        self._check("(A, B)", prob)
+        self._ab_cache[key] = (prob, W, V, T, rho, radius)
+        return self._ab_cache[key]
+
+    def _ab_joint_problem(self, lam: Array):
+        """(A, B) as one problem (penalties that couple rows); lam is a constant."""
+        pb = self.problem
+        n, p, m = pb.n, pb.p, pb.m
         ones = np.ones((1, m))
-        self.lam = lam = np.array(lam, dtype=float, copy=True)
-        w = lam[:, None]
-        # ---- (A, B) block
+        X = cp.Parameter((n, m), name="X_fixed")
+        TA = cp.Parameter((n, n), name="lam_X_Xt")
+        TB = cp.Parameter((n, p), name="lam_X_Ut")
+        Tb = cp.Parameter((n, 1), name="lam_X_1")
+        C = cp.Parameter((pb.q, n), name="C_fixed")
+        D = cp.Parameter((pb.q, p), name="D_fixed")
         Av, Bv = cp.Variable((n, n), name="A"), cp.Variable((n, p), name="B")
         bv = cp.Variable((n, 1), name="b") if pb.bias else None
-        Z = Av @ self.X + Bv @ U + (bv @ ones if bv is not None else 0)
-        fz = _weighted(_fstar_terms(pb.activation, n, Z), w)
-        lin = cp.sum(cp.multiply(Av, self.TA)) + cp.sum(cp.multiply(Bv, self.TB))
+        Z = Av @ X + Bv @ pb.U + (bv @ ones if bv is not None else 0)
+        fz = _weighted(_fstar_terms(pb.activation, n, Z), lam[:, None])
+        # <Lam X, A X + B U + b 1^T> = <A, Lam X X^T> + <B, Lam X U^T> + <b, Lam X 1>
+        lin = cp.sum(cp.multiply(Av, TA)) + cp.sum(cp.multiply(Bv, TB))
         if bv is not None:
-            lin = lin + cp.sum(cp.multiply(bv, self.Tb))
-        pen, pcons = _penalty_terms(pb, {"A": Av, "B": Bv, "C": self.C, "D": self.D})
-        gammas = _gammas(pb.activation, n)
-        cons = [cp.multiply(gammas[:, None], cp.sum(cp.abs(Av), axis=1, keepdims=True))
+            lin = lin + cp.sum(cp.multiply(bv, Tb))
+        pen, pcons = _penalty_terms(pb, {"A": Av, "B": Bv, "C": C, "D": D})
+        cons = [cp.multiply(self.gammas[:, None], cp.sum(cp.abs(Av), axis=1, keepdims=True))
                 <= pb.kappa] + list(pcons)
         if pb.bounds.B is not None:
             cons += _inf_ball(Bv, pb.bounds.B)
             if bv is not None:
                 cons += [cp.abs(bv) <= pb.bounds.B]
-        self.ab = cp.Problem(cp.Minimize((fz - lin) / m + pen), cons)
-        self.ab_vars = (Av, Bv, bv)
-        # ---- X block (DCA majorization)
-        Xv = cp.Variable((n, m), name="X")
-        Zx = self.A @ Xv + self.W
+        prob = cp.Problem(cp.Minimize((fz - lin) / m + pen), cons)
+        self._check("(A, B)", prob)
+        return prob, (Av, Bv, bv), (X, TA, TB, Tb, C, D)
+
+    def solve_ab(self, X, lam, C, D, solve) -> tuple[Array, Array, Array, SolveInfo]:
+        pb = self.problem
+        n, p = pb.n, pb.p
+        if not self.rowwise:
+            self._ensure_stage(lam)
+            if self._ab_joint is None:
+                self._ab_joint = self._ab_joint_problem(lam)
+            prob, (Av, Bv, bv), (Xp, TA, TB, Tb, Cp, Dp) = self._ab_joint
+            LX = lam[:, None] * X
+            Xp.value, TA.value, TB.value = X, LX @ X.T, LX @ pb.U.T
+            Tb.value, Cp.value, Dp.value = LX.sum(axis=1, keepdims=True), C, D
+            info = solve(prob, "AB")
+            b = bv.value[:, 0] if bv is not None else np.zeros(n)
+            return np.array(Av.value), np.array(Bv.value), np.array(b), info
+        parts = [X, pb.U] + ([np.ones((1, pb.m))] if pb.bias else [])
+        Vval = np.vstack(parts)
+        Wall = np.zeros((n, Vval.shape[0]))
+        infos = []
+        for i0, i1, act in self._row_batches():
+            prob, W, V, T, rho, radius = self._ab_rows_problem(i1 - i0, act)
+            V.value = Vval
+            T.value = X[i0:i1] @ Vval.T
+            rho.value = (1.0 / lam[i0:i1])[:, None]
+            radius.value = (pb.kappa / self.gammas[i0:i1])[:, None]
+            infos.append(solve(prob, f"AB[{i0}:{i1}]"))
+            Wall[i0:i1] = W.value
+        b = Wall[:, n + p] if pb.bias else np.zeros(n)
+        return Wall[:, :n], Wall[:, n:n + p], b, _aggregate("AB", infos)
+
+    # -- X ----------------------------------------------------------------------------------
+    def _x_problem(self, k: int):
+        if k in self._x_cache:
+            return self._x_cache[k]
+        pb = self.problem
+        n, q, m = pb.n, pb.q, pb.m
+        w = self.lam[:, None]
+        Xv = cp.Variable((n, k), name="X")
+        A = cp.Parameter((n, n), name="A_fixed")
+        Wp = cp.Parameter((n, k), name="BU_plus_b")
+        G = cp.Parameter((n, k), name="linear")  # Lam (B U + b) + S+ Xbar
+        Sm = cp.Parameter((n, n), name="S_minus_sqrt")
+        C = cp.Parameter((q, n), name="C_fixed")
+        R = cp.Parameter((q, k), name="D_U_plus_d")
+        CtY = cp.Parameter((n, k), name="Ct_Y")
+        Yhat = C @ Xv + R
+        if isinstance(pb.loss, CrossEntropyLoss):
+            # the constant -<Y, R> of the loss is left out of the block objective
+            loss = (cp.sum(cp.log_sum_exp(Yhat, axis=0)) - cp.sum(cp.multiply(CtY, Xv))) / m
+        else:
+            loss = cp.sum_squares(Yhat) / (2.0 * m)  # R holds D U + d - Y here
         fx_terms, fcons = _f_terms(pb.activation, n, Xv)
-        obj = (pb.loss.cvxpy(pb.Y, self.C @ Xv + self.R, m)
-               + (_weighted(fx_terms, w) + _weighted(_fstar_terms(pb.activation, n, Zx), w)
-                  - cp.sum(cp.multiply(Xv, self.G))
-                  + 0.5 * cp.sum_squares(self.Sm @ Xv)) / m)
-        self.x = cp.Problem(cp.Minimize(obj), fcons)
-        self.x_var = Xv
-        self._check("(A, B)", self.ab)
-        self._check("X", self.x)
+        obj = loss + (_weighted(fx_terms, w)
+                      + _weighted(_fstar_terms(pb.activation, n, A @ Xv + Wp), w)
+                      - cp.sum(cp.multiply(Xv, G)) + 0.5 * cp.sum_squares(Sm @ Xv)) / m
+        prob = cp.Problem(cp.Minimize(obj), fcons)
+        self._check("X", prob)
+        self._x_cache[k] = (prob, Xv, A, Wp, G, Sm, C, R, CtY)
+        return self._x_cache[k]
+
+    def solve_x(self, A, B, b, C, D, d, X, lam, solve) -> tuple[Array, SolveInfo]:
+        """The DCA step on X (see the module docstring), by batches of columns."""
+        pb = self.problem
+        self._ensure_stage(lam)
+        Wall = B @ pb.U + b[:, None]
+        M = lam[:, None] * A
+        M = M + M.T
+        ev, Q = np.linalg.eigh(M)
+        Gall = lam[:, None] * Wall + (Q * np.maximum(ev, 0.0)) @ Q.T @ X
+        Smv = (Q * np.sqrt(np.maximum(-ev, 0.0))) @ Q.T
+        Rall = D @ pb.U + d[:, None]
+        classify = isinstance(pb.loss, CrossEntropyLoss)
+        if not classify:
+            Rall = Rall - pb.Y
+        Xnew = np.empty_like(X)
+        infos = []
+        for j0 in range(0, pb.m, self.col_batch):
+            j1 = min(j0 + self.col_batch, pb.m)
+            prob, Xv, Ap, Wp, G, Sm, Cp, R, CtY = self._x_problem(j1 - j0)
+            Ap.value, Sm.value, Cp.value = A, Smv, C
+            Wp.value, G.value, R.value = Wall[:, j0:j1], Gall[:, j0:j1], Rall[:, j0:j1]
+            CtY.value = C.T @ pb.Y[:, j0:j1] if classify else np.zeros((pb.n, j1 - j0))
+            infos.append(solve(prob, f"X[{j0}:{j1}]"))
+            Xnew[:, j0:j1] = Xv.value
+        return Xnew, _aggregate("X", infos)
 
     @staticmethod
     def _check(name: str, prob: cp.Problem) -> None:
@@ -438,39 +593,6 @@ class Blocks:
             raise NotConvexError(f"the {name} block is not DPP (it could not be compiled "
                                  "once and re-solved); a penalty uses a fixed matrix "
                                  "nonlinearly. Write it with the block's own variables.")
-
-    # -- setting parameters -------------------------------------------------------------------
-    def set_model(self, A, B, C, D):
-        self.A.value, self.B.value, self.C.value, self.D.value = A, B, C, D
-
-    def x_parameters(self, A, B, b, C, D, d, X, lam):
-        pb = self.problem
-        if self.lam is None or not np.array_equal(lam, self.lam):
-            self.build_stage(lam)
-        W = B @ pb.U + b[:, None]
-        M = lam[:, None] * A
-        M = M + M.T
-        w, Q = np.linalg.eigh(M)
-        Sp = (Q * np.maximum(w, 0.0)) @ Q.T
-        self.W.value = W
-        self.G.value = lam[:, None] * W + Sp @ X
-        self.Sm.value = (Q * np.sqrt(np.maximum(-w, 0.0))) @ Q.T
-        self.R.value = D @ pb.U + d[:, None]
-        self.A.value, self.C.value = A, C
-
-    def ab_parameters(self, X, lam, C, D):
-        if self.lam is None or not np.array_equal(lam, self.lam):
-            self.build_stage(lam)
-        self.X.value = X
-        LX = lam[:, None] * X
-        self.TA.value = LX @ X.T
-        self.TB.value = LX @ self.problem.U.T
-        self.Tb.value = LX.sum(axis=1, keepdims=True)
-        self.C.value, self.D.value = C, D
-
-    def cd_parameters(self, X, A, B):
-        self.X.value = X
-        self.A.value, self.B.value = A, B
 
 
 def _gammas(phi: Activation, n: int) -> Array:
