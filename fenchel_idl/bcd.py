@@ -312,7 +312,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
               callback: Callable[[BlockRecord], Any] | None = None, refine: Any = None,
               seed: int = 0, on_failure: str = "fallback", solver: str | None = None,
               gap_tol: float = 1e-6, checkpoint: str | os.PathLike | None = None,
-              resume: bool = False, progress: bool = False) -> BCDResult:
+              resume: bool = False, progress: bool = False,
+              block_solver: str = "auto") -> BCDResult:
     """Train an implicit model by block-coordinate descent on the relaxed problem.
 
     Parameters
@@ -345,6 +346,11 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         Resume from the checkpoint in ``checkpoint`` if there is one.
     progress : bool
         Show one progress line per sweep.
+    block_solver : {"auto", "cvxpy", "fista"}
+        How the X and (A, B) blocks are solved: "cvxpy" always uses the compiled CVXPY
+        blocks; "fista" the batched certified solvers of :mod:`fenchel_idl.fast_blocks`
+        (ReLU, no penalty on A or B); "auto" uses them where they apply. An uncertified
+        batched solve falls back to the CVXPY block, and the event is recorded.
 
     Returns
     -------
@@ -375,9 +381,19 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         raise InputTypeError(f"'schedule' must be a Schedule or a dict; got "
                              f"{type(schedule).__name__}.")
     solvers = (solver,) if solver else None
+    if block_solver not in ("auto", "cvxpy", "fista"):
+        raise ValidationError(f"'block_solver' must be one of ['auto', 'cvxpy', 'fista']; got "
+                              f"{block_solver!r}.")
+    from .fast_blocks import fast_ab_block, fast_blocks_apply, fast_x_block
+
+    fast = block_solver != "cvxpy" and fast_blocks_apply(problem)
+    if block_solver == "fista" and not fast:
+        raise ValidationError("'block_solver'='fista' needs the ReLU activation and no penalty "
+                              "on A or B; use 'auto' or 'cvxpy'.")
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
     blocks = Blocks(problem)
+    gammas = _gamma_rows(problem)
     cone = problem.cone
     history: list[BlockRecord] = []
     events: list[dict] = []
@@ -428,13 +444,28 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                 t0 = time.perf_counter()
                 trial = s.copy()
                 if name == "X":
-                    trial.X, info = blocks.solve_x(s.A, s.B, s.b, s.C, s.D, s.d, s.X, s.lam,
-                                                   solve)
+                    info = None
+                    if fast:
+                        trial.X, info = fast_x_block(problem, s.A, s.B, s.b, s.C, s.D, s.d,
+                                                     s.X, s.lam, tol=gap_tol)
+                    if info is None or not info.certified:
+                        if info is not None:
+                            events.append(info.to_dict())
+                        trial.X, info = blocks.solve_x(s.A, s.B, s.b, s.C, s.D, s.d, s.X,
+                                                       s.lam, solve)
                     if problem.activation.name == "relu":
                         trial.X = np.maximum(trial.X, 0.0)
                 elif name == "AB":
-                    trial.A, trial.B, trial.b, info = blocks.solve_ab(s.X, s.lam, s.C, s.D,
-                                                                      solve)
+                    info = None
+                    if fast:
+                        W0 = np.hstack([s.A, s.B] + ([s.b[:, None]] if problem.bias else []))
+                        trial.A, trial.B, trial.b, info = fast_ab_block(
+                            problem, s.X, gammas, W0, tol=gap_tol)
+                    if info is None or not info.certified:
+                        if info is not None:
+                            events.append(info.to_dict())
+                        trial.A, trial.B, trial.b, info = blocks.solve_ab(s.X, s.lam, s.C,
+                                                                          s.D, solve)
                 else:
                     info = readout(trial)
                 l2, d2, p2 = objective(trial)

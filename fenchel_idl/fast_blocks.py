@@ -1,0 +1,187 @@
+"""Batched first-order solvers, with certificates, for the ReLU X and (A, B) blocks.
+
+For the most common problem (ReLU, no penalty on A or B) both blocks are smooth convex
+problems over simple sets, and the general CVXPY blocks of :mod:`fenchel_idl.training`
+spend their time in interpreter and solver overhead (measured: about 0.7 s per Clarabel
+solve of a 50-sample X batch at n = 75). Here every block is solved for all samples (X)
+or all rows (A, B) at once by FISTA with adaptive restart, in a few matrix products per
+iteration, and each solve carries a certificate:
+
+- **X block** (DCA majorizer, see :mod:`fenchel_idl.training`)::
+
+      min_{X >= 0}  L(Y, C X + D U + d)
+                    + (1/m) [ 1/2 sum_i lam_i X_i^2 + 1/2 sum_i lam_i (A X + W)_+,i^2
+                              - <G, X> + 1/2 ||S_- X||^2 ]
+
+  is (1/m) min(lam)-strongly convex, so ``phi(X) - phi* <= ||g||^2 / (2 mu)`` where g is the
+  minimal-norm element of the subdifferential (the projected gradient for X >= 0). That
+  bound is the reported gap.
+- **(A, B) block**, one row w = (a_i, b_i, c_i) at a time (all rows in one matrix)::
+
+      min  (1/m) [ 1/2 sum_j (w^T v_j)_+^2 - w^T V x_i ]
+      s.t. gamma_i ||a||_1 <= kappa,  ||b||_1 <= beta_B,  |c| <= beta_B
+
+  over a compact set, so the Frank-Wolfe gap ``max_{s in K} grad^T (w - s)``, which has a
+  closed form for these balls, bounds the suboptimality. lam_i scales a row's objective
+  and does not move its minimizer, so it is left out.
+
+Both are verified against the CVXPY blocks in the tests.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import softmax
+
+from .losses import CrossEntropyLoss
+from .projection import project_l1_rows
+from .solvers import SolveInfo
+
+__all__ = ["fast_x_block", "fast_ab_block", "fast_blocks_apply"]
+
+Array = NDArray[np.float64]
+
+
+def fast_blocks_apply(problem) -> bool:
+    """Whether the batched solvers cover this problem: ReLU and no penalty reading A or B."""
+    reads_ab = any(set(pn.matrices) & {"A", "B"} for pn in problem.penalties)
+    return problem.activation.name == "relu" and not reads_ab
+
+
+def _fista(grad_obj: Callable, project: Callable, certificate: Callable, x0: Array, L: float,
+           tol: float, max_iter: int):
+    """FISTA with function-value adaptive restart. Returns (x, f, gap, iterations)."""
+    x = project(x0)
+    f, g = grad_obj(x)
+    y, fy_g = x, (f, g)
+    t = 1.0
+    gap = certificate(x, f, g)
+    it = 0
+    for it in range(1, max_iter + 1):
+        fy, gy = fy_g
+        x_new = project(y - gy / L)
+        f_new, g_new = grad_obj(x_new)
+        if f_new > f:  # restart: take a plain projected gradient step from x
+            t = 1.0
+            x_new = project(x - g / L)
+            f_new, g_new = grad_obj(x_new)
+        t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
+        y = x_new + ((t - 1.0) / t_new) * (x_new - x)
+        x, f, g, t = x_new, f_new, g_new, t_new
+        fy_g = grad_obj(y)
+        if it % 5 == 0 or it == max_iter:
+            gap = certificate(x, f, g)
+            if gap <= tol * max(1.0, abs(f)):
+                break
+    gap = certificate(x, f, g)
+    return x, f, gap, it
+
+
+def fast_x_block(problem, A, B, b, C, D, d, X, lam, tol: float = 1e-7,
+                 max_iter: int = 20000) -> tuple[Array, SolveInfo]:
+    """The DCA X step for ReLU, all samples at once (see the module docstring)."""
+    t0 = time.perf_counter()
+    U, Y, m = problem.U, problem.Y, problem.m
+    W = B @ U + b[:, None]
+    M = lam[:, None] * A
+    M = M + M.T
+    ev, Q = np.linalg.eigh(M)
+    G = lam[:, None] * W + (Q * np.maximum(ev, 0.0)) @ Q.T @ X
+    Sm2 = (Q * np.maximum(-ev, 0.0)) @ Q.T  # S_- (its square root squared)
+    R = D @ U + d[:, None]
+    ce = isinstance(problem.loss, CrossEntropyLoss)
+    lam_c = lam[:, None]
+    AtL = A.T
+
+    def grad_obj(Xc):
+        Yhat = C @ Xc + R
+        if ce:
+            mx = Yhat.max(axis=0, keepdims=True)
+            lse = mx + np.log(np.exp(Yhat - mx).sum(axis=0, keepdims=True))
+            loss = float(np.sum(lse) - np.sum(Y * Yhat)) / m
+            gl = C.T @ (softmax(Yhat, axis=0) - Y) / m
+        else:
+            E = Yhat - Y
+            loss = 0.5 * float(np.sum(E * E)) / m
+            gl = C.T @ E / m
+        Zp = np.maximum(A @ Xc + W, 0.0)
+        S = Sm2 @ Xc
+        obj = loss + (0.5 * float(np.sum(lam_c * Xc * Xc)) + 0.5 * float(np.sum(lam_c * Zp * Zp))
+                      - float(np.sum(G * Xc)) + 0.5 * float(np.sum(Xc * S))) / m
+        grad = gl + (lam_c * Xc + AtL @ (lam_c * Zp) - G + S) / m
+        return obj, grad
+
+    mu = float(lam.min()) / m
+
+    def certificate(Xc, f, g):
+        gmin = np.where(Xc > 0, g, np.minimum(g, 0.0))
+        return float(np.sum(gmin * gmin)) / (2.0 * mu)
+
+    c2 = float(np.linalg.norm(C, 2)) ** 2
+    L = (c2 * (0.5 if ce else 1.0) + float(lam.max()) * (1.0 + float(np.linalg.norm(A, 2)) ** 2)
+         + float(max(-ev.min(), 0.0))) / m
+    Xn, f, gap, iters = _fista(grad_obj, lambda Z: np.maximum(Z, 0.0), certificate, X, L, tol,
+                               max_iter)
+    rel = gap / max(1.0, abs(f))
+    ok = rel <= tol
+    info = SolveInfo("X", "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
+                     time.perf_counter() - t0, 1,
+                     "" if ok else f"gap bound {rel:.2e} above {tol:.1e} after {iters} "
+                                   "iterations")
+    return Xn, info
+
+
+def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7,
+                  max_iter: int = 50000) -> tuple[Array, Array, Array, SolveInfo]:
+    """The (A, B) step for ReLU, all rows at once (see the module docstring)."""
+    t0 = time.perf_counter()
+    n, p, m = problem.n, problem.p, problem.m
+    U = problem.U
+    bias = problem.bias
+    V = np.vstack([X, U] + ([np.ones((1, m))] if bias else []))
+    T = X @ V.T
+    radius_a = problem.kappa / gammas
+    beta = problem.bounds.B
+
+    def project(Wc):
+        out = np.empty_like(Wc)
+        out[:, :n] = project_l1_rows(Wc[:, :n], radius_a)
+        if beta is not None:
+            out[:, n:n + p] = project_l1_rows(Wc[:, n:n + p], np.full(n, beta))
+            if bias:
+                out[:, n + p] = np.clip(Wc[:, n + p], -beta, beta)
+        else:
+            out[:, n:] = Wc[:, n:]
+        return out
+
+    def grad_obj(Wc):
+        Zp = np.maximum(Wc @ V, 0.0)
+        obj = (0.5 * float(np.sum(Zp * Zp)) - float(np.sum(Wc * T))) / m
+        return obj, (Zp @ V.T - T) / m
+
+    def certificate(Wc, f, g):
+        if beta is None:  # the ball on B is off: fall back to a projected-gradient residual
+            s = project(Wc - g)
+            return float(np.sum(np.abs(Wc - s)))
+        gap = (np.sum(g * Wc, axis=1) + radius_a * np.abs(g[:, :n]).max(axis=1)
+               + beta * np.abs(g[:, n:n + p]).max(axis=1))
+        if bias:
+            gap = gap + beta * np.abs(g[:, n + p])
+        return float(np.sum(np.maximum(gap, 0.0)))
+
+    L = float(np.linalg.norm(V, 2)) ** 2 / m
+    if W0 is None:
+        W0 = np.zeros((n, V.shape[0]))
+    Wn, f, gap, iters = _fista(grad_obj, project, certificate, W0, L, tol, max_iter)
+    rel = gap / max(1.0, abs(f))
+    ok = rel <= tol
+    info = SolveInfo("AB", "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
+                     time.perf_counter() - t0, 1,
+                     "" if ok else f"Frank-Wolfe gap {rel:.2e} above {tol:.1e} after {iters} "
+                                   "iterations")
+    b = Wn[:, n + p] if bias else np.zeros(n)
+    return Wn[:, :n], Wn[:, n:n + p], b, info
