@@ -14,6 +14,7 @@ for samples, as scikit-learn does, and convert at their boundary only.
 from .activations import (Activation, Blockwise, Identity, LeakyReLU, ReLU, Sigmoid, Softmax,
                           Tanh, get_activation)
 from . import datasets
+from .bcd import BCDResult, BlockRecord, Certificate, Schedule, solve_bcd
 from .composition import cascade, concat, feedback, parallel
 from .compression import (ClosedFormState, ErrorBound, LowRankApproximation, LowRankModel,
                           Reduction, ReductionErrorBound, RemovedState, low_rank,
@@ -23,7 +24,13 @@ from .errors import (CheckpointError, ConvergenceWarning, DataNotFoundError, Equ
                      InputTypeError, ModelFileError, NotConvexError, NotWellPosedError,
                      NumericalWarning, ShapeError, SolverError, ValidationError)
 from .feedforward import from_layers, from_mlp
+from .gradients import Gradients, input_gradient, loss_gradients
+from .losses import get_loss
 from .model import ImplicitModel
+from .penalties import (L1, ColumnNorms, Custom, FeatureSelection, LipschitzBound, Nuclear,
+                        Penalty, RowNorms, get_penalty)
+from .solvers import SolveInfo, solve_certified
+from .training import Bounds, TrainingProblem
 from .wellposedness import (WellPosedness, check_well_posed, induced_norm, is_well_posed,
                             norm_matrix, pf_eigenvalue, rescale, well_posedness)
 
@@ -33,6 +40,11 @@ __all__ = [
     "Activation", "Blockwise", "Identity", "LeakyReLU", "ReLU", "Sigmoid", "Softmax", "Tanh",
     "get_activation",
     "datasets",
+    "BCDResult", "BlockRecord", "Certificate", "Schedule", "solve_bcd",
+    "Gradients", "input_gradient", "loss_gradients", "get_loss",
+    "L1", "ColumnNorms", "Custom", "FeatureSelection", "LipschitzBound", "Nuclear", "Penalty",
+    "RowNorms", "get_penalty",
+    "SolveInfo", "solve_certified", "Bounds", "TrainingProblem",
     "cascade", "concat", "feedback", "parallel",
     "ClosedFormState", "ErrorBound", "LowRankApproximation", "LowRankModel", "Reduction",
     "ReductionErrorBound", "RemovedState", "low_rank", "perturbation_bound", "predict_speedup",

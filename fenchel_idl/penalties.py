@@ -165,7 +165,7 @@ class RowNorms(Penalty):
         return tuple(self.of)
 
     def expression(self, M):
-        return self.weight * cp.sum(self.row_terms(M)), []
+        return cp.sum(self.row_terms(M)), []
 
     def row_terms(self, M):
         R = M["A"] if self.of == "A" else cp.hstack([M["A"], M["B"]])

@@ -64,7 +64,7 @@ CHAINS: dict[str, tuple[str, ...]] = {
 
 _OPTIONS: dict[str, dict[str, Any]] = {
     "OSQP": {"eps_abs": 1e-8, "eps_rel": 1e-8, "max_iter": 100000, "polishing": True},
-    "SCS": {"eps": 1e-7, "max_iters": 200000},
+    "SCS": {"eps": 1e-7, "max_iters": 20000},
     "ECOS": {"max_iters": 500},
     "CLARABEL": {},
 }

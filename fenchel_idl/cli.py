@@ -1,0 +1,61 @@
+"""Command line: ``fenchel-idl run PROBLEM.toml --out DIR`` and ``fenchel-idl bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import FenchelIDLError
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fenchel-idl", description=(
+        "Train implicit models by block-coordinate descent on the Fenchel-relaxed problem."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train a problem file and write model, history, "
+                                     "certificate and plots")
+    run.add_argument("problem", help="a TOML problem file (see problems/)")
+    run.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
+    run.add_argument("--checkpoint", default=None, help="checkpoint directory (written after "
+                                                        "every sweep)")
+    run.add_argument("--resume", action="store_true", help="resume from --checkpoint")
+    run.add_argument("--max-sweeps", type=int, default=None, help="override max_sweeps")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench = sub.add_parser("bench", help="benchmarks: ratios against baselines run in the "
+                                         "same process")
+    bench.add_argument("--quick", action="store_true", help="small sizes only")
+    bench.add_argument("--out", default=None, help="directory for the scaling plot")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            from pathlib import Path
+
+            from .problem_file import load_problem, run_problem
+
+            out = args.out or str(Path("runs") / load_problem(args.problem).name)
+            result, summary = run_problem(args.problem, out, progress=not args.quiet,
+                                          checkpoint=args.checkpoint, resume=args.resume,
+                                          max_sweeps=args.max_sweeps)
+            print(result.certificate)
+            print(f"start (random features): {summary['start_train']}   trained: "
+                  f"{summary['train']}" + (f"   test: {summary['test']}" if "test" in summary
+                                           else ""))
+            print(f"{result.n_sweeps} sweeps in {summary['time_s']:.1f} s; wrote "
+                  + ", ".join(summary["written"]))
+        else:
+            from .bench import run_benchmarks
+
+            run_benchmarks(quick=args.quick, out=args.out)
+    except FenchelIDLError as exc:
+        print(f"fenchel-idl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"fenchel-idl: interrupted. {exc}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Plots of training runs (matplotlib, imported lazily with the Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_convergence", "plot_fit"]
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError("plots need matplotlib: pip install matplotlib") from exc
+    return plt
+
+
+def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
+    """Relaxed objective, loss and divergence over block updates, with lam stages marked,
+    and the final true loss at equilibrium (the relaxation gap). Saved as PNG."""
+    plt = _plt()
+    hist = result.history
+    k = np.arange(1, len(hist) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    ax.semilogy(k, [max(r.objective, 1e-16) for r in hist], label="relaxed objective", lw=2)
+    ax.semilogy(k, [max(r.loss, 1e-16) for r in hist], label="loss at X", lw=1)
+    ax.semilogy(k, [max(r.divergence, 1e-16) for r in hist], label="lam-weighted divergence",
+                lw=1)
+    ax.axhline(result.certificate.true_loss, color="k", ls="--",
+               label=f"true loss at equilibrium ({result.certificate.true_loss:.3g})")
+    stages = [i for i in range(1, len(hist)) if hist[i].stage != hist[i - 1].stage]
+    for s in stages:
+        ax.axvline(s + 0.5, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("block update (X, AB, CD per sweep)")
+    ax.set_title("relaxed objective (dotted lines: lam stages)")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.semilogy(k, [r.lam_mean for r in hist], color="tab:purple")
+    ax.set_xlabel("block update")
+    ax.set_title("mean lam (per-unit continuation)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_fit(result: Any, ds: Any, path: str | Path, title: str = "") -> Path:
+    """For 1-D regression: data, the noiseless function if known, the random-feature start
+    and the trained model, on a grid."""
+    plt = _plt()
+    u = ds.U[0]
+    grid = np.linspace(u.min(), u.max(), 1000)[None, :]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.scatter(u, ds.Y[0], s=8, color="grey", alpha=0.6, label="training data")
+    if getattr(ds, "f", None) is not None:
+        ax.plot(grid[0], ds.f(grid[0]), color="k", lw=1.5, label="noiseless f")
+    ax.plot(grid[0], result.start_model.predict(grid)[0], color="tab:orange", lw=1,
+            label=f"random-feature start ({_fmt(result.start_metric)})")
+    ax.plot(grid[0], result.model.predict(grid)[0], color="tab:blue", lw=2,
+            label=f"trained implicit model ({_fmt(result.certificate.train_metric)})")
+    ax.legend(fontsize=8)
+    ax.set_xlabel("u")
+    ax.set_ylabel("y")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(metric: dict) -> str:
+    return ", ".join(f"train {k} {v:.3f}" for k, v in metric.items())

@@ -1,0 +1,184 @@
+"""Declarative problem files (TOML) and running them.
+
+A problem file declares the data source, the model size, the loss, the activation, kappa,
+the lam schedule, the penalties by name with their weights, solver options, an optional
+refinement stage and the seed. See ``problems/cosine_regression.toml`` for a commented
+example. :func:`run_problem` trains it and writes the model, the history, the certificate
+and plots into an output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import datasets
+from .bcd import BCDResult, solve_bcd
+from .errors import ValidationError
+from .training import TrainingProblem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ProblemSpec", "load_problem", "run_problem"]
+
+_SECTIONS = {"name", "description", "seed", "data", "model", "training", "schedule",
+             "penalties", "solver", "refine"}
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """A parsed problem file."""
+
+    name: str
+    description: str
+    seed: int
+    data: dict
+    model: dict
+    training: dict
+    schedule: dict
+    penalties: list
+    solver: dict
+    refine: dict | None
+    path: str
+
+
+def load_problem(path: str | Path) -> ProblemSpec:
+    """Parse and validate a problem file.
+
+    Raises
+    ------
+    ValidationError
+        Unknown sections or keys, a missing data source or model size, bad TOML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValidationError(f"'problem' must be an existing TOML file; {str(path)!r} does not "
+                              "exist.")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValidationError(f"problem file {str(path)!r} is not valid TOML: {exc}") from None
+    unknown = set(raw) - _SECTIONS
+    if unknown:
+        raise ValidationError(f"problem file {str(path)!r} has unknown sections/keys "
+                              f"{sorted(unknown)}; allowed: {sorted(_SECTIONS)}.")
+    data = dict(raw.get("data", {}))
+    if "source" not in data:
+        raise ValidationError(f"problem file {str(path)!r} needs [data] source = one of "
+                              f"{sorted(datasets.DATASET_NAMES)}.")
+    model = dict(raw.get("model", {}))
+    if "n" not in model:
+        raise ValidationError(f"problem file {str(path)!r} needs [model] n (number of states).")
+    allowed_model = {"n", "activation", "kappa", "bias"}
+    if set(model) - allowed_model:
+        raise ValidationError(f"[model] keys must be among {sorted(allowed_model)}; got "
+                              f"{sorted(set(model) - allowed_model)}.")
+    training = dict(raw.get("training", {}))
+    allowed_training = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol"}
+    if set(training) - allowed_training:
+        raise ValidationError(f"[training] keys must be among {sorted(allowed_training)}; got "
+                              f"{sorted(set(training) - allowed_training)}.")
+    solver = dict(raw.get("solver", {}))
+    allowed_solver = {"name", "on_failure", "gap_tol"}
+    if set(solver) - allowed_solver:
+        raise ValidationError(f"[solver] keys must be among {sorted(allowed_solver)}; got "
+                              f"{sorted(set(solver) - allowed_solver)}.")
+    refine = raw.get("refine")
+    return ProblemSpec(name=str(raw.get("name", path.stem)),
+                       description=str(raw.get("description", "")),
+                       seed=int(raw.get("seed", 0)), data=data, model=model, training=training,
+                       schedule=dict(raw.get("schedule", {})),
+                       penalties=list(raw.get("penalties", [])), solver=solver,
+                       refine=dict(refine) if refine is not None else None, path=str(path))
+
+
+def _data(spec: ProblemSpec):
+    opts = dict(spec.data)
+    source = opts.pop("source")
+    test_fraction = opts.pop("test_fraction", None)
+    test_split = opts.pop("test_split", None)  # for MNIST-like sets: load the official test set
+    ds = datasets.load(source, **opts)
+    test = None
+    if test_split is not None:
+        test = datasets.load(source, **{**opts, "split": "test", "n": test_split})
+    elif test_fraction:
+        ds, test = datasets.train_test_split(ds, float(test_fraction), seed=spec.seed)
+    return ds, test
+
+
+def build_problem(spec: ProblemSpec, ds) -> TrainingProblem:
+    tr = spec.training
+    loss = tr.get("loss", "cross_entropy" if ds.task == "classification" else "squared")
+    Y = ds.labels if loss == "cross_entropy" and ds.labels is not None else ds.Y
+    return TrainingProblem(ds.U, Y, n=int(spec.model["n"]), loss=loss,
+                           activation=spec.model.get("activation", "relu"),
+                           kappa=spec.model.get("kappa", 0.5), lam=tr.get("lam", 1.0),
+                           bounds=tr.get("bounds"), penalties=spec.penalties,
+                           bias=spec.model.get("bias", True),
+                           standardize=tr.get("standardize", True))
+
+
+def _metric(model, ds) -> dict:
+    Yhat = model.predict(ds.U)
+    if ds.task == "classification":
+        return {"accuracy": float(np.mean(Yhat.argmax(0) == ds.labels))}
+    return {"rmse": float(np.sqrt(np.mean((Yhat - ds.Y) ** 2)))}
+
+
+def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bool = True,
+                checkpoint: str | Path | None = None, resume: bool = False,
+                max_sweeps: int | None = None) -> tuple[BCDResult, dict]:
+    """Train the problem of a problem file; write results to ``out`` when given.
+
+    Returns
+    -------
+    result : BCDResult
+    summary : dict
+        Train (and test) metrics, timings and the paths written.
+    """
+    spec = load_problem(path)
+    ds, test = _data(spec)
+    problem = build_problem(spec, ds)
+    t0 = time.perf_counter()
+    result = solve_bcd(problem, max_sweeps=max_sweeps or spec.training.get("max_sweeps", 40),
+                       tol=spec.training.get("tol", 1e-6), schedule=spec.schedule or None,
+                       refine=spec.refine if spec.refine is not None else None, seed=spec.seed,
+                       solver=spec.solver.get("name"),
+                       on_failure=spec.solver.get("on_failure", "fallback"),
+                       gap_tol=spec.solver.get("gap_tol", 1e-6), checkpoint=checkpoint,
+                       resume=resume, progress=progress)
+    summary: dict[str, Any] = {"problem": spec.name, "n_sweeps": result.n_sweeps,
+                               "time_s": time.perf_counter() - t0,
+                               "start_train": result.start_metric,
+                               "train": _metric(result.model, ds)}
+    if test is not None:
+        summary["test"] = _metric(result.model, test)
+        summary["start_test"] = _metric(result.start_model, test)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        result.model.save(out / "model.npz")
+        (out / "history.json").write_text(json.dumps([asdict(r) for r in result.history],
+                                                     indent=1, default=float))
+        result.certificate.save(out / "certificate.json")
+        (out / "certificate.txt").write_text(str(result.certificate) + "\n")
+        from .plots import plot_convergence, plot_fit
+
+        plot_convergence(result, out / "convergence.png", title=spec.name)
+        written = ["model.npz", "history.json", "certificate.json", "certificate.txt",
+                   "convergence.png"]
+        if ds.task == "regression" and ds.p == 1 and ds.q == 1:
+            plot_fit(result, ds, out / "fit.png", title=spec.name)
+            written.append("fit.png")
+        summary["written"] = [str(out / w) for w in written]
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return result, summary

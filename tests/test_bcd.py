@@ -1,0 +1,192 @@
+"""Training: the relaxed problem, its blocks, and the BCD driver with certificates."""
+
+import json
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+from fenchel_idl import ImplicitModel, is_well_posed
+from fenchel_idl.bcd import Schedule, solve_bcd
+from fenchel_idl.errors import NotConvexError, ShapeError, ValidationError
+from fenchel_idl.fast_blocks import fast_ab_block, fast_x_block
+from fenchel_idl.solvers import solve_certified
+from fenchel_idl.training import Blocks, TrainingProblem, _gammas
+
+
+def small_regression(rng, m=40, p=2):
+    U = rng.uniform(-1, 1, (p, m))
+    Y = np.sin(2 * U[:1]) + 0.3 * U[1:2] ** 2 + 0.05 * rng.standard_normal((1, m))
+    return U, Y
+
+
+def _solve(prob, name):
+    return solve_certified(prob, name, "qp")[-1]
+
+
+@pytest.fixture
+def problem(rng):
+    U, Y = small_regression(rng)
+    return TrainingProblem(U, Y, n=6, kappa=0.5, lam=5.0, bounds={"C": 20.0})
+
+
+def _random_state(problem, rng):
+    n, p = problem.n, problem.p
+    A = rng.uniform(-1, 1, (n, n))
+    A *= 0.45 / np.abs(A).sum(axis=1, keepdims=True)
+    B, b = rng.standard_normal((n, p)), rng.standard_normal(n)
+    X = np.maximum(B @ problem.U + b[:, None], 0) + 0.1 * rng.uniform(size=(n, problem.m))
+    C, D, d = rng.standard_normal((1, n)), rng.standard_normal((1, p)), rng.standard_normal(1)
+    return A, B, b, C, D, d, X
+
+
+def test_x_block_never_increases_the_relaxed_objective(problem, rng):
+    """The DCA majorizer touches the objective at the current X (numpy re-evaluation)."""
+    blocks = Blocks(problem)
+    for _ in range(3):
+        A, B, b, C, D, d, X = _random_state(problem, rng)
+        lam = rng.uniform(0.5, 10, problem.n)
+        before = sum(problem.objective_parts(A, B, b, C, D, d, X, lam))
+        Xn, info = blocks.solve_x(A, B, b, C, D, d, X, lam, _solve)
+        assert info.certified
+        after = sum(problem.objective_parts(A, B, b, C, D, d, np.maximum(Xn, 0), lam))
+        assert after <= before + 1e-7
+
+
+def test_fast_blocks_agree_with_cvxpy_blocks(problem, rng):
+    blocks = Blocks(problem)
+    A, B, b, C, D, d, X = _random_state(problem, rng)
+    lam = rng.uniform(0.5, 10, problem.n)
+    Xc, ic = blocks.solve_x(A, B, b, C, D, d, X, lam, _solve)
+    Xf, if_ = fast_x_block(problem, A, B, b, C, D, d, X, lam, tol=1e-10)
+    assert ic.certified and if_.certified
+    np.testing.assert_allclose(Xf, np.maximum(Xc, 0), atol=1e-4)
+    Ac, Bc, bc, _ = blocks.solve_ab(Xf, lam, C, D, _solve)
+    Af, Bf, bf, info = fast_ab_block(problem, Xf, _gammas(problem.activation, problem.n),
+                                     tol=1e-7)
+    assert info.certified
+    obj = [sum(problem.objective_parts(Am, Bm, bm, C, D, d, Xf, lam)[1:])
+           for Am, Bm, bm in ((Ac, Bc, bc), (Af, Bf, bf))]
+    # both are certified to a relative gap of 1e-7 of the block objective
+    assert obj[1] == pytest.approx(obj[0], abs=2e-6 * max(1.0, abs(obj[0])))
+    assert np.abs(Af).sum(axis=1).max() <= problem.kappa + 1e-9
+
+
+def test_readout_is_the_constrained_least_squares_optimum(rng):
+    """Known optimum: with an inactive ball the (C, D) block is plain least squares."""
+    U, Y = small_regression(rng)
+    prob = TrainingProblem(U, Y, n=4, kappa=0.5, bounds={"C": 1e6, "D": 1e6})
+    blocks = Blocks(prob)
+    X = np.maximum(rng.standard_normal((4, 2)) @ prob.U + 0.3, 0)
+    C, D, d, info = blocks.solve_cd(X, np.zeros((4, 4)), np.zeros((4, 2)), _solve)
+    V = np.vstack([X, prob.U, np.ones((1, prob.m))])
+    W = np.linalg.lstsq(V.T, prob.Y.T, rcond=None)[0].T
+    np.testing.assert_allclose(np.hstack([C, D, d[:, None]]), W, atol=1e-5)
+    assert info.certified
+
+
+@pytest.mark.parametrize("block_solver", ["auto", "cvxpy"])
+def test_bcd_certificate_and_monotonicity(rng, block_solver):
+    U, Y = small_regression(rng, m=30)
+    prob = TrainingProblem(U, Y, n=5, kappa=0.5, lam=10.0, bounds={"C": 20.0})
+    res = solve_bcd(prob, max_sweeps=6, schedule=Schedule(stages=3, sweeps_per_stage=2),
+                    block_solver=block_solver, seed=1)
+    cert = res.certificate
+    assert cert.blocks_certified and cert.monotone and cert.readout_certified
+    assert cert.well_posed and cert.norm_inf <= 0.5 + 1e-9
+    # the relaxed objective never increases within a stage (independent check on history)
+    for a, b in zip(res.history, res.history[1:]):
+        if a.stage == b.stage:
+            assert b.objective <= a.objective + 1e-6 * max(1, abs(a.objective))
+    # the certificate's figures re-derived from the model
+    model = res.model
+    assert is_well_posed(model)
+    Yhat = model.predict(U)
+    assert cert.train_metric["rmse"] == pytest.approx(np.sqrt(np.mean((Yhat - Y) ** 2)))
+    Ys = (Y - Y.mean()) / Y.std()
+    assert cert.true_loss == pytest.approx(0.5 * np.mean(((Yhat - Y.mean()) / Y.std() - Ys) ** 2),
+                                           rel=1e-6)
+    assert json.loads(json.dumps(cert.to_dict(), default=float))["kappa"] == 0.5
+    assert "well-posed" in str(cert)
+
+
+def test_bcd_improves_on_its_random_feature_start(rng):
+    U, Y = small_regression(rng, m=60)
+    prob = TrainingProblem(U, Y, n=8, kappa=0.5, lam=30.0, bounds={"C": 50.0})
+    res = solve_bcd(prob, max_sweeps=12, seed=0,
+                    schedule=Schedule(stages=12, sweeps_per_stage=1, restart=True, factor=1.0,
+                                      div_tol=0.0))
+    assert res.certificate.train_metric["rmse"] < res.start_metric["rmse"]
+
+
+def test_classification_with_cross_entropy(rng):
+    U = rng.standard_normal((2, 60))
+    labels = (U[0] * U[1] > 0).astype(int) + (U[0] > 1)
+    flip = rng.uniform(size=60) < 0.15  # label noise keeps the logits moderate
+    labels[flip] = rng.integers(0, 3, flip.sum())
+    prob = TrainingProblem(U, labels, n=6, loss="cross_entropy", kappa=0.5, lam=5.0,
+                           bounds={"C": 5.0})
+    res = solve_bcd(prob, max_sweeps=3, schedule=Schedule(stages=2, sweeps_per_stage=2))
+    assert res.certificate.blocks_certified
+    acc = np.mean(res.model.predict(U).argmax(0) == labels)
+    assert acc == pytest.approx(res.certificate.train_metric["accuracy"])
+    assert acc > np.bincount(labels).max() / 60  # better than the majority class
+
+
+def test_penalties_and_structure_constraints_take_effect(rng):
+    U, Y = small_regression(rng, m=30)
+    n = 5
+    mask = np.tril(np.ones((n, n)))
+
+    def feedforward(A, B, C, D):
+        return [cp.multiply(mask, A) == 0]
+
+    prob = TrainingProblem(U, Y, n=n, kappa=0.5, lam=5.0, constraints=[feedforward],
+                           penalties=[{"name": "feature_selection", "weight": 0.05}])
+    res = solve_bcd(prob, max_sweeps=3, schedule=Schedule(stages=2, sweeps_per_stage=1))
+    A = res.model.A
+    assert np.abs(A[mask == 1]).max() <= 1e-7
+    assert res.certificate.blocks_certified
+    # strictly upper triangular up to solver precision: a feedforward network (Thm 2.7)
+    assert res.certificate.pf_eigenvalue < 1e-3
+
+
+def test_raw_inputs_and_biases(rng):
+    """Users pass raw U (here badly scaled); the model predicts on the same raw U."""
+    U, Y = small_regression(rng, m=30)
+    U = U * 1e3 + 5e3
+    prob = TrainingProblem(U, Y, n=4, kappa=0.5, lam=5.0)
+    res = solve_bcd(prob, max_sweeps=2, schedule=Schedule(stages=1, sweeps_per_stage=2))
+    assert res.model.has_bias
+    np.testing.assert_allclose(res.model.predict(U[:, :3]).shape, (1, 3))
+    assert res.certificate.train_metric["rmse"] < np.std(Y) * 1.01
+
+
+def test_user_model_round_trip(rng, problem):
+    A, B, b, C, D, d, _ = _random_state(problem, rng)
+    m = problem.to_user_model(A, B, b, C, D, d)
+    back = problem.from_user_model(m)
+    for x, y in zip((A, B, b, C, D, d), back):
+        np.testing.assert_allclose(x, y, atol=1e-10)
+    assert isinstance(m, ImplicitModel)
+
+
+def test_bad_input_is_refused_before_solving(rng):
+    U, Y = small_regression(rng)
+    with pytest.raises(ValidationError, match=r"'kappa' must be in \(0.0, 1.0\); got 1.2"):
+        TrainingProblem(U, Y, n=3, kappa=1.2)
+    with pytest.raises(ValidationError, match="'lam' must be"):
+        TrainingProblem(U, Y, n=3, lam=-1.0)
+    with pytest.raises(ShapeError, match="same number of samples"):
+        TrainingProblem(U, Y[:, :-1], n=3)
+    with pytest.raises(ValidationError, match="one-hot"):
+        TrainingProblem(U, np.full((2, U.shape[1]), 0.5), n=3, loss="cross_entropy")
+    with pytest.raises(ValidationError, match="'loss' must be one of"):
+        TrainingProblem(U, Y, n=3, loss="hinge")
+    with pytest.raises(ValidationError, match="'penalties' names must be among"):
+        TrainingProblem(U, Y, n=3, penalties=[{"name": "l3"}])
+    with pytest.raises(NotConvexError, match="not convex"):
+        TrainingProblem(U, Y, n=3, penalties=[lambda A, B, C, D: -cp.norm1(A)])
+    prob = TrainingProblem(U, Y, n=3)
+    with pytest.raises(ValidationError, match="'solver' must be one of the installed"):
+        solve_bcd(prob, max_sweeps=1, solver="GUROBI_NOT_HERE", block_solver="cvxpy")

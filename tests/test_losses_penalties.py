@@ -1,0 +1,77 @@
+import cvxpy as cp
+import numpy as np
+import pytest
+
+from fenchel_idl.errors import NotConvexError, ValidationError
+from fenchel_idl.losses import get_loss
+from fenchel_idl.penalties import (L1, ColumnNorms, Custom, FeatureSelection, LipschitzBound,
+                                   NotSupportedInRefinement, Nuclear, RowNorms,
+                                   check_penalty_convex, get_penalty)
+
+
+@pytest.mark.parametrize("name", ["squared", "cross_entropy"])
+def test_loss_gradient_and_cvxpy_agree_with_numpy(name, rng):
+    loss = get_loss(name)
+    Y = np.eye(3)[:, rng.integers(0, 3, 7)]
+    Yhat = rng.standard_normal((3, 7))
+    assert float(loss.cvxpy(Y, cp.Constant(Yhat), 7).value) == pytest.approx(loss.value(Y, Yhat))
+    h = 1e-6
+    fd = np.zeros_like(Yhat)
+    for idx in np.ndindex(*Yhat.shape):
+        E = np.zeros_like(Yhat)
+        E[idx] = h
+        fd[idx] = (loss.value(Y, Yhat + E) - loss.value(Y, Yhat - E)) / (2 * h)
+    np.testing.assert_allclose(loss.grad(Y, Yhat), fd, atol=1e-7)
+    with pytest.raises(ValidationError, match="'loss' must be one of"):
+        get_loss("hinge")
+
+
+def _mats(rng):
+    return {"A": rng.uniform(-1, 1, (4, 4)) * 0.2, "B": rng.standard_normal((4, 3)),
+            "C": rng.standard_normal((2, 4)), "D": rng.standard_normal((2, 3))}
+
+
+def test_penalty_values_match_numpy_formulas(rng):
+    M = _mats(rng)
+    A, B, C, D = M["A"], M["B"], M["C"], M["D"]
+    assert L1(0.5, on="AB").value(M) == pytest.approx(0.5 * (np.abs(A).sum() + np.abs(B).sum()))
+    assert FeatureSelection(2.0).value(M) == pytest.approx(
+        2.0 * np.linalg.norm(np.vstack([B, D]), axis=0).sum())
+    assert RowNorms(1.0, of="AB").value(M) == pytest.approx(
+        np.linalg.norm(np.hstack([A, B]), axis=1).sum())
+    assert ColumnNorms(1.0, of="AC").value(M) == pytest.approx(
+        np.linalg.norm(np.vstack([A, C]), axis=0).sum())
+    assert Nuclear(1.0).value(M) == pytest.approx(np.linalg.svd(A, compute_uv=False).sum())
+    a, b, c, d = (np.abs(X).sum(axis=1).max() for X in (A, B, C, D))
+    assert LipschitzBound(1.0).value(M) == pytest.approx((b * b + c * c) / (2 * (1 - a)) + d)
+    # the CVXPY form of (4.7) has the same value at its optimum over the auxiliary variables
+    expr, cons = LipschitzBound(1.0).expression({k: cp.Constant(v) for k, v in M.items()})
+    cp.Problem(cp.Minimize(expr), cons).solve(solver="CLARABEL")
+    assert float(expr.value) == pytest.approx(LipschitzBound(1.0).value(M), rel=1e-6)
+
+
+@pytest.mark.parametrize("pen", [L1(0.3, on="AB"), FeatureSelection(0.4), RowNorms(0.3, "AB"),
+                                 ColumnNorms(0.3, "AC"), Nuclear(0.3)], ids=lambda p: p.name)
+def test_prox_matches_cvxpy(pen, rng):
+    M = _mats(rng)
+    step = 0.7
+    out = pen.prox(M, step)
+    V = {k: cp.Variable(v.shape) for k, v in M.items()}
+    expr, cons = pen.expression(V)
+    obj = step * expr + 0.5 * sum(cp.sum_squares(V[k] - M[k]) for k in pen.matrices)
+    cp.Problem(cp.Minimize(obj), cons).solve(solver="CLARABEL")
+    for k, v in out.items():
+        np.testing.assert_allclose(v, V[k].value, atol=1e-5)
+
+
+def test_unsupported_prox_and_non_convex_penalties():
+    with pytest.raises(NotSupportedInRefinement, match="not supported in refinement"):
+        LipschitzBound(1.0).prox({}, 0.1)
+    shapes = {"A": (3, 3), "B": (3, 2), "C": (1, 3), "D": (1, 2)}
+    with pytest.raises(NotConvexError, match="not convex"):
+        check_penalty_convex(Custom(fn=lambda A, B, C, D: -cp.norm(A, "fro")), shapes)
+    with pytest.raises(NotConvexError, match="not DCP"):
+        check_penalty_convex(Custom(fn=lambda A, B, C, D: [cp.norm(A, "fro") == 1]), shapes)
+    with pytest.raises(ValidationError, match="'penalties' names must be among"):
+        get_penalty({"name": "l0"})
+    assert isinstance(get_penalty(lambda A, B, C, D: cp.norm1(A)), Custom)

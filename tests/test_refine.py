@@ -1,0 +1,295 @@
+"""Projected stochastic gradient refinement (fenchel_idl.refine, section 6.2)."""
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+from conftest import random_model
+
+from fenchel_idl import (
+    Blockwise,
+    ImplicitModel,
+    InputTypeError,
+    NumericalWarning,
+    ShapeError,
+    ValidationError,
+    is_well_posed,
+    norm_matrix,
+)
+from fenchel_idl.gradients import loss_gradients
+from fenchel_idl.penalties import L1, Custom, LipschitzBound, NotSupportedInRefinement
+from fenchel_idl.projection import project_inf_ball
+from fenchel_idl.refine import (
+    EpochRecord,
+    RefineHistory,
+    RefineOptions,
+    RefineResult,
+    init_random,
+    refine,
+)
+
+
+def wp_norm(model):
+    return float(norm_matrix(model.A, model.activation).sum(axis=1).max())
+
+
+@pytest.fixture
+def regression():
+    rng = np.random.default_rng(3)
+    U = rng.uniform(-2, 2, (2, 60))
+    Y = np.vstack([np.sin(2 * U[0]) * U[1], np.cos(U[0] + U[1])])
+    return U, Y
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid",
+                                        Blockwise([(4, "relu"), (3, "softmax"), (3, "tanh")])])
+def test_never_leaves_the_kappa_ball_and_is_well_posed(regression, activation):
+    U, Y = regression
+    kappa = 0.6
+    seen = []
+
+    def check(record, model):
+        seen.append(wp_norm(model))
+        assert record.norm == pytest.approx(seen[-1])
+
+    start = init_random(2, 2, 10, kappa=kappa, activation=activation, seed=1)
+    # a large learning rate pushes A hard against the constraint at every step
+    res = refine(start, U, Y, kappa=kappa, epochs=6, batch_size=8, lr=0.2, callback=check)
+    assert len(seen) == 6
+    assert max(seen) <= kappa * (1 + 1e-12)
+    assert wp_norm(res.model) <= kappa * (1 + 1e-12)
+    assert np.all(res.history.column("norm") <= kappa * (1 + 1e-12))
+    assert is_well_posed(res.model)
+    assert res.kappa == kappa
+
+
+def test_loss_decreases(regression):
+    U, Y = regression
+    res = refine(init_random(2, 2, 12, kappa=0.5, seed=0), U, Y, kappa=0.5, epochs=40,
+                 batch_size=10, lr=1e-2)
+    h = res.history
+    assert isinstance(h, RefineHistory) and isinstance(h[0], EpochRecord)
+    assert len(h) == 40 and h.stop_reason == "epochs"
+    assert h.loss[-1] < 0.5 * h.initial_loss
+    assert np.all(np.diff(h.time) >= 0)
+    # the recorded loss is the model's actual training loss
+    Yhat = res.model.predict(U)
+    assert h.loss[-1] == pytest.approx(0.5 * np.sum((Yhat - Y) ** 2) / U.shape[1], rel=1e-6)
+    assert h.to_dict()["loss"] == pytest.approx(list(h.loss))
+
+
+def test_one_full_batch_sgd_step_is_a_projected_gradient_step(rng, regression):
+    """Independent re-derivation: A+ = Proj(A - lr dL/dA), the others a plain step."""
+    U, Y = regression
+    model = random_model(rng, n=8, p=2, q=2, kappa=0.5)
+    lr = 0.05
+    res = refine(model, U, Y, kappa=0.5, epochs=1, batch_size=None, optimizer="sgd", lr=lr,
+                 tol=1e-13, adjoint_tol=1e-13)
+    g = loss_gradients(model, U, Y, tol=1e-13)
+    np.testing.assert_allclose(res.model.A, project_inf_ball(model.A - lr * g.A, 0.5),
+                               atol=1e-8)
+    for name in ("B", "C", "D", "bias_x", "bias_y"):
+        np.testing.assert_allclose(getattr(res.model, name),
+                                   getattr(model, name) - lr * getattr(g, name), atol=1e-8)
+
+
+def test_deterministic_given_seed(regression):
+    U, Y = regression
+    start = init_random(2, 2, 8, kappa=0.5, seed=4)
+    runs = [refine(start, U, Y, kappa=0.5, epochs=5, batch_size=7, lr=1e-2, seed=s)
+            for s in (11, 11, 12)]
+    for name in ("A", "B", "C", "D", "bias_x", "bias_y"):
+        np.testing.assert_array_equal(getattr(runs[0].model, name), getattr(runs[1].model, name))
+    np.testing.assert_array_equal(runs[0].history.loss, runs[1].history.loss)
+    assert not np.array_equal(runs[0].model.A, runs[2].model.A)
+    a = init_random(3, 2, 6, seed=9, scale=2.0)
+    b = init_random(3, 2, 6, seed=9, scale=2.0)
+    np.testing.assert_array_equal(a.A, b.A)
+    np.testing.assert_array_equal(a.B, b.B)
+
+
+def test_l1_prox_makes_exact_zeros(regression):
+    U, Y = regression
+    start = init_random(2, 2, 10, kappa=0.5, seed=2)
+    plain = refine(start, U, Y, kappa=0.5, epochs=10, batch_size=10, lr=1e-2)
+    sparse = refine(start, U, Y, kappa=0.5, epochs=10, batch_size=10, lr=1e-2,
+                    penalties=[L1(weight=0.5, on="AB")])
+    assert np.count_nonzero(plain.model.B == 0) == 0
+    assert np.count_nonzero(sparse.model.A == 0) > np.count_nonzero(plain.model.A == 0)
+    assert np.count_nonzero(sparse.model.B == 0) > 0
+    h = sparse.history
+    assert np.all(h.column("penalty") > 0)
+    np.testing.assert_allclose(h.objective, h.loss + h.column("penalty"))
+    # the dict form of problem files works too, and so does SGD
+    sgd = refine(start, U, Y, kappa=0.5, epochs=5, batch_size=10, lr=0.1, optimizer="sgd",
+                 penalties=[{"name": "l1", "weight": 0.05, "on": "A"}])
+    assert np.count_nonzero(sgd.model.A == 0) > 0
+
+
+def test_unsupported_penalties_raise(regression):
+    U, Y = regression
+    start = init_random(2, 2, 6, kappa=0.5)
+    for pen in (LipschitzBound(weight=0.1), Custom(fn=lambda A, B, C, D: 0 * A.sum())):
+        with pytest.raises(NotSupportedInRefinement, match="not supported in refinement"):
+            refine(start, U, Y, kappa=0.5, epochs=1, penalties=[pen])
+    with pytest.raises(ValidationError, match="not trained"):
+        refine(start, U, Y, kappa=0.5, epochs=1, params=("B",),
+               penalties=[{"name": "feature_selection", "weight": 0.1}])
+
+
+def test_options_dict_call_form_and_validation(regression):
+    U, Y = regression
+    start = init_random(2, 2, 6, kappa=0.5)
+    options_dict = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "optimizer": "sgd",
+                    "momentum": 0.5, "seed": 3}
+    res = refine(start, U, Y, loss="squared", penalties=(), kappa=0.5, **options_dict)
+    assert isinstance(res, RefineResult) and len(res.history) == 2
+    assert res.options == RefineOptions(**options_dict)
+    res2 = refine(start, U, Y, kappa=0.5, options=RefineOptions(**options_dict))
+    np.testing.assert_array_equal(res.model.A, res2.model.A)
+    limited = refine(start, U, Y, kappa=0.5, blas_threads=1, **options_dict)
+    np.testing.assert_array_equal(limited.model.A, res.model.A)
+    with pytest.raises(ValidationError, match="did you mean 'epochs'"):
+        refine(start, U, Y, kappa=0.5, epoch=3)
+    with pytest.raises(ValidationError, match="'lr' must be in"):
+        RefineOptions(lr=0.0)
+    with pytest.raises(ValidationError, match="'optimizer' must be one of"):
+        RefineOptions(optimizer="lbfgs")
+    with pytest.raises(InputTypeError, match="'epochs' must be an integer"):
+        RefineOptions(epochs=2.5)
+    with pytest.raises(ValidationError, match="'params'"):
+        RefineOptions(params=("E",))
+    with pytest.raises(InputTypeError, match="'options' must be a RefineOptions"):
+        refine(start, U, Y, kappa=0.5, options=options_dict)
+    with pytest.raises(ValidationError, match="'kappa' must be in"):
+        refine(start, U, Y, kappa=1.0)
+    with pytest.raises(InputTypeError, match="'model' must be an ImplicitModel"):
+        refine("model", U, Y, kappa=0.5)
+    with pytest.raises(ShapeError, match="'Y' must have as many columns"):
+        refine(start, U, Y[:, :-1], kappa=0.5)
+    with pytest.raises(ShapeError, match="'U' must have 2 rows"):
+        refine(start, U[:1], Y, kappa=0.5)
+    with pytest.raises(ValidationError, match="'loss' must be one of"):
+        refine(start, U, Y, loss="hinge", kappa=0.5)
+
+
+def test_kappa_default_and_initial_projection(rng, regression):
+    U, Y = regression
+    inside = random_model(rng, n=6, p=2, q=2, kappa=0.7)
+    res = refine(inside, U, Y, epochs=1)  # kappa=None: the current ||A||_inf
+    assert res.kappa == pytest.approx(0.7) and res.history.initial_projection == 0.0
+    outside = inside.replace(A=inside.A * 2)  # ||A||_inf = 1.4
+    with pytest.raises(ValidationError, match="'kappa' must be given"):
+        refine(outside, U, Y, epochs=1)
+    res = refine(outside, U, Y, kappa=0.5, epochs=1)
+    assert res.history.initial_projection > 0
+    assert np.abs(res.model.A).sum(axis=1).max() <= 0.5
+
+
+def test_frozen_parameters_and_output_refit(regression):
+    U, Y = regression
+    start = init_random(2, 2, 8, kappa=0.5, seed=5)
+    res = refine(start, U, Y, kappa=0.5, epochs=3, params=("A", "B"))
+    np.testing.assert_array_equal(res.model.C, start.C)
+    np.testing.assert_array_equal(res.model.D, start.D)
+    assert not np.array_equal(res.model.A, start.A)
+    refit = refine(start, U, Y, kappa=0.5, epochs=3, params=("A", "B"), refit_output=True)
+    np.testing.assert_array_equal(refit.model.A, res.model.A)
+    # (C, D, bias_y) solve the ridge least-squares problem: its optimality condition is
+    # (1/m) R F^T + ridge (C, D, 0) = 0 with R the residual and F = (X; U; 1)
+    m = U.shape[1]
+    X, _ = refit.model.equilibrium(U)
+    R = refit.model.predict(U) - Y
+    F = np.vstack([X, U, np.ones((1, m))])
+    W = np.hstack([refit.model.C, refit.model.D, np.zeros((2, 1))])
+    np.testing.assert_allclose(R @ F.T / m + refit.options.refit_ridge * W, 0, atol=1e-7)
+    assert refit.history.loss[-1] == res.history.loss[-1]  # recorded before the refit
+    assert np.sum(R ** 2) / (2 * m) < res.history.loss[-1]
+    with pytest.raises(ValidationError, match="'refit_output' needs loss='squared'"):
+        refine(start, U, np.eye(2)[:, (U[0] > 0).astype(int)], loss="cross_entropy",
+               kappa=0.5, refit_output=True)
+
+
+def test_cross_entropy_classification():
+    rng = np.random.default_rng(8)
+    U = rng.standard_normal((2, 80))
+    labels = (U[0] * U[1] > 0).astype(int)  # XOR-like: not linearly separable
+    Y = np.eye(2)[:, labels]
+    start = init_random(2, 2, 12, kappa=0.5, seed=3, scale=2.0)
+    res = refine(start, U, Y, loss="cross_entropy", kappa=0.5, epochs=60, batch_size=16,
+                 lr=2e-2)
+    assert res.history.loss[-1] < 0.6 * res.history.initial_loss
+    acc = np.mean(np.argmax(res.model.predict(U), axis=0) == labels)
+    assert acc > 0.85
+
+
+def test_callback_stop_progress_and_divergence(regression):
+    U, Y = regression
+    start = init_random(2, 2, 6, kappa=0.5)
+    res = refine(start, U, Y, kappa=0.5, epochs=50, callback=lambda rec, m: rec.epoch == 3,
+                 progress=True)
+    assert len(res.history) == 3 and res.history.stop_reason == "callback"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NumericalWarning)
+        with pytest.raises(NumericalWarning, match="non-finite"):
+            refine(start, U, Y * 1e150, kappa=0.5, epochs=20, optimizer="sgd", lr=1e10)
+    with pytest.warns(NumericalWarning):
+        bad = refine(start, U, Y * 1e150, kappa=0.5, epochs=20, optimizer="sgd", lr=1e10)
+    assert bad.history.stop_reason == "diverged"
+    assert all(np.all(np.isfinite(getattr(bad.model, k))) for k in ("A", "B", "C", "D"))
+    assert np.abs(bad.model.A).sum(axis=1).max() <= 0.5
+
+
+def test_init_random(rng):
+    m = init_random(3, 2, 9, kappa=0.4, activation="sigmoid", seed=1, scale=2.0, bias_scale=0.0)
+    assert isinstance(m, ImplicitModel) and (m.n, m.p, m.q) == (9, 3, 2)
+    assert wp_norm(m) == pytest.approx(0.4)  # on the boundary of the ball
+    assert np.all(m.bias_x == 0) and np.all(m.D == 0)
+    phi = Blockwise([(2, "relu"), (3, "softmax")])
+    assert wp_norm(init_random(1, 1, 5, kappa=0.5, activation=phi)) <= 0.5 * (1 + 1e-12)
+    with pytest.raises(ValidationError, match="'kappa' must be in"):
+        init_random(1, 1, 3, kappa=1.5)
+    with pytest.raises(ValidationError, match="'n' must be an integer in"):
+        init_random(1, 1, 0)
+
+
+def test_result_records_are_frozen(regression):
+    U, Y = regression
+    res = refine(init_random(2, 2, 4, kappa=0.5), U, Y, kappa=0.5, epochs=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.model = None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.history[0].loss = 0.0
+
+
+def test_refine_equals_a_plain_numpy_loop_and_benchmarks_run():
+    """The benchmark's inline numpy re-derivation (same fixed points, same Adam, same
+    projection) ends at the same parameters as refine(): an independent reference."""
+    from fenchel_idl._bench_refine import bench_projection, bench_refine_epoch, cosine_experiment
+
+    out = bench_refine_epoch(repeats=1, epochs=2)
+    assert out["max_param_difference"] < 1e-10
+    assert out["ratio"] > 0
+    proj = bench_projection(n=20, repeats=2)
+    assert proj["max_difference"] < 1e-12 and proj["ratio"] > 0
+    exp = cosine_experiment(epochs=2)
+    assert exp["epochs"] == 2 and exp["norm_A"] <= 0.5
+    assert exp["train_rmse"] < exp["initial_train_rmse"]
+
+
+def test_keep_best_never_worsens_the_objective(regression):
+    U, Y = regression
+    start = init_random(2, 2, 8, kappa=0.5, seed=6)
+    polished = refine(start, U, Y, kappa=0.5, epochs=5, lr=1e-2)
+    # a far too large step makes every epoch worse than the starting point
+    res = refine(polished.model, U, Y, kappa=0.5, epochs=3, optimizer="sgd", lr=1.0,
+                 keep_best=True)
+    h = res.history
+    assert h.best_epoch == 0 and np.all(h.loss > h.initial_loss)
+    for name in ("A", "B", "C", "D", "bias_x", "bias_y"):
+        np.testing.assert_array_equal(getattr(res.model, name), getattr(polished.model, name))
+    good = refine(start, U, Y, kappa=0.5, epochs=5, lr=1e-2, keep_best=True)
+    assert good.history.best_epoch == int(np.argmin(good.history.objective)) + 1
+    with pytest.raises(ValidationError, match="'keep_best' needs evaluate=True"):
+        RefineOptions(keep_best=True, evaluate=False)
