@@ -64,14 +64,14 @@ class Schedule:
         pass), so that the relaxation gap cannot build up across stages.
     """
 
-    factor: float = 4.0
-    stages: int = 6
-    sweeps_per_stage: int = 4
+    factor: float = 1.0
+    stages: int = 1000
+    sweeps_per_stage: int = 1
     stage_tol: float = 1e-3
-    div_tol: float = 1e-4
+    div_tol: float = 0.0
     per_unit: bool = True
     lam_max: float = 1e6
-    restart: bool = False
+    restart: bool = True
 
     def __post_init__(self):
         check_real("schedule factor", self.factor, 1.0, None)
@@ -260,7 +260,7 @@ def _equilibrium(problem, s: _State, X0=None):
 
 def _init_state(problem: TrainingProblem, init: Any, rng: np.random.Generator) -> _State:
     n, p, q = problem.n, problem.p, problem.q
-    if init is None or init == "random":
+    if init is None or (isinstance(init, str) and init == "random"):
         scale = 1.0 / np.sqrt(p)
         B = rng.standard_normal((n, p)) * scale * 2.0
         b = rng.standard_normal(n) if problem.bias else np.zeros(n)
@@ -280,14 +280,24 @@ def _init_state(problem: TrainingProblem, init: Any, rng: np.random.Generator) -
     return s
 
 
+_CKPT_VERSION = 1
+_CKPT_KEYS = ("sweep", "stage", "stage_sweeps", "history", "events", "rejected",
+              "max_increase")
+
+
 def _save_checkpoint(directory: Path, problem: TrainingProblem, s: _State, meta: dict):
+    """Write the state atomically: a temporary file, then a rename."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / "checkpoint.npz.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **s.arrays(),
-                 meta=np.frombuffer(json.dumps({**meta, "fingerprint": problem.fingerprint()})
-                                    .encode(), dtype=np.uint8))
-    os.replace(tmp, directory / "checkpoint.npz")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **s.arrays(), meta=np.frombuffer(json.dumps(
+                {**meta, "version": _CKPT_VERSION, "fingerprint": problem.fingerprint()},
+                default=float).encode(), dtype=np.uint8))
+        os.replace(tmp, directory / "checkpoint.npz")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _load_checkpoint(directory: Path, problem: TrainingProblem):
@@ -301,9 +311,23 @@ def _load_checkpoint(directory: Path, problem: TrainingProblem):
     except Exception as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated "
                               f"({type(exc).__name__}: {exc}); delete it to start over.") from None
-    if meta.get("fingerprint") != problem.fingerprint():
+    if not isinstance(meta, dict) or meta.get("fingerprint") != problem.fingerprint():
         raise CheckpointError(f"checkpoint {str(path)!r} belongs to a different problem or data "
                               "set (fingerprint mismatch); use another directory or delete it.")
+    missing = [k for k in _CKPT_KEYS if k not in meta]
+    if meta.get("version") != _CKPT_VERSION or missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} has format version "
+                              f"{meta.get('version')!r} (this fenchel_idl writes "
+                              f"{_CKPT_VERSION}) or lacks {missing}; delete it to start over.")
+    n, p, q, m = problem.n, problem.p, problem.q, problem.m
+    shapes = {"A": (n, n), "B": (n, p), "b": (n,), "C": (q, n), "D": (q, p), "d": (q,),
+              "X": (n, m), "lam": (n,)}
+    for k, shape in shapes.items():
+        if arrays[k].shape != shape:
+            raise CheckpointError(f"checkpoint {str(path)!r}: array {k!r} has shape "
+                                  f"{arrays[k].shape}, expected {shape}.")
+        if not np.all(np.isfinite(arrays[k])):
+            raise CheckpointError(f"checkpoint {str(path)!r}: non-finite values in array {k!r}.")
     return _State(**arrays), meta
 
 
@@ -367,6 +391,26 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         raise InputTypeError(f"'problem' must be a TrainingProblem; got {type(problem).__name__}.")
     max_sweeps = check_int("max_sweeps", max_sweeps, low=1)
     tol = check_real("tol", tol, 0.0, None)
+    seed = check_int("seed", seed, low=0)
+    gap_tol = check_real("gap_tol", gap_tol, 0.0, None, low_open=True)
+    if callback is not None and not callable(callback):
+        raise InputTypeError(f"'callback' must be callable; got {type(callback).__name__}.")
+    if init is not None and not isinstance(init, (str, ImplicitModel)):
+        raise InputTypeError(f"'init' must be None, 'random' or an ImplicitModel; got "
+                             f"{type(init).__name__}.")
+    from .refine import RefineOptions
+
+    if refine is not None and not isinstance(refine, (bool, dict, RefineOptions)):
+        raise InputTypeError(f"'refine' must be None, a bool, a dict or RefineOptions; got "
+                             f"{refine!r}.")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise InputTypeError(f"'checkpoint' must be a directory path; got "
+                             f"{type(checkpoint).__name__}.")
+    if resume and checkpoint is None:
+        raise ValidationError("'resume' needs a 'checkpoint' directory; got checkpoint=None.")
+    if checkpoint is not None and Path(checkpoint).exists() and not Path(checkpoint).is_dir():
+        raise ValidationError(f"'checkpoint' must be a directory; {str(checkpoint)!r} is a "
+                              "file.")
     if on_failure not in ON_FAILURE:
         raise ValidationError(f"'on_failure' must be one of {list(ON_FAILURE)}; got "
                               f"{on_failure!r}.")
@@ -386,7 +430,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                               f"{block_solver!r}.")
     from .fast_blocks import fast_ab_block, fast_blocks_apply, fast_x_block
 
-    fast = block_solver != "cvxpy" and fast_blocks_apply(problem)
+    # an explicit solver means the CVXPY blocks with that solver
+    fast = block_solver != "cvxpy" and solver is None and fast_blocks_apply(problem)
     if block_solver == "fista" and not fast:
         raise ValidationError("'block_solver'='fista' needs the ReLU activation and no penalty "
                               "on A or B; use 'auto' or 'cvxpy'.")
@@ -417,10 +462,13 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         readout(s)
     start_model = problem.to_user_model(s.A, s.B, s.b, s.C, s.D, s.d)
     start_metric = _metric(problem, start_model)
+    restored = None
     if loaded is not None:
         s, meta = loaded
         start_sweep, stage, done_stage_sweeps = meta["sweep"], meta["stage"], meta["stage_sweeps"]
-        history = [BlockRecord(**r) for r in meta.get("history", [])]
+        history = [BlockRecord(**r) for r in meta["history"]]
+        events.extend(meta["events"])
+        restored = (meta["rejected"], meta["max_increase"])
 
     def objective(st: _State):
         return problem.objective_parts(st.A, st.B, st.b, st.C, st.D, st.d, st.X, st.lam)
@@ -429,6 +477,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     J = loss + div + pen
     max_increase = -np.inf
     rejected = 0
+    if restored is not None:
+        rejected, max_increase = restored[0], float(restored[1])
     last_improvement = np.inf
     bar = None
     if progress:
@@ -450,7 +500,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                                                      s.X, s.lam, tol=gap_tol)
                     if info is None or not info.certified:
                         if info is not None:
-                            events.append(info.to_dict())
+                            _fista_failed(info, events, on_failure)
                         trial.X, info = blocks.solve_x(s.A, s.B, s.b, s.C, s.D, s.d, s.X,
                                                        s.lam, solve)
                     if problem.activation.name == "relu":
@@ -463,7 +513,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                             problem, s.X, gammas, W0, tol=gap_tol)
                     if info is None or not info.certified:
                         if info is not None:
-                            events.append(info.to_dict())
+                            _fista_failed(info, events, on_failure)
                         trial.A, trial.B, trial.b, info = blocks.solve_ab(s.X, s.lam, s.C,
                                                                           s.D, solve)
                 else:
@@ -513,7 +563,10 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                 _save_checkpoint(ckpt_dir, problem, s,
                                  {"sweep": sweep, "stage": stage,
                                   "stage_sweeps": done_stage_sweeps,
-                                  "history": [asdict(r) for r in history]})
+                                  "history": [asdict(r) for r in history], "events": events,
+                                  "rejected": rejected,
+                                  "max_increase": max_increase if np.isfinite(max_increase)
+                                  else -1e300})
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -570,6 +623,16 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                      start_metric=start_metric, n_sweeps=sweep, lam=s.lam.copy(),
                      refine_history=refine_history,
                      timings={"bcd": t_bcd, "total": time.perf_counter() - t_start})
+
+
+def _fista_failed(info: SolveInfo, events: list, on_failure: str) -> None:
+    """Record an uncertified batched solve; with on_failure="raise" it is an error."""
+    events.append(info.to_dict())
+    if on_failure == "raise":
+        from .errors import SolverError
+
+        raise SolverError(f"block {info.block!r} was not certified by {info.solver} "
+                          f"({info.note}).", status=info.status, attempts=[info])
 
 
 def _gamma_rows(problem: TrainingProblem) -> Array:

@@ -26,6 +26,7 @@ Three blocks, each a convex CVXPY problem built once with Parameters (DPP) and r
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -35,7 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._validation import as_float_array, check_int, check_real
 from .activations import Activation, Blockwise, get_activation
-from .errors import NotConvexError, ShapeError, ValidationError
+from .errors import NotConvexError, NumericalWarning, ShapeError, ValidationError
 from .losses import CrossEntropyLoss, get_loss
 from .model import ImplicitModel
 from .penalties import Penalty, check_penalty_convex, get_penalty
@@ -57,7 +58,7 @@ class Bounds:
     """
 
     B: float | None = 5.0
-    C: float | None = 20.0
+    C: float | None = 100.0
     D: float | None = 20.0
 
     def __post_init__(self):
@@ -88,8 +89,13 @@ def _one_hot_targets(Y: Any, m: int) -> Array:
         out[arr, np.arange(m)] = 1.0
         return out
     Yf = as_float_array("Y", arr, ndim=2)
-    ok = np.all((Yf == 0) | (Yf == 1)) and np.all(Yf.sum(axis=0) == 1)
-    if not ok:
+    binary = np.all((Yf == 0) | (Yf == 1))
+    if not binary:
+        bad = Yf[(Yf != 0) & (Yf != 1)]
+        raise ValidationError("'Y' for cross_entropy must be one-hot columns (entries 0 or 1) or "
+                              f"integer labels; got entries other than 0/1, in "
+                              f"[{bad.min():g}, {bad.max():g}].")
+    if not np.all(Yf.sum(axis=0) == 1):
         raise ValidationError("'Y' for cross_entropy must be one-hot columns (entries 0/1, one 1 "
                               "per column) or integer labels; got a matrix with column sums in "
                               f"[{Yf.sum(axis=0).min():g}, {Yf.sum(axis=0).max():g}].")
@@ -149,7 +155,7 @@ class TrainingProblem:
     """
 
     def __init__(self, U: ArrayLike, Y: ArrayLike, n: int, *, loss: str = "squared",
-                 activation: Any = "relu", kappa: float = 0.5, lam: Any = 1.0,
+                 activation: Any = "relu", kappa: float = 0.5, lam: Any = 100.0,
                  bounds: Bounds | Mapping[str, float | None] | None = None,
                  penalties: Sequence[Any] = (), constraints: Sequence[Any] = (),
                  bias: bool = True, standardize: bool = True):
@@ -181,11 +187,11 @@ class TrainingProblem:
         if isinstance(phi, Blockwise) and phi.n != self.n:
             raise ValidationError(f"'activation' covers {phi.n} states but n = {self.n}.")
         self.activation: Activation = phi
-        lam_arr = np.asarray(lam, dtype=float) if not isinstance(lam, (int, float)) else None
-        if lam_arr is None:
+        if isinstance(lam, (int, float)) and not isinstance(lam, bool):
             check_real("lam", lam, 0.0, None, low_open=True)
             lam_arr = np.full(self.n, float(lam))
-        lam_arr = as_float_array("lam", lam_arr, ndim=1)
+        else:
+            lam_arr = as_float_array("lam", lam, ndim=1)
         if lam_arr.shape != (self.n,):
             raise ShapeError(f"'lam' must be a scalar or have shape (n,) = ({self.n},); got "
                              f"{lam_arr.shape}.")
@@ -217,17 +223,33 @@ class TrainingProblem:
             check_penalty_convex(pen, shapes)
         # raw data and the standardization
         self.U_raw, self.Y_raw = U, Y
+        classify = isinstance(self.loss, CrossEntropyLoss)
         if self.standardize:
             self.mu_u = U.mean(axis=1)
             sd = U.std(axis=1)
-            self.sd_u = np.where(sd > 1e-12 * max(1.0, float(np.abs(U).max())), sd, 1.0)
+            # a feature is constant when its spread is negligible against its own size
+            self.sd_u = np.where(sd > 1e-12 * np.maximum(np.abs(U).max(axis=1), 1e-300), sd, 1.0)
         else:
             self.mu_u, self.sd_u = np.zeros(p), np.ones(p)
-        classify = isinstance(self.loss, CrossEntropyLoss)
+            scale = float(np.abs(U).max()) if U.size else 0.0
+            if scale > 1e3:
+                warnings.warn(f"'U' has entries up to {scale:.3g} and standardize=False: the norm "
+                              "balls and lam are then badly scaled for these data; use "
+                              "standardize=True.", NumericalWarning, stacklevel=2)
+        if self.kappa > 0.99:
+            warnings.warn(f"kappa = {self.kappa} is close to 1: equilibria converge slowly "
+                          "(Picard rate ~kappa) and the bounds of section 4 grow like "
+                          "1/(1 - kappa).", NumericalWarning, stacklevel=2)
+        if classify:
+            empty = np.flatnonzero(Y.sum(axis=1) == 0)
+            if empty.size:
+                warnings.warn(f"class(es) {empty.tolist()} of {Y.shape[0]} have no samples; "
+                              "their logits will only be pushed down (a labelling mistake?).",
+                              UserWarning, stacklevel=2)
         if self.standardize and not classify:
             self.mu_y = Y.mean(axis=1)
             sd = Y.std(axis=1)
-            self.sd_y = np.where(sd > 1e-12 * max(1.0, float(np.abs(Y).max())), sd, 1.0)
+            self.sd_y = np.where(sd > 1e-12 * np.maximum(np.abs(Y).max(axis=1), 1e-300), sd, 1.0)
         else:
             self.mu_y, self.sd_y = np.zeros(q), np.ones(q)
         self.U = (U - self.mu_u[:, None]) / self.sd_u[:, None]
