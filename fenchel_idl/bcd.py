@@ -428,7 +428,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     if block_solver not in ("auto", "cvxpy", "fista"):
         raise ValidationError(f"'block_solver' must be one of ['auto', 'cvxpy', 'fista']; got "
                               f"{block_solver!r}.")
-    from .fast_blocks import fast_ab_block, fast_blocks_apply, fast_x_block
+    from .fast_blocks import ab_prox_weight, fast_ab_block, fast_blocks_apply, fast_x_block
 
     # an explicit solver means the CVXPY blocks with that solver
     fast = block_solver != "cvxpy" and solver is None and fast_blocks_apply(problem)
@@ -507,15 +507,18 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                         trial.X = np.maximum(trial.X, 0.0)
                 elif name == "AB":
                     info = None
+                    W0 = np.hstack([s.A, s.B] + ([s.b[:, None]] if problem.bias else []))
+                    V = np.vstack([s.X, problem.U] + ([np.ones((1, problem.m))]
+                                                      if problem.bias else []))
+                    prox = ab_prox_weight(float(np.linalg.norm(V, 2)) ** 2 / problem.m)
                     if fast:
-                        W0 = np.hstack([s.A, s.B] + ([s.b[:, None]] if problem.bias else []))
                         trial.A, trial.B, trial.b, info = fast_ab_block(
-                            problem, s.X, gammas, W0, tol=gap_tol)
+                            problem, s.X, gammas, W0, tol=gap_tol, rho=prox)
                     if info is None or not info.certified:
                         if info is not None:
                             _fista_failed(info, events, on_failure)
-                        trial.A, trial.B, trial.b, info = blocks.solve_ab(s.X, s.lam, s.C,
-                                                                          s.D, solve)
+                        trial.A, trial.B, trial.b, info = blocks.solve_ab(
+                            s.X, s.lam, s.C, s.D, solve, W0, prox)
                 else:
                     info = readout(trial)
                 l2, d2, p2 = objective(trial)

@@ -16,14 +16,18 @@ iteration, and each solve carries a certificate:
   is (1/m) min(lam)-strongly convex, so ``phi(X) - phi* <= ||g||^2 / (2 mu)`` where g is the
   minimal-norm element of the subdifferential (the projected gradient for X >= 0). That
   bound is the reported gap.
-- **(A, B) block**, one row w = (a_i, b_i, c_i) at a time (all rows in one matrix)::
+- **(A, B) block**, one row w = (a_i, b_i, c_i) at a time (all rows in one matrix), with a
+  proximal term (proximal BCD: the block objective still never increases)::
 
-      min  (1/m) [ 1/2 sum_j (w^T v_j)_+^2 - w^T V x_i ]
+      min  (1/m) [ 1/2 sum_j (w^T v_j)_+^2 - w^T V x_i ] + rho/2 ||w - w_prev||^2
       s.t. gamma_i ||a||_1 <= kappa,  ||b||_1 <= beta_B,  |c| <= beta_B
 
-  over a compact set, so the Frank-Wolfe gap ``max_{s in K} grad^T (w - s)``, which has a
-  closed form for these balls, bounds the suboptimality. lam_i scales a row's objective
-  and does not move its minimizer, so it is left out.
+  The proximal term makes each row rho-strongly convex, so the same bound
+  ``||g||^2 / (2 rho)`` holds, with g the minimal-norm element of grad + N_K(w) (computed
+  in closed form per ball, up to a one-dimensional minimization). Without it the only
+  certificate is the Frank-Wolfe gap, which needs the suboptimality squared and was
+  measured to cost about 10^5 iterations. lam_i scales a row's divergence and does not move
+  its minimizer, so it is left out.
 
 Both are verified against the CVXPY blocks in the tests.
 """
@@ -41,7 +45,7 @@ from .losses import CrossEntropyLoss
 from .projection import project_l1_rows
 from .solvers import SolveInfo
 
-__all__ = ["fast_x_block", "fast_ab_block", "fast_blocks_apply"]
+__all__ = ["fast_x_block", "fast_ab_block", "fast_blocks_apply", "ab_prox_weight"]
 
 Array = NDArray[np.float64]
 
@@ -135,9 +139,50 @@ def fast_x_block(problem, A, B, b, C, D, d, X, lam, tol: float = 1e-7,
     return Xn, info
 
 
-def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7,
-                  max_iter: int = 50000) -> tuple[Array, Array, Array, SolveInfo]:
-    """The (A, B) step for ReLU, all rows at once (see the module docstring)."""
+def _min_norm_l1(g: Array, w: Array, radius: Array) -> Array:
+    """Squared norm of the minimal-norm element of g + N(w) for the l1 balls of the rows.
+
+    On a row strictly inside its ball the normal cone is {0}. On the boundary it is
+    {mu s : mu >= 0, s in sign(w)} (s_i free in [-1, 1] where w_i = 0), and for a given mu
+    the best residual is g_i + mu sign(w_i) on the support and soft(g_i, mu) off it; the
+    convex function of mu is minimized by golden-section search (vectorized over rows).
+    """
+    sgn = np.sign(w)
+    on = np.abs(np.abs(w).sum(axis=1) - radius) <= 1e-12 * np.maximum(radius, 1.0)
+
+    def res(mu):
+        r_supp = np.where(sgn != 0, g + mu[:, None] * sgn, 0.0)
+        r_zero = np.where(sgn == 0, np.sign(g) * np.maximum(np.abs(g) - mu[:, None], 0.0), 0.0)
+        return np.sum((r_supp + r_zero) ** 2, axis=1)
+
+    out = np.sum(g * g, axis=1)
+    if not np.any(on):
+        return out
+    lo = np.zeros(g.shape[0])
+    hi = np.abs(g).max(axis=1) * 2.0 + 1e-300
+    phi = (np.sqrt(5.0) - 1.0) / 2.0
+    a = hi - phi * (hi - lo)
+    b = lo + phi * (hi - lo)
+    fa, fb = res(a), res(b)
+    for _ in range(60):
+        left = fa < fb
+        hi = np.where(left, b, hi)
+        lo = np.where(left, lo, a)
+        a_new = hi - phi * (hi - lo)
+        b_new = lo + phi * (hi - lo)
+        a, b = a_new, b_new
+        fa, fb = res(a), res(b)
+    best = np.minimum(np.minimum(fa, fb), res(np.zeros_like(lo)))
+    return np.where(on, best, out)
+
+
+def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7, rho: float | None = None,
+                  max_iter: int = 20000) -> tuple[Array, Array, Array, SolveInfo]:
+    """The proximal (A, B) step for ReLU, all rows at once (see the module docstring).
+
+    ``W0`` is the current [A, B, b] (the proximal centre and the warm start); ``rho``
+    defaults to :func:`ab_prox_weight`.
+    """
     t0 = time.perf_counter()
     n, p, m = problem.n, problem.p, problem.m
     U = problem.U
@@ -146,6 +191,12 @@ def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7,
     T = X @ V.T
     radius_a = problem.kappa / gammas
     beta = problem.bounds.B
+    L0 = float(np.linalg.norm(V, 2)) ** 2 / m
+    if rho is None:
+        rho = ab_prox_weight(L0)
+    if W0 is None:
+        W0 = np.zeros((n, V.shape[0]))
+    centre = W0
 
     def project(Wc):
         out = np.empty_like(Wc)
@@ -160,28 +211,37 @@ def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7,
 
     def grad_obj(Wc):
         Zp = np.maximum(Wc @ V, 0.0)
-        obj = (0.5 * float(np.sum(Zp * Zp)) - float(np.sum(Wc * T))) / m
-        return obj, (Zp @ V.T - T) / m
+        D = Wc - centre
+        obj = (0.5 * float(np.sum(Zp * Zp)) - float(np.sum(Wc * T))) / m \
+            + 0.5 * rho * float(np.sum(D * D))
+        return obj, (Zp @ V.T - T) / m + rho * D
 
     def certificate(Wc, f, g):
-        if beta is None:  # the ball on B is off: fall back to a projected-gradient residual
-            s = project(Wc - g)
-            return float(np.sum(np.abs(Wc - s)))
-        gap = (np.sum(g * Wc, axis=1) + radius_a * np.abs(g[:, :n]).max(axis=1)
-               + beta * np.abs(g[:, n:n + p]).max(axis=1))
-        if bias:
-            gap = gap + beta * np.abs(g[:, n + p])
-        return float(np.sum(np.maximum(gap, 0.0)))
+        sq = _min_norm_l1(g[:, :n], Wc[:, :n], radius_a)
+        if beta is not None:
+            sq = sq + _min_norm_l1(g[:, n:n + p], Wc[:, n:n + p], np.full(n, beta))
+            if bias:
+                c, gc = Wc[:, n + p], g[:, n + p]
+                at_hi, at_lo = c >= beta, c <= -beta
+                gc = np.where(at_hi, np.minimum(gc, 0.0), np.where(at_lo, np.maximum(gc, 0.0),
+                                                                    gc))
+                sq = sq + gc * gc
+        else:
+            sq = sq + np.sum(g[:, n:] ** 2, axis=1)
+        return float(np.sum(sq)) / (2.0 * rho)
 
-    L = float(np.linalg.norm(V, 2)) ** 2 / m
-    if W0 is None:
-        W0 = np.zeros((n, V.shape[0]))
-    Wn, f, gap, iters = _fista(grad_obj, project, certificate, W0, L, tol, max_iter)
+    Wn, f, gap, iters = _fista(grad_obj, project, certificate, W0, L0 + rho, tol, max_iter)
     rel = gap / max(1.0, abs(f))
     ok = rel <= tol
     info = SolveInfo("AB", "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
                      time.perf_counter() - t0, 1,
-                     "" if ok else f"Frank-Wolfe gap {rel:.2e} above {tol:.1e} after {iters} "
+                     "" if ok else f"gap bound {rel:.2e} above {tol:.1e} after {iters} "
                                    "iterations")
     b = Wn[:, n + p] if bias else np.zeros(n)
     return Wn[:, :n], Wn[:, n:n + p], b, info
+
+
+def ab_prox_weight(L: float) -> float:
+    """Weight rho of the proximal term of the (A, B) block: 1e-3 times the curvature
+    bound ||V||^2 / m of its smooth part (condition number about 1e3)."""
+    return 1e-3 * L

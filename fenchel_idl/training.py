@@ -474,8 +474,12 @@ class Blocks:
         T = cp.Parameter((r, k), name="X_rows_Vt")
         rho = cp.Parameter((r, 1), nonneg=True, name="inv_lam")
         radius = cp.Parameter((r, 1), nonneg=True, name="kappa_over_gamma")
+        # prox/2 ||W - centre||^2 written DPP-style: sqrt(prox) and sqrt(prox) * centre
+        centre = cp.Parameter((r, k), name="sqrt_prox_times_current")
+        prox = cp.Parameter(nonneg=True, name="sqrt_prox")
         Z = W @ V
-        obj = (cp.sum(act.fstar_cvxpy(Z)) - cp.sum(cp.multiply(W, T))) / m
+        obj = ((cp.sum(act.fstar_cvxpy(Z)) - cp.sum(cp.multiply(W, T))) / m
+               + 0.5 * cp.sum_squares(prox * W - centre))
         M = {"A": W[:, :n], "B": W[:, n:n + p]}
         terms = [pn.row_terms(M) for pn in pb.penalties]
         terms = [t for t in terms if t is not None]
@@ -488,7 +492,7 @@ class Blocks:
                 cons += [cp.abs(W[:, n + p]) <= pb.bounds.B]
         prob = cp.Problem(cp.Minimize(obj), cons)
         self._check("(A, B)", prob)
-        self._ab_cache[key] = (prob, W, V, T, rho, radius)
+        self._ab_cache[key] = (prob, W, V, T, rho, radius, centre, prox)
         return self._ab_cache[key]
 
     def _ab_joint_problem(self, lam: Array):
@@ -504,6 +508,10 @@ class Blocks:
         D = cp.Parameter((pb.q, p), name="D_fixed")
         Av, Bv = cp.Variable((n, n), name="A"), cp.Variable((n, p), name="B")
         bv = cp.Variable((n, 1), name="b") if pb.bias else None
+        k = n + p + (1 if pb.bias else 0)
+        centre = cp.Parameter((n, k), name="sqrt_prox_times_current")
+        prox = cp.Parameter(nonneg=True, name="sqrt_prox")
+        Wv = cp.hstack([Av, Bv] + ([bv] if bv is not None else []))
         Z = Av @ X + Bv @ pb.U + (bv @ ones if bv is not None else 0)
         fz = _weighted(_fstar_terms(pb.activation, n, Z), lam[:, None])
         # <Lam X, A X + B U + b 1^T> = <A, Lam X X^T> + <B, Lam X U^T> + <b, Lam X 1>
@@ -517,18 +525,25 @@ class Blocks:
             cons += _inf_ball(Bv, pb.bounds.B)
             if bv is not None:
                 cons += [cp.abs(bv) <= pb.bounds.B]
-        prob = cp.Problem(cp.Minimize((fz - lin) / m + pen), cons)
+        # proximal term weighted like the rows' divergence (lam_i), as in the row batches
+        sl = np.sqrt(lam)[:, None]
+        proxterm = 0.5 * cp.sum_squares(cp.multiply(sl, prox * Wv - centre))
+        prob = cp.Problem(cp.Minimize((fz - lin) / m + pen + proxterm), cons)
         self._check("(A, B)", prob)
-        return prob, (Av, Bv, bv), (X, TA, TB, Tb, C, D)
+        return prob, (Av, Bv, bv), (X, TA, TB, Tb, C, D, centre, prox)
 
-    def solve_ab(self, X, lam, C, D, solve) -> tuple[Array, Array, Array, SolveInfo]:
+    def solve_ab(self, X, lam, C, D, solve, centre: Array,
+                 prox: float) -> tuple[Array, Array, Array, SolveInfo]:
+        """The proximal (A, B) step: the block objective plus prox/2 ||W - centre||^2
+        (per row, weighted by lam_i in the joint form), W = [A, B, b]."""
         pb = self.problem
         n, p = pb.n, pb.p
         if not self.rowwise:
             self._ensure_stage(lam)
             if self._ab_joint is None:
                 self._ab_joint = self._ab_joint_problem(lam)
-            prob, (Av, Bv, bv), (Xp, TA, TB, Tb, Cp, Dp) = self._ab_joint
+            prob, (Av, Bv, bv), (Xp, TA, TB, Tb, Cp, Dp, Ce, Pw) = self._ab_joint
+            Ce.value, Pw.value = np.sqrt(prox) * centre, np.sqrt(prox)
             LX = lam[:, None] * X
             Xp.value, TA.value, TB.value = X, LX @ X.T, LX @ pb.U.T
             Tb.value, Cp.value, Dp.value = LX.sum(axis=1, keepdims=True), C, D
@@ -540,7 +555,8 @@ class Blocks:
         Wall = np.zeros((n, Vval.shape[0]))
         infos = []
         for i0, i1, act in self._row_batches():
-            prob, W, V, T, rho, radius = self._ab_rows_problem(i1 - i0, act)
+            prob, W, V, T, rho, radius, Ce, Pw = self._ab_rows_problem(i1 - i0, act)
+            Ce.value, Pw.value = np.sqrt(prox) * centre[i0:i1], np.sqrt(prox)
             V.value = Vval
             T.value = X[i0:i1] @ Vval.T
             rho.value = (1.0 / lam[i0:i1])[:, None]
