@@ -22,7 +22,8 @@ from .compression import (ClosedFormState, ErrorBound, LowRankApproximation, Low
 from .equilibrium import EquilibriumInfo
 from .errors import (CheckpointError, ConvergenceWarning, DataNotFoundError, EquilibriumError, FenchelIDLError,
                      InputTypeError, ModelFileError, NotConvexError, NotWellPosedError,
-                     NumericalWarning, ShapeError, SolverError, ValidationError)
+                     NumericalWarning, ShapeError, SolverError, SolverWarning,
+                     ValidationError)
 from .feedforward import from_layers, from_mlp
 from .gradients import Gradients, input_gradient, loss_gradients
 from .losses import get_loss
@@ -52,7 +53,7 @@ __all__ = [
     "EquilibriumInfo",
     "CheckpointError", "ConvergenceWarning", "DataNotFoundError", "EquilibriumError", "FenchelIDLError",
     "InputTypeError", "ModelFileError", "NotConvexError", "NotWellPosedError",
-    "NumericalWarning", "ShapeError", "SolverError", "ValidationError",
+    "NumericalWarning", "ShapeError", "SolverError", "SolverWarning", "ValidationError",
     "from_layers", "from_mlp",
     "ImplicitModel",
     "WellPosedness", "check_well_posed", "induced_norm", "is_well_posed", "norm_matrix",

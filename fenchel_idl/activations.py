@@ -520,7 +520,10 @@ def get_activation(spec: Any) -> Activation:
     Raises
     ------
     ValidationError
-        Unknown name or bad options.
+        Unknown name or bad options (for a blockwise dict, also a block size that is not a
+        positive integer).
+    InputTypeError
+        ``spec`` is not a str, dict or Activation.
     """
     if isinstance(spec, Activation):
         return spec
@@ -532,7 +535,17 @@ def get_activation(spec: Any) -> Activation:
     if isinstance(spec, dict):
         name = spec.get("name")
         if name == Blockwise.name:
-            return Blockwise(tuple((int(s), get_activation(a)) for s, a in spec.get("blocks", ())))
+            extra = sorted(set(spec) - {"name", "blocks"})
+            if extra:
+                raise ValidationError(f"bad options {extra} for activation 'blockwise'; it "
+                                      "takes only 'blocks'.")
+            blocks = spec.get("blocks", ())
+            if isinstance(blocks, list):  # JSON gives lists; Blockwise validates each pair
+                blocks = tuple(tuple(b) if isinstance(b, list) else b for b in blocks)
+            try:
+                return Blockwise(blocks)
+            except InputTypeError as exc:  # a wrong type inside a dict is a bad value
+                raise ValidationError(f"bad 'blocks' for activation 'blockwise': {exc}") from None
         if name not in _NAMED:
             raise ValidationError(f"'activation' must name one of {sorted(_NAMED)}; got "
                                   f"{name!r}.")

@@ -592,6 +592,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                                            else asdict(refine))
         opts.setdefault("kappa", problem.kappa)
         opts.setdefault("seed", seed)
+        opts.setdefault("progress", progress)
         rres = _refine(model, problem.U_raw, problem.Y_raw, loss=problem.loss.name,
                        penalties=list(problem.penalties), **opts)
         model, refine_history = rres.model, rres.history

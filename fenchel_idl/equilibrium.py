@@ -152,7 +152,9 @@ def picard(A: Array, b: Array, phi: Activation, X0: Array | None = None, tol: fl
     """Fixed-point iteration X <- phi(A X + b) (2.6), optionally with Anderson mixing.
 
     Returns (X, iterations, relative step size at exit, converged). The stopping test is
-    ``max |X(t+1) - X(t)| <= tol * max(1, max |X(t+1)|)``.
+    ``max |X(t+1) - X(t)| <= tol * max(1, max |X(t+1)|)``. An iteration that diverges
+    (an iterate with NaN or inf entries) stops at once and reports ``converged=False``
+    with the non-finite iterate, so the caller can tell divergence from a slow iteration.
     """
     X = np.zeros_like(b) if X0 is None else np.array(X0, dtype=float, copy=True)
     if anderson > 0:
@@ -163,6 +165,8 @@ def picard(A: Array, b: Array, phi: Activation, X0: Array | None = None, tol: fl
         step = float(np.max(np.abs(Xn - X))) if X.size else 0.0
         X = Xn
         scale = float(np.max(np.abs(X))) if X.size else 0.0
+        if not (np.isfinite(step) and np.isfinite(scale)):  # diverged: inf <= tol * inf
+            return X, it, float("inf"), False
         if step <= tol * max(1.0, scale):
             return X, it, step / max(1.0, scale), True
     scale = max(1.0, float(np.max(np.abs(X))) if X.size else 1.0)
@@ -187,6 +191,8 @@ def _anderson(A, b, phi, X, tol, max_iter, memory):
         F = G - X
         step = float(np.max(np.abs(F))) if F.size else 0.0
         scale = max(1.0, float(np.max(np.abs(G))) if G.size else 1.0)
+        if not (np.isfinite(step) and np.isfinite(scale)):  # diverged
+            return G, it, float("inf"), False
         if step <= tol * scale:
             return G, it, step / scale, True
         if mixed and step > prev:
@@ -286,13 +292,19 @@ def solve_equilibrium(A: Array, b: Array, phi: Activation, struct: Structure | N
                     conv = conv and ok
         used = "exact" if struct.exact else (("anderson" if anderson else "picard")
                                               if single_level else "mixed")
-    res = _residual(X, A @ X + b, phi)
+    finite = bool(np.all(np.isfinite(X)))
+    res = _residual(X, A @ X + b, phi) if finite else float("inf")  # inf: diverged
     info = EquilibriumInfo(converged=bool(conv), iterations=int(iters), residual=res, method=used)
     if not conv:
-        msg = (f"equilibrium iteration did not converge in max_iter={max_iter} iterations "
-               f"(relative residual {res:.3e}, tol={tol:g}); the model may not be well-posed "
-               "or kappa may be close to 1. Raise max_iter, use method='anderson', or check "
-               "fenchel_idl.well_posedness(model).")
+        if not finite:
+            msg = (f"equilibrium iteration diverged: the state became NaN or inf after "
+                   f"{iters} iterations (it did not converge); the model is probably not "
+                   "well-posed (check fenchel_idl.well_posedness(model)).")
+        else:
+            msg = (f"equilibrium iteration did not converge in max_iter={max_iter} iterations "
+                   f"(relative residual {res:.3e}, tol={tol:g}); the model may not be "
+                   "well-posed or kappa may be close to 1. Raise max_iter, use "
+                   "method='anderson', or check fenchel_idl.well_posedness(model).")
         if on_nonconvergence == "raise":
             raise EquilibriumError(msg)
         if on_nonconvergence == "warn":

@@ -24,6 +24,7 @@ __all__ = [
     "DataNotFoundError",
     "ConvergenceWarning",
     "NumericalWarning",
+    "SolverWarning",
 ]
 
 
@@ -90,3 +91,8 @@ class ConvergenceWarning(UserWarning):
 
 class NumericalWarning(UserWarning):
     """Data or parameters are in a numerically delicate range (badly scaled, kappa near 1)."""
+
+
+class SolverWarning(RuntimeWarning):
+    """No solver certified a convex block and an uncertified solution was kept (the
+    ``on_failure="warn"`` policy of :func:`fenchel_idl.solvers.solve_certified`)."""

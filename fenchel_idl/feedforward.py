@@ -33,8 +33,8 @@ def from_layers(weights: Sequence[Any], biases: Sequence[Any] | None = None,
         output layer.
     biases : sequence of L+1 arrays, optional
         b_l of shape (n_{l+1},); zeros when omitted.
-    activations : str, Activation, or sequence of L of them
-        phi_0, ..., phi_{L-1} for the hidden layers.
+    activations : str, dict, Activation, or list of L of them
+        phi_0, ..., phi_{L-1} for the hidden layers (one for all of them, or one each).
 
     Returns
     -------
@@ -43,6 +43,9 @@ def from_layers(weights: Sequence[Any], biases: Sequence[Any] | None = None,
 
     Raises
     ------
+    InputTypeError
+        'weights' or 'biases' is not a list/tuple, or 'activations' is neither an
+        activation nor a list/tuple of them.
     ShapeError
         Consecutive layer sizes that do not match.
     ValidationError
@@ -59,6 +62,9 @@ def from_layers(weights: Sequence[Any], biases: Sequence[Any] | None = None,
     if biases is None:
         b = [np.zeros(w.shape[0]) for w in W]
     else:
+        if isinstance(biases, np.ndarray) or not isinstance(biases, (list, tuple)):
+            raise InputTypeError("'biases' must be a list of 1-D arrays (one per weight "
+                                 f"matrix) or None; got {type(biases).__name__}.")
         if len(biases) != L + 1:
             raise ValidationError(f"'biases' must have {L + 1} entries like 'weights'; got "
                                   f"{len(biases)}.")
@@ -70,9 +76,13 @@ def from_layers(weights: Sequence[Any], biases: Sequence[Any] | None = None,
         if i and W[i].shape[1] != W[i - 1].shape[0]:
             raise ShapeError(f"'weights[{i}]' must have {W[i - 1].shape[0]} columns to follow "
                              f"weights[{i - 1}] of shape {W[i - 1].shape}; got {W[i].shape}.")
-    if isinstance(activations, (str, Activation)):
+    if isinstance(activations, (str, dict, Activation)):
         acts = [get_activation(activations)] * L
     else:
+        if not isinstance(activations, (list, tuple)):
+            raise InputTypeError("'activations' must be an activation (name, dict or "
+                                 "Activation) or a list of them, one per hidden layer; got "
+                                 f"{type(activations).__name__}.")
         if len(activations) != L:
             raise ValidationError(f"'activations' must have {L} entries (one per hidden layer); "
                                   f"got {len(activations)}.")

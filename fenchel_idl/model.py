@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 from ._validation import as_float_array, as_samples
 from .activations import Activation, activation_for, get_activation
 from .equilibrium import EquilibriumInfo, Structure, solve_equilibrium, structure
-from .errors import ModelFileError, ShapeError
+from .errors import FenchelIDLError, ModelFileError, ShapeError, ValidationError
 
 __all__ = ["ImplicitModel", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -29,6 +29,9 @@ Array = NDArray[np.float64]
 FORMAT_NAME = "fenchel_idl.ImplicitModel"
 FORMAT_VERSION = 1
 _ARRAYS = ("A", "B", "C", "D", "bias_x", "bias_y")
+_FIELDS = ("A", "B", "C", "D", "activation", "bias_x", "bias_y")
+#: The keyword options of :meth:`ImplicitModel.equilibrium` that ``predict`` forwards.
+_EQUILIBRIUM_OPTIONS = ("tol", "max_iter", "method", "X0", "on_nonconvergence")
 
 
 def _frozen(a: Array) -> Array:
@@ -137,9 +140,20 @@ class ImplicitModel:
         return structure(self.A, self.activation)
 
     def replace(self, **changes: Any) -> "ImplicitModel":
-        """Return a copy with some fields replaced (validated again)."""
-        fields = {k: getattr(self, k) for k in ("A", "B", "C", "D", "activation", "bias_x",
-                                                "bias_y")}
+        """Return a copy with some fields replaced (validated again).
+
+        Raises
+        ------
+        ValidationError
+            A name that is not a field of the model (A, B, C, D, activation, bias_x,
+            bias_y), or a replaced value that does not fit.
+        """
+        unknown = sorted(set(changes) - set(_FIELDS))
+        if unknown:
+            raise ValidationError(f"ImplicitModel.replace got unknown field(s) "
+                                  f"{', '.join(repr(k) for k in unknown)}; the fields are "
+                                  f"{list(_FIELDS)}.")
+        fields = {k: getattr(self, k) for k in _FIELDS}
         fields.update(changes)
         return ImplicitModel(**fields)
 
@@ -195,7 +209,24 @@ class ImplicitModel:
         return self.C @ X + self.D @ U + self.bias_y[:, None]
 
     def predict(self, U: ArrayLike, **equilibrium_options: Any) -> Array:
-        """Return C x + D u at the equilibrium, shape (q, m) (or (q,) for 1-D U)."""
+        """Return C x + D u at the equilibrium, shape (q, m) (or (q,) for 1-D U).
+
+        Parameters
+        ----------
+        U : array_like of shape (p, m) or (p,)
+        **equilibrium_options
+            ``tol``, ``max_iter``, ``method``, ``X0`` or ``on_nonconvergence``, passed to
+            :meth:`equilibrium`.
+
+        Raises
+        ------
+        ValidationError
+            An option that :meth:`equilibrium` does not take, or a bad value.
+        """
+        unknown = sorted(set(equilibrium_options) - set(_EQUILIBRIUM_OPTIONS))
+        if unknown:
+            raise ValidationError(f"unknown option(s) {unknown} for ImplicitModel.predict; "
+                                  f"allowed options are {list(_EQUILIBRIUM_OPTIONS)}.")
         U2, was_1d = self._inputs(U)
         X, _ = self.equilibrium(U2, **equilibrium_options)
         Y = self.output(X, U2)
@@ -211,19 +242,35 @@ class ImplicitModel:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model to ``path`` (npz of arrays plus JSON metadata; no pickle).
 
-        The metadata carries a format name, a version and a SHA-256 checksum of the arrays,
-        so that :meth:`load` refuses truncated or tampered files. The file is written to a
+        The metadata carries a format name, a version and a SHA-256 checksum of the arrays
+        and of the rest of the metadata (activation, format, version, shapes), so that
+        :meth:`load` refuses truncated or tampered files. The file is written to a
         temporary name and renamed, so a crash never leaves a half-written model.
+
+        Raises
+        ------
+        ModelFileError
+            The directory of ``path`` does not exist, or ``path`` cannot be written.
         """
         path = Path(path)
+        if not path.parent.is_dir():
+            raise ModelFileError(f"'path' must be in an existing directory; the directory "
+                                 f"{str(path.parent)!r} of {str(path)!r} does not exist.")
+        if path.is_dir():
+            raise ModelFileError(f"'path' must be a file name; {str(path)!r} is a directory.")
         arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in _ARRAYS}
         meta = self.to_dict()
-        meta["sha256"] = _checksum(arrays)
+        meta["sha256"] = _checksum(arrays, meta)
         buf = io.BytesIO()
         np.savez(buf, **arrays, metadata=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
+        try:
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ModelFileError(f"could not write the model file {str(path)!r} "
+                                 f"({type(exc).__name__}: {exc.strerror or exc}).") from None
         return path
 
     @classmethod
@@ -262,21 +309,37 @@ class ImplicitModel:
         missing = [k for k in _ARRAYS if k not in arrays]
         if missing:
             raise ModelFileError(f"{str(path)!r} lacks the arrays {missing}.")
-        if meta.get("sha256") != _checksum(arrays):
-            raise ModelFileError(f"{str(path)!r} failed its checksum: the arrays were changed "
-                                 "after the file was written.")
-        return cls(**arrays, activation=meta["activation"])
+        try:
+            get_activation(meta.get("activation"))
+        except (FenchelIDLError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{str(path)!r} has an invalid activation in its metadata: "
+                                 f"{exc}") from None
+        if meta.get("sha256") != _checksum(arrays, meta):
+            raise ModelFileError(f"{str(path)!r} failed its checksum: the arrays or the "
+                                 "metadata were changed after the file was written.")
+        try:
+            return cls(**arrays, activation=meta["activation"])
+        except FenchelIDLError as exc:
+            raise ModelFileError(f"{str(path)!r} does not hold a valid model: {exc}") from None
 
     def __repr__(self) -> str:
         return (f"ImplicitModel(n={self.n}, p={self.p}, q={self.q}, "
                 f"activation={self.activation!r})")
 
 
-def _checksum(arrays: dict[str, Array]) -> str:
+def _checksum(arrays: dict[str, Array], meta: dict) -> str:
+    """SHA-256 of the arrays and of the metadata (all of it but the checksum itself).
+
+    The metadata enters as canonical JSON (sorted keys, no spaces), so the activation,
+    format, version and shapes cannot be edited without failing the check.
+    """
     h = hashlib.sha256()
     for k in _ARRAYS:
         a = np.ascontiguousarray(arrays[k], dtype=np.float64)
         h.update(k.encode())
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
+    rest = {k: v for k, v in meta.items() if k != "sha256"}
+    h.update(b"metadata")
+    h.update(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()

@@ -24,7 +24,7 @@ import cvxpy as cp
 import numpy as np
 from numpy.typing import NDArray
 
-from ._validation import check_choice, check_real
+from ._validation import as_float_array, check_choice, check_real
 from .errors import InputTypeError, NotConvexError, ValidationError
 
 __all__ = [
@@ -70,9 +70,36 @@ class Penalty:
         raise NotImplementedError
 
     def value(self, M: Mapping[str, Array]) -> float:
-        """The penalty at numeric matrices (evaluated through the same expression)."""
-        expr, _ = self.expression({k: cp.Constant(np.asarray(v)) for k, v in M.items()})
+        """The penalty at numeric matrices (evaluated through the same expression).
+
+        Parameters
+        ----------
+        M : mapping of str to ndarray
+            The matrices by name ("A", "B", "C", "D"); it must hold every matrix of
+            :attr:`matrices` (others are ignored).
+
+        Raises
+        ------
+        ValidationError
+            A matrix the penalty reads is missing, or has NaN or inf entries.
+        InputTypeError
+            ``M`` is not a mapping, or a matrix is not numeric.
+        """
+        expr, _ = self.expression(_constants(self._matrices(M)))
         return float(expr.value) if not isinstance(expr, (int, float)) else float(expr)
+
+    def _matrices(self, M: Mapping[str, Array]) -> dict[str, Array]:
+        """The numeric matrices of ``M`` as float arrays, after checking that every matrix
+        the penalty reads is there."""
+        if not isinstance(M, Mapping):
+            raise InputTypeError(f"penalty {self.name!r} needs a mapping of matrices by name "
+                                 f"{list(self.matrices)}; got {type(M).__name__}.")
+        missing = [k for k in self.matrices if k not in M]
+        if missing:
+            raise ValidationError(f"penalty {self.name!r} reads the matrices "
+                                  f"{list(self.matrices)}; missing {missing} from the "
+                                  f"matrices given {list(M)}.")
+        return {k: as_float_array(k, M[k], ndim=2) for k in MATRICES if k in M}
 
     def prox(self, M: dict[str, Array], step: float) -> dict[str, Array]:
         """Proximal step: argmin_X step * P(X) + 1/2 ||X - M||^2 for the matrices it reads."""
@@ -82,6 +109,10 @@ class Penalty:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "weight": float(self.weight)}
+
+
+def _constants(M: Mapping[str, Array]) -> dict[str, Any]:
+    return {k: cp.Constant(v) for k, v in M.items()}
 
 
 def _soft(x: Array, t: float) -> Array:
@@ -258,6 +289,7 @@ class LipschitzBound(Penalty):
         def inf_norm(X):
             return float(np.max(np.abs(X).sum(axis=1)))
 
+        M = self._matrices(M)
         a = inf_norm(M["A"])
         if a >= 1:
             return np.inf
@@ -305,7 +337,7 @@ class Custom(Penalty):
         return (expr if isinstance(expr, (int, float)) else self.weight * expr), list(cons)
 
     def value(self, M):
-        expr, _ = self.expression({k: cp.Constant(np.asarray(v)) for k, v in M.items()})
+        expr, _ = self.expression(_constants(self._matrices(M)))
         return float(expr) if isinstance(expr, (int, float)) else float(expr.value)
 
     def to_dict(self):

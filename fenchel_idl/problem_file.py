@@ -9,9 +9,11 @@ and plots into an output directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from . import datasets
-from .bcd import BCDResult, solve_bcd
-from .errors import ValidationError
+from ._validation import _describe, check_int
+from .bcd import BCDResult, Schedule, solve_bcd
+from .errors import FenchelIDLError, ValidationError
+from .refine import RefineOptions
 from .training import TrainingProblem
 
 if sys.version_info >= (3, 11):
@@ -32,6 +36,21 @@ __all__ = ["ProblemSpec", "load_problem", "run_problem"]
 
 _SECTIONS = {"name", "description", "seed", "data", "model", "training", "schedule",
              "penalties", "solver", "refine"}
+_TABLES = ("data", "model", "training", "schedule", "solver", "refine")
+_MODEL_KEYS = {"n", "activation", "kappa", "bias"}
+_TRAINING_KEYS = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol"}
+_SOLVER_KEYS = {"name", "on_failure", "gap_tol"}
+
+
+def _schedule_keys() -> set[str]:
+    """The keys of [schedule]: the fields of :class:`fenchel_idl.bcd.Schedule`."""
+    return {f.name for f in dataclasses.fields(Schedule)}
+
+
+def _refine_keys() -> set[str]:
+    """The keys of [refine]: the fields of :class:`fenchel_idl.refine.RefineOptions`, and
+    ``kappa`` (the radius of the well-posedness ball during refinement)."""
+    return {f.name for f in dataclasses.fields(RefineOptions)} | {"kappa"}
 
 
 @dataclass(frozen=True)
@@ -54,10 +73,19 @@ class ProblemSpec:
 def load_problem(path: str | Path) -> ProblemSpec:
     """Parse and validate a problem file.
 
+    Every section is checked here, before any data is loaded or any work is done: the
+    sections [data], [model], [training], [schedule], [solver] and [refine] must be
+    tables with known keys (those of [schedule] are the fields of
+    :class:`fenchel_idl.bcd.Schedule`, those of [refine] the fields of
+    :class:`fenchel_idl.refine.RefineOptions` and ``kappa``), ``seed`` a nonnegative
+    integer and [model] ``n`` a positive integer. The values of [schedule] and [refine]
+    are validated by building those records.
+
     Raises
     ------
     ValidationError
-        Unknown sections or keys, a missing data source or model size, bad TOML.
+        Unknown sections or keys, a section that is not a table, a missing data source
+        or model size, a value of the wrong type or out of range, bad TOML.
     """
     path = Path(path)
     if not path.is_file():
@@ -67,38 +95,68 @@ def load_problem(path: str | Path) -> ProblemSpec:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ValidationError(f"problem file {str(path)!r} is not valid TOML: {exc}") from None
+    where = f"problem file {str(path)!r}"
     unknown = set(raw) - _SECTIONS
     if unknown:
-        raise ValidationError(f"problem file {str(path)!r} has unknown sections/keys "
+        raise ValidationError(f"{where} has unknown sections/keys "
                               f"{sorted(unknown)}; allowed: {sorted(_SECTIONS)}.")
+    for key in _TABLES:
+        if key in raw and not isinstance(raw[key], dict):
+            raise ValidationError(f"{where}: [{key}] must be a table (a [{key}] section); got "
+                                  f"{key} = {_describe(raw[key])}.")
+    for key in ("name", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ValidationError(f"{where}: '{key}' must be a string; got "
+                                  f"{_describe(raw[key])}.")
+    penalties = raw.get("penalties", [])
+    if not isinstance(penalties, list):
+        raise ValidationError(f"{where}: 'penalties' must be an array of tables "
+                              f"([[penalties]] sections); got {_describe(penalties)}.")
+    seed = _checked(where, lambda: check_int("seed", raw.get("seed", 0), low=0))
     data = dict(raw.get("data", {}))
     if "source" not in data:
-        raise ValidationError(f"problem file {str(path)!r} needs [data] source = one of "
+        raise ValidationError(f"{where} needs [data] source = one of "
                               f"{sorted(datasets.DATASET_NAMES)}.")
     model = dict(raw.get("model", {}))
     if "n" not in model:
-        raise ValidationError(f"problem file {str(path)!r} needs [model] n (number of states).")
-    allowed_model = {"n", "activation", "kappa", "bias"}
-    if set(model) - allowed_model:
-        raise ValidationError(f"[model] keys must be among {sorted(allowed_model)}; got "
-                              f"{sorted(set(model) - allowed_model)}.")
+        raise ValidationError(f"{where} needs [model] n (number of states).")
+    _check_keys("model", model, _MODEL_KEYS)
+    _checked(where, lambda: check_int("n", model["n"], low=1))
     training = dict(raw.get("training", {}))
-    allowed_training = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol"}
-    if set(training) - allowed_training:
-        raise ValidationError(f"[training] keys must be among {sorted(allowed_training)}; got "
-                              f"{sorted(set(training) - allowed_training)}.")
+    _check_keys("training", training, _TRAINING_KEYS)
     solver = dict(raw.get("solver", {}))
-    allowed_solver = {"name", "on_failure", "gap_tol"}
-    if set(solver) - allowed_solver:
-        raise ValidationError(f"[solver] keys must be among {sorted(allowed_solver)}; got "
-                              f"{sorted(set(solver) - allowed_solver)}.")
+    _check_keys("solver", solver, _SOLVER_KEYS)
+    schedule = dict(raw.get("schedule", {}))
+    _check_keys("schedule", schedule, _schedule_keys())
+    _checked(where, lambda: Schedule(**schedule))
     refine = raw.get("refine")
-    return ProblemSpec(name=str(raw.get("name", path.stem)),
-                       description=str(raw.get("description", "")),
-                       seed=int(raw.get("seed", 0)), data=data, model=model, training=training,
-                       schedule=dict(raw.get("schedule", {})),
-                       penalties=list(raw.get("penalties", [])), solver=solver,
-                       refine=dict(refine) if refine is not None else None, path=str(path))
+    if refine is not None:
+        refine = dict(refine)
+        _check_keys("refine", refine, _refine_keys())
+        _checked(where, lambda: RefineOptions(**{k: v for k, v in refine.items()
+                                                 if k != "kappa"}))
+    return ProblemSpec(name=raw.get("name", path.stem), description=raw.get("description", ""),
+                       seed=seed, data=data, model=model, training=training,
+                       schedule=schedule, penalties=list(penalties), solver=solver,
+                       refine=refine, path=str(path))
+
+
+def _check_keys(section: str, table: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ValidationError(f"[{section}] keys must be among {sorted(allowed)}; got "
+                              f"{unknown}.")
+
+
+def _checked(where: str, check: Callable[[], Any]) -> Any:
+    """Run a validation; a wrong type in a file is a bad value of the file: re-raise an
+    :class:`InputTypeError` as a :class:`ValidationError` naming the file."""
+    try:
+        return check()
+    except ValidationError:
+        raise
+    except FenchelIDLError as exc:
+        raise ValidationError(f"{where}: {exc}") from None
 
 
 def _data(spec: ProblemSpec):
@@ -119,7 +177,7 @@ def build_problem(spec: ProblemSpec, ds) -> TrainingProblem:
     tr = spec.training
     loss = tr.get("loss", "cross_entropy" if ds.task == "classification" else "squared")
     Y = ds.labels if loss == "cross_entropy" and ds.labels is not None else ds.Y
-    return TrainingProblem(ds.U, Y, n=int(spec.model["n"]), loss=loss,
+    return TrainingProblem(ds.U, Y, n=spec.model["n"], loss=loss,
                            activation=spec.model.get("activation", "relu"),
                            kappa=spec.model.get("kappa", 0.5), lam=tr.get("lam", 1.0),
                            bounds=tr.get("bounds"), penalties=spec.penalties,
@@ -151,7 +209,9 @@ def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bo
     t0 = time.perf_counter()
     result = solve_bcd(problem, max_sweeps=max_sweeps or spec.training.get("max_sweeps", 40),
                        tol=spec.training.get("tol", 1e-6), schedule=spec.schedule or None,
-                       refine=spec.refine if spec.refine is not None else None, seed=spec.seed,
+                       # an empty [refine] section means: refine with the default options
+                       refine=None if spec.refine is None else (spec.refine or True),
+                       seed=spec.seed,
                        solver=spec.solver.get("name"),
                        on_failure=spec.solver.get("on_failure", "fallback"),
                        gap_tol=spec.solver.get("gap_tol", 1e-6), checkpoint=checkpoint,

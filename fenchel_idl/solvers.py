@@ -15,7 +15,8 @@ by the ``on_failure`` policy:
 - ``"fallback"`` (default): retry with the next solver of the chain for the block's cone;
   raise :class:`fenchel_idl.SolverError` when none certifies;
 - ``"warn"``: like fallback, but when no solver certifies keep the best solution found
-  (recorded as uncertified) and emit a warning; raise only when none returned a solution;
+  (recorded as uncertified), move its record to the end of the returned list, and emit a
+  :class:`fenchel_idl.errors.SolverWarning`; raise only when none returned a solution;
 - ``"raise"``: raise at the first solve that is not certified.
 """
 
@@ -30,8 +31,8 @@ import cvxpy as cp
 import cvxpy.settings as cps
 from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import CLARABEL
 
-from ._validation import check_choice
-from .errors import SolverError, ValidationError
+from ._validation import _describe, check_choice, check_real
+from .errors import InputTypeError, SolverError, SolverWarning, ValidationError
 
 __all__ = ["SolveInfo", "solve_certified", "CHAINS", "ON_FAILURE"]
 
@@ -147,6 +148,9 @@ def solve_certified(problem: cp.Problem, block: str, cone: str = "qp",
     """Solve ``problem`` with the fallback chain for ``cone``; return every attempt.
 
     The last record of the returned list is the one whose solution the variables hold.
+    The records are in the order of the attempts (see :attr:`SolveInfo.attempt`), except
+    under ``on_failure="warn"`` when the kept best solution came from an earlier attempt:
+    its record is then moved to the end.
 
     Parameters
     ----------
@@ -159,7 +163,13 @@ def solve_certified(problem: cp.Problem, block: str, cone: str = "qp",
         An explicit chain (names as in ``cvxpy.installed_solvers()``).
     on_failure : {"fallback", "warn", "raise"}
     tol : float
-        Tolerance on the relative duality gap or KKT residual.
+        Tolerance on the relative duality gap or KKT residual, > 0.
+
+    Warns
+    -----
+    SolverWarning
+        With ``on_failure="warn"``, when no solver certifies and an uncertified solution
+        is kept.
 
     Raises
     ------
@@ -167,9 +177,14 @@ def solve_certified(problem: cp.Problem, block: str, cone: str = "qp",
         When no solver certifies the block (or at the first failure with "raise"). The
         error carries the last status and every attempt.
     ValidationError
-        Unknown cone, policy, or solver name.
+        Unknown cone, policy, or solver name, or a tolerance that is not > 0 and finite.
+    InputTypeError
+        ``problem`` is not a ``cvxpy.Problem``.
     """
+    if not isinstance(problem, cp.Problem):
+        raise InputTypeError(f"'problem' must be a cvxpy.Problem; got {_describe(problem)}.")
     check_choice("on_failure", on_failure, ON_FAILURE)
+    tol = check_real("tol", tol, 0.0, None, low_open=True)
     check_choice("cone", cone, tuple(CHAINS))
     chain = tuple(solvers) if solvers else CHAINS[cone]
     installed = set(cp.installed_solvers())
@@ -178,7 +193,7 @@ def solve_certified(problem: cp.Problem, block: str, cone: str = "qp",
             raise ValidationError(f"'solver' must be one of the installed solvers "
                                   f"{sorted(installed)}; got {s!r}.")
     attempts: list[SolveInfo] = []
-    best: tuple[float, dict] | None = None
+    best: tuple[float, dict, int] | None = None  # (score, variable values, index in attempts)
     for k, name in enumerate(chain, 1):
         t0 = time.perf_counter()
         status, value, note = "solver_error", None, ""
@@ -203,7 +218,7 @@ def solve_certified(problem: cp.Problem, block: str, cone: str = "qp",
             values = {v.id: v.value for v in problem.variables()}
             score = gap if gap is not None else (res if res is not None else float("inf"))
             if best is None or score < best[0]:
-                best = (score, values)
+                best = (score, values, len(attempts))
         elif not note:
             note = f"status {status}"
         info = SolveInfo(block, name, status, None if value is None else float(value), gap, res,
@@ -216,9 +231,12 @@ def solve_certified(problem: cp.Problem, block: str, cone: str = "qp",
     if on_failure == "warn" and best is not None:
         for v in problem.variables():
             v.value = best[1][v.id]
-        warnings.warn(f"block {block!r}: no solver certified optimality ({attempts[-1].note}); "
-                      "keeping the best uncertified solution. The certificate records it.",
-                      RuntimeWarning, stacklevel=2)
+        kept = attempts.pop(best[2])
+        attempts.append(kept)  # the last record describes the solution the variables hold
+        warnings.warn(f"block {block!r}: no solver certified optimality; keeping the best "
+                      f"uncertified solution, from {kept.solver} (attempt {kept.attempt}, "
+                      f"status {kept.status}: {kept.note}). The certificate records it.",
+                      SolverWarning, stacklevel=2)
         return attempts
     raise SolverError(f"block {block!r} could not be solved to certified optimality with "
                       f"{[a.solver for a in attempts]}: last status {attempts[-1].status!r} "

@@ -67,8 +67,24 @@ def induced_norm(M: Array, p: float, q: float) -> float:
     The cases inf -> 1, inf -> 2 and 2 -> 1 are NP-hard or costly in general; they are
     replaced by sound upper bounds (the sum of |M|, and sqrt(rows) * ||M||_2 or
     sqrt(cols) * ||M||_2), which keeps every well-posedness and robustness bound valid.
+
+    Parameters
+    ----------
+    M : array_like of shape (r, c) or (c,)
+        A 1-D M is read as one row.
+    p, q : {1, 2, inf}
+
+    Raises
+    ------
+    InputTypeError
+        M is not a numeric array.
+    ShapeError, ValidationError
+        M is not 1-D or 2-D, has NaN or inf entries, or p, q are not in {1, 2, inf}.
     """
-    M = np.atleast_2d(M)
+    M = np.atleast_2d(as_float_array("M", M, ndim=(1, 2)))
+    if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+               and v in (1, 2, np.inf) for v in (p, q)):
+        raise ValidationError(f"norms p, q must be in {{1, 2, inf}}; got p={p}, q={q}.")
     if M.size == 0:
         return 0.0
     absM = np.abs(M)
@@ -83,9 +99,8 @@ def induced_norm(M: Array, p: float, q: float) -> float:
         return float(absM.sum())
     if p == np.inf and q == 2:
         return float(np.sqrt(M.shape[1]) * np.linalg.norm(M, 2))
-    if p == 2 and q == 1:
-        return float(np.sqrt(M.shape[0]) * np.linalg.norm(M, 2))
-    raise ValidationError(f"norms p, q must be in {{1, 2, inf}}; got p={p}, q={q}.")
+    # the last case left: p == 2 and q == 1
+    return float(np.sqrt(M.shape[0]) * np.linalg.norm(M, 2))
 
 
 def norm_matrix(A: ArrayLike, activation: Activation | str = "relu") -> Array:
@@ -97,15 +112,23 @@ def norm_matrix(A: ArrayLike, activation: Activation | str = "relu") -> Array:
     ----------
     A : array_like of shape (n, n)
     activation : Activation or str
-        Gives the block partition, norms and constants.
+        Gives the block partition, norms and constants. A blockwise map must cover
+        exactly the n states of A.
+
+    Raises
+    ------
+    ShapeError
+        A is not square.
+    ValidationError
+        Unknown activation, or a blockwise map that does not cover n states.
     """
-    from .activations import get_activation
+    from .activations import activation_for, get_activation
 
     A = as_float_array("A", A, ndim=2)
     if A.shape[0] != A.shape[1]:
         raise ShapeError(f"'A' must be square; got shape {A.shape}.")
-    phi = get_activation(activation)
     n = A.shape[0]
+    phi = activation_for(get_activation(activation), n)
     starts, gammas, norms, all_scalar = blip_structure(phi, n)
     if all_scalar:
         return gammas[:, None] * np.abs(A)

@@ -81,11 +81,6 @@ def test_kappa_close_to_one_trains():
     assert res.certificate.pf_eigenvalue < 1.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "errors.NumericalWarning is documented for 'kappa near 1', but TrainingProblem "
-    "(training.py __init__) never emits it. Warn when kappa > 0.99, e.g. 'kappa = 0.999 is "
-    "close to 1: equilibria converge slowly (rate ~kappa) and the bounds of section 4 grow "
-    "like 1/(1 - kappa)'."))
 def test_kappa_close_to_one_warns():
     with pytest.warns(NumericalWarning, match="kappa"):
         TrainingProblem(U0, Y0, n=3, kappa=0.999)
@@ -126,13 +121,6 @@ def test_badly_scaled_data_is_standardized_exactly(base):
         "standardized data are not delicate: no warning is due"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "training.py TrainingProblem.__init__ (standardization): a feature counts as constant "
-    "when sd <= 1e-12 * max(1, max|U|), with max|U| taken over ALL features. Next to a "
-    "feature of size 1e6 the threshold is 1e-6, so a genuine feature of size 1e-6 "
-    "(sd 5.8e-7) gets sd_u = 1 and is left at 1e-6 after scaling, i.e. silently dropped; "
-    "the model differs from the unscaled one. Use a per-feature threshold, "
-    "sd > 1e-12 * np.abs(U).max(axis=1) (same for Y with several outputs)."))
 def test_mixed_feature_scales_are_standardized(base):
     """One feature ~1e6, the other ~1e-6: standardization must make this the unscaled
     problem exactly."""
@@ -148,11 +136,6 @@ def test_badly_scaled_data_without_standardization_trains():
     check_sound(problem, res, U0 * 1e6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "errors.NumericalWarning is documented for 'badly scaled' data, but TrainingProblem "
-    "with standardize=False and features of size 1e6 emits nothing. Warn in "
-    "training.py TrainingProblem.__init__ when standardize=False and max |U| (or the ratio "
-    "of feature scales) exceeds e.g. 1e3, suggesting standardize=True."))
 def test_badly_scaled_data_without_standardization_warns():
     with pytest.warns(NumericalWarning, match="scal"):
         TrainingProblem(U0 * 1e6, Y0, n=3, standardize=False)
@@ -236,11 +219,6 @@ def test_class_that_never_occurs_as_one_hot_rows():
     check_sound(problem, res, U0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "training.py _one_hot_targets / TrainingProblem.__init__: a class with no sample (labels "
-    "0 and 2 of 3, or an all-zero row of a one-hot Y) is accepted silently; its logit is "
-    "only pushed down, which is almost always a labelling mistake. Warn (UserWarning "
-    "subclass) naming the empty class(es), e.g. 'class 1 of 3 has no samples'."))
 def test_class_that_never_occurs_warns():
     labels = np.where(LAB0 == 1, 2, 0)
     with pytest.warns(UserWarning, match=r"class.*1"):
