@@ -284,12 +284,6 @@ def test_resume_without_a_checkpoint_starts_from_scratch(job, tmp_path, referenc
     _assert_same_model(job.summary(res), reference)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bcd.py: the checkpoint stores the state, the stage counters and the history, but not "
-    "the solve events (nor rejected_updates / max_increase), so a resumed run's "
-    "certificate.solve_events loses every event from before the checkpoint and its "
-    "rejected_updates / monotone fields only cover the sweeps after it. Save 'events', "
-    "'rejected' and 'max_increase' in the checkpoint metadata and restore them."))
 def test_certificate_of_a_resumed_run_keeps_earlier_solve_events(job, tmp_path, monkeypatch):
     real_solve = cp.Problem.solve
     state = {"fail_next": False}
@@ -310,7 +304,10 @@ def test_certificate_of_a_resumed_run_keeps_earlier_solve_events(job, tmp_path, 
     ckpt = tmp_path / "ckpt"
     job.run(checkpoint=ckpt, callback=callback, max_sweeps=2)
     resumed = job.run(checkpoint=ckpt, resume=True, max_sweeps=4)
-    assert resumed.certificate.solve_events == one_run.certificate.solve_events
+    def no_time(events):  # wall times differ between runs; everything else must match
+        return [{k: v for k, v in e.items() if k != "time"} for e in events]
+
+    assert no_time(resumed.certificate.solve_events) == no_time(one_run.certificate.solve_events)
     assert resumed.certificate.rejected_updates == one_run.certificate.rejected_updates
     assert resumed.certificate.blocks_certified == one_run.certificate.blocks_certified
 
