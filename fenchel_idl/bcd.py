@@ -217,6 +217,9 @@ class BCDResult:
         Final lam.
     refine_history : object or None
         The history of the optional refinement stage.
+    equilibrium_losses : list of (sweep, float)
+        With ``Schedule(restart=True)``: the loss (standardized units) of the current model
+        at its true equilibrium, at the start of every stage.
     """
 
     model: ImplicitModel
@@ -228,6 +231,7 @@ class BCDResult:
     lam: Array
     refine_history: Any = None
     timings: dict = field(default_factory=dict)
+    equilibrium_losses: list = field(default_factory=list)
 
 
 def _metric(problem: TrainingProblem, model: ImplicitModel) -> dict:
@@ -477,6 +481,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     J = loss + div + pen
     max_increase = -np.inf
     rejected = 0
+    eq_losses: list[tuple[int, float]] = []
     if restored is not None:
         rejected, max_increase = restored[0], float(restored[1])
     last_improvement = np.inf
@@ -561,6 +566,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                 if schedule.restart:
                     s.X, _ = _equilibrium(problem, s, X0=s.X)
                 loss, div, pen = objective(s)
+                if schedule.restart:
+                    eq_losses.append((sweep, float(loss)))
                 J = loss + div + pen
             if ckpt_dir is not None:
                 _save_checkpoint(ckpt_dir, problem, s,
@@ -625,7 +632,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                       RuntimeWarning, stacklevel=2)
     return BCDResult(model=model, history=history, certificate=cert, start_model=start_model,
                      start_metric=start_metric, n_sweeps=sweep, lam=s.lam.copy(),
-                     refine_history=refine_history,
+                     refine_history=refine_history, equilibrium_losses=eq_losses,
                      timings={"bcd": t_bcd, "total": time.perf_counter() - t_start})
 
 

@@ -33,8 +33,14 @@ def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
     ax.semilogy(k, [max(r.loss, 1e-16) for r in hist], label="loss at X", lw=1)
     ax.semilogy(k, [max(r.divergence, 1e-16) for r in hist], label="lam-weighted divergence",
                 lw=1)
+    eq = getattr(result, "equilibrium_losses", [])
+    if eq:
+        sweeps = [sw for sw, _ in eq]
+        pos = [next((i + 1 for i, r in enumerate(hist) if r.sweep >= sw), len(hist)) for sw in
+               sweeps]
+        ax.semilogy(pos, [v for _, v in eq], "k.-", lw=1, label="loss at true equilibrium")
     ax.axhline(result.certificate.true_loss, color="k", ls="--",
-               label=f"true loss at equilibrium ({result.certificate.true_loss:.3g})")
+               label=f"final (after readout/refinement): {result.certificate.true_loss:.3g}")
     stages = [i for i in range(1, len(hist)) if hist[i].stage != hist[i - 1].stage]
     for s in stages:
         ax.axvline(s + 0.5, color="grey", lw=0.5, ls=":")
