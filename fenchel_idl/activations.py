@@ -173,6 +173,7 @@ class ReLU(Activation):
         return np.where(x >= 0, np.maximum(val, 0.0), np.inf)
 
     def f_cvxpy(self, x):
+        x = x if isinstance(x, cp.Expression) else cp.Constant(np.asarray(x, dtype=float))
         return CvxTerm(0.5 * cp.square(x), [] if x.is_constant() else [x >= 0])
 
     def fstar_cvxpy(self, z):

@@ -242,6 +242,11 @@ def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7, rho: float | N
 
 
 def ab_prox_weight(L: float) -> float:
-    """Weight rho of the proximal term of the (A, B) block: 1e-3 times the curvature
-    bound ||V||^2 / m of its smooth part (condition number about 1e3)."""
-    return 1e-3 * L
+    """Weight rho of the proximal term of the (A, B) block: 1e-5 times the curvature bound
+    ||V||^2 / m of its smooth part.
+
+    Measured on the cosine problem (n = 20, 16 sweeps): 1e-3 L held the rows near their
+    start (train RMSE 0.797 -> 0.789, ||A||_inf 0.006), 1e-5 L let them move (0.797 -> 0.758,
+    ||A||_inf = kappa) at 1.1 s for the run, and 1e-6 L was no better and 20 times slower.
+    """
+    return 1e-5 * L
