@@ -6,10 +6,14 @@ certified (:class:`fenchel_idl.solvers.SolveInfo`), and a block update that woul
 the relaxed objective (by more than the solvers' tolerance) is rejected, so the objective
 never increases within a stage of fixed lam.
 
-lam is driven up by **per-unit continuation**: at the end of a stage, every state whose mean
-divergence is still above ``div_tol`` gets its lam_i multiplied by ``factor`` (a dual-ascent
-step on the constraint F <= 0), which pushes X towards a true equilibrium. The run ends with
-the **optimal readout**: X is recomputed as the true equilibrium of the final (A, B) and
+By default (``Schedule()``) every sweep is its own stage and starts from the true
+equilibrium of the current (A, B) (a forward pass, ``restart=True``), so the relaxation gap
+cannot build up across sweeps; this was the best schedule measured (see the README). The
+alternative is **per-unit continuation** (``Schedule(restart=False, factor=4,
+sweeps_per_stage=4, div_tol=1e-4)``): at the end of a stage, every state whose mean
+divergence is still above ``div_tol`` gets its lam_i multiplied by ``factor`` (a
+dual-ascent step on the constraint F <= 0). With restarts the relaxation gap of the
+certificate is about zero by construction. The run ends with the **optimal readout**: X is recomputed as the true equilibrium of the final (A, B) and
 (C, D) re-solved on it, which is globally optimal for the given (A, B).
 """
 
