@@ -24,6 +24,7 @@ from .errors import (CheckpointError, ConvergenceWarning, DataNotFoundError, Equ
                      InputTypeError, ModelFileError, NotConvexError, NotWellPosedError,
                      NumericalWarning, ShapeError, SolverError, SolverWarning,
                      ValidationError)
+from .estimators import ImplicitClassifier, ImplicitRegressor
 from .feedforward import from_layers, from_mlp
 from .gradients import Gradients, input_gradient, loss_gradients
 from .losses import get_loss
@@ -54,6 +55,7 @@ __all__ = [
     "CheckpointError", "ConvergenceWarning", "DataNotFoundError", "EquilibriumError", "FenchelIDLError",
     "InputTypeError", "ModelFileError", "NotConvexError", "NotWellPosedError",
     "NumericalWarning", "ShapeError", "SolverError", "SolverWarning", "ValidationError",
+    "ImplicitClassifier", "ImplicitRegressor",
     "from_layers", "from_mlp",
     "ImplicitModel",
     "WellPosedness", "check_well_posed", "induced_norm", "is_well_posed", "norm_matrix",
