@@ -286,15 +286,12 @@ class LipschitzBound(Penalty):
         return self.weight * expr, cons
 
     def value(self, M):
-        def inf_norm(X):
-            return float(np.max(np.abs(X).sum(axis=1)))
+        from .robustness import lipschitz_penalty_value  # one implementation of (4.7)
 
         M = self._matrices(M)
-        a = inf_norm(M["A"])
-        if a >= 1:
-            return np.inf
-        return self.weight * ((inf_norm(M["B"]) ** 2 + inf_norm(M["C"]) ** 2) / (2 * (1 - a))
-                              + inf_norm(M["D"]))
+        if self.weight == 0:
+            return 0.0
+        return self.weight * lipschitz_penalty_value(M["A"], M["B"], M["C"], M["D"])
 
 
 @dataclass(frozen=True)
