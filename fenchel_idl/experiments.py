@@ -185,7 +185,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         quick={"model": {"n": 21}, "training": {"max_sweeps": 2}, "refine": {"epochs": 20},
                "experiment": {"mlp_hidden": (7, 7, 7), "mlp_epochs": 200}},
         note="The paper trains (A, B) by projected gradient, then (C, D) by least squares; "
-             "here BCD then the gradient refinement of the problem file."),
+             "here the problem file's BCD (and its [refine] stage, if it has one)."),
     Experiment(
         name="synthetic_network", figure="Fig. 5 (sec. 7.2.1)", metric="accuracy",
         paper_implicit=0.85, paper_nn=0.76, runs=5, mlp_hidden=(10, 10), mlp_epochs=200,
