@@ -280,9 +280,12 @@ class LipschitzBound(Penalty):
         def inf_norm(X):
             return cp.max(cp.sum(cp.abs(X), axis=1))
 
+        # epigraph variables for the three norms: quad_over_lin needs a parameter-free
+        # denominator under DPP, and in the (C, D) block A is a Parameter
         t = cp.Variable(2, nonneg=True)
-        cons = [t[0] >= inf_norm(M["B"]), t[1] >= inf_norm(M["C"])]
-        expr = cp.quad_over_lin(t, 2 * (1 - inf_norm(M["A"]))) + inf_norm(M["D"])
+        s = cp.Variable()
+        cons = [t[0] >= inf_norm(M["B"]), t[1] >= inf_norm(M["C"]), s >= inf_norm(M["A"])]
+        expr = cp.quad_over_lin(t, 2 * (1 - s)) + inf_norm(M["D"])
         return self.weight * expr, cons
 
     def value(self, M):

@@ -75,3 +75,36 @@ def test_unsupported_prox_and_non_convex_penalties():
     with pytest.raises(ValidationError, match="'penalties' names must be among"):
         get_penalty({"name": "l0"})
     assert isinstance(get_penalty(lambda A, B, C, D: cp.norm1(A)), Custom)
+
+
+def test_lipschitz_penalty_is_dpp_with_fixed_matrices_and_tight_at_the_optimum(rng):
+    # the (C, D) block of TrainingProblem holds A and B as Parameters: (4.7) must stay DPP
+    M = _mats(rng)
+    A, B = cp.Parameter((4, 4)), cp.Parameter((4, 3))
+    C, D = cp.Variable((2, 4)), cp.Variable((2, 3))
+    pen = LipschitzBound(0.3)
+    expr, cons = pen.expression({"A": A, "B": B, "C": C, "D": D})
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(C - M["C"]) + cp.sum_squares(D - M["D"])
+                                  + expr), cons)
+    assert prob.is_dcp(dpp=True)
+    A.value, B.value = M["A"], M["B"]
+    prob.solve()
+    # the epigraph variables are tight: the CVXPY value is the numpy value (4.7) at (C*, D*)
+    ref = LipschitzBound(0.3).value({"A": M["A"], "B": M["B"], "C": C.value, "D": D.value})
+    assert float(expr.value) == pytest.approx(ref, rel=1e-5)
+
+
+def test_lipschitz_penalty_trains_in_bcd_and_lowers_the_bound():
+    from fenchel_idl import TrainingProblem, solve_bcd
+    from fenchel_idl.robustness import lipschitz_bound
+
+    rng = np.random.default_rng(0)
+    U = rng.uniform(-1, 1, (3, 40))
+    Y = np.vstack([np.sin(2 * U[0]) + U[1], U[2] ** 2])
+    rho = []
+    for w in (0.0, 0.1):
+        pens = [{"name": "lipschitz", "weight": w}] if w else []
+        prob = TrainingProblem(U, Y, n=5, kappa=0.5, lam=1.0, penalties=pens,
+                               standardize=False)
+        rho.append(lipschitz_bound(solve_bcd(prob, max_sweeps=1).model))
+    assert rho[1] < rho[0]
