@@ -23,7 +23,7 @@ from .equilibrium import EquilibriumInfo
 from .errors import (CheckpointError, ConvergenceWarning, DataNotFoundError, EquilibriumError, FenchelIDLError,
                      InputTypeError, ModelFileError, NotConvexError, NotWellPosedError,
                      NumericalWarning, ShapeError, SolverError, SolverWarning,
-                     ValidationError)
+                     TrainingInterrupted, ValidationError)
 from .estimators import ImplicitClassifier, ImplicitRegressor
 from .feedforward import from_layers, from_mlp
 from .gradients import Gradients, input_gradient, loss_gradients
@@ -54,7 +54,8 @@ __all__ = [
     "EquilibriumInfo",
     "CheckpointError", "ConvergenceWarning", "DataNotFoundError", "EquilibriumError", "FenchelIDLError",
     "InputTypeError", "ModelFileError", "NotConvexError", "NotWellPosedError",
-    "NumericalWarning", "ShapeError", "SolverError", "SolverWarning", "ValidationError",
+    "NumericalWarning", "ShapeError", "SolverError", "SolverWarning", "TrainingInterrupted",
+    "ValidationError",
     "ImplicitClassifier", "ImplicitRegressor",
     "from_layers", "from_mlp",
     "ImplicitModel",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._validation import check_int, check_real
-from .errors import CheckpointError, InputTypeError, ValidationError
+from .errors import CheckpointError, InputTypeError, TrainingInterrupted, ValidationError
 from .model import ImplicitModel
 from .solvers import ON_FAILURE, SolveInfo, solve_certified
 from .training import Blocks, TrainingProblem
@@ -288,24 +289,102 @@ def _init_state(problem: TrainingProblem, init: Any, rng: np.random.Generator) -
     return s
 
 
-_CKPT_VERSION = 1
-_CKPT_KEYS = ("sweep", "stage", "stage_sweeps", "history", "events", "rejected",
-              "max_increase")
+_CKPT_VERSION = 2
+_CKPT_KEYS = ("sweep", "stage", "stage_sweeps", "rejected", "max_increase")
+_LOG_DIR = "history"
 
 
-def _save_checkpoint(directory: Path, problem: TrainingProblem, s: _State, meta: dict):
-    """Write the state atomically: a temporary file, then a rename."""
+# A checkpoint directory holds ``checkpoint.npz`` (the state arrays and a small JSON
+# metadata record, rewritten atomically after every sweep) and ``history/<run id>.jsonl``,
+# an append-only log with one JSON line per block record ({"record": ...}) or solve event
+# ({"event": ...}). The metadata names the log and the byte length of its valid prefix, so
+# a checkpoint write costs the same at sweep 10 and at sweep 10 000 (format 1 stored the
+# whole history in the metadata: quadratic total work over a run). Bytes past the valid
+# prefix (a kill between appending and replacing checkpoint.npz) are ignored on resume and
+# overwritten by the next append.
+
+def _new_log() -> dict:
+    return {"file": f"{uuid.uuid4().hex}.jsonl", "bytes": 0, "records": 0, "events": 0}
+
+
+def _truncate_log(directory: Path, log: dict) -> None:
+    path = directory / _LOG_DIR / log["file"]
+    if path.exists():
+        with open(path, "r+b") as fh:
+            fh.truncate(log["bytes"])
+
+
+def _append_log(directory: Path, log: dict, history: list, events: list) -> dict:
+    """Append the records and events not yet in the log; return the new log metadata."""
+    lines = [json.dumps({"record": asdict(r)}, default=float) for r in history[log["records"]:]]
+    lines += [json.dumps({"event": e}, default=float) for e in events[log["events"]:]]
+    data = "".join(line + "\n" for line in lines).encode()
+    path = directory / _LOG_DIR / log["file"]
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "ab") as fh:  # appends go to the end, which is now log["bytes"]
+        fh.truncate(log["bytes"])
+        fh.write(data)
+    return {**log, "bytes": log["bytes"] + len(data), "records": len(history),
+            "events": len(events)}
+
+
+def _save_checkpoint(directory: Path, problem: TrainingProblem, s: _State, meta: dict,
+                     history: list, events: list, log: dict) -> dict:
+    """Write the state atomically (a temporary file, then a rename) after appending the new
+    history records and events to the log; return the new log metadata.
+
+    On failure (or Ctrl-C) the directory is left as it was: the temporary file is removed
+    and the log cut back to the length the previous checkpoint refers to.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / "checkpoint.npz.tmp"
     try:
+        new_log = _append_log(directory, log, history, events)
         with open(tmp, "wb") as fh:
             np.savez(fh, **s.arrays(), meta=np.frombuffer(json.dumps(
-                {**meta, "version": _CKPT_VERSION, "fingerprint": problem.fingerprint()},
-                default=float).encode(), dtype=np.uint8))
+                {**meta, "log": new_log, "version": _CKPT_VERSION,
+                 "fingerprint": problem.fingerprint()}, default=float).encode(),
+                dtype=np.uint8))
         os.replace(tmp, directory / "checkpoint.npz")
     except BaseException:
         tmp.unlink(missing_ok=True)
+        _truncate_log(directory, log)
         raise
+    if log["bytes"] == 0:  # first checkpoint of this run: drop the logs of earlier runs
+        for old in (directory / _LOG_DIR).glob("*.jsonl"):
+            if old.name != log["file"]:
+                old.unlink(missing_ok=True)
+    return new_log
+
+
+def _read_log(path: Path, directory: Path, log: Any) -> tuple[list, list]:
+    """The records and events of the valid prefix of a checkpoint's log."""
+    ok = (isinstance(log, dict) and isinstance(log.get("file"), str)
+          and Path(log["file"]).name == log["file"] and log["file"].endswith(".jsonl")
+          and all(isinstance(log.get(k), int) and log[k] >= 0
+                  for k in ("bytes", "records", "events")))
+    if not ok:
+        raise CheckpointError(f"checkpoint {str(path)!r} has a malformed history-log entry "
+                              f"{log!r}; delete the checkpoint directory to start over.")
+    log_path = directory / _LOG_DIR / log["file"]
+    try:
+        with open(log_path, "rb") as fh:
+            data = fh.read(log["bytes"])
+        if len(data) != log["bytes"]:
+            raise ValueError(f"{len(data)} bytes, expected at least {log['bytes']}")
+        items = [json.loads(line) for line in data.decode().splitlines()]
+        history = [it["record"] for it in items if "record" in it]
+        events = [it["event"] for it in items if "event" in it]
+    except Exception as exc:
+        raise CheckpointError(f"the history log {str(log_path)!r} of checkpoint {str(path)!r} "
+                              f"is missing, corrupt or truncated ({type(exc).__name__}: {exc}); "
+                              "delete the checkpoint directory to start over.") from None
+    if (len(history), len(events)) != (log["records"], log["events"]):
+        raise CheckpointError(f"the history log {str(log_path)!r} of checkpoint {str(path)!r} "
+                              f"holds {len(history)} records and {len(events)} events, expected "
+                              f"{log['records']} and {log['events']}; delete the checkpoint "
+                              "directory to start over.")
+    return history, events
 
 
 def _load_checkpoint(directory: Path, problem: TrainingProblem):
@@ -322,10 +401,12 @@ def _load_checkpoint(directory: Path, problem: TrainingProblem):
     if not isinstance(meta, dict) or meta.get("fingerprint") != problem.fingerprint():
         raise CheckpointError(f"checkpoint {str(path)!r} belongs to a different problem or data "
                               "set (fingerprint mismatch); use another directory or delete it.")
-    missing = [k for k in _CKPT_KEYS if k not in meta]
-    if meta.get("version") != _CKPT_VERSION or missing:
+    # format 1 kept the history and the events in the metadata; format 2 in the log
+    keys = _CKPT_KEYS + (("log",) if meta.get("version") == 2 else ("history", "events"))
+    missing = [k for k in keys if k not in meta]
+    if meta.get("version") not in (1, _CKPT_VERSION) or missing:
         raise CheckpointError(f"checkpoint {str(path)!r} has format version "
-                              f"{meta.get('version')!r} (this fenchel_idl writes "
+                              f"{meta.get('version')!r} (this fenchel_idl reads 1 and "
                               f"{_CKPT_VERSION}) or lacks {missing}; delete it to start over.")
     n, p, q, m = problem.n, problem.p, problem.q, problem.m
     shapes = {"A": (n, n), "B": (n, p), "b": (n,), "C": (q, n), "D": (q, p), "d": (q,),
@@ -336,7 +417,45 @@ def _load_checkpoint(directory: Path, problem: TrainingProblem):
                                   f"{arrays[k].shape}, expected {shape}.")
         if not np.all(np.isfinite(arrays[k])):
             raise CheckpointError(f"checkpoint {str(path)!r}: non-finite values in array {k!r}.")
+    if "log" in meta:
+        meta["history"], meta["events"] = _read_log(path, directory, meta["log"])
     return _State(**arrays), meta
+
+
+def _checkpoint_sweep(directory: str | os.PathLike | None) -> int | None:
+    """The sweep count stored in the checkpoint in ``directory``; None when there is none
+    (or it cannot be read)."""
+    if directory is None:
+        return None
+    try:
+        with np.load(Path(directory) / "checkpoint.npz", allow_pickle=False) as data:
+            return int(json.loads(bytes(data["meta"]).decode())["sweep"])
+    except Exception:
+        return None
+
+
+def _interrupted(phase: str, sweeps: int, ckpt_dir: Path | None,
+                 inner: BaseException | None = None) -> TrainingInterrupted:
+    """The :class:`TrainingInterrupted` for a Ctrl-C in ``phase``, saying what is on disk."""
+    epoch = getattr(inner, "epoch", None)
+    where = {"start": "while starting (initial equilibrium and readout, before any sweep)",
+             "bcd": f"after {sweeps} completed sweep(s)",
+             "readout": f"in the final readout, after {sweeps} sweep(s)",
+             "refine": f"in the refinement stage{f' (epoch {epoch})' if epoch else ''}, "
+                       f"after {sweeps} sweep(s)"}[phase]
+    saved = _checkpoint_sweep(ckpt_dir)
+    if ckpt_dir is None:
+        kept = "no checkpoint was kept (pass checkpoint=DIR to be able to resume)"
+    elif saved is None:
+        kept = f"no checkpoint has been written to {str(ckpt_dir)!r} yet"
+    else:
+        kept = (f"the last checkpoint, after sweep {saved}, is in {str(ckpt_dir)!r}; resume "
+                f"with solve_bcd(..., checkpoint={str(ckpt_dir)!r}, resume=True)")
+        if phase == "refine":
+            kept += " (refinement keeps no checkpoint: resuming redoes the readout and it)"
+    return TrainingInterrupted(f"training interrupted {where}; {kept}.", phase=phase,
+                               sweeps=sweeps, checkpoint=ckpt_dir, checkpoint_sweep=saved,
+                               epoch=epoch)
 
 
 def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e-6,
@@ -394,6 +513,10 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         A block could not be solved to certified optimality (policy "fallback"/"raise").
     CheckpointError
         A corrupt checkpoint, or one written for another problem.
+    TrainingInterrupted
+        Ctrl-C (a ``KeyboardInterrupt``): its message and attributes say in which phase the
+        run stopped and which checkpoint (sweep count and directory) is on disk to resume
+        from. A checkpoint write that is interrupted leaves the previous checkpoint intact.
     """
     if not isinstance(problem, TrainingProblem):
         raise InputTypeError(f"'problem' must be a TrainingProblem; got {type(problem).__name__}.")
@@ -464,10 +587,15 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         return info
 
     start_sweep, stage, done_stage_sweeps = 0, 0, 0
-    loaded = _load_checkpoint(ckpt_dir, problem) if (ckpt_dir is not None and resume) else None
-    s = _init_state(problem, init, rng)
-    if init is None or isinstance(init, str):
-        readout(s)
+    log = _new_log()
+    try:
+        loaded = _load_checkpoint(ckpt_dir, problem) if (ckpt_dir is not None and resume) \
+            else None
+        s = _init_state(problem, init, rng)
+        if init is None or isinstance(init, str):
+            readout(s)
+    except KeyboardInterrupt:
+        raise _interrupted("start", 0, ckpt_dir) from None
     start_model = problem.to_user_model(s.A, s.B, s.b, s.C, s.D, s.d)
     start_metric = _metric(problem, start_model)
     restored = None
@@ -477,6 +605,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         history = [BlockRecord(**r) for r in meta["history"]]
         events.extend(meta["events"])
         restored = (meta["rejected"], meta["max_increase"])
+        log = meta.get("log", log)  # a format-1 checkpoint: its history goes into a new log
 
     def objective(st: _State):
         return problem.objective_parts(st.A, st.B, st.b, st.C, st.D, st.d, st.X, st.lam)
@@ -574,26 +703,28 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                     eq_losses.append((sweep, float(loss)))
                 J = loss + div + pen
             if ckpt_dir is not None:
-                _save_checkpoint(ckpt_dir, problem, s,
-                                 {"sweep": sweep, "stage": stage,
-                                  "stage_sweeps": done_stage_sweeps,
-                                  "history": [asdict(r) for r in history], "events": events,
-                                  "rejected": rejected,
-                                  "max_increase": max_increase if np.isfinite(max_increase)
-                                  else -1e300})
+                log = _save_checkpoint(ckpt_dir, problem, s,
+                                       {"sweep": sweep, "stage": stage,
+                                        "stage_sweeps": done_stage_sweeps,
+                                        "rejected": rejected,
+                                        "max_increase": max_increase
+                                        if np.isfinite(max_increase) else -1e300},
+                                       history, events, log)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        where = f" The last checkpoint is in {str(ckpt_dir)!r}." if ckpt_dir else ""
-        raise KeyboardInterrupt(f"BCD interrupted after {sweep} sweep(s).{where}") from None
+        raise _interrupted("bcd", sweep, ckpt_dir) from None
     if bar is not None:
         bar.close()
     t_bcd = time.perf_counter() - t_start
     # final optimal readout on the true equilibrium
     relaxed_J, relaxed_loss = J, loss
     final = s.copy()
-    final.X, eq_info = _equilibrium(problem, final, X0=s.X)
-    readout_info = readout(final)
+    try:
+        final.X, eq_info = _equilibrium(problem, final, X0=s.X)
+        readout_info = readout(final)
+    except KeyboardInterrupt:
+        raise _interrupted("readout", sweep, ckpt_dir) from None
     model = problem.to_user_model(final.A, final.B, final.b, final.C, final.D, final.d)
     refine_history = None
     if refine:
@@ -604,11 +735,14 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         opts.setdefault("kappa", problem.kappa)
         opts.setdefault("seed", seed)
         opts.setdefault("progress", progress)
-        rres = _refine(model, problem.U_raw, problem.Y_raw, loss=problem.loss.name,
-                       penalties=list(problem.penalties), **opts)
-        model, refine_history = rres.model, rres.history
-        final.A, final.B, final.b, final.C, final.D, final.d = problem.from_user_model(model)
-        final.X, eq_info = _equilibrium(problem, final, X0=final.X)
+        try:
+            rres = _refine(model, problem.U_raw, problem.Y_raw, loss=problem.loss.name,
+                           penalties=list(problem.penalties), **opts)
+            model, refine_history = rres.model, rres.history
+            final.A, final.B, final.b, final.C, final.D, final.d = problem.from_user_model(model)
+            final.X, eq_info = _equilibrium(problem, final, X0=final.X)
+        except KeyboardInterrupt as exc:
+            raise _interrupted("refine", sweep, ckpt_dir, exc) from None
     true_loss = problem.loss.value(problem.Y, final.C @ final.X + final.D @ problem.U
                                    + final.d[:, None])
     norm_inf = float(np.max(_gamma_rows(problem) * np.abs(final.A).sum(axis=1)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from .errors import FenchelIDLError
@@ -52,9 +53,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fenchel-idl: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(f"fenchel-idl: interrupted. {exc}", file=sys.stderr)
+        print(_interrupt_message(exc, args), file=sys.stderr)
         return 130
     return 0
+
+
+def _interrupt_message(exc: KeyboardInterrupt, args: argparse.Namespace) -> str:
+    """One line for Ctrl-C: where the run stopped, which checkpoint is on disk, and the
+    command that resumes it. The checkpoint is read back from disk, so the line is right
+    whatever was running (data loading, a sweep, a checkpoint write, the refinement)."""
+    if args.command != "run":
+        return "fenchel-idl: interrupted."
+    from .bcd import _checkpoint_sweep
+
+    phase = getattr(exc, "phase", None)
+    epoch = getattr(exc, "epoch", None)
+    where = {"start": " while starting (initial equilibrium and readout, before any sweep)",
+             "bcd": f" after {getattr(exc, 'sweeps', '?')} completed sweep(s)",
+             "readout": " in the final readout",
+             "refine": " in the refinement stage" + (f" (epoch {epoch})" if epoch else ""),
+             }.get(phase, "")
+    if args.checkpoint is None:
+        return (f"fenchel-idl: interrupted{where}; no checkpoint was kept (run with "
+                "--checkpoint DIR to be able to resume).")
+    cmd = ["fenchel-idl", "run", args.problem, "--checkpoint", args.checkpoint, "--resume"]
+    cmd += ["--out", args.out] if args.out else []
+    cmd += ["--max-sweeps", str(args.max_sweeps)] if args.max_sweeps else []
+    cmd += ["--quiet"] if args.quiet else []
+    saved = _checkpoint_sweep(args.checkpoint)
+    if saved is None:
+        return (f"fenchel-idl: interrupted{where}; no checkpoint had been written to "
+                f"{args.checkpoint!r} yet; start again with: {shlex.join(cmd)}")
+    note = ""
+    if phase == "refine":
+        note = " (refinement keeps no checkpoint: resuming redoes the readout and refinement)"
+    elif phase == "readout":
+        note = " (resuming redoes the final readout)"
+    return (f"fenchel-idl: interrupted{where}; the last checkpoint, after sweep {saved}, is in "
+            f"{args.checkpoint!r}{note}; resume with: {shlex.join(cmd)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

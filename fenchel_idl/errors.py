@@ -22,6 +22,7 @@ __all__ = [
     "ModelFileError",
     "CheckpointError",
     "DataNotFoundError",
+    "TrainingInterrupted",
     "ConvergenceWarning",
     "NumericalWarning",
     "SolverWarning",
@@ -83,6 +84,38 @@ class CheckpointError(FenchelIDLError, ValueError):
 
 class DataNotFoundError(FenchelIDLError, FileNotFoundError):
     """A data file that a loader needs is not where it looked (the message lists the places)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a training run; the message says what is kept and how to resume.
+
+    It derives from ``KeyboardInterrupt`` only, not from :class:`FenchelIDLError`, so that
+    ``except Exception`` never swallows a Ctrl-C.
+
+    Attributes
+    ----------
+    phase : str
+        Where the run was: "start" (initial equilibrium and readout, before the first
+        sweep), "bcd" (the sweeps), "readout" (the final optimal readout) or "refine" (the
+        refinement stage, which keeps no checkpoint).
+    sweeps : int or None
+        Sweeps completed when the run stopped.
+    checkpoint : pathlib.Path or None
+        The checkpoint directory of the run (None: the run kept no checkpoint).
+    checkpoint_sweep : int or None
+        The sweep count stored in the checkpoint on disk (None: no checkpoint there yet).
+    epoch : int or None
+        The refinement epoch that was running (phase "refine").
+    """
+
+    def __init__(self, message: str, *, phase: str, sweeps=None, checkpoint=None,
+                 checkpoint_sweep=None, epoch=None):
+        super().__init__(message)
+        self.phase = phase
+        self.sweeps = sweeps
+        self.checkpoint = checkpoint
+        self.checkpoint_sweep = checkpoint_sweep
+        self.epoch = epoch
 
 
 class ConvergenceWarning(UserWarning):

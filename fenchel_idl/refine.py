@@ -54,6 +54,7 @@ from .errors import (
     NotWellPosedError,
     NumericalWarning,
     ShapeError,
+    TrainingInterrupted,
     ValidationError,
 )
 from .gradients import solve_adjoint
@@ -684,6 +685,9 @@ def refine(model: ImplicitModel, U: ArrayLike, Y: ArrayLike, loss: str | Loss = 
         coupling trained and frozen arrays.
     NotSupportedInRefinement
         A penalty without a proximal operator (e.g. "lipschitz", custom penalties).
+    TrainingInterrupted
+        Ctrl-C during the epochs: a ``KeyboardInterrupt`` whose ``epoch`` attribute and
+        message name the epoch that was running.
 
     Warns
     -----
@@ -785,6 +789,7 @@ def _train(run: _Refiner, pens: tuple[Penalty, ...],
         from tqdm.auto import tqdm
         bar = tqdm(total=opts.epochs, desc="refine", unit="epoch")
     t0 = time.perf_counter()
+    epoch = 0
     # non-finite values are detected and reported (NumericalWarning); numpy's own overflow
     # warnings would only repeat that
     with np.errstate(over="ignore", invalid="ignore"):
@@ -823,6 +828,10 @@ def _train(run: _Refiner, pens: tuple[Penalty, ...],
                 if callback is not None and callback(rec, run.model()) is True:
                     stop_reason = "callback"
                     break
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(f"refinement interrupted in epoch {epoch} of "
+                                      f"{opts.epochs}; refinement keeps no checkpoint.",
+                                      phase="refine", epoch=epoch) from None
         finally:
             if bar is not None:
                 bar.close()
