@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from ._validation import check_int, check_real
 from .errors import CheckpointError, InputTypeError, TrainingInterrupted, ValidationError
 from .model import ImplicitModel
+from .executors import ParallelBlocks, SolveOptions, bcd_blas_threads, make_executor
 from .solvers import ON_FAILURE, SolveInfo, solve_certified
 from .training import Blocks, TrainingProblem
 from .wellposedness import pf_eigenvalue
@@ -458,13 +459,14 @@ def _interrupted(phase: str, sweeps: int, ckpt_dir: Path | None,
                                epoch=epoch)
 
 
+@bcd_blas_threads
 def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e-6,
               init: Any = None, schedule: Schedule | dict | None = None,
               callback: Callable[[BlockRecord], Any] | None = None, refine: Any = None,
               seed: int = 0, on_failure: str = "fallback", solver: str | None = None,
               gap_tol: float = 1e-6, checkpoint: str | os.PathLike | None = None,
               resume: bool = False, progress: bool = False,
-              block_solver: str = "auto") -> BCDResult:
+              block_solver: str = "auto", executor: Any = None) -> BCDResult:
     """Train an implicit model by block-coordinate descent on the relaxed problem.
 
     Parameters
@@ -502,6 +504,12 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         blocks; "fista" the batched certified solvers of :mod:`fenchel_idl.fast_blocks`
         (ReLU, no penalty on A or B); "auto" uses them where they apply. An uncertified
         batched solve falls back to the CVXPY block, and the event is recorded.
+    executor : None, int, str, dask.distributed.Client or BlockExecutor
+        Where the separable CVXPY block solves (the (A, B) row batches and the X column
+        batches) run: ``None`` serially here; an int N or ``"processes:N"`` on N local
+        processes; a Dask ``Client`` or a scheduler address ``"tcp://host:port"`` on a Dask
+        cluster (``pip install fenchel_idl[dask]``). The results equal the serial ones.
+        See :mod:`fenchel_idl.executors`.
 
     Returns
     -------
@@ -566,13 +574,16 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     if block_solver == "fista" and not fast:
         raise ValidationError("'block_solver'='fista' needs the ReLU activation and no penalty "
                               "on A or B; use 'auto' or 'cvxpy'.")
+    pool = make_executor(executor)
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    blocks = Blocks(problem)
+    events: list[dict] = []
+    blocks = Blocks(problem) if pool is None else ParallelBlocks(
+        problem, pool, SolveOptions(problem.cone, solvers, on_failure, gap_tol), events,
+        owns_executor=pool is not executor)
     gammas = _gamma_rows(problem)
     cone = problem.cone
     history: list[BlockRecord] = []
-    events: list[dict] = []
     ckpt_dir = Path(checkpoint) if checkpoint is not None else None
 
     def solve(prob, name):
@@ -725,6 +736,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         readout_info = readout(final)
     except KeyboardInterrupt:
         raise _interrupted("readout", sweep, ckpt_dir) from None
+    if pool is not None:
+        blocks.close()
     model = problem.to_user_model(final.A, final.B, final.b, final.C, final.D, final.d)
     refine_history = None
     if refine:
