@@ -122,6 +122,45 @@ def test_bcd_improves_on_its_random_feature_start(rng):
     assert res.certificate.train_metric["rmse"] < res.start_metric["rmse"]
 
 
+
+def _numpy_predict(model, U, iters=3000):
+    """Plain Picard iteration and readout, written out (independent of the package)."""
+    X = np.zeros((model.n, U.shape[1]))
+    bx = np.zeros(model.n) if model.bias_x is None else model.bias_x
+    by = np.zeros(model.C.shape[0]) if model.bias_y is None else model.bias_y
+    for _ in range(iters):
+        X = np.maximum(model.A @ X + model.B @ U + bx[:, None], 0.0)
+    return model.C @ X + model.D @ U + by[:, None]
+
+
+def test_line_search_schedule_lowers_the_true_loss_every_sweep():
+    """Default schedule on the cosine problem (section 7.1) at n = 20: the true loss (at
+    the equilibrium, optimal readout) never increases, and it falls well below the
+    random-feature start (measured: 0.797 -> 0.587 in 30 sweeps)."""
+    from fenchel_idl import datasets
+
+    ds = datasets.cosine(m=200, seed=0)
+    prob = TrainingProblem(ds.U, ds.Y, n=20, kappa=0.5, lam=300.0)
+    res = solve_bcd(prob, max_sweeps=30, seed=0)
+    eq = [loss for _, loss in res.equilibrium_losses]
+    assert len(eq) == 30
+    assert all(b <= a for a, b in zip(eq, eq[1:]))
+    ls = [r for r in res.history if r.block == "LS"]
+    assert all((r.step > 0) == r.accepted for r in ls)
+    assert sum(r.step > 1 for r in ls) >= 5          # the search does extrapolate
+    rmse = float(np.sqrt(np.mean((_numpy_predict(res.model, ds.U) - ds.Y) ** 2)))
+    assert rmse == pytest.approx(res.certificate.train_metric["rmse"], rel=1e-8)
+    assert rmse <= 0.85 * res.start_metric["rmse"]
+    cert = res.certificate
+    assert cert.blocks_certified and cert.monotone and cert.well_posed
+
+
+def test_line_search_needs_restarts():
+    with pytest.raises(ValidationError, match="restart"):
+        Schedule(line_search=True, restart=False)
+    assert Schedule(restart=False).line_search is False
+    assert Schedule().line_search is True
+
 def test_classification_with_cross_entropy(rng):
     U = rng.standard_normal((2, 60))
     labels = (U[0] * U[1] > 0).astype(int) + (U[0] > 1)
