@@ -35,8 +35,8 @@ else:  # pragma: no cover
 __all__ = ["ProblemSpec", "load_problem", "run_problem"]
 
 _SECTIONS = {"name", "description", "seed", "data", "model", "training", "schedule",
-             "penalties", "solver", "refine"}
-_TABLES = ("data", "model", "training", "schedule", "solver", "refine")
+             "penalties", "solver", "refine", "demo"}
+_TABLES = ("data", "model", "training", "schedule", "solver", "refine", "demo")
 _MODEL_KEYS = {"n", "activation", "kappa", "bias"}
 _TRAINING_KEYS = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol"}
 _SOLVER_KEYS = {"name", "on_failure", "gap_tol"}
@@ -68,6 +68,8 @@ class ProblemSpec:
     solver: dict
     refine: dict | None
     path: str
+    #: the optional [demo] table, read (and validated) only by :mod:`fenchel_idl.demos`
+    demo: dict | None = None
 
 
 def load_problem(path: str | Path) -> ProblemSpec:
@@ -79,7 +81,8 @@ def load_problem(path: str | Path) -> ProblemSpec:
     :class:`fenchel_idl.bcd.Schedule`, those of [refine] the fields of
     :class:`fenchel_idl.refine.RefineOptions` and ``kappa``), ``seed`` a nonnegative
     integer and [model] ``n`` a positive integer. The values of [schedule] and [refine]
-    are validated by building those records.
+    are validated by building those records. An optional [demo] table must be a table; its
+    keys are checked by :mod:`fenchel_idl.demos`, which alone reads it.
 
     Raises
     ------
@@ -138,7 +141,8 @@ def load_problem(path: str | Path) -> ProblemSpec:
     return ProblemSpec(name=raw.get("name", path.stem), description=raw.get("description", ""),
                        seed=seed, data=data, model=model, training=training,
                        schedule=schedule, penalties=list(penalties), solver=solver,
-                       refine=refine, path=str(path))
+                       refine=refine, path=str(path),
+                       demo=dict(raw["demo"]) if "demo" in raw else None)
 
 
 def _check_keys(section: str, table: dict, allowed: set[str]) -> None:
