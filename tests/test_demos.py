@@ -5,6 +5,7 @@ against independent references: plain numpy re-derivations on the saved models.
 """
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,17 @@ import pytest
 
 from fenchel_idl import ImplicitModel, datasets
 from fenchel_idl.compression import selected_features
-from fenchel_idl.demos import (DEMOS, FeatureSelectionRow, LowRankRow, RobustRow,
-                               RowSparsityRow, feature_selection_demo, low_rank_demo, main,
-                               run_demos)
+from fenchel_idl.demos import (
+    DEMOS,
+    FeatureSelectionRow,
+    LowRankRow,
+    RobustRow,
+    RowSparsityRow,
+    feature_selection_demo,
+    low_rank_demo,
+    main,
+    run_demos,
+)
 from fenchel_idl.errors import InputTypeError, ValidationError
 from fenchel_idl.problem_file import load_problem
 
@@ -71,7 +80,7 @@ def test_report_files_and_records(demo_run):
     assert [d["name"] for d in data["demos"]] == list(DEMOS)
     import matplotlib.image as mpimg
 
-    for name, rep in reports.items():
+    for rep in reports.values():
         assert rep.title in text
         assert rep.rows and rep.trained and rep.figures
         for fig in rep.figures:
@@ -188,7 +197,7 @@ def test_robust_rho_is_the_saved_models_and_falls_with_the_weight(demo_run):
     weights = [r.weight for r in rep.rows]
     rhos = [r.rho for r in rep.rows]
     assert weights == sorted(weights)
-    assert all(b <= a for a, b in zip(rhos, rhos[1:]))
+    assert all(b <= a for a, b in pairwise(rhos))
     assert rhos[-1] < rhos[0]
 
 
@@ -224,8 +233,8 @@ _FS = (PROBLEMS / "feature_selection_digits.toml").read_text()
      r"'only' must name demos among .*got \['nope'\]"),
     (lambda t: run_demos(t, only=3, progress=False), InputTypeError, r"'only'"),
     (lambda t: feature_selection_demo(5), InputTypeError, r"'out' must be a directory path"),
-    (lambda t: feature_selection_demo(t, quick="yes"), InputTypeError, r"'quick' must be a "
-                                                                       r"bool"),
+    (lambda t: feature_selection_demo(t, quick="yes"), InputTypeError,
+     r"'quick' must be a bool"),
     (lambda t: feature_selection_demo(t, progress=1), InputTypeError, r"'progress'"),
     (lambda t: feature_selection_demo(t, PROBLEMS / "robust_digits.toml"), ValidationError,
      r"kind must be 'feature_selection'.*got 'robust'"),
