@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -230,19 +231,33 @@ def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bo
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        result.model.save(out / "model.npz")
-        (out / "history.json").write_text(json.dumps([asdict(r) for r in result.history],
-                                                     indent=1, default=float))
-        result.certificate.save(out / "certificate.json")
-        (out / "certificate.txt").write_text(str(result.certificate) + "\n")
+        result.model.save(out / "model.npz")  # atomic itself
+        _atomic(out / "history.json", lambda p: p.write_text(json.dumps(
+            [asdict(r) for r in result.history], indent=1, default=float)))
+        _atomic(out / "certificate.json", result.certificate.save)
+        _atomic(out / "certificate.txt", lambda p: p.write_text(str(result.certificate) + "\n"))
         from .plots import plot_convergence, plot_fit
 
-        plot_convergence(result, out / "convergence.png", title=spec.name)
+        _atomic(out / "convergence.png", lambda p: plot_convergence(result, p, title=spec.name))
         written = ["model.npz", "history.json", "certificate.json", "certificate.txt",
                    "convergence.png"]
         if ds.task == "regression" and ds.p == 1 and ds.q == 1:
-            plot_fit(result, ds, out / "fit.png", title=spec.name)
+            _atomic(out / "fit.png", lambda p: plot_fit(result, ds, p, title=spec.name))
             written.append("fit.png")
         summary["written"] = [str(out / w) for w in written]
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        _atomic(out / "summary.json",
+                lambda p: p.write_text(json.dumps(summary, indent=2, default=float)))
     return result, summary
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write a result file through a temporary file in its directory, then rename it, so
+    that a Ctrl-C (or a crash) while results are written never leaves a half-written file.
+    The temporary name keeps the suffix (matplotlib picks the format from it)."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
