@@ -232,3 +232,17 @@ def test_bad_input_is_refused_before_solving(rng):
     prob = TrainingProblem(U, Y, n=3)
     with pytest.raises(ValidationError, match="'solver' must be one of the installed"):
         solve_bcd(prob, max_sweeps=1, solver="GUROBI_NOT_HERE", block_solver="cvxpy")
+
+
+@pytest.mark.parametrize("schedule", [Schedule(), Schedule(restart=False, factor=4.0,
+                                                           sweeps_per_stage=2)],
+                         ids=["line-search", "continuation"])
+def test_convergence_plot_of_either_schedule(rng, tmp_path, schedule):
+    from fenchel_idl.plots import plot_convergence
+
+    U, Y = small_regression(rng, m=30)
+    res = solve_bcd(TrainingProblem(U, Y, n=4, kappa=0.5, lam=10.0), max_sweeps=4,
+                    schedule=schedule)
+    assert any(r.block == "LS" for r in res.history) == schedule.line_search
+    path = plot_convergence(res, tmp_path / "c.png", title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
