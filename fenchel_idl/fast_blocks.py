@@ -57,31 +57,37 @@ def fast_blocks_apply(problem) -> bool:
 
 
 def _fista(grad_obj: Callable, project: Callable, certificate: Callable, x0: Array, L: float,
-           tol: float, max_iter: int):
-    """FISTA with function-value adaptive restart. Returns (x, f, gap, iterations)."""
+           tol: float, max_iter: int, check_every: int = 5):
+    """FISTA with gradient-based adaptive restart (O'Donoghue and Candes, "Adaptive restart
+    for accelerated gradient schemes", 2015). Returns (x, f, gap, iterations).
+
+    One gradient per iteration, at the extrapolated point; the momentum restarts when the
+    gradient-mapping step points against the last move, (y - x+)^T (x+ - x) > 0. The
+    objective, its gradient at the iterate and the certificate are evaluated every
+    ``check_every`` iterations. (The function-value restart used before needed the
+    gradient at the iterate as well, two per iteration: measured 1.5 times slower on the
+    (A, B) blocks of the digits and cosine benchmarks, with the same iteration counts.)
+    """
     x = project(x0)
     f, g = grad_obj(x)
-    y, fy_g = x, (f, g)
-    t = 1.0
     gap = certificate(x, f, g)
+    if gap <= tol * max(1.0, abs(f)):
+        return x, f, gap, 0
+    y, t = x, 1.0
     it = 0
     for it in range(1, max_iter + 1):
-        fy, gy = fy_g
+        _, gy = grad_obj(y)
         x_new = project(y - gy / L)
-        f_new, g_new = grad_obj(x_new)
-        if f_new > f:  # restart: take a plain projected gradient step from x
-            t = 1.0
-            x_new = project(x - g / L)
-            f_new, g_new = grad_obj(x_new)
+        if float(np.vdot(y - x_new, x_new - x)) > 0.0:
+            t = 1.0  # restart the momentum
         t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
         y = x_new + ((t - 1.0) / t_new) * (x_new - x)
-        x, f, g, t = x_new, f_new, g_new, t_new
-        fy_g = grad_obj(y)
-        if it % 5 == 0 or it == max_iter:
+        x, t = x_new, t_new
+        if it % check_every == 0 or it == max_iter:
+            f, g = grad_obj(x)
             gap = certificate(x, f, g)
             if gap <= tol * max(1.0, abs(f)):
                 break
-    gap = certificate(x, f, g)
     return x, f, gap, it
 
 
