@@ -189,6 +189,7 @@ def test_robust_rho_is_the_saved_models_and_falls_with_the_weight(demo_run):
         S = np.abs(m.C) @ np.linalg.solve(np.eye(m.n) - np.abs(m.A), np.abs(m.B)) + np.abs(m.D)
         assert row.rho == pytest.approx(rho, rel=1e-12)
         assert row.sensitivity_inf == pytest.approx(S.sum(axis=1).max(), rel=1e-8)
+        assert row.state_path_share == pytest.approx((rho - _inf(m.D)) / rho, rel=1e-9)
         assert row.penalty_bound == pytest.approx(
             0.5 * (_inf(m.B) ** 2 + _inf(m.C) ** 2) / (1 - a) + _inf(m.D), rel=1e-12)
         # lower bound <= certified bounds
