@@ -23,8 +23,10 @@ Command line::
 
     python -m fenchel_idl.demos --out DIR [--quick] [--only NAME ...] [--problems DIR]
 
-writes ``DIR/demos.md`` (one section and table per demo), ``DIR/demos.json`` (the same
-records), the PNG figures and the trained models (``DIR/models/*.npz``).
+writes ``DIR/<demo>.md`` (settings, table, figures, findings) and ``DIR/<demo>.json`` (the
+same records) for each demo run, the index ``DIR/demos.md`` / ``DIR/demos.json`` of every
+demo present in DIR (so ``--only`` keeps the others' sections), the PNG figures and the
+trained models (``DIR/models/*.npz``).
 
 A demo file is an ordinary problem file (:mod:`fenchel_idl.problem_file`) with a ``[demo]``
 table, read only here:
