@@ -64,11 +64,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import cvxpy as cp
 import numpy as np
 from numpy.typing import NDArray
 from scipy.special import logsumexp, softmax
 
+from ._gram import GramReadout
 from ._validation import check_choice, check_int, check_real
 from .errors import InputTypeError, SolverError, ValidationError
 from .executors import bcd_blas_threads
@@ -77,7 +77,7 @@ from .losses import CrossEntropyLoss
 from .model import ImplicitModel
 from .projection import project_l1_rows
 from .solvers import ON_FAILURE, SolveInfo, solve_certified
-from .training import Blocks, TrainingProblem, _aggregate, _gammas, _penalty_terms
+from .training import Blocks, TrainingProblem, _aggregate, _gammas
 
 __all__ = ["BatchRecord", "solve_bcd_minibatch"]
 
@@ -268,59 +268,15 @@ def _w_surrogate(problem: TrainingProblem, st: _Stats, W: Array, lam: Array) -> 
 # ----------------------------------------------------------------------------------------
 # The K = [C, D, d] step on the majorizer, through a square root of G
 # ----------------------------------------------------------------------------------------
-class _GramReadout:
-    """min_K l/(2m) [tr(K G K^T) - 2 tr(K Hl^T)] + P(C, D) over the balls on C and D.
-
-    With G = S S^T (S = Q Lambda^(1/2)) and Yt = S^+ Hl^T, the quadratic equals
-    l/(2m) ||K S - Yt^T||^2 up to a constant: a least-squares problem on k "virtual
-    samples", compiled once with Parameters, whatever m is.
-    """
+class _GramReadout(GramReadout):
+    """The K step of the majorizer: :class:`fenchel_idl._gram.GramReadout` with the loss
+    curvature l (1 for the squared loss, 1/2 for cross-entropy) and the statistics G, Hl."""
 
     def __init__(self, problem: TrainingProblem):
-        pb = problem
-        n, p, q = pb.n, pb.p, pb.q
-        k = n + p + (1 if pb.bias else 0)
-        self.pb, self.k = pb, k
-        self.Sx = cp.Parameter((n, k), name="S_X")
-        self.Su = cp.Parameter((p, k), name="S_U")
-        self.S1 = cp.Parameter((1, k), name="S_1") if pb.bias else None
-        self.Yt = cp.Parameter((q, k), name="Yt")
-        self.Ap = cp.Parameter((n, n), name="A_fixed")
-        self.Bp = cp.Parameter((n, p), name="B_fixed")
-        Cv, Dv = cp.Variable((q, n), name="C"), cp.Variable((q, p), name="D")
-        dv = cp.Variable((q, 1), name="d") if pb.bias else None
-        fit = Cv @ self.Sx + Dv @ self.Su + (dv @ self.S1 if dv is not None else 0) - self.Yt
-        pen, pcons = _penalty_terms(pb, {"A": self.Ap, "B": self.Bp, "C": Cv, "D": Dv})
-        cons = list(pcons)
-        if pb.bounds.C is not None:
-            cons += [cp.sum(cp.abs(Cv), axis=1) <= pb.bounds.C]
-        if pb.bounds.D is not None:
-            cons += [cp.sum(cp.abs(Dv), axis=1) <= pb.bounds.D]
-        scale = _curvature(pb) / (2.0 * pb.m)
-        self.prob = cp.Problem(cp.Minimize(scale * cp.sum_squares(fit) + pen), cons)
-        Blocks._check("(C, D) on the Gram matrix", self.prob)
-        self.vars = (Cv, Dv, dv)
+        super().__init__(problem, curvature=_curvature(problem))
 
-    def solve(self, st: _Stats, A: Array, B: Array, solve: Callable):
-        pb = self.pb
-        n, p = pb.n, pb.p
-        ev, Q = np.linalg.eigh(st.G)
-        keep = ev > 1e-12 * max(float(ev[-1]), 1e-300)
-        S = Q[:, keep] * np.sqrt(ev[keep])
-        Yt = (Q[:, keep].T @ st.Hl.T) / np.sqrt(ev[keep])[:, None]  # S^+ Hl^T
-        Sfull = np.zeros((self.k, self.k))
-        Sfull[:, :S.shape[1]] = S
-        Ytf = np.zeros((self.k, pb.q))
-        Ytf[:S.shape[1]] = Yt
-        self.Sx.value, self.Su.value = Sfull[:n], Sfull[n:n + p]
-        if self.S1 is not None:
-            self.S1.value = Sfull[n + p:]
-        self.Yt.value = Ytf.T
-        self.Ap.value, self.Bp.value = A, B
-        info = solve(self.prob, "CD")
-        Cv, Dv, dv = self.vars
-        d = dv.value[:, 0] if dv is not None else np.zeros(pb.q)
-        return np.array(Cv.value), np.array(Dv.value), np.array(d), info
+    def solve(self, st: _Stats, A: Array, B: Array, solve: Callable):  # type: ignore[override]
+        return super().solve(st.G, st.Hl, A, B, solve)
 
 
 def _k_surrogate(problem: TrainingProblem, st: _Stats, C, D, d) -> float:
