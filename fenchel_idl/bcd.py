@@ -32,6 +32,7 @@ import os
 import time
 import uuid
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -412,7 +413,7 @@ def _read_log(path: Path, directory: Path, log: Any) -> tuple[list, list]:
         items = [json.loads(line) for line in data.decode().splitlines()]
         history = [it["record"] for it in items if "record" in it]
         events = [it["event"] for it in items if "event" in it]
-    except Exception as exc:
+    except (OSError, ValueError, TypeError) as exc:
         raise CheckpointError(f"the history log {str(log_path)!r} of checkpoint {str(path)!r} "
                               f"is missing, corrupt or truncated ({type(exc).__name__}: {exc}); "
                               "delete the checkpoint directory to start over.") from None
@@ -467,7 +468,7 @@ def _checkpoint_sweep(directory: str | os.PathLike | None) -> int | None:
     try:
         with np.load(Path(directory) / "checkpoint.npz", allow_pickle=False) as data:
             return int(json.loads(bytes(data["meta"]).decode())["sweep"])
-    except Exception:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return None
 
 
@@ -659,8 +660,9 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     if loaded is not None:
         s, meta = loaded
         start_sweep, stage, done_stage_sweeps = meta["sweep"], meta["stage"], meta["stage_sweeps"]
-        history = [BlockRecord(**r) for r in meta["history"]]
-        events.extend(meta["events"])
+        # popped: the parsed records (~1.5 KB each as dicts) are not kept for the whole run
+        history = [BlockRecord(**r) for r in meta.pop("history")]
+        events.extend(meta.pop("events"))
         restored = (meta["rejected"], meta["max_increase"])
         log = meta.get("log", log)  # a format-1 checkpoint: its history goes into a new log
 
