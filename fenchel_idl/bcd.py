@@ -396,7 +396,8 @@ def _save_checkpoint(directory: Path, problem: TrainingProblem, s: _State, meta:
 
 
 def _read_log(path: Path, directory: Path, log: Any) -> tuple[list, list]:
-    """The records and events of the valid prefix of a checkpoint's log."""
+    """The block records (BlockRecord) and solve events (dict) of the valid prefix of a
+    checkpoint's log."""
     ok = (isinstance(log, dict) and isinstance(log.get("file"), str)
           and Path(log["file"]).name == log["file"] and log["file"].endswith(".jsonl")
           and all(isinstance(log.get(k), int) and log[k] >= 0
@@ -410,9 +411,13 @@ def _read_log(path: Path, directory: Path, log: Any) -> tuple[list, list]:
             data = fh.read(log["bytes"])
         if len(data) != log["bytes"]:
             raise ValueError(f"{len(data)} bytes, expected at least {log['bytes']}")
-        items = [json.loads(line) for line in data.decode().splitlines()]
-        history = [it["record"] for it in items if "record" in it]
-        events = [it["event"] for it in items if "event" in it]
+        history, events = [], []
+        for line in data.splitlines():  # one parsed line at a time: a low peak of memory
+            item = json.loads(line)
+            if "record" in item:
+                history.append(BlockRecord(**item["record"]))
+            elif "event" in item:
+                events.append(item["event"])
     except (OSError, ValueError, TypeError) as exc:
         raise CheckpointError(f"the history log {str(log_path)!r} of checkpoint {str(path)!r} "
                               f"is missing, corrupt or truncated ({type(exc).__name__}: {exc}); "
@@ -457,6 +462,12 @@ def _load_checkpoint(directory: Path, problem: TrainingProblem):
             raise CheckpointError(f"checkpoint {str(path)!r}: non-finite values in array {k!r}.")
     if "log" in meta:
         meta["history"], meta["events"] = _read_log(path, directory, meta["log"])
+    else:  # format 1
+        try:
+            meta["history"] = [BlockRecord(**r) for r in meta["history"]]
+        except TypeError as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r} has malformed history records "
+                                  f"({exc}); delete it to start over.") from None
     return _State(**arrays), meta
 
 
@@ -660,8 +671,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     if loaded is not None:
         s, meta = loaded
         start_sweep, stage, done_stage_sweeps = meta["sweep"], meta["stage"], meta["stage_sweeps"]
-        # popped: the parsed records (~1.5 KB each as dicts) are not kept for the whole run
-        history = [BlockRecord(**r) for r in meta.pop("history")]
+        history = meta.pop("history")
         events.extend(meta.pop("events"))
         restored = (meta["rejected"], meta["max_increase"])
         log = meta.get("log", log)  # a format-1 checkpoint: its history goes into a new log

@@ -365,6 +365,27 @@ def test_history_log_past_the_checkpoint_is_ignored_and_a_short_one_refused(tmp_
     assert str(log) in str(info.value) and "delete" in str(info.value)
 
 
+def test_a_format_1_checkpoint_still_resumes(tmp_path):
+    """Format 1 kept the history and the events inside checkpoint.npz."""
+    problem = _tiny_problem()
+    want = solve_bcd(problem, max_sweeps=4, seed=2)
+    ckpt = tmp_path / "ckpt"
+    solve_bcd(problem, max_sweeps=2, seed=2, checkpoint=ckpt)
+    _, meta = bcd_module._load_checkpoint(ckpt, problem)
+    with np.load(ckpt / "checkpoint.npz") as data:
+        arrays = {k: data[k] for k in data.files if k != "meta"}
+    old = {k: v for k, v in meta.items() if k not in ("log", "history", "events")}
+    old.update(version=1, history=[asdict(r) for r in meta["history"]], events=meta["events"])
+    (ckpt / "history").rename(tmp_path / "no-log")
+    np.savez(ckpt / "checkpoint.npz", **arrays,
+             meta=np.frombuffer(json.dumps(old).encode(), dtype=np.uint8))
+    got = solve_bcd(problem, max_sweeps=4, seed=2, checkpoint=ckpt, resume=True)
+    _assert_same_model(got.model, want.model)
+    assert [r.objective for r in got.history] == [r.objective for r in want.history]
+    _, meta = bcd_module._load_checkpoint(ckpt, problem)  # now written in format 2
+    assert meta["version"] == 2 and len(meta["history"]) == len(want.history)
+
+
 # -- steady memory and checkpoint size over many sweeps -------------------------------------
 
 def _bytes_per_record(history: list) -> float:
