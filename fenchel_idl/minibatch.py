@@ -32,21 +32,32 @@ and K carried from batch to batch. What makes this a sound method:
   and the K step (CVXPY on the k x k square root of G, certified by the duality gap) cost
   the same for any m.
 
-**What it converges to.** H >= J everywhere, H = J when every anchor is fresh, and no step
-increases H (X_S: an exact step with the anchors of S refreshed; W, K: minimizers of H
-plus a proximal term; steps that would raise H beyond ``tol`` are rejected, as in
-:func:`fenchel_idl.solve_bcd`). So within an epoch H decreases monotonically and bounds J.
-The majorizers are *first-order surrogates* (their error to J is smooth and vanishes with
-its gradient at the anchor), which is the condition of Mairal's convergence theorem for
-incremental MM: the limit points are stationary points of the full relaxed objective J
-(for fixed X; here X is updated by exact block steps in the same cycle, so the fixed
-points of an epoch are block-stationary points of J in (X, W, K), i.e. stationary points
-of J over the product of its convex sets). With ``batch_size = m`` every anchor is fresh at
-every step, H = J, and one epoch is one BCD sweep whose W step is one MM step of the
-(A, B) block; for the squared loss the K step is the exact (C, D) block (the sufficient
-statistics are exact), and with the identity activation the W step is the exact proximal
-(A, B) block too. With ``restart=True`` (the default, as in :func:`fenchel_idl.solve_bcd`)
-each epoch starts from the true equilibrium of the current (A, B), and H is reset to J.
+**What it converges to.** Precisely:
+
+1. H >= J everywhere, H = J when every anchor is fresh, and no step increases H (X_S: an
+   exact step, then the anchors of S are refreshed; W, K: minimizers of H plus a proximal
+   term; a step that would raise H by more than ``tol`` is rejected, as in
+   :func:`fenchel_idl.solve_bcd`). Within an epoch H decreases monotonically and bounds J
+   from above, so it converges.
+2. The fixed points of an epoch (no block moves) are exactly the stationary points of J:
+   X is then a DCA fixed point (stationary in X); every anchor is at the current (W, K),
+   and the majorizers are *first-order surrogates* (their error to J vanishes with its
+   gradient at the anchor), so the optimality conditions of the W and K steps are those
+   of J; J is C^1 (for the losses and activations here), and block stationarity over a
+   product of convex sets is stationarity (the (C, D) minimizer may not be unique: then
+   "no move" means "still a minimizer"). This holds with ``restart=False``; with restarts
+   an epoch also moves X to the true equilibrium of (A, B), so its fixed points are the
+   stationary points of J at which X is that equilibrium.
+3. For X fixed, the W and K steps are Mairal's incremental MM with first-order surrogates,
+   whose iterates satisfy the asymptotic stationary-point condition. For the joint scheme
+   with X updated in the same cycle we claim no more than 1 and 2.
+
+With ``batch_size = m`` every anchor is fresh at every step, H = J, and one epoch is one
+BCD sweep whose W step is one MM step of the (A, B) block; for the squared loss the K step
+is the exact (C, D) block (the sufficient statistics are exact), and with the identity
+activation the W step is the exact proximal (A, B) block too. With ``restart=True`` (the
+default, as in :func:`fenchel_idl.solve_bcd`) each epoch starts from the true equilibrium of
+the current (A, B), and H is reset to J.
 
 The run ends with the optimal readout of :func:`fenchel_idl.solve_bcd`: X at the true
 equilibrium of the final (A, B) on the full data, and (C, D) solved on it (exactly, through
