@@ -219,8 +219,9 @@ class ImplicitRegressor(RegressorMixin, _ImplicitEstimator):
     kappa : float in (0, 1), default 0.5
         Radius of the well-posedness ball ``||N(A, gamma)||_inf <= kappa`` (section 4.3).
     lam : float > 0 or array_like of shape (n_states,), default 1.0
-        Initial weights of the Fenchel divergence (section 6.3); the continuation
-        ``schedule`` may raise them.
+        Initial weights of the Fenchel divergence (section 6.3); the default line-search
+        ``schedule`` adapts them as an inverse step size (a continuation schedule raises
+        them).
     bounds : dict, optional
         Radii of the norm balls on B, C, D in standardized units, e.g. ``{"C": 20.0}``
         (see :class:`fenchel_idl.training.Bounds`); missing keys keep their defaults. The
@@ -229,7 +230,9 @@ class ImplicitRegressor(RegressorMixin, _ImplicitEstimator):
         Convex penalties, e.g. ``[{"name": "l1", "weight": 1e-3, "on": "A"}]`` (see
         :mod:`fenchel_idl.penalties`).
     schedule : dict, optional
-        Options of the lam continuation, the fields of :class:`fenchel_idl.bcd.Schedule`.
+        Fields of :class:`fenchel_idl.bcd.Schedule`. The default is the line search on the
+        true objective (the training loss never increases between sweeps);
+        ``{"restart": False, "factor": 4}`` is the lam continuation.
     max_sweeps : int >= 1, optional
         Cap on the block-coordinate-descent sweeps (each solves the X, (A, B) and (C, D)
         blocks once). None: 3 for the regressor, 1 for the classifier.
