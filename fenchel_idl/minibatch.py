@@ -458,7 +458,9 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     events: list[dict] = []
 
     def solve(prob, name):
-        infos = solve_certified(prob, name, pb.cone, solvers, on_failure, gap_tol)
+        # no solver warm start: a solve depends on its data only (as in solve_bcd)
+        infos = solve_certified(prob, name, pb.cone, solvers, on_failure, gap_tol,
+                                warm_start=False)
         events.extend(inf.to_dict() for inf in infos if not inf.certified)
         return infos[-1]
 

@@ -1,9 +1,10 @@
 """Separable block solves on local processes and on Dask distributed (fenchel_idl.executors).
 
-The reference for "equal" is the plain serial :class:`Blocks` code solving the same batches
-in order, each with a fresh solver (``warm_start=False``, as the executors do: a batch's
-solution then depends on its data only). Equality is to 1e-12, i.e. bitwise up to the
-last digits: the same solver on the same data.
+The reference for "equal" is the plain serial code: :class:`Blocks` solving the same batches
+in order, or ``solve_bcd(executor=None)``, each solve with a fresh solver
+(``warm_start=False``, as solve_bcd and the executors do: a batch's solution then depends on
+its data only). Equality is to 1e-12, i.e. bitwise up to the last digits: the same solver
+on the same data.
 """
 
 import sys
@@ -203,12 +204,12 @@ def test_dask_local_cluster_equals_serial(rng, dask_client):
     assert len(set(dask_client.run(lambda: __import__("os").getpid()).values())) == 2
 
 
-def test_solve_bcd_on_dask_equals_the_in_process_run(rng, dask_client):
-    """A whole BCD run through a scheduler address: same history and model as the same
-    batch solves run in this process, every block certified."""
+def test_solve_bcd_on_dask_equals_the_serial_run(rng, dask_client):
+    """A whole BCD run through a scheduler address: the same history and model as the
+    serial run (executor=None), every block certified."""
     problem = _problem(rng, n=30, m=100)
     kw = {"max_sweeps": 2, "block_solver": "cvxpy", "seed": 0}
-    ref = solve_bcd(problem, executor=_InProcessExecutor(), **kw)
+    ref = solve_bcd(problem, **kw)
     got = solve_bcd(problem, executor=dask_client.scheduler_info()["address"], **kw)
     assert got.certificate.blocks_certified and got.certificate.monotone
     assert [(r.block, r.accepted) for r in got.history] == \
