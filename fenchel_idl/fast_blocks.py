@@ -35,7 +35,7 @@ Both are verified against the CVXPY blocks in the tests.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,7 +45,7 @@ from .losses import CrossEntropyLoss
 from .projection import project_l1_rows
 from .solvers import SolveInfo
 
-__all__ = ["fast_x_block", "fast_ab_block", "fast_blocks_apply", "ab_prox_weight"]
+__all__ = ["ab_prox_weight", "fast_ab_block", "fast_blocks_apply", "fast_x_block"]
 
 Array = NDArray[np.float64]
 
@@ -150,35 +150,37 @@ def _min_norm_l1(g: Array, w: Array, radius: Array) -> Array:
 
     On a row strictly inside its ball the normal cone is {0}. On the boundary it is
     {mu s : mu >= 0, s in sign(w)} (s_i free in [-1, 1] where w_i = 0), and for a given mu
-    the best residual is g_i + mu sign(w_i) on the support and soft(g_i, mu) off it; the
-    convex function of mu is minimized by golden-section search (vectorized over rows).
+    the best residual is g_i + mu sign(w_i) on the support and soft(g_i, mu) off it. That
+    convex, piecewise-quadratic function of mu is minimized exactly: its derivative
+    vanishes where N mu + b = sum_off (|g_i| - mu)_+, with N the size of the support and
+    b = sum_supp sign(w_i) g_i, a root found by sorting |g_i| off the support (as for the
+    projection on the l1 ball), vectorized over rows. (A golden-section search took 36% of
+    the (A, B) block's time at digits scale.)
     """
     sgn = np.sign(w)
     on = np.abs(np.abs(w).sum(axis=1) - radius) <= 1e-12 * np.maximum(radius, 1.0)
+    supp = sgn != 0
 
     def res(mu):
-        r_supp = np.where(sgn != 0, g + mu[:, None] * sgn, 0.0)
-        r_zero = np.where(sgn == 0, np.sign(g) * np.maximum(np.abs(g) - mu[:, None], 0.0), 0.0)
+        r_supp = np.where(supp, g + mu[:, None] * sgn, 0.0)
+        r_zero = np.where(supp, 0.0, np.sign(g) * np.maximum(np.abs(g) - mu[:, None], 0.0))
         return np.sum((r_supp + r_zero) ** 2, axis=1)
 
     out = np.sum(g * g, axis=1)
     if not np.any(on):
         return out
-    lo = np.zeros(g.shape[0])
-    hi = np.abs(g).max(axis=1) * 2.0 + 1e-300
-    phi = (np.sqrt(5.0) - 1.0) / 2.0
-    a = hi - phi * (hi - lo)
-    b = lo + phi * (hi - lo)
-    fa, fb = res(a), res(b)
-    for _ in range(60):
-        left = fa < fb
-        hi = np.where(left, b, hi)
-        lo = np.where(left, lo, a)
-        a_new = hi - phi * (hi - lo)
-        b_new = lo + phi * (hi - lo)
-        a, b = a_new, b_new
-        fa, fb = res(a), res(b)
-    best = np.minimum(np.minimum(fa, fb), res(np.zeros_like(lo)))
+    n_supp = supp.sum(axis=1)
+    b = np.sum(np.where(supp, sgn * g, 0.0), axis=1)
+    h = -np.sort(-np.where(supp, 0.0, np.abs(g)), axis=1)  # off-support |g|, descending
+    cs = np.cumsum(h, axis=1)
+    j = np.arange(1, h.shape[1] + 1)
+    # h_(j) > mu*  <=>  (N + j) h_(j) > cs_j - b; a prefix of j, since h is sorted
+    count = np.sum(h * (n_supp[:, None] + j) > cs - b[:, None], axis=1)
+    cs_count = np.take_along_axis(cs, np.maximum(count - 1, 0)[:, None], axis=1)[:, 0]
+    cs_count = np.where(count > 0, cs_count, 0.0)
+    denom = n_supp + count
+    mu = np.maximum(np.where(denom > 0, (cs_count - b) / np.maximum(denom, 1), 0.0), 0.0)
+    best = np.minimum(res(mu), res(np.zeros_like(mu)))
     return np.where(on, best, out)
 
 
