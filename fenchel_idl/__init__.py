@@ -15,6 +15,8 @@ from .activations import (Activation, Blockwise, Identity, LeakyReLU, ReLU, Sigm
                           Tanh, get_activation)
 from . import datasets
 from .bcd import BCDResult, BlockRecord, Certificate, Schedule, solve_bcd
+from .executors import BlockExecutor, make_executor
+from .minibatch import BatchRecord, solve_bcd_minibatch
 from .composition import cascade, concat, feedback, parallel
 from .compression import (ClosedFormState, ErrorBound, LowRankApproximation, LowRankModel,
                           Reduction, ReductionErrorBound, RemovedState, low_rank,
@@ -43,6 +45,7 @@ __all__ = [
     "get_activation",
     "datasets",
     "BCDResult", "BlockRecord", "Certificate", "Schedule", "solve_bcd",
+    "BlockExecutor", "make_executor", "BatchRecord", "solve_bcd_minibatch",
     "Gradients", "input_gradient", "loss_gradients", "get_loss",
     "L1", "ColumnNorms", "Custom", "FeatureSelection", "LipschitzBound", "Nuclear", "Penalty",
     "RowNorms", "get_penalty",
