@@ -455,9 +455,26 @@ class Blocks:
                 self._gram = GramReadout(self.problem)
             G, Hl = self._gram.statistics(X)
             return self._gram.solve(G, Hl, A, B, solve)
-        self.Xcd.value, self.Acd.value, self.Bcd.value = X, A, B
-        info = solve(self.cd, "CD")
-        Cv, Dv, dv = self.cd_vars
+        pb = self.problem
+        if pb.q * pb.m * pb.n * pb.m <= _CD_DPP_MAX:
+            self.Xcd.value, self.Acd.value, self.Bcd.value = X, A, B
+            prob, (Cv, Dv, dv) = self.cd, self.cd_vars
+        else:
+            # CVXPY's DPP tensor for C @ X grows like (q m)(n m): measured 4 GB and 61 s for
+            # the first digits cross-entropy solve at n = 10, out of memory at n = 64. Past
+            # _CD_DPP_MAX the block is rebuilt with X, A, B as constants (0.5 GB at n = 64;
+            # the compile is small next to the exponential-cone solve).
+            Cv, Dv, dv = (cp.Variable(v.shape, name=v.name()) if v is not None else None
+                          for v in self.cd_vars)
+            Yhat = Cv @ X + Dv @ pb.U + (dv @ np.ones((1, pb.m)) if dv is not None else 0)
+            pen, pcons = _penalty_terms(pb, {"A": A, "B": B, "C": Cv, "D": Dv})
+            cons = list(pcons)
+            if pb.bounds.C is not None:
+                cons += _inf_ball(Cv, pb.bounds.C)
+            if pb.bounds.D is not None:
+                cons += _inf_ball(Dv, pb.bounds.D)
+            prob = cp.Problem(cp.Minimize(pb.loss.cvxpy(pb.Y, Yhat, pb.m) + pen), cons)
+        info = solve(prob, "CD")
         d = dv.value[:, 0] if dv is not None else np.zeros(self.problem.q)
         return np.array(Cv.value), np.array(Dv.value), np.array(d), info
 
@@ -642,6 +659,11 @@ class Blocks:
             raise NotConvexError(f"the {name} block is not DPP (it could not be compiled "
                                  "once and re-solved); a penalty uses a fixed matrix "
                                  "nonlinearly. Write it with the block's own variables.")
+
+
+#: Largest (q m)(n m) for which the cross-entropy (C, D) block is solved as the compiled
+#: (DPP) problem; beyond it, CVXPY's parameter tensor gets too large (see Blocks.solve_cd).
+_CD_DPP_MAX = 2e7
 
 
 def _gammas(phi: Activation, n: int) -> Array:

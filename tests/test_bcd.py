@@ -246,3 +246,22 @@ def test_convergence_plot_of_either_schedule(rng, tmp_path, schedule):
     assert any(r.block == "LS" for r in res.history) == schedule.line_search
     path = plot_convergence(res, tmp_path / "c.png", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_large_cross_entropy_readout_is_rebuilt_with_constants(rng, monkeypatch):
+    """Past _CD_DPP_MAX the cross-entropy (C, D) block is rebuilt with X, A, B as constants
+    (CVXPY's DPP tensor would not fit in memory); it must give the same optimum."""
+    import fenchel_idl.training as training
+
+    U = rng.standard_normal((3, 60))
+    labels = (U[0] + 0.5 * U[1] > 0).astype(int) + (U[2] > 1).astype(int)
+    prob = TrainingProblem(U, labels, n=5, kappa=0.5, loss="cross_entropy",
+                           bounds={"C": 3.0, "D": 3.0})
+    A, B, b, C, D, d, X = _random_state(prob, rng)
+    ref = Blocks(prob).solve_cd(X, A, B, lambda p, name: solve_certified(p, name, "exp")[-1])
+    monkeypatch.setattr(training, "_CD_DPP_MAX", 0)
+    out = Blocks(prob).solve_cd(X, A, B, lambda p, name: solve_certified(p, name, "exp")[-1])
+    assert out[3].certified and ref[3].certified
+    assert out[3].objective == pytest.approx(ref[3].objective, rel=1e-6)
+    value = prob.loss.value(prob.Y, out[0] @ X + out[1] @ prob.U + out[2][:, None])
+    assert value == pytest.approx(ref[3].objective, rel=1e-6)
