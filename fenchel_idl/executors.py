@@ -520,18 +520,7 @@ class ParallelBlocks(Blocks):
         """As :meth:`Blocks.solve_x`, with the column batches on the executor."""
         pb = self.problem
         self._ensure_stage(lam)
-        Wall = B @ pb.U + b[:, None]
-        M = lam[:, None] * A
-        M = M + M.T
-        ev, Q = np.linalg.eigh(M)
-        Gall = lam[:, None] * Wall + (Q * np.maximum(ev, 0.0)) @ Q.T @ X
-        Smv = (Q * np.sqrt(np.maximum(-ev, 0.0))) @ Q.T
-        Rall = D @ pb.U + d[:, None]
-        from .losses import CrossEntropyLoss
-
-        classify = isinstance(pb.loss, CrossEntropyLoss)
-        if not classify:
-            Rall = Rall - pb.Y
+        Wall, Gall, Smv, Rall, classify = self.x_data(A, B, b, D, d, X, lam)
         items, names, spans = [], [], []
         for j0 in range(0, pb.m, self.col_batch):
             j1 = min(j0 + self.col_batch, pb.m)

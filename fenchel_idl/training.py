@@ -418,19 +418,24 @@ class Blocks:
         self.Xcd = cp.Parameter((n, m), name="X_fixed")
         self.Acd = cp.Parameter((n, n), name="A_fixed")
         self.Bcd = cp.Parameter((n, p), name="B_fixed")
+        self.cd, self.cd_vars = self._cd_problem(self.Xcd, self.Acd, self.Bcd)
+        self._check("(C, D)", self.cd)
+        self.gammas = _gammas(pb.activation, n)
+
+    def _cd_problem(self, X: Any, A: Any, B: Any) -> tuple[cp.Problem, tuple]:
+        """The (C, D) problem at X (Parameters, or constants), and its variables."""
+        pb = self.problem
+        n, p, q, m = pb.n, pb.p, pb.q, pb.m
         Cv, Dv = cp.Variable((q, n), name="C"), cp.Variable((q, p), name="D")
         dv = cp.Variable((q, 1), name="d") if pb.bias else None
-        Yhat = Cv @ self.Xcd + Dv @ pb.U + (dv @ np.ones((1, m)) if dv is not None else 0)
-        pen, pcons = _penalty_terms(pb, {"A": self.Acd, "B": self.Bcd, "C": Cv, "D": Dv})
+        Yhat = Cv @ X + Dv @ pb.U + (dv @ np.ones((1, m)) if dv is not None else 0)
+        pen, pcons = _penalty_terms(pb, {"A": A, "B": B, "C": Cv, "D": Dv})
         cons = list(pcons)
         if pb.bounds.C is not None:
             cons += _inf_ball(Cv, pb.bounds.C)
         if pb.bounds.D is not None:
             cons += _inf_ball(Dv, pb.bounds.D)
-        self.cd = cp.Problem(cp.Minimize(pb.loss.cvxpy(pb.Y, Yhat, m) + pen), cons)
-        self.cd_vars = (Cv, Dv, dv)
-        self._check("(C, D)", self.cd)
-        self.gammas = _gammas(pb.activation, n)
+        return cp.Problem(cp.Minimize(pb.loss.cvxpy(pb.Y, Yhat, m) + pen), cons), (Cv, Dv, dv)
 
     # -- stage ------------------------------------------------------------------------------
     def build_stage(self, lam: Array) -> None:
@@ -464,16 +469,7 @@ class Blocks:
             # the first digits cross-entropy solve at n = 10, out of memory at n = 64. Past
             # _CD_DPP_MAX the block is rebuilt with X, A, B as constants (0.5 GB at n = 64;
             # the compile is small next to the exponential-cone solve).
-            Cv, Dv, dv = (cp.Variable(v.shape, name=v.name()) if v is not None else None
-                          for v in self.cd_vars)
-            Yhat = Cv @ X + Dv @ pb.U + (dv @ np.ones((1, pb.m)) if dv is not None else 0)
-            pen, pcons = _penalty_terms(pb, {"A": A, "B": B, "C": Cv, "D": Dv})
-            cons = list(pcons)
-            if pb.bounds.C is not None:
-                cons += _inf_ball(Cv, pb.bounds.C)
-            if pb.bounds.D is not None:
-                cons += _inf_ball(Dv, pb.bounds.D)
-            prob = cp.Problem(cp.Minimize(pb.loss.cvxpy(pb.Y, Yhat, pb.m) + pen), cons)
+            prob, (Cv, Dv, dv) = self._cd_problem(X, A, B)
         info = solve(prob, "CD")
         d = dv.value[:, 0] if dv is not None else np.zeros(self.problem.q)
         return np.array(Cv.value), np.array(Dv.value), np.array(d), info
@@ -624,10 +620,11 @@ class Blocks:
         self._x_cache[k] = (prob, Xv, A, Wp, G, Sm, C, R, CtY)
         return self._x_cache[k]
 
-    def solve_x(self, A, B, b, C, D, d, X, lam, solve) -> tuple[Array, SolveInfo]:
-        """The DCA step on X (see the module docstring), by batches of columns."""
+    def x_data(self, A, B, b, D, d, X, lam) -> tuple[Array, Array, Array, Array, bool]:
+        """The DCA data of the X step: B U + b, the linear term G = Lam (B U + b) + S_+ X,
+        the square root of S_-, the residual offset R (D U + d, minus Y for the squared
+        loss) and whether the loss is the cross-entropy."""
         pb = self.problem
-        self._ensure_stage(lam)
         Wall = B @ pb.U + b[:, None]
         M = lam[:, None] * A
         M = M + M.T
@@ -638,6 +635,13 @@ class Blocks:
         classify = isinstance(pb.loss, CrossEntropyLoss)
         if not classify:
             Rall = Rall - pb.Y
+        return Wall, Gall, Smv, Rall, classify
+
+    def solve_x(self, A, B, b, C, D, d, X, lam, solve) -> tuple[Array, SolveInfo]:
+        """The DCA step on X (see the module docstring), by batches of columns."""
+        pb = self.problem
+        self._ensure_stage(lam)
+        Wall, Gall, Smv, Rall, classify = self.x_data(A, B, b, D, d, X, lam)
         Xnew = np.empty_like(X)
         infos = []
         for j0 in range(0, pb.m, self.col_batch):
