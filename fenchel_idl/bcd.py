@@ -878,11 +878,10 @@ def _line_search(problem: TrainingProblem, base: _State, prop: _State, J_base: f
     Returns the accepted state (``base`` when no step improves), its objective, the step
     (0 for none), the number of trial points and the SolveInfo of the accepted readout.
     """
-    from .projection import project_l1_rows
+    from .fast_blocks import ab_projector
 
-    n = problem.n
-    radius_a = problem.kappa / _gamma_rows(problem)
-    beta = problem.bounds.B
+    n, p, bias = problem.n, problem.p, problem.bias
+    project = ab_projector(problem, _gamma_rows(problem))
 
     def point(t: float):
         st = prop.copy()
@@ -890,10 +889,10 @@ def _line_search(problem: TrainingProblem, base: _State, prop: _State, J_base: f
         st.B = base.B + t * (prop.B - base.B)
         st.b = base.b + t * (prop.b - base.b)
         if t > 1.0:  # outside the segment: back onto the balls
-            st.A = project_l1_rows(st.A, radius_a)
-            if beta is not None:
-                st.B = project_l1_rows(st.B, np.full(n, beta))
-                st.b = np.clip(st.b, -beta, beta)
+            W = project(np.hstack([st.A, st.B] + ([st.b[:, None]] if bias else [])))
+            st.A, st.B = W[:, :n], W[:, n:n + p]
+            if bias:
+                st.b = W[:, n + p]
         st.X, _ = _equilibrium(problem, st, X0=prop.X)
         info = readout(st)
         return st, float(sum(objective(st))), info

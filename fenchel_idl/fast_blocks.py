@@ -197,8 +197,6 @@ def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7, rho: float | N
     bias = problem.bias
     V = np.vstack([X, U] + ([np.ones((1, m))] if bias else []))
     T = X @ V.T
-    radius_a = problem.kappa / gammas
-    beta = problem.bounds.B
     L0 = float(np.linalg.norm(V, 2)) ** 2 / m
     if rho is None:
         rho = ab_prox_weight(L0)
@@ -206,16 +204,7 @@ def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7, rho: float | N
         W0 = np.zeros((n, V.shape[0]))
     centre = W0
 
-    def project(Wc):
-        out = np.empty_like(Wc)
-        out[:, :n] = project_l1_rows(Wc[:, :n], radius_a)
-        if beta is not None:
-            out[:, n:n + p] = project_l1_rows(Wc[:, n:n + p], np.full(n, beta))
-            if bias:
-                out[:, n + p] = np.clip(Wc[:, n + p], -beta, beta)
-        else:
-            out[:, n:] = Wc[:, n:]
-        return out
+    project = ab_projector(problem, gammas)
 
     def grad_obj(Wc):
         Zp = np.maximum(Wc @ V, 0.0)
@@ -225,18 +214,7 @@ def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7, rho: float | N
         return obj, (Zp @ V.T - T) / m + rho * D
 
     def certificate(Wc, f, g):
-        sq = _min_norm_l1(g[:, :n], Wc[:, :n], radius_a)
-        if beta is not None:
-            sq = sq + _min_norm_l1(g[:, n:n + p], Wc[:, n:n + p], np.full(n, beta))
-            if bias:
-                c, gc = Wc[:, n + p], g[:, n + p]
-                at_hi, at_lo = c >= beta, c <= -beta
-                gc = np.where(at_hi, np.minimum(gc, 0.0), np.where(at_lo, np.maximum(gc, 0.0),
-                                                                    gc))
-                sq = sq + gc * gc
-        else:
-            sq = sq + np.sum(g[:, n:] ** 2, axis=1)
-        return float(np.sum(sq)) / (2.0 * rho)
+        return ab_min_norm_sq(problem, gammas, Wc, g) / (2.0 * rho)
 
     Wn, f, gap, iters = _fista(grad_obj, project, certificate, W0, L0 + rho, tol, max_iter)
     rel = gap / max(1.0, abs(f))
@@ -247,6 +225,46 @@ def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7, rho: float | N
                                    "iterations")
     b = Wn[:, n + p] if bias else np.zeros(n)
     return Wn[:, :n], Wn[:, n:n + p], b, info
+
+
+def ab_projector(problem, gammas: Array) -> Callable[[Array], Array]:
+    """Euclidean projection of W = [A, B, b] onto the (A, B) block's feasible set: one l1
+    ball per row of A (radius kappa / gamma_i), one per row of B (radius beta_B) and the
+    box |b| <= beta_B (no B ball when ``bounds.B`` is None)."""
+    n, p, bias = problem.n, problem.p, problem.bias
+    radius_a = problem.kappa / gammas
+    beta = problem.bounds.B
+
+    def project(Wc: Array) -> Array:
+        out = np.empty_like(Wc)
+        out[:, :n] = project_l1_rows(Wc[:, :n], radius_a)
+        if beta is not None:
+            out[:, n:n + p] = project_l1_rows(Wc[:, n:n + p], np.full(n, beta))
+            if bias:
+                out[:, n + p] = np.clip(Wc[:, n + p], -beta, beta)
+        else:
+            out[:, n:] = Wc[:, n:]
+        return out
+
+    return project
+
+
+def ab_min_norm_sq(problem, gammas: Array, W: Array, g: Array) -> float:
+    """Squared norm of the minimal-norm element of g + N_K(W), K the (A, B) block's feasible
+    set (see :func:`ab_projector`): the gradient-mapping part of the strong-convexity gap
+    bound ``||.||^2 / (2 rho)``."""
+    n, p, bias = problem.n, problem.p, problem.bias
+    beta = problem.bounds.B
+    sq = _min_norm_l1(g[:, :n], W[:, :n], problem.kappa / gammas)
+    if beta is None:
+        return float(np.sum(sq + np.sum(g[:, n:] ** 2, axis=1)))
+    sq = sq + _min_norm_l1(g[:, n:n + p], W[:, n:n + p], np.full(n, beta))
+    if bias:
+        c, gc = W[:, n + p], g[:, n + p]
+        gc = np.where(c >= beta, np.minimum(gc, 0.0), np.where(c <= -beta, np.maximum(gc, 0.0),
+                                                                gc))
+        sq = sq + gc * gc
+    return float(np.sum(sq))
 
 
 def ab_prox_weight(L: float) -> float:

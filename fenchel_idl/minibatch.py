@@ -83,10 +83,10 @@ from ._gram import GramReadout
 from ._validation import check_choice, check_int, check_real
 from .errors import InputTypeError, SolverError, ValidationError
 from .executors import bcd_blas_threads
-from .fast_blocks import _fista, _min_norm_l1, fast_blocks_apply, fast_x_block
+from .fast_blocks import (_fista, ab_min_norm_sq, ab_projector, fast_blocks_apply,
+                          fast_x_block)
 from .losses import CrossEntropyLoss
 from .model import ImplicitModel
-from .projection import project_l1_rows
 from .solvers import ON_FAILURE, SolveInfo, solve_certified
 from .training import Blocks, TrainingProblem, _aggregate, _gammas
 
@@ -214,26 +214,14 @@ def _w_step(problem: TrainingProblem, st: _Stats, W0: Array, prox: float, tol: f
     rho = prox * ||V||^2 / m, as :func:`fenchel_idl.fast_blocks.ab_prox_weight` does for
     the (A, B) block of :func:`fenchel_idl.solve_bcd` (prox = 1e-5 there)."""
     t0 = time.perf_counter()
-    n, p, m = problem.n, problem.p, problem.m
-    bias = problem.bias
+    n, m = problem.n, problem.m
     gam = _gammas(problem.activation, n)
-    radius_a = problem.kappa / gam
-    beta = problem.bounds.B
     G = st.G
     lin = gam[:, None] * st.Ha + st.T
     gc = gam[:, None] / m
     rho = 0.0  # set below, before the closures are called
 
-    def project(Wc):
-        out = np.empty_like(Wc)
-        out[:, :n] = project_l1_rows(Wc[:, :n], radius_a)
-        if beta is not None:
-            out[:, n:n + p] = project_l1_rows(Wc[:, n:n + p], np.full(n, beta))
-            if bias:
-                out[:, n + p] = np.clip(Wc[:, n + p], -beta, beta)
-        else:
-            out[:, n:] = Wc[:, n:]
-        return out
+    project = ab_projector(problem, gam)
 
     def grad_obj(Wc):
         WG = Wc @ G
@@ -243,17 +231,7 @@ def _w_step(problem: TrainingProblem, st: _Stats, W0: Array, prox: float, tol: f
         return obj, gc * WG - lin / m + rho * D
 
     def certificate(Wc, f, g):
-        sq = _min_norm_l1(g[:, :n], Wc[:, :n], radius_a)
-        if beta is not None:
-            sq = sq + _min_norm_l1(g[:, n:n + p], Wc[:, n:n + p], np.full(n, beta))
-            if bias:
-                c, gb = Wc[:, n + p], g[:, n + p]
-                gb = np.where(c >= beta, np.minimum(gb, 0.0),
-                              np.where(c <= -beta, np.maximum(gb, 0.0), gb))
-                sq = sq + gb * gb
-        else:
-            sq = sq + np.sum(g[:, n:] ** 2, axis=1)
-        return float(np.sum(sq)) / (2.0 * rho)
+        return ab_min_norm_sq(problem, gam, Wc, g) / (2.0 * rho)
 
     lmax = float(np.linalg.eigvalsh(G)[-1]) / m
     rho = prox * lmax
