@@ -748,7 +748,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                     callback(rec)
             if schedule.line_search:
                 t0 = time.perf_counter()
-                s, ls_J, step, n_eval, info = _line_search(
+                s, step, n_eval, info = _line_search(
                     problem, base, s, J_before, readout, objective, schedule, extrapolate)
                 loss, div, pen = objective(s)
                 J = loss + div + pen
@@ -870,12 +870,12 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
 
 def _line_search(problem: TrainingProblem, base: _State, prop: _State, J_base: float,
                  readout: Callable, objective: Callable, schedule: Schedule,
-                 extrapolate: bool) -> tuple[_State, float, float, int, SolveInfo]:
+                 extrapolate: bool) -> tuple[_State, float, int, SolveInfo]:
     """Search along the (A, B) step from ``base`` to ``prop`` for a lower true objective.
 
     Every trial point is put at its true equilibrium and gets the optimal (C, D) readout (a
     certified solve), so its objective is the true training objective of that (A, B).
-    Returns the accepted state (``base`` when no step improves), its objective, the step
+    Returns the accepted state (``base`` when no step improves), the step
     (0 for none), the number of trial points and the SolveInfo of the accepted readout.
     """
     from .fast_blocks import ab_projector
@@ -924,8 +924,8 @@ def _line_search(problem: TrainingProblem, base: _State, prop: _State, J_base: f
                 break
             t /= 2.0
     if best is None:
-        return base, J_base, 0.0, evals, last_info
-    return best[0], best[1], best[2], evals, best[3]
+        return base, 0.0, evals, last_info
+    return best[0], best[2], evals, best[3]
 
 
 def _fista_failed(info: SolveInfo, events: list, on_failure: str) -> None:
