@@ -160,6 +160,10 @@ def test_line_search_needs_restarts():
         Schedule(line_search=True, restart=False)
     assert Schedule(restart=False).line_search is False
     assert Schedule().line_search is True
+    with pytest.raises(ValidationError, match="step_max"):
+        Schedule(step_max=0.5)
+    with pytest.raises(ValidationError, match="lam_min"):
+        Schedule(lam_min=0.0)
 
 def test_classification_with_cross_entropy(rng):
     U = rng.standard_normal((2, 60))
