@@ -120,13 +120,14 @@ def cosine_experiment(settings: dict[str, Any] | None = None, refit_output: bool
 # -- the plain numpy reference ----------------------------------------------------------------
 
 def _picard(A: Array, b: Array, X: Array, tol: float, max_iter: int) -> tuple[Array, int]:
-    """X <- relu(A X + b), stopped as in fenchel_idl.equilibrium.picard."""
+    """X <- relu(A X + b), stopped as in fenchel_idl.equilibrium.picard: the iterate whose
+    image was computed last is returned (its residual is that last step)."""
     for it in range(1, max_iter + 1):
         Xn = np.maximum(A @ X + b, 0.0)
         step = np.max(np.abs(Xn - X))
-        X = Xn
-        if step <= tol * max(1.0, np.max(np.abs(X))):
+        if step <= tol * max(1.0, np.max(np.abs(Xn))) or it == max_iter:
             return X, it
+        X = Xn
     return X, max_iter
 
 

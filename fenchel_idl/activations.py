@@ -75,6 +75,11 @@ class Activation:
     def __call__(self, z: Array) -> Array:
         raise NotImplementedError
 
+    def apply_(self, z: Array) -> Array:
+        """phi(z) written over the float array z (the fixed-point loops' buffers); returns z."""
+        z[...] = self(z)
+        return z
+
     def derivative(self, z: Array) -> Array:
         """Entrywise derivative phi'(z) (componentwise maps only)."""
         raise NotImplementedError
@@ -158,6 +163,9 @@ class ReLU(Activation):
     def __call__(self, z):
         return np.maximum(z, 0.0)
 
+    def apply_(self, z):
+        return np.maximum(z, 0.0, out=z)
+
     def derivative(self, z):
         return (z > 0).astype(np.float64)
 
@@ -237,6 +245,9 @@ class Identity(Activation):
     def __call__(self, z):
         return np.array(z, dtype=float, copy=True)
 
+    def apply_(self, z):
+        return z
+
     def derivative(self, z):
         return np.ones_like(z, dtype=float)
 
@@ -272,6 +283,9 @@ class Tanh(Activation):
 
     def __call__(self, z):
         return np.tanh(z)
+
+    def apply_(self, z):
+        return np.tanh(z, out=z)
 
     def derivative(self, z):
         t = np.tanh(z)
@@ -310,6 +324,9 @@ class Sigmoid(Activation):
 
     def __call__(self, z):
         return expit(z)
+
+    def apply_(self, z):
+        return expit(z, out=z)
 
     def derivative(self, z):
         s = expit(z)

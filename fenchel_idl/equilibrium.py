@@ -151,26 +151,42 @@ def picard(A: Array, b: Array, phi: Activation, X0: Array | None = None, tol: fl
            max_iter: int = 2000, anderson: int = 0) -> tuple[Array, int, float, bool]:
     """Fixed-point iteration X <- phi(A X + b) (2.6), optionally with Anderson mixing.
 
-    Returns (X, iterations, relative step size at exit, converged). The stopping test is
-    ``max |X(t+1) - X(t)| <= tol * max(1, max |X(t+1)|)``. An iteration that diverges
-    (an iterate with NaN or inf entries) stops at once and reports ``converged=False``
-    with the non-finite iterate, so the caller can tell divergence from a slow iteration.
+    Returns (X, iterations, residual, converged). The stopping test is
+    ``max |X(t+1) - X(t)| <= tol * max(1, max |X(t+1)|)``. The plain iteration returns the
+    iterate X(t) whose image was just computed: its residual ``max |X - phi(A X + b)|`` is
+    that last step, known exactly without another product with A, and is returned
+    relative to ``max(1, max |X|)``. (With Anderson mixing the third value is the relative
+    step at exit.) An iteration that diverges (an iterate with NaN or inf entries) stops at
+    once and reports ``converged=False`` with the non-finite iterate, so the caller can
+    tell divergence from a slow iteration.
     """
     X = np.zeros_like(b) if X0 is None else np.array(X0, dtype=float, copy=True)
     if anderson > 0:
         return _anderson(A, b, phi, X, tol, max_iter, anderson)
-    step = np.inf
+    if not X.size:
+        return X, 1, 0.0, True
+    # two state buffers and one work buffer, reused: no allocation per iteration
+    Xn, D = np.empty_like(X), np.empty_like(X)
+    scale = _maxabs(X)
     for it in range(1, max_iter + 1):
-        Xn = phi(A @ X + b)
-        step = float(np.max(np.abs(Xn - X))) if X.size else 0.0
-        X = Xn
-        scale = float(np.max(np.abs(X))) if X.size else 0.0
-        if not (np.isfinite(step) and np.isfinite(scale)):  # diverged: inf <= tol * inf
-            return X, it, float("inf"), False
-        if step <= tol * max(1.0, scale):
-            return X, it, step / max(1.0, scale), True
-    scale = max(1.0, float(np.max(np.abs(X))) if X.size else 1.0)
-    return X, max_iter, step / scale, False
+        np.matmul(A, X, out=Xn)
+        Xn += b
+        phi.apply_(Xn)
+        np.subtract(Xn, X, out=D)
+        step = _maxabs(D)
+        scale_n = _maxabs(Xn)
+        if not (np.isfinite(step) and np.isfinite(scale_n)):  # diverged: inf <= tol * inf
+            return Xn, it, float("inf"), False
+        done = step <= tol * max(1.0, scale_n)
+        if done or it == max_iter:  # X's own residual is exactly this step
+            return X, it, step / max(1.0, scale), done
+        X, Xn, scale = Xn, X, scale_n
+    raise AssertionError("unreachable")  # the loop always returns at it == max_iter
+
+
+def _maxabs(Z: Array) -> float:
+    """max |Z| without a temporary array (NaN propagates)."""
+    return float(max(Z.max(), -Z.min()))
 
 
 def _anderson(A, b, phi, X, tol, max_iter, memory):
@@ -262,8 +278,9 @@ def solve_equilibrium(A: Array, b: Array, phi: Activation, struct: Structure | N
     tol = check_real("tol", tol, 0.0, None, low_open=True)
     max_iter = check_int("max_iter", max_iter, low=1)
     n, m = b.shape
+    res = None  # the residual, when the iteration already knows it exactly
     if method == "picard":
-        X, iters, _, conv = picard(A, b, phi, X0, tol, max_iter)
+        X, iters, res, conv = picard(A, b, phi, X0, tol, max_iter)
         used = "picard"
     else:
         if struct is None:
@@ -273,7 +290,8 @@ def solve_equilibrium(A: Array, b: Array, phi: Activation, struct: Structure | N
         anderson = 5 if method == "anderson" else 0
         single_level = len(struct.levels) == 1 and struct.levels[0].singles.size == 0
         if single_level:  # the common dense case: one Picard loop on everything
-            X, iters, _, conv = picard(A, b, phi, X0, tol, max_iter, anderson)
+            X, iters, r, conv = picard(A, b, phi, X0, tol, max_iter, anderson)
+            res = None if anderson else r
         else:
             for lv in struct.levels:
                 if lv.singles.size:
@@ -293,7 +311,10 @@ def solve_equilibrium(A: Array, b: Array, phi: Activation, struct: Structure | N
         used = "exact" if struct.exact else (("anderson" if anderson else "picard")
                                               if single_level else "mixed")
     finite = bool(np.all(np.isfinite(X)))
-    res = _residual(X, A @ X + b, phi) if finite else float("inf")  # inf: diverged
+    if not finite:
+        res = float("inf")  # diverged
+    elif res is None:
+        res = _residual(X, A @ X + b, phi)
     info = EquilibriumInfo(converged=bool(conv), iterations=int(iters), residual=res, method=used)
     if not conv:
         if not finite:
