@@ -38,7 +38,6 @@ import difflib
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +56,7 @@ from .errors import (
     TrainingInterrupted,
     ValidationError,
 )
+from .executors import _env_blas_threads, blas_threads
 from .gradients import solve_adjoint
 from .losses import Loss, SquaredLoss, get_loss
 from .model import ImplicitModel
@@ -134,12 +134,14 @@ class RefineOptions:
         Return the parameters with the lowest training objective (loss + penalties) seen at
         the end of an epoch or before the first step, instead of the last ones; so polishing
         a BCD model never makes its training objective worse. Needs ``evaluate=True``.
-    blas_threads : int >= 1 or None, default None
+    blas_threads : int >= 1, "auto" or None, default None
         Limit the BLAS thread pool during refinement (through ``threadpoolctl``, a
-        scikit-learn dependency); None leaves it alone. Small models multiply small
-        matrices, where a multithreaded BLAS spends more time synchronizing than computing:
-        on the cosine problem (n = 75, batches of 20) one thread was 4-5x faster than two on
-        a busy 2-core machine.
+        scikit-learn dependency). None takes the limit of the environment variable
+        ``FENCHEL_IDL_BLAS_THREADS`` (default 1, as in :func:`fenchel_idl.solve_bcd`);
+        "auto" leaves BLAS alone. Mini-batch steps multiply small matrices, where a
+        multithreaded BLAS spends more time synchronizing than computing: one MNIST epoch
+        (n = 128, batches of 64) took 190 s with OpenBLAS's 2 threads on a busy 2-core
+        machine and 6.2 s with one; on the cosine problem one thread was 4-5x faster.
 
     Raises
     ------
@@ -174,7 +176,7 @@ class RefineOptions:
     projection: str = "sort"
     evaluate: bool = True
     keep_best: bool = False
-    blas_threads: int | None = None
+    blas_threads: int | str | None = None
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, low=0)
@@ -203,7 +205,10 @@ class RefineOptions:
         check_real("adjoint_tol", self.adjoint_tol, 0.0, None, low_open=True)
         check_int("max_iter", self.max_iter, low=1)
         check_choice("projection", self.projection, PROJECTION_METHODS)
-        if self.blas_threads is not None:
+        if self.blas_threads is not None and self.blas_threads != "auto":
+            if isinstance(self.blas_threads, str):
+                raise ValidationError(f"'blas_threads' must be a positive integer, 'auto' or "
+                                      f"None; got {self.blas_threads!r}.")
             check_int("blas_threads", self.blas_threads, low=1)
         if self.keep_best and not self.evaluate:
             raise ValidationError("'keep_best' needs evaluate=True (the full training loss of "
@@ -740,7 +745,9 @@ def refine(model: ImplicitModel, U: ArrayLike, Y: ArrayLike, loss: str | Loss = 
         if on_output:
             raise ValidationError(f"'refit_output' solves an unpenalized least-squares problem "
                                   f"for (C, D), but penalties {on_output} act on C or D.")
-    with _blas_threads(opts.blas_threads):
+    limit = (_env_blas_threads() if opts.blas_threads is None
+             else None if opts.blas_threads == "auto" else int(opts.blas_threads))
+    with blas_threads(limit):
         run = _Refiner(model, U2, Y2, L, opts, kap, pens)
         history = _train(run, pens, callback, progress)
         if opts.refit_output:
@@ -755,18 +762,6 @@ def refine(model: ImplicitModel, U: ArrayLike, Y: ArrayLike, loss: str | Loss = 
         raise NotWellPosedError(f"refinement left the kappa ball: ||N(A, gamma)||_inf = "
                                 f"{norm:.17g} > kappa = {kap:.17g}.")
     return RefineResult(out, history, kap, opts)
-
-
-def _blas_threads(limit: int | None) -> AbstractContextManager[Any]:
-    """A context limiting the BLAS threads to ``limit`` (no-op for None)."""
-    if limit is None:
-        return nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - installed with scikit-learn
-        raise ImportError("'blas_threads' needs the threadpoolctl package (installed with "
-                          "scikit-learn): pip install threadpoolctl") from None
-    return threadpool_limits(limits=limit, user_api="blas")
 
 
 def _train(run: _Refiner, pens: tuple[Penalty, ...],
