@@ -20,6 +20,49 @@ def test_equilibrium_matches_plain_numpy_fixed_point(rng, activation):
     np.testing.assert_allclose(Y, m.C @ X + m.D @ U + m.bias_y[:, None], atol=1e-12)
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid", "identity"])
+@pytest.mark.parametrize("method", ["auto", "picard", "anderson"])
+def test_reported_residual_is_the_residual_of_the_returned_state(rng, activation, method):
+    # the Picard loop reports the residual without another product with A: check it
+    # against a direct numpy evaluation, also when the iteration stops at max_iter
+    m = random_model(rng, n=30, kappa=0.9, activation=activation)
+    U = rng.standard_normal((m.p, 40))
+    phi = {"relu": lambda z: np.maximum(z, 0), "identity": lambda z: z, "tanh": np.tanh,
+           "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+           "leaky_relu": lambda z: np.where(z >= 0, z, m.activation.alpha * z)}[activation]
+    for max_iter in (3, 2000):
+        with pytest.warns(ConvergenceWarning) if max_iter == 3 else _no_warning():
+            X, info = m.equilibrium(U, method=method, max_iter=max_iter)
+        Z = m.A @ X + m.B @ U + m.bias_x[:, None]
+        direct = np.max(np.abs(X - phi(Z))) / max(1.0, np.max(np.abs(X)))
+        assert info.residual == pytest.approx(direct, rel=1e-9, abs=1e-15)
+        assert info.converged == (max_iter == 2000)
+
+
+def _no_warning():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def ctx():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            yield
+    return ctx()
+
+
+def test_activation_apply_in_place_equals_the_value(rng):
+    from fenchel_idl.activations import get_activation
+
+    Z = rng.standard_normal((7, 9)) * 3
+    for name in ("relu", "leaky_relu", "tanh", "sigmoid", "identity", "softmax"):
+        act = get_activation(name)
+        buf = Z.copy()
+        out = act.apply_(buf)
+        assert out is buf
+        np.testing.assert_array_equal(buf, act(Z))
+
+
 def test_anderson_gives_the_same_equilibrium(rng):
     m = random_model(rng, n=40, kappa=0.97)
     U = rng.standard_normal((m.p, 30))
