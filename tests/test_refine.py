@@ -293,3 +293,18 @@ def test_keep_best_never_worsens_the_objective(regression):
     assert good.history.best_epoch == int(np.argmin(good.history.objective)) + 1
     with pytest.raises(ValidationError, match="'keep_best' needs evaluate=True"):
         RefineOptions(keep_best=True, evaluate=False)
+
+
+@pytest.mark.parametrize("bad", ["many", 0, 1.5])
+def test_bad_blas_threads_is_refused_with_the_parameter_named(bad):
+    from fenchel_idl.refine import RefineOptions
+
+    with pytest.raises((ValidationError, InputTypeError), match="blas_threads"):
+        RefineOptions(blas_threads=bad)
+
+
+def test_blas_threads_auto_and_env_default_are_accepted():
+    from fenchel_idl.refine import RefineOptions
+
+    assert RefineOptions(blas_threads="auto").blas_threads == "auto"
+    assert RefineOptions().blas_threads is None  # the FENCHEL_IDL_BLAS_THREADS limit
