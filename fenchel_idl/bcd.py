@@ -187,6 +187,9 @@ class Certificate:
         readout is globally optimal for the final (A, B).
     train_metric : dict
         Training RMSE (regression, raw units) or accuracy (classification).
+    refined : bool
+        Gradient refinement ran after BCD: it moved (C, D) away from the certified readout,
+        so ``readout_certified`` is False.
     """
 
     blocks_certified: bool
@@ -207,6 +210,7 @@ class Certificate:
     relaxation_gap: float
     readout_certified: bool
     train_metric: dict
+    refined: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -235,7 +239,9 @@ class Certificate:
             f"  relaxed objective            : {self.relaxed_objective:.6g}",
             f"  true loss at equilibrium     : {self.true_loss:.6g} (relaxation gap "
             f"{self.relaxation_gap:+.3g})",
-            f"  readout globally optimal     : {ok[self.readout_certified]}",
+            f"  readout globally optimal     : {ok[self.readout_certified]}"
+            + (" (gradient refinement moved (C, D) after the certified readout)"
+               if self.refined and not self.readout_certified else ""),
             f"  training metric              : {metric}",
         ]
         return "\n".join(lines)
@@ -858,7 +864,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         relaxed_objective=float(relaxed_J), true_loss=float(true_loss),
         relaxation_gap=float(true_loss - relaxed_loss),
         readout_certified=readout_info.certified and refine_history is None,
-        train_metric=_metric(problem, model))
+        train_metric=_metric(problem, model), refined=refine_history is not None)
     if not eq_info.converged:
         warnings.warn("the final equilibrium did not converge; see the certificate.",
                       RuntimeWarning, stacklevel=2)

@@ -269,3 +269,16 @@ def test_large_cross_entropy_readout_is_rebuilt_with_constants(rng, monkeypatch)
     assert out[3].objective == pytest.approx(ref[3].objective, rel=1e-6)
     value = prob.loss.value(prob.Y, out[0] @ X + out[1] @ prob.U + out[2][:, None])
     assert value == pytest.approx(ref[3].objective, rel=1e-6)
+
+
+def test_certificate_says_why_the_readout_is_not_certified_after_refinement():
+    from fenchel_idl import TrainingProblem, solve_bcd
+
+    U = np.random.default_rng(3).uniform(-1, 1, (1, 60))
+    prob = TrainingProblem(U, np.sin(3 * U), n=4)
+    plain = solve_bcd(prob, max_sweeps=2).certificate
+    assert plain.readout_certified and not plain.refined
+    assert "refinement moved" not in str(plain)
+    refined = solve_bcd(prob, max_sweeps=2, refine={"epochs": 2, "lr": 1e-3}).certificate
+    assert refined.refined and not refined.readout_certified
+    assert "gradient refinement moved (C, D)" in str(refined)
