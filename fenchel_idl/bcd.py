@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from ._validation import check_int, check_real
 from .errors import CheckpointError, InputTypeError, TrainingInterrupted, ValidationError
 from .model import ImplicitModel
-from .executors import ParallelBlocks, SolveOptions, bcd_blas_threads, make_executor
+from .executors import ParallelBlocks, SolveOptions, env_blas_threads, make_executor
 from .solvers import ON_FAILURE, SolveInfo, solve_certified
 from .training import Blocks, TrainingProblem
 from .wellposedness import pf_eigenvalue
@@ -513,7 +513,7 @@ def _interrupted(phase: str, sweeps: int, ckpt_dir: Path | None,
                                epoch=epoch)
 
 
-@bcd_blas_threads
+@env_blas_threads
 def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e-6,
               init: Any = None, schedule: Schedule | dict | None = None,
               callback: Callable[[BlockRecord], Any] | None = None, refine: Any = None,

@@ -87,7 +87,8 @@ def _controller():
     return ThreadpoolController()
 
 
-def _env_blas_threads() -> int | None:
+def env_blas_limit() -> int | None:
+    """The BLAS thread limit of ``FENCHEL_IDL_BLAS_THREADS`` (default 1; None for "auto")."""
     raw = os.environ.get("FENCHEL_IDL_BLAS_THREADS", "1").strip().lower()
     if raw in ("", "auto", "none"):
         return None
@@ -128,13 +129,13 @@ def blas_threads(limit: int | None = 1) -> Iterator[None]:
         yield
 
 
-def bcd_blas_threads(fn: Callable) -> Callable:
+def env_blas_threads(fn: Callable) -> Callable:
     """Decorator: run ``fn`` under :func:`blas_threads` with the limit of the environment
     variable ``FENCHEL_IDL_BLAS_THREADS`` (default 1; ``auto`` leaves BLAS alone)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with blas_threads(_env_blas_threads()):
+        with blas_threads(env_blas_limit()):
             return fn(*args, **kwargs)
 
     return wrapper

@@ -82,7 +82,7 @@ from scipy.special import logsumexp, softmax
 from ._gram import GramReadout
 from ._validation import check_choice, check_int, check_real
 from .errors import InputTypeError, SolverError, ValidationError
-from .executors import bcd_blas_threads
+from .executors import env_blas_threads
 from .fast_blocks import (_fista, ab_min_norm_sq, ab_projector, fast_blocks_apply,
                           fast_x_block)
 from .losses import CrossEntropyLoss
@@ -330,7 +330,7 @@ def _batch_terms(problem: TrainingProblem, s, idx, X: Array) -> float:
 # ----------------------------------------------------------------------------------------
 # The driver
 # ----------------------------------------------------------------------------------------
-@bcd_blas_threads
+@env_blas_threads
 def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epochs: int = 5,
                         init: Any = None, seed: int = 0, shuffle: bool = True,
                         restart: bool = True, ab_prox: float = 1e-5, tol: float = 1e-6,

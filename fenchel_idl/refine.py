@@ -56,7 +56,7 @@ from .errors import (
     TrainingInterrupted,
     ValidationError,
 )
-from .executors import _env_blas_threads, blas_threads
+from .executors import env_blas_limit, blas_threads
 from .gradients import solve_adjoint
 from .losses import Loss, SquaredLoss, get_loss
 from .model import ImplicitModel
@@ -745,7 +745,7 @@ def refine(model: ImplicitModel, U: ArrayLike, Y: ArrayLike, loss: str | Loss = 
         if on_output:
             raise ValidationError(f"'refit_output' solves an unpenalized least-squares problem "
                                   f"for (C, D), but penalties {on_output} act on C or D.")
-    limit = (_env_blas_threads() if opts.blas_threads is None
+    limit = (env_blas_limit() if opts.blas_threads is None
              else None if opts.blas_threads == "auto" else int(opts.blas_threads))
     with blas_threads(limit):
         run = _Refiner(model, U2, Y2, L, opts, kap, pens)
