@@ -44,6 +44,7 @@ from ._validation import check_int, check_real
 from .errors import CheckpointError, InputTypeError, TrainingInterrupted, ValidationError
 from .model import ImplicitModel
 from .executors import ParallelBlocks, SolveOptions, env_blas_threads, make_executor
+from .losses import CrossEntropyLoss
 from .solvers import ON_FAILURE, SolveInfo, solve_certified
 from .training import Blocks, TrainingProblem
 from .wellposedness import pf_eigenvalue
@@ -621,7 +622,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     if block_solver not in ("auto", "cvxpy", "fista"):
         raise ValidationError(f"'block_solver' must be one of ['auto', 'cvxpy', 'fista']; got "
                               f"{block_solver!r}.")
-    from .fast_blocks import ab_prox_weight, fast_ab_block, fast_blocks_apply, fast_x_block
+    from .fast_blocks import (ab_prox_weight, fast_ab_block, fast_blocks_apply,
+                              fast_ce_readout, fast_readout_apply, fast_x_block)
 
     # an explicit solver means the CVXPY blocks with that solver
     fast = block_solver != "cvxpy" and solver is None and fast_blocks_apply(problem)
@@ -657,7 +659,23 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                 events.append(inf.to_dict())
         return infos[-1]
 
+    # the cross-entropy readout by FISTA with its dual certificate (measured at digits
+    # scale, m = 1438, n = 64: 1e-6 certified in 2.4 s against 68 s for Clarabel's
+    # exponential-cone program); Clarabel when it is not certified within its budget
+    fast_ce = (block_solver != "cvxpy" and solver is None and fast_readout_apply(problem)
+               and isinstance(problem.loss, CrossEntropyLoss))
+
     def readout(s: _State) -> SolveInfo:
+        if fast_ce:
+            K0 = np.hstack([s.C, s.D] + ([s.d[:, None]] if problem.bias else []))
+            K, info = fast_ce_readout(problem, s.X, K0, tol=gap_tol,
+                                      max_iter=_CE_READOUT_ITER)
+            if info.certified:
+                n, p = problem.n, problem.p
+                s.C, s.D = K[:, :n], K[:, n:n + p]
+                s.d = K[:, n + p] if problem.bias else np.zeros(problem.q)
+                return info
+            _fista_failed(info, events, on_failure)
         s.C, s.D, s.d, info = blocks.solve_cd(s.X, s.A, s.B, solve)
         return info
 
@@ -828,17 +846,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     model = problem.to_user_model(final.A, final.B, final.b, final.C, final.D, final.d)
     refine_history = None
     if refine:
-        from .refine import refine as _refine
-
-        opts = {} if refine is True else (dict(refine) if isinstance(refine, dict)
-                                           else asdict(refine))
-        opts.setdefault("kappa", problem.kappa)
-        opts.setdefault("seed", seed)
-        opts.setdefault("progress", progress)
         try:
-            rres = _refine(model, problem.U_raw, problem.Y_raw, loss=problem.loss.name,
-                           penalties=list(problem.penalties), **opts)
-            model, refine_history = rres.model, rres.history
+            model, refine_history = _refine_stage(problem, model, refine, seed, progress)
             final.A, final.B, final.b, final.C, final.D, final.d = problem.from_user_model(model)
             final.X, eq_info = _equilibrium(problem, final, X0=final.X)
         except KeyboardInterrupt as exc:
@@ -872,6 +881,22 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                      start_metric=start_metric, n_sweeps=sweep, lam=s.lam.copy(),
                      refine_history=refine_history, equilibrium_losses=eq_losses,
                      timings={"bcd": t_bcd, "total": time.perf_counter() - t_start})
+
+
+def _refine_stage(problem: TrainingProblem, model: ImplicitModel, refine: Any, seed: int,
+                  progress: bool) -> tuple[ImplicitModel, Any]:
+    """The optional gradient refinement after BCD (``refine`` as in :func:`solve_bcd`), on
+    the problem's raw data, inside its well-posedness ball; returns (model, history)."""
+    from .refine import refine as _refine
+
+    opts = {} if refine is True else (dict(refine) if isinstance(refine, dict)
+                                       else asdict(refine))
+    opts.setdefault("kappa", problem.kappa)
+    opts.setdefault("seed", seed)
+    opts.setdefault("progress", progress)
+    rres = _refine(model, problem.U_raw, problem.Y_raw, loss=problem.loss.name,
+                   penalties=list(problem.penalties), **opts)
+    return rres.model, rres.history
 
 
 def _line_search(problem: TrainingProblem, base: _State, prop: _State, J_base: float,
@@ -932,6 +957,11 @@ def _line_search(problem: TrainingProblem, base: _State, prop: _State, J_base: f
     if best is None:
         return base, 0.0, evals, last_info
     return best[0], best[2], evals, best[3]
+
+
+#: Iteration budget of the first-order cross-entropy readout of :func:`solve_bcd` before it
+#: falls back to Clarabel (about 10 s at digits scale).
+_CE_READOUT_ITER = 5000
 
 
 def _fista_failed(info: SolveInfo, events: list, on_failure: str) -> None:

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--checkpoint", default=None, help="checkpoint directory (written after "
                                                         "every sweep)")
     run.add_argument("--resume", action="store_true", help="resume from --checkpoint")
-    run.add_argument("--max-sweeps", type=int, default=None, help="override max_sweeps")
+    run.add_argument("--max-sweeps", type=int, default=None,
+                     help="override max_sweeps (the epochs, with [minibatch])")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     bench = sub.add_parser("bench", help="benchmarks: ratios against baselines run in the "
                                          "same process")

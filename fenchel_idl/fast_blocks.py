@@ -1,4 +1,5 @@
-"""Batched first-order solvers, with certificates, for the ReLU X and (A, B) blocks.
+"""Batched first-order solvers, with certificates, for the ReLU X and (A, B) blocks (and the
+(C, D) block without penalties).
 
 For the most common problem (ReLU, no penalty on A or B) both blocks are smooth convex
 problems over simple sets, and the general CVXPY blocks of :mod:`fenchel_idl.training`
@@ -30,6 +31,14 @@ iteration, and each solve carries a certificate:
   its minimizer, so it is left out.
 
 Both are verified against the CVXPY blocks in the tests.
+
+For problems without penalties, the (C, D) block has first-order solvers too, used by
+:func:`fenchel_idl.solve_bcd_minibatch` where CVXPY does not scale:
+
+- :func:`fast_k_step`, the proximal (C, D) step on Gram statistics (quadratic losses and
+  majorizers), certified like the (A, B) block;
+- :func:`fast_ce_readout`, the cross-entropy (C, D) block on all samples, certified by the
+  duality gap of a Fenchel-dual lower bound (:func:`ce_readout_lower_bound`).
 """
 
 from __future__ import annotations
@@ -39,13 +48,14 @@ from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import softmax
+from scipy.special import logsumexp, softmax
 
 from .losses import CrossEntropyLoss
 from .projection import project_l1_rows
 from .solvers import SolveInfo
 
-__all__ = ["ab_prox_weight", "fast_ab_block", "fast_blocks_apply", "fast_x_block"]
+__all__ = ["ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply",
+           "fast_ce_readout", "fast_k_step", "fast_readout_apply", "fast_x_block"]
 
 Array = NDArray[np.float64]
 
@@ -276,3 +286,165 @@ def ab_prox_weight(L: float) -> float:
     ||A||_inf = kappa) at 1.1 s for the run, and 1e-6 L was no better and 20 times slower.
     """
     return 1e-5 * L
+
+
+# ----------------------------------------------------------------------------------------
+# The (C, D) block without CVXPY: balls on the rows of C and D, no penalty
+# ----------------------------------------------------------------------------------------
+def fast_readout_apply(problem) -> bool:
+    """Whether the first-order (C, D) solvers below cover this problem: no penalty at all
+    (the only constraints are the row l1 balls ``bounds.C`` and ``bounds.D``)."""
+    return not problem.penalties
+
+
+def readout_projector(problem) -> Callable[[Array], Array]:
+    """Euclidean projection of K = [C, D, d] onto the (C, D) block's feasible set: one l1
+    ball per row of C (radius ``bounds.C``) and of D (``bounds.D``); d is free."""
+    n, p = problem.n, problem.p
+    beta_c, beta_d = problem.bounds.C, problem.bounds.D
+
+    def project(Kc: Array) -> Array:
+        out = Kc.copy()
+        if beta_c is not None:
+            out[:, :n] = project_l1_rows(Kc[:, :n], np.full(Kc.shape[0], beta_c))
+        if beta_d is not None:
+            out[:, n:n + p] = project_l1_rows(Kc[:, n:n + p], np.full(Kc.shape[0], beta_d))
+        return out
+
+    return project
+
+
+def readout_min_norm_sq(problem, K: Array, g: Array) -> float:
+    """Squared norm of the minimal-norm element of g + N(K) for :func:`readout_projector`'s
+    set (the strong-convexity gap bound of a proximal (C, D) step is this over 2 rho)."""
+    n, p = problem.n, problem.p
+    q = K.shape[0]
+    total = float(np.sum(g[:, n + p:] ** 2))
+    for sl, beta in ((slice(0, n), problem.bounds.C), (slice(n, n + p), problem.bounds.D)):
+        if beta is None:
+            total += float(np.sum(g[:, sl] ** 2))
+        else:
+            total += float(np.sum(_min_norm_l1(g[:, sl], K[:, sl], np.full(q, beta))))
+    return total
+
+
+def fast_k_step(problem, G: Array, Hl: Array, K0: Array, curvature: float, prox: float,
+                tol: float = 1e-7, max_iter: int = 20000) -> tuple[Array, SolveInfo]:
+    """The proximal (C, D) step on a quadratic loss through its Gram statistics::
+
+        min_K  l/(2m) [tr(K G K^T) - 2 tr(K Hl^T)] + rho/2 ||K - K0||^2   (K in the balls)
+
+    with rho = prox * l lambda_max(G) / m, by FISTA; certified by ``||g_min||^2 / (2 rho)``
+    as the (A, B) step. The cost per iteration is q k^2, whatever m."""
+    t0 = time.perf_counter()
+    m = problem.m
+    c = float(curvature) / m
+    L0 = c * max(float(np.linalg.eigvalsh(G)[-1]), 1e-300)
+    rho = prox * L0
+
+    def grad_obj(Kc):
+        KG = Kc @ G
+        Dk = Kc - K0
+        obj = 0.5 * c * float(np.sum(KG * Kc)) - c * float(np.sum(Kc * Hl)) \
+            + 0.5 * rho * float(np.sum(Dk * Dk))
+        return obj, c * (KG - Hl) + rho * Dk
+
+    def certificate(Kc, f, g):
+        return readout_min_norm_sq(problem, Kc, g) / (2.0 * rho)
+
+    Kn, f, gap, iters = _fista(grad_obj, readout_projector(problem), certificate, K0,
+                               L0 + rho, tol, max_iter)
+    rel = gap / max(1.0, abs(f))
+    ok = rel <= tol
+    info = SolveInfo("CD", "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
+                     time.perf_counter() - t0, 1,
+                     "" if ok else f"gap bound {rel:.2e} above {tol:.1e} after {iters} "
+                                   "iterations")
+    return Kn, info
+
+
+def ce_readout_lower_bound(problem, V: Array, Y: Array, P: Array) -> float:
+    """A Fenchel-dual lower bound on the cross-entropy (C, D) block, from softmax outputs P.
+
+    The block is min_K (1/m) sum_j l_j(K v_j) over the balls, l_j(z) = lse(z) - y_j^T z,
+    whose conjugate is l_j*(theta) = sum_c p_c log p_c for p = theta + y_j in the simplex.
+    For any such p_j with sum_j p_j = sum_j y_j (so that the free bias d drops out),
+    Fenchel-Young gives, for every feasible K, with M = (P - Y) V^T / m,
+
+        (1/m) sum_j l_j(K v_j) >= -(1/m) sum_jc p_jc log p_jc
+                                  - beta_C sum_r ||M_C,r||_inf - beta_D sum_r ||M_D,r||_inf.
+
+    P (the softmax at the current K) is first mixed with one distribution pi,
+    p_j' = (1 - t) p_j + t pi, with the smallest t that makes the class totals match; at
+    the optimum t = 0 and the bound is tight. Returns -inf when a ball is missing (the bound
+    then needs M = 0 on that block exactly).
+    """
+    m = V.shape[1]
+    n, p = problem.n, problem.p
+    beta_c, beta_d = problem.bounds.C, problem.bounds.D
+    if beta_c is None or beta_d is None:
+        return -np.inf
+    counts = Y.sum(axis=1)
+    mass = P.sum(axis=1)
+    t = float(np.max(np.maximum(1.0 - counts / np.maximum(mass, 1e-300), 0.0)))
+    if t > 0.0:
+        pi = (counts - (1.0 - t) * mass) / (t * m)
+        P = (1.0 - t) * P + t * np.maximum(pi, 0.0)[:, None]
+    Pl = np.where(P > 0, P * np.log(np.where(P > 0, P, 1.0)), 0.0)
+    M = (P - Y) @ V[:n + p].T / m
+    sigma = beta_c * float(np.abs(M[:, :n]).max(axis=1).sum()) \
+        + beta_d * float(np.abs(M[:, n:]).max(axis=1).sum())
+    return -float(Pl.sum()) / m - sigma
+
+
+def fast_ce_readout(problem, X: Array, K0: Array | None = None, tol: float = 1e-7,
+                    max_iter: int = 20000) -> tuple[Array, SolveInfo]:
+    """The cross-entropy (C, D) block on all samples, by FISTA over the balls, certified by
+    the duality gap of :func:`ce_readout_lower_bound` (no CVXPY: the exponential-cone
+    program has 10 m cones and does not fit memory at MNIST scale).
+
+    Returns K = [C, D, d] and the record; the gap is relative, (f - lower) / max(1, |f|).
+    """
+    t0 = time.perf_counter()
+    pb = problem
+    m, q = pb.m, pb.q
+    V = np.vstack([X, pb.U, np.ones((1, m))]) if pb.bias else np.vstack([X, pb.U])
+    Y = pb.Y
+    k = V.shape[0]
+    K0 = np.zeros((q, k)) if K0 is None else np.array(K0, dtype=float)
+    mu = None
+    if pb.bias:
+        # With a free bias d, K v = [C, D] (v - mu) + (d + [C, D] mu): solving for
+        # d' = d + [C, D] mu on centred features changes neither the objective nor the balls,
+        # and removes the mean direction that dominates ||V|| for nonnegative inputs (pixels,
+        # ReLU states). Measured on 5,000 MNIST images (n = 128): duality gap 3.0e-2 after 1000
+        # iterations without centring, 1.7e-5 with it (and 1e-6, certified, in 17 s).
+        mu = V[:-1].mean(axis=1)
+        V[:-1] -= mu[:, None]
+        K0[:, -1] += K0[:, :-1] @ mu
+    # Boehning: the Hessian of lse is at most 1/2 I, so L = ||V||^2 / (2m)
+    L = 0.5 * float(np.linalg.norm(V, 2)) ** 2 / m
+
+    def grad_obj(Kc):
+        Z = Kc @ V
+        lse = logsumexp(Z, axis=0)
+        f = float(np.sum(lse) - np.sum(Y * Z)) / m
+        P = np.exp(Z - lse)
+        return f, (P - Y) @ V.T / m
+
+    def certificate(Kc, f, g):
+        Z = Kc @ V
+        P = softmax(Z, axis=0)
+        return f - ce_readout_lower_bound(pb, V, Y, P)
+
+    Kn, f, gap, iters = _fista(grad_obj, readout_projector(pb), certificate, K0, L, tol,
+                               max_iter, check_every=10)
+    if mu is not None:
+        Kn[:, -1] -= Kn[:, :-1] @ mu
+    rel = gap / max(1.0, abs(f))
+    ok = rel <= tol
+    info = SolveInfo("readout", "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel,
+                     None, ok, time.perf_counter() - t0, 1,
+                     "" if ok else f"duality gap {rel:.2e} above {tol:.1e} after {iters} "
+                                   "iterations")
+    return Kn, info

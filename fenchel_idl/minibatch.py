@@ -29,8 +29,9 @@ and K carried from batch to batch. What makes this a sound method:
   the Gram matrix G = sum_j v_j v_j^T and the products sum_j x_j v_j^T, sum_j a_j v_j^T,
   sum_j ytilde_j v_j^T. They are updated in O(|S|) when a batch moves, so the W step (a
   proximal step, batched FISTA with the certificate of :mod:`fenchel_idl.fast_blocks`)
-  and the K step (CVXPY on the k x k square root of G, certified by the duality gap) cost
-  the same for any m.
+  and the K step (a proximal step by FISTA with the same kind of certificate; with a
+  penalty on C or D, the exact step in CVXPY on the k x k square root of G, certified by
+  the duality gap) cost the same for any m.
 
 **What it converges to.** Precisely:
 
@@ -54,14 +55,17 @@ and K carried from batch to batch. What makes this a sound method:
 
 With ``batch_size = m`` every anchor is fresh at every step, H = J, and one epoch is one
 BCD sweep whose W step is one MM step of the (A, B) block; for the squared loss the K step
-is the exact (C, D) block (the sufficient statistics are exact), and with the identity
+is the proximal (C, D) block (the sufficient statistics are exact), and with the identity
 activation the W step is the exact proximal (A, B) block too. With ``restart=True`` (the
 default, as in :func:`fenchel_idl.solve_bcd`) each epoch starts from the true equilibrium of
 the current (A, B), and H is reset to J.
 
 The run ends with the optimal readout of :func:`fenchel_idl.solve_bcd`: X at the true
-equilibrium of the final (A, B) on the full data, and (C, D) solved on it (exactly, through
-the Gram matrix for the squared loss; with the full CVXPY (C, D) block for cross-entropy).
+equilibrium of the final (A, B) on the full data, and (C, D) solved on it: exactly, through
+the Gram matrix, for the squared loss; for cross-entropy with the full CVXPY (C, D) block up
+to ``_CE_CVXPY_MAX_CONES`` exponential cones, and beyond (MNIST) by FISTA over the balls,
+certified by a Fenchel-dual lower bound (:func:`fenchel_idl.fast_blocks.fast_ce_readout`)
+within an iteration budget. The random-feature start's readout is solved the same way.
 
 Not covered: penalties that read A or B (the W step has no certified batched solver for
 them); use :func:`fenchel_idl.solve_bcd`.
@@ -84,7 +88,7 @@ from ._validation import check_choice, check_int, check_real
 from .errors import InputTypeError, SolverError, ValidationError
 from .executors import env_blas_threads
 from .fast_blocks import (_fista, ab_min_norm_sq, ab_projector, fast_blocks_apply,
-                          fast_x_block)
+                          fast_ce_readout, fast_k_step, fast_readout_apply, fast_x_block)
 from .losses import CrossEntropyLoss
 from .model import ImplicitModel
 from .solvers import ON_FAILURE, SolveInfo, solve_certified
@@ -96,6 +100,13 @@ Array = NDArray[np.float64]
 
 #: Curvature bound of the softmax cross-entropy in yhat (Boehning: Hessian <= 1/2 I).
 _CE_CURVATURE = 0.5
+
+#: Largest number of exponential cones (q m) for which the cross-entropy readout on all
+#: samples is the CVXPY program (Clarabel, certified to ``gap_tol``). Measured: 1-2 min and
+#: 0.5 GB at digits scale (q m = 14,380); 14 GB, and still running after 12 CPU-minutes, at
+#: q m = 100,000 (MNIST, 10,000 images). Past it the readout is
+#: :func:`fenchel_idl.fast_blocks.fast_ce_readout` (FISTA, certified by its duality gap).
+_CE_CVXPY_MAX_CONES = 20_000
 
 
 @dataclass(frozen=True)
@@ -268,9 +279,20 @@ class _GramReadout(GramReadout):
         return super().solve(st.G, st.Hl, A, B, solve)
 
 
+def _pack(problem: TrainingProblem, C: Array, D: Array, d: Array) -> Array:
+    """K = [C, D, d] (d only with a bias)."""
+    return np.hstack([C, D] + ([d[:, None]] if problem.bias else []))
+
+
+def _unpack(problem: TrainingProblem, K: Array) -> tuple[Array, Array, Array]:
+    n, p = problem.n, problem.p
+    d = K[:, n + p].copy() if problem.bias else np.zeros(problem.q)
+    return K[:, :n].copy(), K[:, n:n + p].copy(), d
+
+
 def _k_surrogate(problem: TrainingProblem, st: _Stats, C, D, d) -> float:
     """The K-dependent part of H: l/(2m) [tr(K G K^T) - 2 tr(K Hl^T)] + P."""
-    K = np.hstack([C, D] + ([d[:, None]] if problem.bias else []))
+    K = _pack(problem, C, D, d)
     quad = float(np.sum((K @ st.G) * K)) - 2.0 * float(np.sum(K * st.Hl))
     pen = problem.penalty_value({"A": None, "B": None, "C": C, "D": D}) \
         if problem.penalties else 0.0
@@ -327,17 +349,26 @@ def _batch_terms(problem: TrainingProblem, s, idx, X: Array) -> float:
         float(s.lam @ problem.activation.fenchel(X, Z).sum(axis=1)) / problem.m
 
 
+def _describe_solve(info: SolveInfo) -> str:
+    """One line on a solve: solver, gap (or KKT residual), certified or why not."""
+    g = info.gap if info.gap is not None else info.kkt_residual
+    figure = f"gap {g:.2e}" if g is not None else "no gap"
+    return f"{info.solver}, {figure}, " + ("certified" if info.certified
+                                           else f"NOT certified ({info.note or info.status})")
+
+
 # ----------------------------------------------------------------------------------------
 # The driver
 # ----------------------------------------------------------------------------------------
 @env_blas_threads
 def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epochs: int = 5,
                         init: Any = None, seed: int = 0, shuffle: bool = True,
-                        restart: bool = True, ab_prox: float = 1e-5, tol: float = 1e-6,
+                        restart: bool = True, ab_prox: float = 1e-5, cd_prox: float = 1e-5,
+                        readout_iter: int = 2000, tol: float = 1e-6,
                         gap_tol: float = 1e-6, on_failure: str = "fallback",
                         solver: str | None = None, monitor: str = "epoch",
                         callback: Callable[[BatchRecord], Any] | None = None,
-                        progress: bool = False):
+                        refine: Any = None, progress: bool = False):
     """Train by mini-batch BCD (incremental majorization-minimization, see the module
     docstring for what it converges to).
 
@@ -361,6 +392,14 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     ab_prox : float > 0
         Weight of the proximal term of the W step, relative to ||V||^2 / m (the default
         is :func:`fenchel_idl.fast_blocks.ab_prox_weight`).
+    cd_prox : float > 0
+        Weight of the proximal term of the K step, relative to l ||V||^2 / m (problems
+        without penalties, whose K step is FISTA; with penalties it is the CVXPY block).
+    readout_iter : int >= 1
+        Iteration budget of the first-order cross-entropy readout (start and end) used
+        past ``_CE_CVXPY_MAX_CONES`` exponential cones; a readout that does not reach
+        ``gap_tol`` within it is kept, and the certificate says it is not certified, with
+        its gap.
     tol : float
         An update that raises H by more than ``tol * max(1, |H|)`` is rejected.
     gap_tol : float
@@ -375,8 +414,12 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         (a full pass each: for tests and small problems).
     callback : callable, optional
         Called with every :class:`BatchRecord`.
+    refine : None, bool, dict or RefineOptions
+        Optional final gradient refinement on all samples, as in
+        :func:`fenchel_idl.solve_bcd` (the certificate then says that the readout is no
+        longer the certified one).
     progress : bool
-        One progress line per epoch.
+        A progress bar over the batches, with H and J, and a line per readout stage.
 
     Returns
     -------
@@ -401,7 +444,9 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     >>> res.certificate.blocks_certified and res.certificate.monotone
     True
     """
-    from .bcd import BCDResult, Certificate, _equilibrium, _gamma_rows, _init_state, _metric
+    from .bcd import (BCDResult, Certificate, _equilibrium, _gamma_rows, _init_state, _metric,
+                      _refine_stage)
+    from .refine import RefineOptions
     from .wellposedness import pf_eigenvalue
 
     if not isinstance(problem, TrainingProblem):
@@ -410,12 +455,17 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     epochs = check_int("epochs", epochs, low=1)
     seed = check_int("seed", seed, low=0)
     ab_prox = check_real("ab_prox", ab_prox, 0.0, None, low_open=True)
+    cd_prox = check_real("cd_prox", cd_prox, 0.0, None, low_open=True)
+    readout_iter = check_int("readout_iter", readout_iter, low=1)
     tol = check_real("tol", tol, 0.0, None)
     gap_tol = check_real("gap_tol", gap_tol, 0.0, None, low_open=True)
     check_choice("on_failure", on_failure, ON_FAILURE)
     check_choice("monitor", monitor, ("epoch", "step"))
     if callback is not None and not callable(callback):
         raise InputTypeError(f"'callback' must be callable; got {type(callback).__name__}.")
+    if refine is not None and not isinstance(refine, (bool, dict, RefineOptions)):
+        raise InputTypeError(f"'refine' must be None, a bool, a dict or RefineOptions; got "
+                             f"{refine!r}.")
     if init is not None and not isinstance(init, (str, ImplicitModel)):
         raise InputTypeError(f"'init' must be None, 'random' or an ImplicitModel; got "
                              f"{type(init).__name__}.")
@@ -432,6 +482,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     relu = pb.activation.name == "relu"
     blocks = Blocks(pb)
     readout_k = _GramReadout(pb)
+    fast_k = solver is None and fast_readout_apply(pb)
     squared = not isinstance(pb.loss, CrossEntropyLoss)
     events: list[dict] = []
 
@@ -463,12 +514,43 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     def objective():
         return float(sum(pb.objective_parts(s.A, s.B, s.b, s.C, s.D, s.d, s.X, s.lam)))
 
-    if init is None or isinstance(init, str):
+    def readout():
+        """The (C, D) block on all samples at the current X (see the module docstring)."""
         if squared:
-            stats, Z0, Yh0 = refresh_all()
-            s.C, s.D, s.d, _ = readout_k.solve(stats, s.A, s.B, solve)
-        else:
-            s.C, s.D, s.d, _ = blocks.solve_cd(s.X, s.A, s.B, solve)
+            st, _, _ = refresh_all()
+            return readout_k.solve(st, s.A, s.B, solve)
+        if pb.q * m <= _CE_CVXPY_MAX_CONES or not fast_k:
+            return blocks.solve_cd(s.X, s.A, s.B, solve)
+        K, info = fast_ce_readout(pb, s.X, _pack(pb, s.C, s.D, s.d), tol=gap_tol,
+                                  max_iter=readout_iter)
+        if not info.certified:
+            fista_failed(info)
+        return (*_unpack(pb, K), info)
+
+    def k_step(st):
+        """The (C, D) step on the majorizer: proximal FISTA, or CVXPY on the Gram root."""
+        if fast_k:
+            K, info = fast_k_step(pb, st.G, st.Hl, _pack(pb, s.C, s.D, s.d), _curvature(pb),
+                                  cd_prox, tol=gap_tol)
+            if info.certified:
+                return (*_unpack(pb, K), info)
+            fista_failed(info)
+        return readout_k.solve(st, s.A, s.B, solve)
+
+    n_batches = -(-m // batch_size)
+    timings: dict[str, float] = {}
+
+    def say(text: str) -> None:
+        if progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"mini-batch BCD: {text}")
+
+    if init is None or isinstance(init, str):
+        say("readout of the random-feature start")
+        s.C, s.D, s.d, start_info = readout()
+        timings["start_readout"] = time.perf_counter() - t_start
+        say(f"start readout: {_describe_solve(start_info)}")
     start_model = pb.to_user_model(s.A, s.B, s.b, s.C, s.D, s.d)
     start_metric = _metric(pb, start_model)
     history: list[BatchRecord] = []
@@ -481,7 +563,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, desc="mini-batch BCD", unit="epoch")
+        bar = tqdm(total=epochs * n_batches, desc="mini-batch BCD", unit="batch")
 
     def record(epoch, block, size, info, accepted, t0):
         rec = BatchRecord(epoch, step, block, size, float(H),
@@ -516,7 +598,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
                                    True, True))
         order = rng.permutation(m) if shuffle else everything
         # ceil(m / batch_size) batches of balanced sizes (no small last batch)
-        for part in np.array_split(order, -(-m // batch_size)):
+        for part in np.array_split(order, n_batches):
             idx = np.sort(part)
             size = idx.size
             # -- X_S: an exact block step of J; then the anchors of S are refreshed
@@ -571,7 +653,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
             record(epoch, "AB", size, info, ok, t0)
             # -- K = [C, D, d]: the (C, D) block on the majorizer (exact for squared loss)
             t0 = time.perf_counter()
-            C, D, d, info = readout_k.solve(stats, s.A, s.B, solve)
+            C, D, d, info = k_step(stats)
             dH = _k_surrogate(pb, stats, C, D, d) - _k_surrogate(pb, stats, s.C, s.D, s.d)
             ok = accept(dH)
             if ok:
@@ -579,23 +661,32 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
                 H += dH
             record(epoch, "CD", size, info, ok, t0)
             step += 1
+            if bar is not None:
+                bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} H {H:.4g}")
+                bar.update(1)
         J_end = objective()
         last_improvement = (H_epoch_start - J_end) / max(1.0, abs(H_epoch_start))
         if bar is not None:
-            bar.set_postfix_str(f"H {H:.4g} J {J_end:.4g}")
-            bar.update(1)
+            bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} H {H:.4g} J {J_end:.4g}")
     if bar is not None:
         bar.close()
     t_bcd = time.perf_counter() - t_start
     # final optimal readout on the true equilibrium, full data
     relaxed_parts = pb.objective_parts(s.A, s.B, s.b, s.C, s.D, s.d, s.X, s.lam)
     s.X, eq_info = _equilibrium(pb, s, X0=s.X)
-    if squared:
-        stats, Z0, Yh0 = refresh_all()
-        s.C, s.D, s.d, readout_info = readout_k.solve(stats, s.A, s.B, solve)
-    else:
-        s.C, s.D, s.d, readout_info = blocks.solve_cd(s.X, s.A, s.B, solve)
+    say("final readout at the true equilibrium")
+    t0 = time.perf_counter()
+    s.C, s.D, s.d, readout_info = readout()
+    timings["final_readout"] = time.perf_counter() - t0
+    say(f"final readout: {_describe_solve(readout_info)}")
     model = pb.to_user_model(s.A, s.B, s.b, s.C, s.D, s.d)
+    refine_history = None
+    if refine:
+        t0 = time.perf_counter()
+        model, refine_history = _refine_stage(pb, model, refine, seed, progress)
+        timings["refine"] = time.perf_counter() - t0
+        s.A, s.B, s.b, s.C, s.D, s.d = pb.from_user_model(model)
+        s.X, eq_info = _equilibrium(pb, s, X0=s.X)
     true_loss = pb.loss.value(pb.Y, s.C @ s.X + s.D @ pb.U + s.d[:, None])
     gam = _gamma_rows(pb)
     norm_inf = float(np.max(gam * np.abs(s.A).sum(axis=1)))
@@ -612,11 +703,12 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         kappa=pb.kappa, well_posed=bool(lam_pf < 1 and norm_inf <= pb.kappa + 1e-9),
         equilibrium_residual=eq_info.residual, relaxed_objective=float(sum(relaxed_parts)),
         true_loss=float(true_loss), relaxation_gap=float(true_loss - relaxed_parts[0]),
-        readout_certified=readout_info.certified, train_metric=_metric(pb, model))
+        readout_certified=readout_info.certified and refine_history is None,
+        train_metric=_metric(pb, model), refined=refine_history is not None)
     if not eq_info.converged:
         warnings.warn("the final equilibrium did not converge; see the certificate.",
                       RuntimeWarning, stacklevel=2)
     return BCDResult(model=model, history=history, certificate=cert, start_model=start_model,
                      start_metric=start_metric, n_sweeps=epochs, lam=s.lam.copy(),
-                     equilibrium_losses=eq_losses,
-                     timings={"bcd": t_bcd, "total": time.perf_counter() - t_start})
+                     equilibrium_losses=eq_losses, refine_history=refine_history,
+                     timings={**timings, "bcd": t_bcd, "total": time.perf_counter() - t_start})

@@ -53,6 +53,8 @@ def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
         ax.set_xlabel("sweep")
         ax.set_title("line search: step along the (A, B) update, and lam")
         ax.legend(fontsize=8)
+    elif hist and hasattr(hist[0], "surrogate"):
+        _plot_minibatch(result, axes, hist)
     else:
         _plot_relaxed(result, axes, hist)
     if title:
@@ -62,6 +64,31 @@ def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_minibatch(result: Any, axes: Any, hist: list) -> None:
+    """Mini-batch BCD: the majorizer H over block updates with J at each epoch start, and
+    the time of every block update."""
+    k = np.arange(1, len(hist) + 1)
+    ax = axes[0]
+    ax.plot(k, [r.surrogate for r in hist], lw=1.5, label="majorizer H (decreases in an epoch)")
+    starts = [(i + 1, r.objective) for i, r in enumerate(hist) if r.block == "restart"]
+    ax.plot([i for i, _ in starts], [v for _, v in starts], "ko", ms=4,
+            label="relaxed objective J at each epoch start")
+    after = " (after refinement)" if result.certificate.refined else ""
+    ax.axhline(result.certificate.true_loss, color="k", ls="--",
+               label=f"final true loss{after}: {result.certificate.true_loss:.3g}")
+    ax.set_xlabel("block update (X, AB, CD per batch)")
+    ax.set_title("mini-batch BCD")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for block, color in (("X", "tab:blue"), ("AB", "tab:orange"), ("CD", "tab:green")):
+        pts = [(i + 1, r.time) for i, r in enumerate(hist) if r.block == block]
+        ax.semilogy([i for i, _ in pts], [t for _, t in pts], ".", color=color, label=block)
+    ax.set_xlabel("block update")
+    ax.set_ylabel("seconds")
+    ax.set_title("time per block update")
+    ax.legend(fontsize=8)
 
 
 def _plot_relaxed(result: Any, axes: Any, hist: list) -> None:

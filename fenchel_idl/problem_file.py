@@ -2,7 +2,9 @@
 
 A problem file declares the data source, the model size, the loss, the activation, kappa,
 the lam schedule, the penalties by name with their weights, solver options, an optional
-refinement stage and the seed. See ``problems/cosine_regression.toml`` for a commented
+refinement stage and the seed. An optional [minibatch] table (batch_size, epochs, ...)
+trains with :func:`fenchel_idl.solve_bcd_minibatch` instead of :func:`fenchel_idl.solve_bcd`
+(``problems/mnist_full.toml``). See ``problems/cosine_regression.toml`` for a commented
 example. :func:`run_problem` trains it and writes the model, the history, the certificate
 and plots into an output directory.
 """
@@ -22,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from . import datasets
-from ._validation import _describe, check_int
+from ._validation import _describe, check_int, check_real
 from .bcd import BCDResult, Schedule, solve_bcd
 from .errors import FenchelIDLError, ValidationError
+from .minibatch import solve_bcd_minibatch
 from .refine import RefineOptions
 from .training import TrainingProblem
 
@@ -36,11 +39,29 @@ else:  # pragma: no cover
 __all__ = ["ProblemSpec", "load_problem", "run_problem"]
 
 _SECTIONS = {"name", "description", "seed", "data", "model", "training", "schedule",
-             "penalties", "solver", "refine", "demo"}
-_TABLES = ("data", "model", "training", "schedule", "solver", "refine", "demo")
+             "minibatch", "penalties", "solver", "refine", "demo"}
+_TABLES = ("data", "model", "training", "schedule", "minibatch", "solver", "refine", "demo")
 _MODEL_KEYS = {"n", "activation", "kappa", "bias"}
 _TRAINING_KEYS = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol"}
 _SOLVER_KEYS = {"name", "on_failure", "gap_tol"}
+#: [minibatch]: train with :func:`fenchel_idl.solve_bcd_minibatch` and these of its options
+_MINIBATCH_INTS = {"batch_size": 1, "epochs": 1, "readout_iter": 1}
+_MINIBATCH_REALS = ("ab_prox", "cd_prox")
+_MINIBATCH_BOOLS = ("shuffle", "restart")
+
+
+def _check_minibatch(table: dict) -> None:
+    """The values of [minibatch], checked as solve_bcd_minibatch checks them."""
+    for key, low in _MINIBATCH_INTS.items():
+        if key in table:
+            check_int(key, table[key], low=low)
+    for key in _MINIBATCH_REALS:
+        if key in table:
+            check_real(key, table[key], 0.0, None, low_open=True)
+    for key in _MINIBATCH_BOOLS:
+        if key in table and not isinstance(table[key], bool):
+            raise ValidationError(f"[minibatch] '{key}' must be true or false; got "
+                                  f"{_describe(table[key])}.")
 
 
 def _schedule_keys() -> set[str]:
@@ -71,6 +92,8 @@ class ProblemSpec:
     path: str
     #: the optional [demo] table, read (and validated) only by :mod:`fenchel_idl.demos`
     demo: dict | None = None
+    #: the optional [minibatch] table: train with :func:`fenchel_idl.solve_bcd_minibatch`
+    minibatch: dict | None = None
 
 
 def load_problem(path: str | Path) -> ProblemSpec:
@@ -133,6 +156,15 @@ def load_problem(path: str | Path) -> ProblemSpec:
     schedule = dict(raw.get("schedule", {}))
     _check_keys("schedule", schedule, _schedule_keys())
     _checked(where, lambda: Schedule(**schedule))
+    minibatch = raw.get("minibatch")
+    if minibatch is not None:
+        minibatch = dict(minibatch)
+        _check_keys("minibatch", minibatch,
+                    set(_MINIBATCH_INTS) | set(_MINIBATCH_REALS) | set(_MINIBATCH_BOOLS))
+        _checked(where, lambda: _check_minibatch(minibatch))
+        if schedule:
+            raise ValidationError(f"{where}: [schedule] is for full-batch BCD; with "
+                                  "[minibatch] leave it out.")
     refine = raw.get("refine")
     if refine is not None:
         refine = dict(refine)
@@ -143,7 +175,8 @@ def load_problem(path: str | Path) -> ProblemSpec:
                        seed=seed, data=data, model=model, training=training,
                        schedule=schedule, penalties=list(penalties), solver=solver,
                        refine=refine, path=str(path),
-                       demo=dict(raw["demo"]) if "demo" in raw else None)
+                       demo=dict(raw["demo"]) if "demo" in raw else None,
+                       minibatch=minibatch)
 
 
 def _check_keys(section: str, table: dict, allowed: set[str]) -> None:
@@ -212,17 +245,28 @@ def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bo
     ds, test = _data(spec)
     problem = build_problem(spec, ds)
     t0 = time.perf_counter()
-    result = solve_bcd(problem, max_sweeps=max_sweeps or spec.training.get("max_sweeps", 40),
-                       tol=spec.training.get("tol", 1e-6), schedule=spec.schedule or None,
-                       # an empty [refine] section means: refine with the default options
-                       refine=None if spec.refine is None else (spec.refine or True),
-                       seed=spec.seed,
-                       solver=spec.solver.get("name"),
-                       on_failure=spec.solver.get("on_failure", "fallback"),
-                       gap_tol=spec.solver.get("gap_tol", 1e-6), checkpoint=checkpoint,
-                       resume=resume, progress=progress)
+    common = dict(tol=spec.training.get("tol", 1e-6),
+                  # an empty [refine] section means: refine with the default options
+                  refine=None if spec.refine is None else (spec.refine or True),
+                  seed=spec.seed, solver=spec.solver.get("name"),
+                  on_failure=spec.solver.get("on_failure", "fallback"),
+                  gap_tol=spec.solver.get("gap_tol", 1e-6), progress=progress)
+    if spec.minibatch is not None:
+        if checkpoint is not None or resume:
+            raise ValidationError("checkpoint/resume is for full-batch BCD; the problem file "
+                                  f"{spec.path!r} trains on mini-batches ([minibatch]).")
+        opts = dict(spec.minibatch)
+        if max_sweeps is not None:
+            opts["epochs"] = max_sweeps
+        result = solve_bcd_minibatch(problem, **opts, **common)
+    else:
+        result = solve_bcd(problem,
+                           max_sweeps=max_sweeps or spec.training.get("max_sweeps", 40),
+                           schedule=spec.schedule or None, checkpoint=checkpoint,
+                           resume=resume, **common)
     summary: dict[str, Any] = {"problem": spec.name, "n_sweeps": result.n_sweeps,
                                "time_s": time.perf_counter() - t0,
+                               "timings": dict(result.timings),
                                "start_train": result.start_metric,
                                "train": _metric(result.model, ds)}
     if test is not None:

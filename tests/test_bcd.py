@@ -282,3 +282,30 @@ def test_certificate_says_why_the_readout_is_not_certified_after_refinement():
     refined = solve_bcd(prob, max_sweeps=2, refine={"epochs": 2, "lr": 1e-3}).certificate
     assert refined.refined and not refined.readout_certified
     assert "gradient refinement moved (C, D)" in str(refined)
+
+
+def test_cross_entropy_readout_by_fista_is_the_clarabel_optimum(rng):
+    """The first-order cross-entropy readout of solve_bcd (no penalties) against the
+    exponential-cone program written out here and solved by Clarabel, at the final (A, B)."""
+    import cvxpy as cp
+
+    U = rng.standard_normal((3, 90))
+    labels = (U[0] * U[1] > 0).astype(int) + (U[2] > 0.8)
+    prob = TrainingProblem(U, labels, n=5, loss="cross_entropy", kappa=0.5, lam=5.0,
+                           bounds={"C": 3.0, "D": 2.0})
+    res = solve_bcd(prob, max_sweeps=2, gap_tol=1e-7)
+    cert = res.certificate
+    assert cert.readout_certified and cert.blocks_certified
+    assert {r.solver for r in res.history if r.block == "LS"} == {"FISTA"}
+    A, B, b, C, D, d = prob.from_user_model(res.model)
+    X = ImplicitModel(A, B, C, D, prob.activation, b, d).equilibrium(
+        prob.U, tol=1e-12, max_iter=50000)[0]
+    n, p, q, m = prob.n, prob.p, prob.q, prob.m
+    Kv = cp.Variable((q, n + p + 1))
+    Z = Kv @ np.vstack([X, prob.U, np.ones((1, m))])
+    f = (cp.sum(cp.log_sum_exp(Z, axis=0)) - cp.sum(cp.multiply(prob.Y, Z))) / m
+    ref = cp.Problem(cp.Minimize(f), [cp.sum(cp.abs(Kv[:, :n]), axis=1) <= 3.0,
+                                      cp.sum(cp.abs(Kv[:, n:n + p]), axis=1) <= 2.0])
+    ref.solve(solver="CLARABEL")
+    assert ref.status == "optimal"
+    assert ref.value - 1e-7 <= cert.true_loss <= ref.value + 2e-7

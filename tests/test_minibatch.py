@@ -233,3 +233,202 @@ def test_bad_options_are_refused(rng):
     pen = TrainingProblem(U, Y, n=3, penalties=[{"name": "l1", "weight": 1e-3, "on": "A"}])
     with pytest.raises(ValidationError, match=r"penalties \['l1'\] read A or B"):
         solve_bcd_minibatch(pen)
+    with pytest.raises(ValidationError, match="'cd_prox' must be in"):
+        solve_bcd_minibatch(prob, cd_prox=-1.0)
+    with pytest.raises(ValidationError, match="'readout_iter' must be an integer"):
+        solve_bcd_minibatch(prob, readout_iter=0)
+    with pytest.raises(InputTypeError, match="'refine' must be None, a bool"):
+        solve_bcd_minibatch(prob, refine="yes")
+
+
+# ----------------------------------------------------------------------------------------
+# The first-order (C, D) solvers of the mini-batch driver
+# ----------------------------------------------------------------------------------------
+def _classification(rng, m=120, p=4, q=3):
+    U = rng.standard_normal((p, m))
+    labels = (U[0] + 0.5 * U[1] ** 2 > 0.5).astype(int) + (U[2] > 1.0)
+    return U, labels
+
+
+def test_fast_k_step_is_the_proximal_gram_block(rng):
+    """The proximal (C, D) step by FISTA against the same problem written in CVXPY on the
+    samples themselves; the certificate bounds the distance to the CVXPY optimum."""
+    from fenchel_idl.fast_blocks import fast_k_step
+
+    U, Y = _regression(rng, m=60, p=3)
+    Y = np.vstack([Y, np.cos(U[:1])])
+    prob = TrainingProblem(U, Y, n=4, bounds={"C": 0.8, "D": 0.5})
+    n, p, q, m = prob.n, prob.p, prob.q, prob.m
+    X = np.abs(rng.standard_normal((n, m)))
+    V = np.vstack([X, prob.U, np.ones((1, m))])
+    K0 = 0.1 * rng.standard_normal((q, n + p + 1))
+    curv, prox = 0.5, 1e-2
+    K, info = fast_k_step(prob, V @ V.T, prob.Y @ V.T, K0, curv, prox, tol=1e-10)
+    rho = prox * curv * np.linalg.eigvalsh(V @ V.T)[-1] / m
+    Kv = cp.Variable((q, n + p + 1))
+    obj = curv / (2 * m) * cp.sum_squares(Kv @ V - prob.Y) + rho / 2 * cp.sum_squares(Kv - K0)
+    cons = [cp.sum(cp.abs(Kv[:, :n]), axis=1) <= 0.8,
+            cp.sum(cp.abs(Kv[:, n:n + p]), axis=1) <= 0.5]
+    ref = cp.Problem(cp.Minimize(obj), cons)
+    ref.solve(solver="CLARABEL")
+    assert info.certified and info.solver == "FISTA"
+    # the reference objective differs by the constant curv/(2m) ||Y||^2
+    assert info.objective + curv / (2 * m) * np.sum(prob.Y ** 2) == pytest.approx(ref.value,
+                                                                                  abs=1e-7)
+    # rho-strong convexity: ||K - K*||^2 <= 2 (f - f*) / rho
+    bound = np.sqrt(2 * info.gap * max(1.0, abs(info.objective)) / rho) + 1e-6
+    np.testing.assert_allclose(K, Kv.value, rtol=0, atol=bound)
+    assert np.abs(K[:, :n]).sum(axis=1).max() <= 0.8 + 1e-9
+
+
+def _ce_block(prob, X):
+    """The cross-entropy (C, D) block, in CVXPY, written out here."""
+    n, p, q, m = prob.n, prob.p, prob.q, prob.m
+    Kv = cp.Variable((q, n + p + 1))
+    V = np.vstack([X, prob.U, np.ones((1, m))])
+    Z = Kv @ V
+    f = (cp.sum(cp.log_sum_exp(Z, axis=0)) - cp.sum(cp.multiply(prob.Y, Z))) / m
+    cons = [cp.sum(cp.abs(Kv[:, :n]), axis=1) <= prob.bounds.C,
+            cp.sum(cp.abs(Kv[:, n:n + p]), axis=1) <= prob.bounds.D]
+    ref = cp.Problem(cp.Minimize(f), cons)
+    ref.solve(solver="CLARABEL")
+    assert ref.status == "optimal"
+    return ref.value, V
+
+
+def test_dual_lower_bound_of_the_cross_entropy_readout_is_never_above_the_optimum(rng):
+    """Sampling: the Fenchel-dual bound from any softmax outputs P (not only optimal ones)
+    is at most the optimum that Clarabel finds."""
+    from fenchel_idl.fast_blocks import ce_readout_lower_bound
+
+    U, labels = _classification(rng)
+    prob = TrainingProblem(U, labels, n=5, loss="cross_entropy", bounds={"C": 2.0, "D": 1.0})
+    X = np.abs(rng.standard_normal((prob.n, prob.m)))
+    opt, V = _ce_block(prob, X)
+    for scale in (0.0, 0.3, 1.0, 3.0, 10.0):
+        for _ in range(5):
+            P = softmax(scale * rng.standard_normal((prob.q, prob.m)), axis=0)
+            assert ce_readout_lower_bound(prob, V, prob.Y, P) <= opt + 1e-9
+
+
+def test_fast_ce_readout_reaches_the_cvxpy_optimum_with_its_certificate(rng):
+    from fenchel_idl.fast_blocks import fast_ce_readout
+
+    U, labels = _classification(rng)
+    prob = TrainingProblem(U, labels, n=5, loss="cross_entropy", bounds={"C": 2.0, "D": 1.0})
+    X = np.abs(rng.standard_normal((prob.n, prob.m)))
+    opt, _ = _ce_block(prob, X)
+    K, info = fast_ce_readout(prob, X, tol=1e-8)
+    assert info.certified and info.gap <= 1e-8
+    # primal value within the certified gap of the optimum (and never below it)
+    assert opt - 1e-7 <= info.objective <= opt + 1e-8 * max(1.0, opt) + 1e-7
+    # a budget too small is reported as such, never as optimal
+    _, short = fast_ce_readout(prob, X, tol=1e-12, max_iter=3)
+    assert not short.certified and short.status == "optimal_inaccurate"
+    assert "duality gap" in short.note
+
+
+def test_large_cross_entropy_problems_use_the_first_order_readout(rng, monkeypatch):
+    """Past _CE_CVXPY_MAX_CONES the start and final readouts are FISTA; the final one is
+    certified and optimal for the final (A, B), as Clarabel's block confirms."""
+    import fenchel_idl.minibatch as mb
+
+    monkeypatch.setattr(mb, "_CE_CVXPY_MAX_CONES", 0)
+    U, labels = _classification(rng, m=90)
+    prob = TrainingProblem(U, labels, n=6, loss="cross_entropy", kappa=0.5, lam=5.0,
+                           bounds={"C": 3.0, "D": 2.0})
+    res = solve_bcd_minibatch(prob, batch_size=30, epochs=2, gap_tol=1e-7)
+    cert = res.certificate
+    assert cert.blocks_certified and cert.readout_certified and cert.monotone
+    assert {r.solver for r in res.history if r.block in ("AB", "CD")} == {"FISTA"}
+    A, B, b, C, D, d = prob.from_user_model(res.model)
+    X = _equilibrium(prob, A, B, b)
+    opt, _ = _ce_block(prob, X)
+    assert cert.true_loss == pytest.approx(opt, abs=1e-6)
+
+
+def test_refinement_after_minibatch_bcd(rng):
+    U, Y = _regression(rng, m=60)
+    prob = TrainingProblem(U, Y, n=5, kappa=0.5, lam=5.0)
+    res = solve_bcd_minibatch(prob, batch_size=30, epochs=1,
+                              refine={"epochs": 20, "lr": 1e-2, "batch_size": 20})
+    assert res.refine_history is not None
+    assert res.certificate.refined and not res.certificate.readout_certified
+    Yhat = res.model.predict(U)
+    rmse = float(np.sqrt(np.mean((Yhat - Y) ** 2)))
+    assert rmse == pytest.approx(res.certificate.train_metric["rmse"])
+    assert res.certificate.well_posed
+
+
+# ----------------------------------------------------------------------------------------
+# Problem files with [minibatch]
+# ----------------------------------------------------------------------------------------
+_MB_FILE = """
+name = "mb"
+seed = 0
+[data]
+source = "cosine"
+m = 120
+[model]
+n = 8
+kappa = 0.5
+[training]
+lam = 5.0
+[minibatch]
+batch_size = 40
+epochs = 2
+"""
+
+
+def test_problem_file_with_minibatch_runs_and_writes_its_results(tmp_path):
+    from fenchel_idl.problem_file import run_problem
+
+    path = tmp_path / "mb.toml"
+    path.write_text(_MB_FILE)
+    res, summary = run_problem(path, tmp_path / "out", progress=False)
+    assert res.n_sweeps == 2 and {r.block for r in res.history} == {"restart", "X", "AB",
+                                                                      "CD"}
+    assert res.certificate.blocks_certified and res.certificate.monotone
+    assert summary["train"]["rmse"] == pytest.approx(res.certificate.train_metric["rmse"])
+    for name in ("model.npz", "history.json", "certificate.json", "convergence.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    # --max-sweeps sets the epochs
+    res1, _ = run_problem(path, None, progress=False, max_sweeps=1)
+    assert res1.n_sweeps == 1
+
+
+@pytest.mark.parametrize("extra, match", [
+    ("batch_size = 0\n", r"'batch_size' must be an integer in \[1, inf\]"),
+    ("shuffle = 1\n", r"'shuffle' must be true or false"),
+    ("ab_prox = -1.0\n", r"'ab_prox' must be in"),
+    ("sweeps = 3\n", r"\[minibatch\] keys must be among"),
+])
+def test_bad_minibatch_tables_are_refused_before_any_work(tmp_path, extra, match):
+    from fenchel_idl.problem_file import load_problem
+
+    path = tmp_path / "bad.toml"
+    path.write_text(_MB_FILE.replace("batch_size = 40\n", "") + extra)
+    with pytest.raises(ValidationError, match=match):
+        load_problem(path)
+
+
+def test_minibatch_refuses_a_schedule_and_a_checkpoint(tmp_path):
+    from fenchel_idl.problem_file import load_problem, run_problem
+
+    path = tmp_path / "s.toml"
+    path.write_text(_MB_FILE + "[schedule]\nrestart = false\n")
+    with pytest.raises(ValidationError, match=r"\[schedule\] is for full-batch BCD"):
+        load_problem(path)
+    path.write_text(_MB_FILE)
+    with pytest.raises(ValidationError, match="checkpoint/resume is for full-batch BCD"):
+        run_problem(path, None, progress=False, checkpoint=tmp_path / "ck")
+
+
+def test_the_full_mnist_problem_file_trains_on_every_image_in_batches():
+    from pathlib import Path
+
+    from fenchel_idl.problem_file import load_problem
+
+    spec = load_problem(Path(__file__).resolve().parents[1] / "problems" / "mnist_full.toml")
+    assert "n" not in spec.data and spec.data["source"] == "mnist"  # all 60,000 images
+    assert spec.minibatch["batch_size"] < 60000 and spec.refine["epochs"] >= 1
