@@ -147,6 +147,11 @@ class Experiment:
     mlp_tune_epochs : int or None
         Epochs of each run of the step-size search (None: ``mlp_epochs``); fewer on
         MNIST-size data, where three full runs would dominate the budget.
+    mlp_batches : tuple of int or None
+        When given, the MLP's batch size is searched too, jointly with the step size and on
+        the same validation split, over these sizes (instead of ``mlp_batch``): for
+        experiments whose refinement settings were themselves chosen on a validation split,
+        so that both sides are tuned alike.
     target : Target
     long : bool
         Run only with ``--full`` (MNIST-size data).
@@ -173,6 +178,7 @@ class Experiment:
     target: Target
     mlp_batch: int = 32
     mlp_tune_epochs: int | None = None
+    mlp_batches: tuple[int, ...] | None = None
     long: bool = False
     refine_samples: int | None = None
     quick: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -220,6 +226,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment(
         name="digits", figure="- (sanity check)", metric="accuracy",
         paper_implicit=None, paper_nn=None, runs=3, mlp_hidden=(20,), mlp_epochs=100,
+        mlp_batches=(16, 32, 64),
         target=Target("vs_mlp", 0.0, "implicit >= MLP"),
         quick={"data": {"n": 300}, "model": {"n": 10}, "training": {"max_sweeps": 1},
                "refine": {"epochs": 3}, "experiment": {"mlp_hidden": (10,), "mlp_epochs": 20}},
@@ -478,8 +485,10 @@ def _sk_metric(metric: str, est, X: Array, ds) -> float:
     return float(np.sqrt(np.mean((pred - ds.Y) ** 2)))
 
 
-def _tune_mlp_lr(exp: Experiment, X: Array, y: Array, epochs: int, seed: int) -> float:
-    """The Adam step size of the grid with the best metric on a 20% validation split."""
+def _tune_mlp(exp: Experiment, X: Array, y: Array, epochs: int,
+              seed: int) -> tuple[float, int]:
+    """The Adam step size of the grid (and the batch size of ``exp.mlp_batches``, if given)
+    with the best metric on a 20% validation split; returns (step size, batch size)."""
     from sklearn.model_selection import train_test_split
 
     strat = y if exp.metric == "accuracy" else None
@@ -489,11 +498,14 @@ def _tune_mlp_lr(exp: Experiment, X: Array, y: Array, epochs: int, seed: int) ->
     except ValueError:  # a class too small to stratify
         Xa, Xv, ya, yv = train_test_split(X, y, test_size=0.2, random_state=seed)
     val = _RowsView(Xv, yv, exp.metric)
+    grid = [(lr, batch) for batch in (exp.mlp_batches or (exp.mlp_batch,)) for lr in _MLP_LRS]
     scores = []
-    for lr in _MLP_LRS:
-        score, _, _ = _train_mlp(exp, Xa, ya, Xv, val, lr, seed, epochs, eval_points=1)
+    for lr, batch in grid:
+        score, _, _ = _train_mlp(dataclasses.replace(exp, mlp_batch=batch), Xa, ya, Xv, val,
+                                 lr, seed, epochs, eval_points=1)
         scores.append(score if exp.higher_is_better else -score)
-    return float(_MLP_LRS[int(np.argmax(scores))])
+    lr, batch = grid[int(np.argmax(scores))]
+    return float(lr), int(batch)
 
 
 @dataclass(frozen=True)
@@ -597,9 +609,12 @@ def run_experiment(exp: Experiment, problem_path: str | Path, *, mode: str = "de
     }
     say(f"[{exp.name}] tuning the MLP step size on a validation split ...")
     t0 = time.perf_counter()
-    lr = _tune_mlp_lr(exp, X, y, exp.tune_epochs, spec.seed)
+    lr, batch = _tune_mlp(exp, X, y, exp.tune_epochs, spec.seed)
+    exp = dataclasses.replace(exp, mlp_batch=batch)
     res.settings["mlp_lr"] = lr
     res.settings["mlp_lr_grid"] = list(_MLP_LRS)
+    res.settings["mlp_batch"] = batch
+    res.settings["mlp_batch_grid"] = list(exp.mlp_batches) if exp.mlp_batches else None
     res.settings["mlp_tuning_time"] = time.perf_counter() - t0
     first_bcd = first_model = first_mlp = None
     for j in range(k):
@@ -803,9 +818,10 @@ def _settings_lines(r: ExperimentResult) -> list[str]:
         (f"- refinement: {_refine_text(s)}; baselines trained on the same {s['m_refine']} "
          f"samples; metric on the {s['scored_on']} ({scored} samples)"),
         (f"- MLP {tuple(s['mlp_hidden'])}, Adam, {s['mlp_epochs']} epochs, batch "
-         f"{s.get('mlp_batch', 32)}, step "
-         f"size {s['mlp_lr']:g} chosen from {s['mlp_lr_grid']} on a 20% validation split"
-         f" ({s.get('mlp_tune_epochs', s['mlp_epochs'])} epochs each)"),
+         f"{s.get('mlp_batch', 32)}"
+         + (f" (chosen from {s['mlp_batch_grid']})" if s.get("mlp_batch_grid") else "")
+         + f", step size {s['mlp_lr']:g} chosen from {s['mlp_lr_grid']} on a 20% validation "
+         f"split ({s.get('mlp_tune_epochs', s['mlp_epochs'])} epochs each)"),
         f"- wall time {r.time:.1f} s for {len(r.runs)} seed(s)",
     ]
 

@@ -11,6 +11,7 @@ or directly: ``python -m fenchel_idl.experiments --quick --out runs/quick``.
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fenchel_idl.experiments import EXPERIMENTS, Target, _patched, main
@@ -95,3 +96,35 @@ def test_quick_run_of_every_experiment(tmp_path):
     report = (tmp_path / "report.md").read_text()
     for name in EXPERIMENTS:
         assert f"| {name} |" in report
+
+
+def test_mlp_batch_search_picks_the_best_validation_pair():
+    """With ``mlp_batches`` the batch size is searched jointly with the step size: the pair
+    returned is the one whose MLP, retrained here on the same split, scores best."""
+    import dataclasses
+
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    from fenchel_idl.experiments import _MLP_LRS, _tune_mlp
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((160, 4))
+    y = (X[:, 0] + X[:, 1] ** 2 > 1).astype(int)
+    exp = dataclasses.replace(EXPERIMENTS["digits"], mlp_hidden=(5,), mlp_epochs=5,
+                              mlp_batches=(8, 40))
+    lr, batch = _tune_mlp(exp, X, y, 5, seed=3)
+    assert batch in (8, 40) and lr in _MLP_LRS
+    Xa, Xv, ya, yv = train_test_split(X, y, test_size=0.2, random_state=3, stratify=y)
+    scores = {}
+    for b in (8, 40):
+        for rate in _MLP_LRS:
+            net = MLPClassifier((5,), solver="adam", learning_rate_init=rate, alpha=0.0,
+                                batch_size=b, random_state=3)
+            for _ in range(5):
+                net.partial_fit(Xa, ya, classes=np.unique(y))
+            scores[(rate, b)] = np.mean(net.predict(Xv) == yv)
+    assert scores[(lr, batch)] == max(scores.values())
+    # without a batch grid the experiment's own batch is kept
+    assert _tune_mlp(dataclasses.replace(exp, mlp_batches=None, mlp_batch=40), X, y, 5,
+                     seed=3)[1] == 40
