@@ -1,9 +1,12 @@
 """The course notebooks in ``notebooks/`` run top to bottom without an error.
 
 Part of the default suite (not marked ``slow``): CI runs it. Each notebook is executed in a
-fresh ``python3`` kernel with nbclient, from the ``notebooks/`` directory, and must finish
-every cell without raising. The checkout's root is put first on the kernel's ``PYTHONPATH``,
-so the notebooks exercise the package under test even without an editable install.
+fresh kernel with nbclient, from the ``notebooks/`` directory, and must finish every cell
+without raising. The kernel runs on the interpreter that runs the tests (a kernel spec
+written for this session, not whatever ``python3`` kernel the machine has registered, which
+may point at another or a deleted environment), and the checkout's root is put first on its
+``PYTHONPATH``, so the notebooks exercise the package under test even without an editable
+install.
 
 The notebooks are stored without outputs; :func:`test_notebooks_are_stored_clean` checks it.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-KERNEL = "python3"
+KERNEL = "fenchel-idl-tests"
 CELL_TIMEOUT = 300  # seconds per cell; each notebook is meant to run in under two minutes
 
 _MISSING = ("nbclient is not installed, so the notebooks cannot be executed; install the test "
@@ -31,6 +35,18 @@ def _kernel_env() -> dict[str, str]:
     paths = [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
+
+
+@pytest.fixture(scope="module")
+def kernel_path(tmp_path_factory) -> str:
+    """A JUPYTER_PATH entry holding the kernel spec KERNEL for ``sys.executable``."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python (fenchel_idl tests)", "language": "python"}))
+    return str(root)
 
 
 def test_notebooks_exist():
@@ -48,8 +64,11 @@ def test_notebooks_are_stored_clean(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path):
+def test_notebook_runs(path, kernel_path, monkeypatch):
     pytest.importorskip("nbclient", reason=_MISSING)
+    pytest.importorskip("ipykernel", reason=_MISSING)
+    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
+        [kernel_path] + ([os.environ["JUPYTER_PATH"]] if os.environ.get("JUPYTER_PATH") else [])))
     import nbformat
     from nbclient import NotebookClient
 
