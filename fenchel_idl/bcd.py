@@ -796,7 +796,9 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
             done_stage_sweeps += 1
             last_improvement = (J_before - J) / max(1.0, abs(J_before))
             if bar is not None:
-                bar.set_postfix_str(f"stage {stage} obj {J:.4g} loss {loss:.4g} div {div:.3g} "
+                # stage == schedule.stages is the stop signal (stationary or at equilibrium)
+                where = f"stage {stage}" if stage < schedule.stages else "stopping"
+                bar.set_postfix_str(f"{where} obj {J:.4g} loss {loss:.4g} div {div:.3g} "
                                     f"{time.perf_counter() - t_sweep:.1f}s")
                 bar.update(1)
             stage_over = (last_improvement < schedule.stage_tol

@@ -247,6 +247,7 @@ def bench_scaling(quick: bool = False, out: str | None = None,
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         axes[0].loglog(ms, by_m, "o-", label=f"sweep (slope {res['slope_m']:.2f})")
@@ -262,6 +263,11 @@ def bench_scaling(quick: bool = False, out: str | None = None,
         axes[1].loglog(ns, by_n, "o-")
         axes[1].set_title(f"sweep time vs n (m = 200): slope {res['slope_n']:.2f}")
         axes[1].set_xlabel("n")
+        # label the measured sizes themselves (log-axis minor labels overlap on short ranges)
+        for ax, ticks in ((axes[0], ms), (axes[1], ns)):
+            ax.set_xticks(list(ticks))
+            ax.set_xticklabels([str(t) for t in ticks])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         fig.tight_layout()
         Path(out).mkdir(parents=True, exist_ok=True)
         fig.savefig(Path(out) / "scaling.png", dpi=110)
