@@ -93,6 +93,19 @@ class Schedule:
         they are not tried when a user constraint restricts A or B (no projection is known).
     lam_min : float
         Lower limit of lam_i in the line-search schedule.
+    lam_weights : {"readout", "uniform"}
+        How the line-search schedule spreads lam over the states within a sweep.
+        "readout" weighs lam_i by the squared norm of column i of C, w_i = (||C_i||^2 +
+        eps c) / ((1 + eps) c) with c the mean of ||C_i||^2 and eps = 0.3 (mean weight 1): a
+        diagonal Gauss-Newton scaling of the X step, which then moves every state's
+        contribution C_i x_i to the output alike instead of moving the states with large
+        readout weights most. "uniform" uses lam_i as it is. The weights are fixed within a
+        sweep (one stage), so the relaxed objective of the stage is one function.
+        Measured, BCD alone, "uniform" -> "readout": cosine problem (80 sweeps) train RMSE
+        0.562 -> 0.546; digits (n = 20, 10 sweeps) training loss 0.0069 -> 0.0054, test
+        accuracy 0.961 -> 0.972; synthetic set from a network (30 sweeps) loss 0.229 ->
+        0.194, test 0.888 -> 0.892; synthetic set from an implicit model (30 sweeps) about
+        even, loss 0.0989 -> 0.1009, test 0.928 -> 0.940.
     """
 
     factor: float = 1.0
@@ -106,6 +119,7 @@ class Schedule:
     line_search: bool | None = None
     step_max: float = 64.0
     lam_min: float = 1.0
+    lam_weights: str = "readout"
 
     def __post_init__(self):
         check_real("schedule step_max", self.step_max, 1.0, None)
@@ -122,6 +136,9 @@ class Schedule:
         check_real("schedule stage_tol", self.stage_tol, 0.0, None)
         check_real("schedule div_tol", self.div_tol, 0.0, None)
         check_real("schedule lam_max", self.lam_max, 0.0, None, low_open=True)
+        if self.lam_weights not in ("readout", "uniform"):
+            raise ValidationError("schedule 'lam_weights' must be one of ['readout', "
+                                  f"'uniform']; got {self.lam_weights!r}.")
 
 
 @dataclass(frozen=True)
@@ -189,8 +206,9 @@ class Certificate:
     train_metric : dict
         Training RMSE (regression, raw units) or accuracy (classification).
     refined : bool
-        Gradient refinement ran after BCD: it moved (C, D) away from the certified readout,
-        so ``readout_certified`` is False.
+        Gradient refinement ran after BCD and changed the model: it moved (C, D) away from
+        the certified readout, so ``readout_certified`` is False. A refinement that kept
+        the BCD model (``keep_best`` with no better epoch) leaves both as they were.
     """
 
     blocks_certified: bool
@@ -720,6 +738,12 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     try:
         while sweep < max_sweeps and stage < schedule.stages:
             t_sweep = time.perf_counter()
+            lam_base = s.lam
+            if schedule.line_search and schedule.lam_weights == "readout":
+                s = s.copy()
+                s.lam = lam_base * _readout_weights(s.C)
+                loss, div, pen = objective(s)
+                J = loss + div + pen
             J_before = J
             base = s
             for name in (("X", "AB") if schedule.line_search else ("X", "AB", "CD")):
@@ -785,6 +809,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                 if callback is not None:
                     callback(rec)
                 eq_losses.append((sweep + 1, float(loss)))
+                s.lam = lam_base.copy()  # the weights are the sweep's; lam adapts unweighted
                 lam_before = s.lam.copy()
                 if step >= 4.0:
                     s.lam = np.maximum(s.lam / 2.0, schedule.lam_min)
@@ -847,9 +872,12 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         blocks.close()
     model = problem.to_user_model(final.A, final.B, final.b, final.C, final.D, final.d)
     refine_history = None
+    refined = False
     if refine:
         try:
+            bcd_model = model
             model, refine_history = _refine_stage(problem, model, refine, seed, progress)
+            refined = not _same_model(model, bcd_model)
             final.A, final.B, final.b, final.C, final.D, final.d = problem.from_user_model(model)
             final.X, eq_info = _equilibrium(problem, final, X0=final.X)
         except KeyboardInterrupt as exc:
@@ -874,8 +902,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         equilibrium_residual=eq_info.residual,
         relaxed_objective=float(relaxed_J), true_loss=float(true_loss),
         relaxation_gap=float(true_loss - relaxed_loss),
-        readout_certified=readout_info.certified and refine_history is None,
-        train_metric=_metric(problem, model), refined=refine_history is not None)
+        readout_certified=readout_info.certified and not refined,
+        train_metric=_metric(problem, model), refined=refined)
     if not eq_info.converged:
         warnings.warn("the final equilibrium did not converge; see the certificate.",
                       RuntimeWarning, stacklevel=2)
@@ -883,6 +911,12 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                      start_metric=start_metric, n_sweeps=sweep, lam=s.lam.copy(),
                      refine_history=refine_history, equilibrium_losses=eq_losses,
                      timings={"bcd": t_bcd, "total": time.perf_counter() - t_start})
+
+
+def _same_model(a: ImplicitModel, b: ImplicitModel) -> bool:
+    """Whether two models have equal matrices (refinement that kept its start)."""
+    return all(np.array_equal(getattr(a, k), getattr(b, k))
+               for k in ("A", "B", "C", "D", "bias_x", "bias_y"))
 
 
 def _refine_stage(problem: TrainingProblem, model: ImplicitModel, refine: Any, seed: int,
@@ -976,6 +1010,16 @@ def _fista_failed(info: SolveInfo, events: list, on_failure: str) -> None:
 
         raise SolverError(f"block {info.block!r} was not certified by {info.solver} "
                           f"({info.note}).", status=info.status, attempts=[info])
+
+
+def _readout_weights(C: Array, eps: float = 0.3) -> Array:
+    """Per-state weights of lam for the "readout" schedule: (||C_i||^2 + eps c) / ((1 + eps)
+    c), c the mean of the squared column norms ||C_i||^2 (all ones when C = 0)."""
+    c2 = np.sum(C * C, axis=0)
+    c = float(c2.mean())
+    if not c > 0.0:
+        return np.ones(C.shape[1])
+    return (c2 + eps * c) / ((1.0 + eps) * c)
 
 
 def _gamma_rows(problem: TrainingProblem) -> Array:
