@@ -37,7 +37,11 @@ def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
     if ls:
         ax = axes[0]
         sw = [r.sweep + 1 for r in ls]
-        ax.plot(sw, [r.objective for r in ls], "k.-", lw=1, ms=3,
+        # a sweep whose readout-weighted search found no step has a second (uniform) search:
+        # its last search gives the sweep's objective and lam
+        last = list({r.sweep: r for r in ls}.values())
+        sl = [r.sweep + 1 for r in last]
+        ax.plot(sl, [r.objective for r in last], "k.-", lw=1, ms=3,
                 label="true objective (equilibrium, optimal readout)")
         ax.axhline(result.certificate.true_loss, color="tab:red", ls="--",
                    label=f"final: {result.certificate.true_loss:.4g} "
@@ -48,8 +52,8 @@ def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
         ax.legend(fontsize=8)
         ax = axes[1]
         ax.semilogy(sw, [max(r.step, 1e-3) for r in ls], ".", color="tab:blue",
-                    label="accepted step t (1e-3: none)")
-        ax.semilogy(sw, [r.lam_mean for r in ls], "-", color="tab:purple", label="mean lam")
+                    label="step t of each search (1e-3: none)")
+        ax.semilogy(sl, [r.lam_mean for r in last], "-", color="tab:purple", label="mean lam")
         ax.set_xlabel("sweep")
         ax.set_title("line search: step along the (A, B) update, and lam")
         ax.legend(fontsize=8)
