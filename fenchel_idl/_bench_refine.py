@@ -283,7 +283,7 @@ def bench_projection(n: int = 75, kappa: float = 0.5, repeats: int = 20,
 
 # -- warm start (BCD, then refinement) against the random start --------------------------------
 def warm_vs_random(out: str | None = None, bcd_sweeps: int = 80, warm_epochs: int = 300,
-                   warm_lr: float = 1e-3) -> dict[str, Any]:
+                   warm_lr: float = 1e-4) -> dict[str, Any]:
     """BCD followed by refinement against refinement from a random start, on the cosine
     problem (section 7.1, n = 75, kappa = 0.5), timed in the same process.
 
