@@ -682,11 +682,12 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                 events.append(inf.to_dict())
         return infos[-1]
 
-    # the cross-entropy readout by FISTA with its dual certificate (measured at digits
-    # scale, m = 1438, n = 64: 1e-6 certified in 2.4 s against 68 s for Clarabel's
-    # exponential-cone program); Clarabel when it is not certified within its budget
+    # the cross-entropy readout by FISTA with its dual certificate when the exponential-cone
+    # program is larger than _CE_FISTA_MIN_SIZE (see there), and Clarabel when FISTA is not
+    # certified within its budget
     fast_ce = (block_solver != "cvxpy" and solver is None and fast_readout_apply(problem)
-               and isinstance(problem.loss, CrossEntropyLoss))
+               and isinstance(problem.loss, CrossEntropyLoss)
+               and _ce_program_size(problem) > _CE_FISTA_MIN_SIZE)
 
     def readout(s: _State) -> SolveInfo:
         if fast_ce:
@@ -1016,6 +1017,23 @@ def _line_search(problem: TrainingProblem, base: _State, prop: _State, J_base: f
 #: three seeds of five stopped at gaps near 3e-6 and fell back to Clarabel, 35-51 s per run;
 #: with 20 000 every readout certified, 7-8 s per run (about 0.7 ms per iteration).
 _CE_READOUT_ITER = 20_000
+
+#: Up to this size of the exponential-cone program (:func:`_ce_program_size`) solve_bcd solves
+#: the cross-entropy readout with Clarabel, past it by FISTA
+#: (:func:`fenchel_idl.fast_blocks.fast_ce_readout`). Measured, one readout at the random-feature
+#: start to a 1e-6 gap, size = q m (n + p + 1): at 360 Clarabel 0.02 s, at 22,500 0.3-0.5 s and
+#: at 45,000 0.7-1.7 s, where FISTA on separable labels ran its whole budget without a
+#: certificate (4-8 s, relative gaps 3e-6 to 4e-3: the optimum lies on the C ball at a loss
+#: near 0); past it FISTA wins: 0.4 s against 1.0 s at 125,000, 0.7 s against 6.8 s at
+#: 250,000, a 210-image digits fit at 153,300 in 6 s against 15 s, digits (m = 1438,
+#: n = 64) 2.4 s against 68 s.
+_CE_FISTA_MIN_SIZE = 50_000
+
+
+def _ce_program_size(problem: TrainingProblem) -> int:
+    """Nonzeros of the cross-entropy readout's cone constraints: q m cones, each reading the
+    n + p + 1 entries of one row of [C, D, d]."""
+    return problem.q * problem.m * (problem.n + problem.p + 1)
 
 
 def _fista_failed(info: SolveInfo, events: list, on_failure: str) -> None:

@@ -48,7 +48,7 @@ from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
 
 from .losses import CrossEntropyLoss
 from .projection import project_l1_rows
@@ -426,11 +426,15 @@ def fast_ce_readout(problem, X: Array, K0: Array | None = None, tol: float = 1e-
     L = 0.5 * float(np.linalg.norm(V, 2)) ** 2 / m
 
     def grad_obj(Kc):
+        # log-sum-exp inline: scipy.special.logsumexp costs 0.2 ms a call in argument
+        # handling, more than half of a tiny problem's iteration (measured: 137 s of 249 s
+        # over 660,000 calls at q = 3, m = 20)
         Z = Kc @ V
-        lse = logsumexp(Z, axis=0)
-        f = float(np.sum(lse) - np.sum(Y * Z)) / m
-        P = np.exp(Z - lse)
-        return f, (P - Y) @ V.T / m
+        mx = Z.max(axis=0)
+        E = np.exp(Z - mx)
+        s = E.sum(axis=0)
+        f = float(np.sum(np.log(s) + mx) - np.sum(Y * Z)) / m
+        return f, (E / s - Y) @ V.T / m
 
     def certificate(Kc, f, g):
         Z = Kc @ V

@@ -329,15 +329,23 @@ def test_certificate_says_why_the_readout_is_not_certified_after_refinement():
     assert kept.certificate.readout_certified and not kept.certificate.refined
 
 
-def test_cross_entropy_readout_by_fista_is_the_clarabel_optimum(rng):
+def test_cross_entropy_readout_by_fista_is_the_clarabel_optimum(rng, monkeypatch):
     """The first-order cross-entropy readout of solve_bcd (no penalties) against the
-    exponential-cone program written out here and solved by Clarabel, at the final (A, B)."""
+    exponential-cone program written out here and solved by Clarabel, at the final (A, B).
+    The problem (270 cones of 9 entries) is below the size where solve_bcd itself picks
+    FISTA, so the test lowers that size to 0; at the default its readouts are Clarabel's."""
     import cvxpy as cp
+
+    import fenchel_idl.bcd as bcd_module
 
     U = rng.standard_normal((3, 90))
     labels = (U[0] * U[1] > 0).astype(int) + (U[2] > 0.8)
     prob = TrainingProblem(U, labels, n=5, loss="cross_entropy", kappa=0.5, lam=5.0,
                            bounds={"C": 3.0, "D": 2.0})
+    assert bcd_module._ce_program_size(prob) <= bcd_module._CE_FISTA_MIN_SIZE
+    small = solve_bcd(prob, max_sweeps=1, gap_tol=1e-7)
+    assert {r.solver for r in small.history if r.block == "LS"} == {"CLARABEL"}
+    monkeypatch.setattr(bcd_module, "_CE_FISTA_MIN_SIZE", 0)
     res = solve_bcd(prob, max_sweeps=2, gap_tol=1e-7)
     cert = res.certificate
     assert cert.readout_certified and cert.blocks_certified
