@@ -493,7 +493,8 @@ def run_benchmarks(quick: bool = False, out: str | None = None) -> dict:
     rows = bench_equilibrium(quick)
     results["equilibrium"] = rows
     for r in rows:
-        print(f"  n={r['n']:4d} m={r['m']:6d}  picard x{r['ratio_picard']:.2f}  "
+        picard = "not timed" if np.isnan(r["ratio_picard"]) else f"x{r['ratio_picard']:.2f}"
+        print(f"  n={r['n']:4d} m={r['m']:6d}  picard {picard}  "
               f"anderson x{r['ratio_anderson']:.2f}  (Picard {r['picard_iters']} it, Anderson "
               f"{r['anderson_iters']} it) {r.get('note', '')}")
     print("== one BCD sweep against the naive formulation (CVXPY, rebuilt, default solvers)")
