@@ -581,7 +581,10 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         How the X and (A, B) blocks are solved: "cvxpy" always uses the compiled CVXPY
         blocks; "fista" the batched certified solvers of :mod:`fenchel_idl.fast_blocks`
         (ReLU, no penalty on A or B); "auto" uses them where they apply. An uncertified
-        batched solve falls back to the CVXPY block, and the event is recorded.
+        batched solve falls back to the CVXPY block, and the event is recorded. Unless it
+        is "cvxpy", the cross-entropy (C, D) readout without penalties is FISTA with its
+        dual certificate once its exponential-cone program is larger than
+        ``_CE_FISTA_MIN_SIZE`` nonzeros, and Clarabel's below that.
     executor : None, int, str, dask.distributed.Client or BlockExecutor
         Where the separable CVXPY block solves (the (A, B) row batches and the X column
         batches) run: ``None`` serially here; an int N or ``"processes:N"`` on N local
