@@ -1024,10 +1024,12 @@ _CE_READOUT_ITER = 20_000
 #: Up to this size of the exponential-cone program (:func:`_ce_program_size`) solve_bcd solves
 #: the cross-entropy readout with Clarabel, past it by FISTA
 #: (:func:`fenchel_idl.fast_blocks.fast_ce_readout`). Measured, one readout at the random-feature
-#: start to a 1e-6 gap, size = q m (n + p + 1): at 360 Clarabel 0.02 s, at 22,500 0.3-0.5 s and
-#: at 45,000 0.7-1.7 s, where FISTA on separable labels ran its whole budget without a
-#: certificate (4-8 s, relative gaps 3e-6 to 4e-3: the optimum lies on the C ball at a loss
-#: near 0); past it FISTA wins: 0.4 s against 1.0 s at 125,000, 0.7 s against 6.8 s at
+#: start to a 1e-6 gap, size = q m (n + p + 1), separable labels: at 360 Clarabel 0.02 s, at
+#: 22,500 0.5 s and at 45,000 1.7 s, where FISTA ran its whole budget without a certificate
+#: (4-8 s, relative gaps 3e-6 to 4e-3: the optimum lies on the C ball at a loss near 0). One
+#: draw of random labels at 22,500 was certified by neither (FISTA 3e-4, Clarabel 6e-6; the
+#: run then stops with a SolverError under on_failure="fallback", as it did before). Past the
+#: threshold FISTA wins: 0.4 s against 1.0 s at 125,000, 0.7 s against 6.8 s at
 #: 250,000, a 210-image digits fit at 153,300 in 6 s against 15 s, digits (m = 1438,
 #: n = 64) 2.4 s against 68 s.
 _CE_FISTA_MIN_SIZE = 50_000
