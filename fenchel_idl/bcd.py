@@ -582,9 +582,10 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         blocks; "fista" the batched certified solvers of :mod:`fenchel_idl.fast_blocks`
         (ReLU, no penalty on A or B); "auto" uses them where they apply. An uncertified
         batched solve falls back to the CVXPY block, and the event is recorded. Unless it
-        is "cvxpy", the cross-entropy (C, D) readout without penalties is FISTA with its
-        dual certificate once its exponential-cone program is larger than
-        ``_CE_FISTA_MIN_SIZE`` nonzeros, and Clarabel's below that.
+        is "cvxpy", the cross-entropy (C, D) readout without penalties follows
+        :func:`fenchel_idl.fast_blocks.ce_readout`: Clarabel's up to 50,000 nonzeros of its
+        exponential-cone program, past that FISTA with its dual certificate, falling back to
+        Clarabel when FISTA is not certified and the program has at most 20,000 cones.
     executor : None, int, str, dask.distributed.Client or BlockExecutor
         Where the separable CVXPY block solves (the (A, B) row batches and the X column
         batches) run: ``None`` serially here; an int N or ``"processes:N"`` on N local
@@ -649,7 +650,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         raise ValidationError(f"'block_solver' must be one of ['auto', 'cvxpy', 'fista']; got "
                               f"{block_solver!r}.")
     from .fast_blocks import (ab_prox_weight, fast_ab_block, fast_blocks_apply,
-                              fast_ce_readout, fast_readout_apply, fast_x_block)
+                              ce_readout, fast_readout_apply, fast_x_block)
 
     # an explicit solver means the CVXPY blocks with that solver
     fast = block_solver != "cvxpy" and solver is None and fast_blocks_apply(problem)
@@ -685,24 +686,18 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                 events.append(inf.to_dict())
         return infos[-1]
 
-    # the cross-entropy readout by FISTA with its dual certificate when the exponential-cone
-    # program is larger than _CE_FISTA_MIN_SIZE (see there), and Clarabel when FISTA is not
-    # certified within its budget
+    # the cross-entropy readout: FISTA or Clarabel by the size rule of fast_blocks.ce_readout
     fast_ce = (block_solver != "cvxpy" and solver is None and fast_readout_apply(problem)
-               and isinstance(problem.loss, CrossEntropyLoss)
-               and _ce_program_size(problem) > _CE_FISTA_MIN_SIZE)
+               and isinstance(problem.loss, CrossEntropyLoss))
 
     def readout(s: _State) -> SolveInfo:
-        if fast_ce:
+        if isinstance(problem.loss, CrossEntropyLoss):
             K0 = np.hstack([s.C, s.D] + ([s.d[:, None]] if problem.bias else []))
-            K, info = fast_ce_readout(problem, s.X, K0, tol=gap_tol,
-                                      max_iter=_CE_READOUT_ITER)
-            if info.certified:
-                n, p = problem.n, problem.p
-                s.C, s.D = K[:, :n], K[:, n:n + p]
-                s.d = K[:, n + p] if problem.bias else np.zeros(problem.q)
-                return info
-            _fista_failed(info, events, on_failure)
+            s.C, s.D, s.d, info = ce_readout(
+                problem, s.X, K0, lambda: blocks.solve_cd(s.X, s.A, s.B, solve),
+                lambda inf: _fista_failed(inf, events, on_failure), gap_tol,
+                _CE_READOUT_ITER, first_order=fast_ce)
+            return info
         s.C, s.D, s.d, info = blocks.solve_cd(s.X, s.A, s.B, solve)
         return info
 
@@ -1020,26 +1015,6 @@ def _line_search(problem: TrainingProblem, base: _State, prop: _State, J_base: f
 #: three seeds of five stopped at gaps near 3e-6 and fell back to Clarabel, 35-51 s per run;
 #: with 20 000 every readout certified, 7-8 s per run (about 0.7 ms per iteration).
 _CE_READOUT_ITER = 20_000
-
-#: Up to this size of the exponential-cone program (:func:`_ce_program_size`) solve_bcd solves
-#: the cross-entropy readout with Clarabel, past it by FISTA
-#: (:func:`fenchel_idl.fast_blocks.fast_ce_readout`). Measured, one readout at the random-feature
-#: start to a 1e-6 gap, size = q m (n + p + 1), separable labels: at 360 Clarabel 0.02 s, at
-#: 22,500 0.5 s and at 45,000 1.7 s, where FISTA ran its whole budget without a certificate
-#: (4-8 s, relative gaps 3e-6 to 4e-3: the optimum lies on the C ball at a loss near 0). One
-#: draw of random labels at 22,500 was certified by neither (FISTA 3e-4, Clarabel 6e-6; the
-#: run then stops with a SolverError under on_failure="fallback", as it did before). Past the
-#: threshold FISTA wins: 0.4 s against 1.0 s at 125,000, 0.7 s against 6.8 s at
-#: 250,000, a 210-image digits fit at 153,300 in 6 s against 15 s, digits (m = 1438,
-#: n = 64) 2.4 s against 68 s.
-_CE_FISTA_MIN_SIZE = 50_000
-
-
-def _ce_program_size(problem: TrainingProblem) -> int:
-    """Nonzeros of the cross-entropy readout's cone constraints: q m cones, each reading the
-    n + p + 1 entries of one row of [C, D, d]."""
-    return problem.q * problem.m * (problem.n + problem.p + 1)
-
 
 def _fista_failed(info: SolveInfo, events: list, on_failure: str) -> None:
     """Record an uncertified batched solve; with on_failure="raise" it is an error."""

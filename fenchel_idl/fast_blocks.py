@@ -397,6 +397,54 @@ def ce_readout_lower_bound(problem, V: Array, Y: Array, P: Array) -> float:
     return -float(Pl.sum()) / m - sigma
 
 
+#: Up to this size of the exponential-cone program (:func:`ce_program_size`) the
+#: cross-entropy readout is Clarabel's (the CVXPY block), past it FISTA's
+#: (:func:`fast_ce_readout`). Measured, one readout at the random-feature start to a 1e-6
+#: gap, size = q m (n + p + 1), separable labels: at 360 Clarabel 0.02 s, at 22,500 0.5 s
+#: and at 45,000 1.7 s, where FISTA ran its whole budget without a certificate (4-8 s,
+#: relative gaps 3e-6 to 4e-3: the optimum lies on the C ball at a loss near 0). One draw
+#: of random labels at 22,500 was certified by neither (FISTA 3e-4, Clarabel 6e-6). Past
+#: the threshold FISTA wins: 0.4 s against 1.0 s at 125,000, 0.7 s against 6.8 s at
+#: 250,000, a 210-image digits fit at 153,300 in 6 s against 15 s, digits (m = 1438,
+#: n = 64) 2.4 s against 68 s.
+_CE_FISTA_MIN_SIZE = 50_000
+
+#: Largest number of exponential cones (q m) for which an uncertified FISTA readout falls
+#: back to the CVXPY block. Measured: 1-2 min and 0.5 GB at digits scale (q m = 14,380);
+#: 14 GB, and still running after 12 CPU-minutes, at q m = 100,000 (MNIST, 10,000 images).
+#: Past it the FISTA readout is kept and its record says it is not certified, with its gap.
+_CE_CVXPY_MAX_CONES = 20_000
+
+
+def ce_program_size(problem) -> int:
+    """Nonzeros of the cross-entropy readout's cone constraints: q m cones, each reading the
+    n + p + 1 entries of one row of [C, D, d]."""
+    return problem.q * problem.m * (problem.n + problem.p + 1)
+
+
+def ce_readout(problem, X: Array, K0: Array, cvxpy_block: Callable[[], tuple],
+               uncertified: Callable[[SolveInfo], None], tol: float, max_iter: int,
+               first_order: bool = True) -> tuple[Array, Array, Array, SolveInfo]:
+    """The cross-entropy (C, D) readout on all samples at the states X, by the one rule of
+    :func:`fenchel_idl.solve_bcd` and :func:`fenchel_idl.solve_bcd_minibatch`.
+
+    With ``first_order`` (no penalty, no forced solver) and a program larger than
+    ``_CE_FISTA_MIN_SIZE``, FISTA from K0 = [C, D, d] with its dual certificate; an
+    uncertified result is passed to ``uncertified`` (which records it, or raises) and then
+    replaced by ``cvxpy_block()`` when the program has at most ``_CE_CVXPY_MAX_CONES`` cones,
+    or else kept. Otherwise ``cvxpy_block()``. Returns (C, D, d, record).
+    """
+    if first_order and ce_program_size(problem) > _CE_FISTA_MIN_SIZE:
+        K, info = fast_ce_readout(problem, X, K0, tol=tol, max_iter=max_iter)
+        if not info.certified:
+            uncertified(info)
+        if info.certified or problem.q * problem.m > _CE_CVXPY_MAX_CONES:
+            n, p = problem.n, problem.p
+            d = K[:, n + p].copy() if problem.bias else np.zeros(problem.q)
+            return K[:, :n].copy(), K[:, n:n + p].copy(), d, info
+    return cvxpy_block()
+
+
 def fast_ce_readout(problem, X: Array, K0: Array | None = None, tol: float = 1e-7,
                     max_iter: int = 20000) -> tuple[Array, SolveInfo]:
     """The cross-entropy (C, D) block on all samples, by FISTA over the balls, certified by

@@ -62,10 +62,12 @@ the current (A, B), and H is reset to J.
 
 The run ends with the optimal readout of :func:`fenchel_idl.solve_bcd`: X at the true
 equilibrium of the final (A, B) on the full data, and (C, D) solved on it: exactly, through
-the Gram matrix, for the squared loss; for cross-entropy with the full CVXPY (C, D) block up
-to ``_CE_CVXPY_MAX_CONES`` exponential cones, and beyond (MNIST) by FISTA over the balls,
-certified by a Fenchel-dual lower bound (:func:`fenchel_idl.fast_blocks.fast_ce_readout`)
-within an iteration budget. The random-feature start's readout is solved the same way.
+the Gram matrix, for the squared loss; for cross-entropy by the rule of solve_bcd
+(:func:`fenchel_idl.fast_blocks.ce_readout`): the CVXPY (C, D) block (Clarabel) for small
+programs, FISTA over the balls past them, certified by a Fenchel-dual lower bound within an
+iteration budget, and the CVXPY block again when FISTA is not certified and the program
+fits memory (not at MNIST scale). The random-feature start's readout is solved the same
+way.
 
 Not covered: penalties that read A or B (the W step has no certified batched solver for
 them); use :func:`fenchel_idl.solve_bcd`.
@@ -88,7 +90,7 @@ from ._validation import check_choice, check_int, check_real
 from .errors import InputTypeError, SolverError, ValidationError
 from .executors import env_blas_threads
 from .fast_blocks import (_fista, ab_min_norm_sq, ab_projector, fast_blocks_apply,
-                          fast_ce_readout, fast_k_step, fast_readout_apply, fast_x_block)
+                          ce_readout, fast_k_step, fast_readout_apply, fast_x_block)
 from .losses import CrossEntropyLoss
 from .model import ImplicitModel
 from .solvers import ON_FAILURE, SolveInfo, solve_certified
@@ -100,14 +102,6 @@ Array = NDArray[np.float64]
 
 #: Curvature bound of the softmax cross-entropy in yhat (Boehning: Hessian <= 1/2 I).
 _CE_CURVATURE = 0.5
-
-#: Largest number of exponential cones (q m) for which the cross-entropy readout on all
-#: samples is the CVXPY program (Clarabel, certified to ``gap_tol``). Measured: 1-2 min and
-#: 0.5 GB at digits scale (q m = 14,380); 14 GB, and still running after 12 CPU-minutes, at
-#: q m = 100,000 (MNIST, 10,000 images). Past it the readout is
-#: :func:`fenchel_idl.fast_blocks.fast_ce_readout` (FISTA, certified by its duality gap).
-_CE_CVXPY_MAX_CONES = 20_000
-
 
 @dataclass(frozen=True)
 class BatchRecord:
@@ -396,10 +390,10 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         Weight of the proximal term of the K step, relative to l ||V||^2 / m (problems
         without penalties, whose K step is FISTA; with penalties it is the CVXPY block).
     readout_iter : int >= 1
-        Iteration budget of the first-order cross-entropy readout (start and end) used
-        past ``_CE_CVXPY_MAX_CONES`` exponential cones; a readout that does not reach
-        ``gap_tol`` within it is kept, and the certificate says it is not certified, with
-        its gap.
+        Iteration budget of the first-order cross-entropy readout (start and end; see
+        :func:`fenchel_idl.fast_blocks.ce_readout`). A readout that does not reach
+        ``gap_tol`` within it falls back to the CVXPY block where that fits memory, and is
+        otherwise kept, with the certificate saying it is not certified, with its gap.
     tol : float
         An update that raises H by more than ``tol * max(1, |H|)`` is rejected.
     gap_tol : float
@@ -519,13 +513,9 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         if squared:
             st, _, _ = refresh_all()
             return readout_k.solve(st, s.A, s.B, solve)
-        if pb.q * m <= _CE_CVXPY_MAX_CONES or not fast_k:
-            return blocks.solve_cd(s.X, s.A, s.B, solve)
-        K, info = fast_ce_readout(pb, s.X, _pack(pb, s.C, s.D, s.d), tol=gap_tol,
-                                  max_iter=readout_iter)
-        if not info.certified:
-            fista_failed(info)
-        return (*_unpack(pb, K), info)
+        return ce_readout(pb, s.X, _pack(pb, s.C, s.D, s.d),
+                          lambda: blocks.solve_cd(s.X, s.A, s.B, solve), fista_failed,
+                          gap_tol, readout_iter, first_order=fast_k)
 
     def k_step(st):
         """The (C, D) step on the majorizer: proximal FISTA, or CVXPY on the Gram root."""

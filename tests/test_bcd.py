@@ -336,16 +336,16 @@ def test_cross_entropy_readout_by_fista_is_the_clarabel_optimum(rng, monkeypatch
     FISTA, so the test lowers that size to 0; at the default its readouts are Clarabel's."""
     import cvxpy as cp
 
-    import fenchel_idl.bcd as bcd_module
+    import fenchel_idl.fast_blocks as fb
 
     U = rng.standard_normal((3, 90))
     labels = (U[0] * U[1] > 0).astype(int) + (U[2] > 0.8)
     prob = TrainingProblem(U, labels, n=5, loss="cross_entropy", kappa=0.5, lam=5.0,
                            bounds={"C": 3.0, "D": 2.0})
-    assert bcd_module._ce_program_size(prob) <= bcd_module._CE_FISTA_MIN_SIZE
+    assert fb.ce_program_size(prob) <= fb._CE_FISTA_MIN_SIZE
     small = solve_bcd(prob, max_sweeps=1, gap_tol=1e-7)
     assert {r.solver for r in small.history if r.block == "LS"} == {"CLARABEL"}
-    monkeypatch.setattr(bcd_module, "_CE_FISTA_MIN_SIZE", 0)
+    monkeypatch.setattr(fb, "_CE_FISTA_MIN_SIZE", 0)
     res = solve_bcd(prob, max_sweeps=2, gap_tol=1e-7)
     cert = res.certificate
     assert cert.readout_certified and cert.blocks_certified
@@ -362,6 +362,46 @@ def test_cross_entropy_readout_by_fista_is_the_clarabel_optimum(rng, monkeypatch
     ref.solve(solver="CLARABEL")
     assert ref.status == "optimal"
     assert ref.value - 1e-7 <= cert.true_loss <= ref.value + 2e-7
+
+
+def test_uncertified_first_order_readout_falls_back_only_where_the_cones_fit(rng,
+                                                                            monkeypatch):
+    """fast_blocks.ce_readout, the one readout rule of solve_bcd and solve_bcd_minibatch: an
+    uncertified FISTA readout (a 3-iteration budget) is reported, then replaced by the CVXPY
+    block while the program has at most _CE_CVXPY_MAX_CONES cones; past that it is kept and
+    solve_bcd's certificate says the readout is not certified, with FISTA's gap."""
+    import fenchel_idl.bcd as bcd_module
+    import fenchel_idl.fast_blocks as fb
+
+    U = rng.standard_normal((3, 60))
+    labels = (U[0] > 0).astype(int) + (U[1] > 0.5)
+    prob = TrainingProblem(U, labels, n=4, loss="cross_entropy", kappa=0.5, lam=5.0,
+                           bounds={"C": 3.0, "D": 2.0})
+    X = np.abs(rng.standard_normal((4, 60)))
+    K0 = np.zeros((prob.q, prob.n + prob.p + 1))
+    monkeypatch.setattr(fb, "_CE_FISTA_MIN_SIZE", 0)
+    reported, cvxpy_calls = [], []
+
+    def cvxpy_block():
+        cvxpy_calls.append(1)
+        return "C", "D", "d", "clarabel record"
+
+    out = fb.ce_readout(prob, X, K0, cvxpy_block, reported.append, 1e-9, 3)
+    assert out == ("C", "D", "d", "clarabel record") and len(cvxpy_calls) == 1
+    assert len(reported) == 1 and not reported[0].certified and reported[0].solver == "FISTA"
+
+    monkeypatch.setattr(fb, "_CE_CVXPY_MAX_CONES", prob.q * prob.m - 1)
+    C, D, d, info = fb.ce_readout(prob, X, K0, cvxpy_block, reported.append, 1e-9, 3)
+    assert len(cvxpy_calls) == 1 and len(reported) == 2
+    assert info is reported[1] and not info.certified and info.gap > 1e-9
+    assert np.abs(C).sum(axis=1).max() <= 3.0 + 1e-9
+    assert np.abs(D).sum(axis=1).max() <= 2.0 + 1e-9
+    assert C.shape == (prob.q, 4) and D.shape == (prob.q, 3) and d.shape == (prob.q,)
+
+    monkeypatch.setattr(bcd_module, "_CE_READOUT_ITER", 3)
+    res = solve_bcd(prob, max_sweeps=1)
+    assert not res.certificate.readout_certified
+    assert any(e["solver"] == "FISTA" and not e["certified"] for e in res.certificate.solve_events)
 
 
 def test_cosine_targets_benchmark_reports_what_it_ran():

@@ -329,11 +329,12 @@ def test_fast_ce_readout_reaches_the_cvxpy_optimum_with_its_certificate(rng):
 
 
 def test_large_cross_entropy_problems_use_the_first_order_readout(rng, monkeypatch):
-    """Past _CE_CVXPY_MAX_CONES the start and final readouts are FISTA; the final one is
-    certified and optimal for the final (A, B), as Clarabel's block confirms."""
-    import fenchel_idl.minibatch as mb
+    """Past _CE_FISTA_MIN_SIZE the start and final readouts are FISTA (the rule of
+    fast_blocks.ce_readout, as in solve_bcd); the final one is certified and optimal for the
+    final (A, B), as Clarabel's block confirms."""
+    import fenchel_idl.fast_blocks as fb
 
-    monkeypatch.setattr(mb, "_CE_CVXPY_MAX_CONES", 0)
+    monkeypatch.setattr(fb, "_CE_FISTA_MIN_SIZE", 0)
     U, labels = _classification(rng, m=90)
     prob = TrainingProblem(U, labels, n=6, loss="cross_entropy", kappa=0.5, lam=5.0,
                            bounds={"C": 3.0, "D": 2.0})
