@@ -696,7 +696,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
             s.C, s.D, s.d, info = ce_readout(
                 problem, s.X, K0, lambda: blocks.solve_cd(s.X, s.A, s.B, solve),
                 lambda inf: _fista_failed(inf, events, on_failure), gap_tol,
-                _CE_READOUT_ITER, first_order=fast_ce)
+                first_order=fast_ce)
             return info
         s.C, s.D, s.d, info = blocks.solve_cd(s.X, s.A, s.B, solve)
         return info
@@ -1010,11 +1010,6 @@ def _line_search(problem: TrainingProblem, base: _State, prop: _State, J_base: f
     return best[0], best[2], evals, best[3]
 
 
-#: Iteration budget of the first-order cross-entropy readout of :func:`solve_bcd` before it
-#: falls back to Clarabel. Measured at digits scale (m = 1438, n = 20, one sweep): with 5000,
-#: three seeds of five stopped at gaps near 3e-6 and fell back to Clarabel, 35-51 s per run;
-#: with 20 000 every readout certified, 7-8 s per run (about 0.7 ms per iteration).
-_CE_READOUT_ITER = 20_000
 
 def _fista_failed(info: SolveInfo, events: list, on_failure: str) -> None:
     """Record an uncertified batched solve; with on_failure="raise" it is an error."""

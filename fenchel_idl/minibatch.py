@@ -358,7 +358,7 @@ def _describe_solve(info: SolveInfo) -> str:
 def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epochs: int = 5,
                         init: Any = None, seed: int = 0, shuffle: bool = True,
                         restart: bool = True, ab_prox: float = 1e-5, cd_prox: float = 1e-5,
-                        readout_iter: int = 2000, tol: float = 1e-6,
+                        readout_iter: int | None = None, tol: float = 1e-6,
                         gap_tol: float = 1e-6, on_failure: str = "fallback",
                         solver: str | None = None, monitor: str = "epoch",
                         callback: Callable[[BatchRecord], Any] | None = None,
@@ -389,11 +389,12 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     cd_prox : float > 0
         Weight of the proximal term of the K step, relative to l ||V||^2 / m (problems
         without penalties, whose K step is FISTA; with penalties it is the CVXPY block).
-    readout_iter : int >= 1
+    readout_iter : int >= 1, optional
         Iteration budget of the first-order cross-entropy readout (start and end; see
-        :func:`fenchel_idl.fast_blocks.ce_readout`). A readout that does not reach
-        ``gap_tol`` within it falls back to the CVXPY block where that fits memory, and is
-        otherwise kept, with the certificate saying it is not certified, with its gap.
+        :func:`fenchel_idl.fast_blocks.ce_readout`); by default that of solve_bcd,
+        20,000. A readout that does not reach ``gap_tol`` within it falls back to the CVXPY
+        block where that fits memory, and is otherwise kept, with the certificate saying it
+        is not certified, with its gap.
     tol : float
         An update that raises H by more than ``tol * max(1, |H|)`` is rejected.
     gap_tol : float
@@ -450,7 +451,8 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     seed = check_int("seed", seed, low=0)
     ab_prox = check_real("ab_prox", ab_prox, 0.0, None, low_open=True)
     cd_prox = check_real("cd_prox", cd_prox, 0.0, None, low_open=True)
-    readout_iter = check_int("readout_iter", readout_iter, low=1)
+    if readout_iter is not None:
+        readout_iter = check_int("readout_iter", readout_iter, low=1)
     tol = check_real("tol", tol, 0.0, None)
     gap_tol = check_real("gap_tol", gap_tol, 0.0, None, low_open=True)
     check_choice("on_failure", on_failure, ON_FAILURE)

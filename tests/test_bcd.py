@@ -370,7 +370,6 @@ def test_uncertified_first_order_readout_falls_back_only_where_the_cones_fit(rng
     uncertified FISTA readout (a 3-iteration budget) is reported, then replaced by the CVXPY
     block while the program has at most _CE_CVXPY_MAX_CONES cones; past that it is kept and
     solve_bcd's certificate says the readout is not certified, with FISTA's gap."""
-    import fenchel_idl.bcd as bcd_module
     import fenchel_idl.fast_blocks as fb
 
     U = rng.standard_normal((3, 60))
@@ -398,7 +397,7 @@ def test_uncertified_first_order_readout_falls_back_only_where_the_cones_fit(rng
     assert np.abs(D).sum(axis=1).max() <= 2.0 + 1e-9
     assert C.shape == (prob.q, 4) and D.shape == (prob.q, 3) and d.shape == (prob.q,)
 
-    monkeypatch.setattr(bcd_module, "_CE_READOUT_ITER", 3)
+    monkeypatch.setattr(fb, "_CE_READOUT_ITER", 3)
     res = solve_bcd(prob, max_sweeps=1)
     assert not res.certificate.readout_certified
     assert any(e["solver"] == "FISTA" and not e["certified"] for e in res.certificate.solve_events)
