@@ -417,6 +417,10 @@ def test_cosine_targets_benchmark_reports_what_it_ran():
         assert r["improvement"] == pytest.approx(1 - r["rmse"] / r["start_rmse"])
         assert r["certified"] and r["monotone"] and r["well_posed"]
         assert r["norm_A"] <= 0.5 + 1e-9
+        # held out: noise uniform in [-1, 1] (variance 1/3) is independent of the fresh
+        # inputs, so on 2000 samples test MSE = MSE against f + 1/3, up to sampling error
+        # (sd of the mean of w^2 about 0.007, cross term about 0.01 |f - fhat|)
+        assert r["test_rmse"] ** 2 == pytest.approx(r["f_rmse"] ** 2 + 1 / 3, abs=0.05)
     # a tighter readout ball fits random features worse
     assert out["rows"][1]["start_rmse"] > out["rows"][0]["start_rmse"]
     g = out["gradient"]
