@@ -405,7 +405,7 @@ class Blocks:
 
     def __init__(self, problem: TrainingProblem, row_batch: int = 25, col_batch: int = 50):
         self.problem = pb = problem
-        n, p, q, m = pb.n, pb.p, pb.q, pb.m
+        n, p, m = pb.n, pb.p, pb.m
         self.row_batch = max(1, min(int(row_batch), n))
         self.col_batch = max(1, min(int(col_batch), m))
         self.rowwise = all(pn.row_separable for pn in pb.penalties)
