@@ -402,11 +402,15 @@ def ce_readout_lower_bound(problem, V: Array, Y: Array, P: Array) -> float:
 #: (:func:`fast_ce_readout`). Measured, one readout at the random-feature start to a 1e-6
 #: gap, size = q m (n + p + 1), separable labels: at 360 Clarabel 0.02 s, at 22,500 0.5 s
 #: and at 45,000 1.7 s, where FISTA ran its whole budget without a certificate (4-8 s,
-#: relative gaps 3e-6 to 4e-3: the optimum lies on the C ball at a loss near 0). One draw
-#: of random labels at 22,500 was certified by neither (FISTA 3e-4, Clarabel 6e-6). Past
-#: the threshold FISTA wins: 0.4 s against 1.0 s at 125,000, 0.7 s against 6.8 s at
-#: 250,000, a 210-image digits fit at 153,300 in 6 s against 15 s, digits (m = 1438,
-#: n = 64) 2.4 s against 68 s.
+#: relative gaps 3e-6 to 4e-3: the optimum lies on the C ball at a loss near 0). There the
+#: primal is not the trouble but the bound: on two such draws (q = 3, m = 300, n = 40, p = 9)
+#: FISTA's objective was within 1e-8 of Clarabel's while its gap stayed at 7e-6 and 4e-6;
+#: the optimal set is nearly flat (the two K differ by 15 and 23 in max norm), and the
+#: softmax of a primal point is a poor dual point: at Clarabel's own K the bound's gap is
+#: 9e-7 and 2e-4. One draw of random labels at 22,500 was certified by neither (FISTA 3e-4,
+#: Clarabel 6e-6). Past the threshold FISTA wins: 0.4 s against 1.0 s at 125,000, 0.7 s
+#: against 6.8 s at 250,000, a 210-image digits fit at 153,300 in 6 s against 15 s, digits
+#: (m = 1438, n = 64) 2.4 s against 68 s.
 _CE_FISTA_MIN_SIZE = 50_000
 
 #: Largest number of exponential cones (q m) for which an uncertified FISTA readout falls
