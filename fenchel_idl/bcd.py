@@ -650,7 +650,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         raise ValidationError(f"'block_solver' must be one of ['auto', 'cvxpy', 'fista']; got "
                               f"{block_solver!r}.")
     from .fast_blocks import (ab_prox_weight, fast_ab_block, fast_blocks_apply,
-                              ce_readout, fast_readout_apply, fast_x_block)
+                              ce_readout, fast_readout_apply, fast_x_block, pack_cd)
 
     # an explicit solver means the CVXPY blocks with that solver
     fast = block_solver != "cvxpy" and solver is None and fast_blocks_apply(problem)
@@ -692,9 +692,9 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
 
     def readout(s: _State) -> SolveInfo:
         if isinstance(problem.loss, CrossEntropyLoss):
-            K0 = np.hstack([s.C, s.D] + ([s.d[:, None]] if problem.bias else []))
             s.C, s.D, s.d, info = ce_readout(
-                problem, s.X, K0, lambda: blocks.solve_cd(s.X, s.A, s.B, solve),
+                problem, s.X, pack_cd(problem, s.C, s.D, s.d),
+                lambda: blocks.solve_cd(s.X, s.A, s.B, solve),
                 lambda inf: _fista_failed(inf, events, on_failure), gap_tol,
                 first_order=fast_ce)
             return info
@@ -1008,7 +1008,6 @@ def _line_search(problem: TrainingProblem, base: _State, prop: _State, J_base: f
     if best is None:
         return base, 0.0, evals, last_info
     return best[0], best[2], evals, best[3]
-
 
 
 def _fista_failed(info: SolveInfo, events: list, on_failure: str) -> None:

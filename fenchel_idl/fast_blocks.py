@@ -428,6 +428,18 @@ _CE_CVXPY_MAX_CONES = 20_000
 _CE_READOUT_ITER = 20_000
 
 
+def pack_cd(problem, C: Array, D: Array, d: Array) -> Array:
+    """K = [C, D, d] (d only with a bias): the (C, D) block's variable as one matrix."""
+    return np.hstack([C, D] + ([d[:, None]] if problem.bias else []))
+
+
+def unpack_cd(problem, K: Array) -> tuple[Array, Array, Array]:
+    """(C, D, d) from K = [C, D, d] (d = 0 without a bias); copies."""
+    n, p = problem.n, problem.p
+    d = K[:, n + p].copy() if problem.bias else np.zeros(problem.q)
+    return K[:, :n].copy(), K[:, n:n + p].copy(), d
+
+
 def ce_program_size(problem) -> int:
     """Nonzeros of the cross-entropy readout's cone constraints: q m cones, each reading the
     n + p + 1 entries of one row of [C, D, d]."""
@@ -436,16 +448,17 @@ def ce_program_size(problem) -> int:
 
 def ce_readout(problem, X: Array, K0: Array, cvxpy_block: Callable[[], tuple],
                uncertified: Callable[[SolveInfo], None], tol: float,
-               max_iter: int | None = None, first_order: bool = True) -> tuple[Array, Array, Array, SolveInfo]:
+               max_iter: int | None = None,
+               first_order: bool = True) -> tuple[Array, Array, Array, SolveInfo]:
     """The cross-entropy (C, D) readout on all samples at the states X, by the one rule of
     :func:`fenchel_idl.solve_bcd` and :func:`fenchel_idl.solve_bcd_minibatch`.
 
     With ``first_order`` (no penalty, no forced solver) and a program larger than
-    ``_CE_FISTA_MIN_SIZE``, FISTA from K0 = [C, D, d] with its dual certificate (``max_iter``
-    iterations, default ``_CE_READOUT_ITER``); an
-    uncertified result is passed to ``uncertified`` (which records it, or raises) and then
-    replaced by ``cvxpy_block()`` when the program has at most ``_CE_CVXPY_MAX_CONES`` cones,
-    or else kept. Otherwise ``cvxpy_block()``. Returns (C, D, d, record).
+    ``_CE_FISTA_MIN_SIZE``, FISTA from K0 = [C, D, d] with its dual certificate, for
+    ``max_iter`` iterations (default ``_CE_READOUT_ITER``). An uncertified result is passed
+    to ``uncertified`` (which records it, or raises), then replaced by ``cvxpy_block()`` when
+    the program has at most ``_CE_CVXPY_MAX_CONES`` cones, or else kept. Otherwise
+    ``cvxpy_block()``. Returns (C, D, d, record).
     """
     if first_order and ce_program_size(problem) > _CE_FISTA_MIN_SIZE:
         K, info = fast_ce_readout(problem, X, K0, tol=tol,
@@ -453,9 +466,7 @@ def ce_readout(problem, X: Array, K0: Array, cvxpy_block: Callable[[], tuple],
         if not info.certified:
             uncertified(info)
         if info.certified or problem.q * problem.m > _CE_CVXPY_MAX_CONES:
-            n, p = problem.n, problem.p
-            d = K[:, n + p].copy() if problem.bias else np.zeros(problem.q)
-            return K[:, :n].copy(), K[:, n:n + p].copy(), d, info
+            return (*unpack_cd(problem, K), info)
     return cvxpy_block()
 
 

@@ -90,7 +90,8 @@ from ._validation import check_choice, check_int, check_real
 from .errors import InputTypeError, SolverError, ValidationError
 from .executors import env_blas_threads
 from .fast_blocks import (_fista, ab_min_norm_sq, ab_projector, fast_blocks_apply,
-                          ce_readout, fast_k_step, fast_readout_apply, fast_x_block)
+                          ce_readout, fast_k_step, fast_readout_apply, fast_x_block, pack_cd,
+                          unpack_cd)
 from .losses import CrossEntropyLoss
 from .model import ImplicitModel
 from .solvers import ON_FAILURE, SolveInfo, solve_certified
@@ -273,20 +274,9 @@ class _GramReadout(GramReadout):
         return super().solve(st.G, st.Hl, A, B, solve)
 
 
-def _pack(problem: TrainingProblem, C: Array, D: Array, d: Array) -> Array:
-    """K = [C, D, d] (d only with a bias)."""
-    return np.hstack([C, D] + ([d[:, None]] if problem.bias else []))
-
-
-def _unpack(problem: TrainingProblem, K: Array) -> tuple[Array, Array, Array]:
-    n, p = problem.n, problem.p
-    d = K[:, n + p].copy() if problem.bias else np.zeros(problem.q)
-    return K[:, :n].copy(), K[:, n:n + p].copy(), d
-
-
 def _k_surrogate(problem: TrainingProblem, st: _Stats, C, D, d) -> float:
     """The K-dependent part of H: l/(2m) [tr(K G K^T) - 2 tr(K Hl^T)] + P."""
-    K = _pack(problem, C, D, d)
+    K = pack_cd(problem, C, D, d)
     quad = float(np.sum((K @ st.G) * K)) - 2.0 * float(np.sum(K * st.Hl))
     pen = problem.penalty_value({"A": None, "B": None, "C": C, "D": D}) \
         if problem.penalties else 0.0
@@ -515,17 +505,17 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         if squared:
             st, _, _ = refresh_all()
             return readout_k.solve(st, s.A, s.B, solve)
-        return ce_readout(pb, s.X, _pack(pb, s.C, s.D, s.d),
+        return ce_readout(pb, s.X, pack_cd(pb, s.C, s.D, s.d),
                           lambda: blocks.solve_cd(s.X, s.A, s.B, solve), fista_failed,
                           gap_tol, readout_iter, first_order=fast_k)
 
     def k_step(st):
         """The (C, D) step on the majorizer: proximal FISTA, or CVXPY on the Gram root."""
         if fast_k:
-            K, info = fast_k_step(pb, st.G, st.Hl, _pack(pb, s.C, s.D, s.d), _curvature(pb),
+            K, info = fast_k_step(pb, st.G, st.Hl, pack_cd(pb, s.C, s.D, s.d), _curvature(pb),
                                   cd_prox, tol=gap_tol)
             if info.certified:
-                return (*_unpack(pb, K), info)
+                return (*unpack_cd(pb, K), info)
             fista_failed(info)
         return readout_k.solve(st, s.A, s.B, solve)
 
