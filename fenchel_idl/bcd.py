@@ -687,8 +687,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         return infos[-1]
 
     # the cross-entropy readout: FISTA or Clarabel by the size rule of fast_blocks.ce_readout
-    fast_ce = (block_solver != "cvxpy" and solver is None and fast_readout_apply(problem)
-               and isinstance(problem.loss, CrossEntropyLoss))
+    fast_ce = block_solver != "cvxpy" and solver is None and fast_readout_apply(problem)
 
     def readout(s: _State) -> SolveInfo:
         if isinstance(problem.loss, CrossEntropyLoss):

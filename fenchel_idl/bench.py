@@ -446,6 +446,7 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] = (100.0,
     import dataclasses
 
     from . import datasets
+    from ._bench_refine import _rmse
     from .bcd import solve_bcd
     from .experiments import _problems_dir
     from .problem_file import _data, build_problem, load_problem
@@ -481,8 +482,8 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] = (100.0,
                      "monotone": bool(c.monotone), "well_posed": bool(c.well_posed),
                      "norm_A": c.norm_inf, "seconds": secs,
                      "sweep_s": float(res.timings.get("bcd", secs)) / max(res.n_sweeps, 1),
-                     "test_rmse": _rmse(res.model.predict(U_test), Y_test),
-                     "f_rmse": _rmse(res.model.predict(u_grid), f_grid),
+                     "test_rmse": _rmse(res.model, U_test, Y_test),
+                     "f_rmse": _rmse(res.model, u_grid, f_grid),
                      "model": res.model})
     epochs = gradient_epochs if gradient_epochs is not None else (0 if quick else 3000)
     gradient = None
@@ -492,17 +493,13 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] = (100.0,
         ref = refine(first["model"], ds.U, ds.Y, kappa=spec.model.get("kappa", 0.5),
                      epochs=epochs, lr=3e-3,
                      batch_size=None, keep_best=True)
-        rmse = _rmse(ref.model.predict(ds.U), ds.Y)
+        rmse = _rmse(ref.model, ds.U, ds.Y)
         gradient = {"ball_C": first["ball_C"], "epochs": epochs, "rmse": rmse,
                     "improvement": 1.0 - rmse / first["start_rmse"],
                     "seconds": time.perf_counter() - t}
     for r in rows:
         r.pop("model")
     return {"n": spec.model["n"], "m": ds.m, "rows": rows, "gradient": gradient}
-
-
-def _rmse(Yhat, Y) -> float:
-    return float(np.sqrt(np.mean((Yhat - Y) ** 2)))
 
 
 def run_benchmarks(quick: bool = False, out: str | None = None) -> dict:

@@ -471,7 +471,7 @@ def ce_readout(problem, X: Array, K0: Array, cvxpy_block: Callable[[], tuple],
 
 
 def fast_ce_readout(problem, X: Array, K0: Array | None = None, tol: float = 1e-7,
-                    max_iter: int = 20000) -> tuple[Array, SolveInfo]:
+                    max_iter: int = _CE_READOUT_ITER) -> tuple[Array, SolveInfo]:
     """The cross-entropy (C, D) block on all samples, by FISTA over the balls, certified by
     the duality gap of :func:`ce_readout_lower_bound` (no CVXPY: the exponential-cone
     program has 10 m cones and does not fit memory at MNIST scale).

@@ -87,7 +87,7 @@ from scipy.special import logsumexp, softmax
 
 from ._gram import GramReadout
 from ._validation import check_choice, check_int, check_real
-from .errors import InputTypeError, SolverError, ValidationError
+from .errors import InputTypeError, ValidationError
 from .executors import env_blas_threads
 from .fast_blocks import (_fista, ab_min_norm_sq, ab_projector, fast_blocks_apply,
                           ce_readout, fast_k_step, fast_readout_apply, fast_x_block, pack_cd,
@@ -429,8 +429,8 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     >>> res.certificate.blocks_certified and res.certificate.monotone
     True
     """
-    from .bcd import (BCDResult, Certificate, _equilibrium, _gamma_rows, _init_state, _metric,
-                      _refine_stage)
+    from .bcd import (BCDResult, Certificate, _equilibrium, _fista_failed, _gamma_rows,
+                      _init_state, _metric, _refine_stage)
     from .refine import RefineOptions
     from .wellposedness import pf_eigenvalue
 
@@ -480,10 +480,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         return infos[-1]
 
     def fista_failed(info: SolveInfo) -> None:
-        events.append(info.to_dict())
-        if on_failure == "raise":
-            raise SolverError(f"block {info.block!r} was not certified by {info.solver} "
-                              f"({info.note}).", status=info.status, attempts=[info])
+        _fista_failed(info, events, on_failure)
 
     s = _init_state(pb, init, rng)
     stats = _Stats(pb)
