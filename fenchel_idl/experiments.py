@@ -135,7 +135,7 @@ class Experiment:
     paper_implicit, paper_nn : float or None
         The paper's numbers (average best accuracy over 5 runs, or RMSE).
     runs : int
-        Number of runs the paper averages over: the default number of seeds (3 for the
+        Number of runs the paper averages over: the default number of seeds (5 for the
         digits check, which is not in the paper).
     mlp_hidden : tuple of int
         Hidden widths of the baseline MLP; they sum to the n of the problem file.
@@ -200,6 +200,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment(
         name="cosine_regression", figure="Fig. 3-4 (sec. 7.1)", metric="rmse",
         paper_implicit=0.56, paper_nn=0.65, runs=1, mlp_hidden=(25, 25, 25), mlp_epochs=2000,
+        # the refinement is full-batch (batch_size = m); the MLP keeps batches of 20, its
+        # stronger setting here (train RMSE 0.540; full-batch, step size tuned: 0.671)
+        mlp_batches=(20,),
         target=Target("at_most", 0.56, "train RMSE <= 0.56 (paper: implicit 0.56, NN 0.65; "
                                        "noise std 0.577)"),
         quick={"model": {"n": 21}, "training": {"max_sweeps": 2}, "refine": {"epochs": 20},
@@ -819,7 +822,8 @@ def _settings_lines(r: ExperimentResult) -> list[str]:
          f"samples; metric on the {s['scored_on']} ({scored} samples)"),
         (f"- MLP {tuple(s['mlp_hidden'])}, Adam, {s['mlp_epochs']} epochs, batch "
          f"{s.get('mlp_batch', 32)}"
-         + (f" (chosen from {s['mlp_batch_grid']})" if s.get("mlp_batch_grid") else "")
+         + (f" (chosen from {s['mlp_batch_grid']})" if len(s.get("mlp_batch_grid") or ()) > 1
+            else "")
          + f", step size {s['mlp_lr']:g} chosen from {s['mlp_lr_grid']} on a 20% validation "
          f"split ({s.get('mlp_tune_epochs', s['mlp_epochs'])} epochs each)"),
         f"- wall time {r.time:.1f} s for {len(r.runs)} seed(s)",
