@@ -1,6 +1,7 @@
 """Training: the relaxed problem, its blocks, and the BCD driver with certificates."""
 
 import json
+import sys
 
 import cvxpy as cp
 import numpy as np
@@ -12,6 +13,11 @@ from fenchel_idl.errors import NotConvexError, ShapeError, ValidationError
 from fenchel_idl.fast_blocks import fast_ab_block, fast_x_block
 from fenchel_idl.solvers import solve_certified
 from fenchel_idl.training import Blocks, TrainingProblem, _gammas
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the project's own fallback (pyproject.toml)
+    import tomli as tomllib
 
 
 def small_regression(rng, m=40, p=2):
@@ -426,3 +432,16 @@ def test_cosine_targets_benchmark_reports_what_it_ran():
     g = out["gradient"]
     assert g["rmse"] <= out["rows"][0]["rmse"] + 1e-12
     assert g["improvement"] == pytest.approx(1 - g["rmse"] / out["rows"][0]["start_rmse"])
+
+
+def test_cosine_targets_benchmark_starts_at_the_problem_files_ball():
+    """By default the benchmark measures the ball the problem file ships first, then the
+    former default 100 and a tighter 50."""
+    from pathlib import Path
+
+    from fenchel_idl.bench import bench_cosine_targets
+
+    path = Path(__file__).resolve().parents[1] / "problems" / "cosine_regression.toml"
+    ball = tomllib.loads(path.read_text())["training"]["bounds"]["C"]  # not our loader
+    out = bench_cosine_targets(max_sweeps=1, gradient_epochs=0, heldout=10)
+    assert [r["ball_C"] for r in out["rows"]] == [ball, 100.0, 50.0]
