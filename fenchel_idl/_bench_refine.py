@@ -46,23 +46,10 @@ COSINE_SETTINGS: dict[str, Any] = {
 
 
 def cosine_data(m: int = 200, seed: int = 0) -> tuple[Array, Array, Array, Array]:
-    """(U, Y, U_grid, F_grid) of section 7.1: m noisy samples and f on 1000 grid points.
+    """(U, Y, U_grid, F_grid) of section 7.1: m noisy samples
+    (:func:`fenchel_idl.datasets.cosine`) and f on 1000 grid points."""
+    from .datasets import cosine, cosine_grid
 
-    Uses :mod:`fenchel_idl.datasets` when it is available, else draws the same kind of data
-    inline (u ~ U[-5, 5], y = 5 cos(pi u) exp(-|u|/2) + w, w ~ U[-1, 1]).
-    """
-    try:
-        from .datasets import cosine, cosine_grid
-    except ImportError:  # pragma: no cover - the datasets module is written elsewhere
-        rng = np.random.default_rng(seed)
-        u = rng.uniform(-5.0, 5.0, m)
-
-        def f(v):
-            return 5.0 * np.cos(np.pi * v) * np.exp(-0.5 * np.abs(v))
-
-        y = f(u) + rng.uniform(-1.0, 1.0, m)
-        grid = np.linspace(-5.0, 5.0, 1000)
-        return u[None], y[None], grid[None], f(grid)[None]
     ds, g = cosine(m=m, noise=1.0, seed=seed), cosine_grid(1000)
     return ds.U, ds.Y, g.U, g.Y
 
@@ -282,23 +269,27 @@ def bench_projection(n: int = 75, kappa: float = 0.5, repeats: int = 20,
 
 
 # -- warm start (BCD, then refinement) against the random start --------------------------------
-def warm_vs_random(out: str | None = None, bcd_sweeps: int = 80, warm_epochs: int = 300,
-                   warm_lr: float = 1e-4) -> dict[str, Any]:
-    """BCD followed by refinement against refinement from a random start, on the cosine
-    problem (section 7.1, n = 75, kappa = 0.5), timed in the same process.
+def warm_vs_random(out: str | None = None, path: str | None = None) -> dict[str, Any]:
+    """BCD followed by refinement, as ``problems/cosine_regression.toml`` (the README's main
+    job; or ``path``) states them, against refinement from a random start with
+    :data:`COSINE_SETTINGS`, on that file's data, timed in the same process.
 
     Returns the two curves (wall time in s, train RMSE) and, for each RMSE level reached by
     both, the time each needed; with ``out`` the curves are plotted to
     ``out/warm_vs_random.png``.
     """
     from .bcd import solve_bcd
-    from .training import TrainingProblem
+    from .experiments import _problems_dir
+    from .problem_file import _data, build_problem, load_problem
 
-    U, Y, Ug, Fg = cosine_data()
+    spec = load_problem(_problems_dir(None) / "cosine_regression.toml" if path is None
+                        else path)
+    ds, _ = _data(spec)
+    U, Y = ds.U, ds.Y
+    _, _, Ug, Fg = cosine_data()
     s = COSINE_SETTINGS
     sd_y = float(np.std(Y))
-    # warm: BCD (the README's main job), then refinement of its model
-    problem = TrainingProblem(U, Y, n=s["n"], kappa=s["kappa"], lam=300.0)
+    problem = build_problem(spec, ds)
     warm_t, warm_r = [], []
     t0 = time.perf_counter()
 
@@ -307,12 +298,14 @@ def warm_vs_random(out: str | None = None, bcd_sweeps: int = 80, warm_epochs: in
             warm_t.append(time.perf_counter() - t0)
             warm_r.append(float(np.sqrt(2.0 * rec.loss)) * sd_y)  # standardized units
 
-    bcd = solve_bcd(problem, max_sweeps=bcd_sweeps, callback=on_record)
+    bcd = solve_bcd(problem, max_sweeps=spec.training.get("max_sweeps", 40), seed=spec.seed,
+                    schedule=spec.schedule or None,
+                    gap_tol=spec.solver.get("gap_tol", 1e-6), callback=on_record)
     t_bcd = time.perf_counter() - t0
     bcd_rmse = _rmse(bcd.model, U, Y)
-    opts = RefineOptions(**{**s["options"], "epochs": warm_epochs, "lr": warm_lr,
-                            "keep_best": True})
-    rw = refine(bcd.model, U, Y, kappa=s["kappa"], options=opts)
+    warm = {"seed": spec.seed, **(spec.refine or {})}
+    kappa = float(warm.pop("kappa", problem.kappa))
+    rw = refine(bcd.model, U, Y, kappa=kappa, options=RefineOptions(**warm))
     warm_t += [t_bcd + float(v) for v in rw.history.time]
     warm_r += [float(np.sqrt(2.0 * v)) for v in rw.history.loss]
     # random: the paper's pure gradient method with the tuned settings
