@@ -280,7 +280,7 @@ def warm_vs_random(out: str | None = None, path: str | None = None) -> dict[str,
     """
     from .bcd import solve_bcd
     from .experiments import _problems_dir
-    from .problem_file import _data, build_problem, load_problem
+    from .problem_file import _data, bcd_options, build_problem, load_problem
 
     spec = load_problem(_problems_dir(None) / "cosine_regression.toml" if path is None
                         else path)
@@ -298,9 +298,7 @@ def warm_vs_random(out: str | None = None, path: str | None = None) -> dict[str,
             warm_t.append(time.perf_counter() - t0)
             warm_r.append(float(np.sqrt(2.0 * rec.loss)) * sd_y)  # standardized units
 
-    bcd = solve_bcd(problem, max_sweeps=spec.training.get("max_sweeps", 40), seed=spec.seed,
-                    schedule=spec.schedule or None,
-                    gap_tol=spec.solver.get("gap_tol", 1e-6), callback=on_record)
+    bcd = solve_bcd(problem, **bcd_options(spec, refine=False), callback=on_record)
     t_bcd = time.perf_counter() - t0
     bcd_rmse = _rmse(bcd.model, U, Y)
     warm = {"seed": spec.seed, **(spec.refine or {})}

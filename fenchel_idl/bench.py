@@ -428,7 +428,7 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
     """BCD alone on the cosine problem of section 7.1 as ``problems/cosine_regression.toml``
     states it (n = 75, kappa = 0.5; its data, lam, schedule, sweeps and balls; no
     refinement), with the readout ball ||C||_inf <= ``balls[i]`` (standardized units).
-    Default: the problem file's ball (60), then 100 (the default before 2026-12-02) and 50.
+    Default: the problem file's ball, then 100 (the file's until 2026-12-02) and 50.
 
     For each ball: train RMSE of the random-feature start and of the BCD result (both at
     their true equilibrium with the optimal readout), the improvement, whether every block
@@ -449,7 +449,7 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
     from ._bench_refine import _rmse
     from .bcd import solve_bcd
     from .experiments import _problems_dir
-    from .problem_file import _data, build_problem, load_problem
+    from .problem_file import _data, bcd_options, build_problem, load_problem
     from .refine import refine
 
     spec = load_problem(_problems_dir(None) / "cosine_regression.toml" if path is None
@@ -465,16 +465,16 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
     f_grid = datasets.cosine_function(u_grid)
     if balls is None:
         balls = (float(spec.training.get("bounds", {}).get("C", 100.0)), 100.0, 50.0)
-    sweeps = max_sweeps if max_sweeps is not None else spec.training.get("max_sweeps", 40)
+    opts = bcd_options(spec, refine=False)
+    if max_sweeps is not None:
+        opts["max_sweeps"] = max_sweeps
     rows = []
     for ball in balls:
         bounds = {**spec.training.get("bounds", {}), "C": float(ball)}
         problem = build_problem(dataclasses.replace(
             spec, training={**spec.training, "bounds": bounds}), ds)
         t = time.perf_counter()
-        res = solve_bcd(problem, max_sweeps=sweeps, seed=spec.seed,
-                        schedule=spec.schedule or None,
-                        gap_tol=spec.solver.get("gap_tol", 1e-6))
+        res = solve_bcd(problem, **opts)
         secs = time.perf_counter() - t
         c = res.certificate
         start, end = res.start_metric["rmse"], c.train_metric["rmse"]

@@ -665,16 +665,10 @@ def _fit(st: _Settings, train: Any, weight: float) -> tuple[ImplicitModel, float
                     f"{loss} loss")
         else:
             from .bcd import solve_bcd
-            from .problem_file import build_problem
+            from .problem_file import bcd_options, build_problem
 
             problem = build_problem(dataclasses.replace(spec, penalties=pens), train)
-            tr = spec.training
-            res_b = solve_bcd(problem, max_sweeps=int(tr.get("max_sweeps", 40)),
-                              tol=tr.get("tol", 1e-6), schedule=spec.schedule or None,
-                              refine=None if spec.refine is None else (spec.refine or True),
-                              seed=spec.seed, solver=spec.solver.get("name"),
-                              on_failure=spec.solver.get("on_failure", "fallback"),
-                              gap_tol=spec.solver.get("gap_tol", 1e-6))
+            res_b = solve_bcd(problem, **bcd_options(spec))
             model = res_b.model
             certified = bool(res_b.certificate.blocks_certified)
             note = (f"BCD: {res_b.n_sweeps} sweep(s), {problem.loss.name} loss, blocks "

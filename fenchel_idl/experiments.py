@@ -396,18 +396,14 @@ def _train_implicit(exp: Experiment, spec, train, refine_set, test, seed: int,
                     eval_points: int = 40) -> tuple[dict, Any, Any]:
     """BCD, then the optional refinement on ``refine_set`` with a test-metric curve."""
     from .bcd import solve_bcd
-    from .problem_file import build_problem
+    from .problem_file import bcd_options, build_problem
 
     problem = build_problem(spec, train)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         # solver notes ("inaccurate", fallbacks) are recorded in the certificate
         warnings.simplefilter("always")
-        result = solve_bcd(problem, max_sweeps=int(spec.training.get("max_sweeps", 40)),
-                           tol=spec.training.get("tol", 1e-6), schedule=spec.schedule or None,
-                           seed=seed, solver=spec.solver.get("name"),
-                           on_failure=spec.solver.get("on_failure", "fallback"),
-                           gap_tol=spec.solver.get("gap_tol", 1e-6))
+        result = solve_bcd(problem, **{**bcd_options(spec, refine=False), "seed": seed})
     t_bcd = time.perf_counter() - t0
     model = result.model
     metric = exp.metric

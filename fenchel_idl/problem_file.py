@@ -36,7 +36,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ProblemSpec", "load_problem", "run_problem"]
+__all__ = ["ProblemSpec", "bcd_options", "load_problem", "run_problem"]
 
 _SECTIONS = {"name", "description", "seed", "data", "model", "training", "schedule",
              "minibatch", "penalties", "solver", "refine", "demo"}
@@ -230,6 +230,21 @@ def _metric(model, ds) -> dict:
     return {"rmse": float(np.sqrt(np.mean((Yhat - ds.Y) ** 2)))}
 
 
+def bcd_options(spec: ProblemSpec, refine: bool = True) -> dict[str, Any]:
+    """The keyword arguments of :func:`fenchel_idl.bcd.solve_bcd` that a problem file states:
+    ``max_sweeps``, ``tol``, ``schedule``, ``seed``, ``solver``, ``on_failure``, ``gap_tol``
+    and, with ``refine``, its [refine] stage (an empty [refine] section means the default
+    options)."""
+    opts: dict[str, Any] = dict(
+        max_sweeps=int(spec.training.get("max_sweeps", 40)), tol=spec.training.get("tol", 1e-6),
+        schedule=spec.schedule or None, seed=spec.seed, solver=spec.solver.get("name"),
+        on_failure=spec.solver.get("on_failure", "fallback"),
+        gap_tol=spec.solver.get("gap_tol", 1e-6))
+    if refine:
+        opts["refine"] = None if spec.refine is None else (spec.refine or True)
+    return opts
+
+
 def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bool = True,
                 checkpoint: str | Path | None = None, resume: bool = False,
                 max_sweeps: int | None = None) -> tuple[BCDResult, dict]:
@@ -245,25 +260,22 @@ def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bo
     ds, test = _data(spec)
     problem = build_problem(spec, ds)
     t0 = time.perf_counter()
-    common = dict(tol=spec.training.get("tol", 1e-6),
-                  # an empty [refine] section means: refine with the default options
-                  refine=None if spec.refine is None else (spec.refine or True),
-                  seed=spec.seed, solver=spec.solver.get("name"),
-                  on_failure=spec.solver.get("on_failure", "fallback"),
-                  gap_tol=spec.solver.get("gap_tol", 1e-6), progress=progress)
+    opts = bcd_options(spec)
     if spec.minibatch is not None:
         if checkpoint is not None or resume:
             raise ValidationError("checkpoint/resume is for full-batch BCD; the problem file "
                                   f"{spec.path!r} trains on mini-batches ([minibatch]).")
-        opts = dict(spec.minibatch)
+        mb = dict(spec.minibatch)
         if max_sweeps is not None:
-            opts["epochs"] = max_sweeps
-        result = solve_bcd_minibatch(problem, **opts, **common)
+            mb["epochs"] = max_sweeps
+        for key in ("max_sweeps", "schedule"):  # full-batch only
+            del opts[key]
+        result = solve_bcd_minibatch(problem, **mb, **opts, progress=progress)
     else:
-        result = solve_bcd(problem,
-                           max_sweeps=max_sweeps or spec.training.get("max_sweeps", 40),
-                           schedule=spec.schedule or None, checkpoint=checkpoint,
-                           resume=resume, **common)
+        if max_sweeps:
+            opts["max_sweeps"] = max_sweeps
+        result = solve_bcd(problem, **opts, checkpoint=checkpoint, resume=resume,
+                           progress=progress)
     summary: dict[str, Any] = {"problem": spec.name, "n_sweeps": result.n_sweeps,
                                "time_s": time.perf_counter() - t0,
                                "timings": dict(result.timings),

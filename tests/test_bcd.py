@@ -468,14 +468,12 @@ def test_cosine_problem_file_meets_the_bcd_targets():
     pass of the returned models."""
     from pathlib import Path
 
-    from fenchel_idl.problem_file import _data, build_problem, load_problem
+    from fenchel_idl.problem_file import _data, bcd_options, build_problem, load_problem
 
     spec = load_problem(Path(__file__).resolve().parents[1] / "problems"
                         / "cosine_regression.toml")
     ds, _ = _data(spec)
-    res = solve_bcd(build_problem(spec, ds), max_sweeps=spec.training["max_sweeps"],
-                    seed=spec.seed, schedule=spec.schedule,
-                    gap_tol=spec.solver["gap_tol"], progress=False)
+    res = solve_bcd(build_problem(spec, ds), **bcd_options(spec, refine=False))
     start = _numpy_rmse(res.start_model, ds.U, ds.Y)
     end = _numpy_rmse(res.model, ds.U, ds.Y)
     assert start == pytest.approx(res.start_metric["rmse"], abs=1e-9)
@@ -485,3 +483,28 @@ def test_cosine_problem_file_meets_the_bcd_targets():
     c = res.certificate
     assert c.blocks_certified and c.readout_certified and c.monotone and c.well_posed
     assert np.abs(res.model.A).sum(axis=1).max() <= spec.model["kappa"] + 1e-9
+
+
+@pytest.mark.parametrize("refine_table, want", [("", None), ("[refine]\n", True),
+                                                ("[refine]\nepochs = 3\n", {"epochs": 3})])
+def test_bcd_options_are_what_the_problem_file_states(tmp_path, refine_table, want):
+    """One mapping from a problem file to solve_bcd's keywords (the CLI, the experiments,
+    the demos and the benchmarks use it): every stated value, the defaults otherwise, and
+    the three meanings of [refine] (absent, empty, with options)."""
+    from fenchel_idl.problem_file import bcd_options, load_problem
+
+    head = ('name = "t"\nseed = 4\n[data]\nsource = "cosine"\nm = 20\n[model]\nn = 3\n'
+            '[training]\nlam = 10.0\n')
+    path = tmp_path / "t.toml"
+    path.write_text(head + "max_sweeps = 7\ntol = 1e-4\n[schedule]\nline_search = false\n"
+                    '[solver]\nname = "OSQP"\non_failure = "raise"\ngap_tol = 1e-5\n'
+                    + refine_table)
+    opts = bcd_options(load_problem(path))
+    assert opts == {"max_sweeps": 7, "tol": 1e-4, "schedule": {"line_search": False},
+                    "seed": 4, "solver": "OSQP", "on_failure": "raise", "gap_tol": 1e-5,
+                    "refine": want}
+    assert "refine" not in bcd_options(load_problem(path), refine=False)
+    path.write_text(head)
+    assert bcd_options(load_problem(path), refine=False) == {
+        "max_sweeps": 40, "tol": 1e-6, "schedule": None, "seed": 4, "solver": None,
+        "on_failure": "fallback", "gap_tol": 1e-6}
