@@ -21,8 +21,8 @@ small. Absolute times on shared machines mean little; the ratios are what to com
 - mini-batch BCD against full BCD at large m;
 - the BCD targets on the cosine problem (``problems/cosine_regression.toml``, BCD alone):
   train RMSE against its own random-feature start, certificates and sweep time, at the
-  problem file's readout ball, the former default 100 and a tighter one, beside full-batch
-  gradient descent from the BCD point (how far a local method gets under the same balls);
+  problem file's readout ball, the former default 100 and a tighter one, and (without
+  ``--quick``) the file's refinement from each BCD point, with held-out figures;
 - one refinement epoch against a plain numpy loop; the two l1-ball projections.
 """
 
@@ -422,7 +422,7 @@ def bench_ce_readout(quick: bool = False) -> dict:
 
 
 def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = None,
-                         max_sweeps: int | None = None, gradient_epochs: int | None = None,
+                         max_sweeps: int | None = None, refined: bool | None = None,
                          path: str | Path | None = None, data_seed: int | None = None,
                          heldout: int = 2000) -> dict:
     """BCD alone on the cosine problem of section 7.1 as ``problems/cosine_regression.toml``
@@ -432,14 +432,15 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
 
     For each ball: train RMSE of the random-feature start and of the BCD result (both at
     their true equilibrium with the optimal readout), the improvement, whether every block
-    was certified and the relaxed objective monotone, and the wall time per sweep. For the
-    first ball, also full-batch Adam from the BCD point (projected on the kappa ball, best
-    epoch kept, C and D not held in their balls; ``gradient_epochs``, 0 to skip): how far a
-    local method gets from there. ``path`` defaults to the file in the ``problems/`` directory
-    the experiments command uses (the checkout's, else the working directory's).
+    was certified and the relaxed objective monotone, and the wall time per sweep. With
+    ``refined`` (default: not ``quick``), also the file's [refine] stage from each BCD
+    point (full-batch Adam, A kept in the kappa ball, C and D free, best epoch kept): how
+    far a local method gets from there, as ``refined_*`` figures. ``path`` defaults to the
+    file in the ``problems/`` directory the experiments command uses (the checkout's, else
+    the working directory's).
 
-    Held-out figures of each BCD model: ``test_rmse`` on ``heldout`` fresh samples of the
-    same draw (samples m, m + 1, ... of :func:`fenchel_idl.datasets.cosine`), and ``f_rmse``
+    Held-out figures of each model: ``test_rmse`` on ``heldout`` fresh samples of the same
+    draw (samples m, m + 1, ... of :func:`fenchel_idl.datasets.cosine`), and ``f_rmse``
     against the noiseless f on 2001 points of [-5, 5]. ``data_seed`` replaces the file's
     seed (data and training) to measure other draws of the same problem.
     """
@@ -447,10 +448,9 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
 
     from . import datasets
     from ._bench_refine import _rmse
-    from .bcd import solve_bcd
+    from .bcd import _refine_stage, solve_bcd
     from .experiments import _problems_dir
     from .problem_file import _data, bcd_options, build_problem, load_problem
-    from .refine import refine
 
     spec = load_problem(_problems_dir(None) / "cosine_regression.toml" if path is None
                         else path)
@@ -465,7 +465,10 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
     f_grid = datasets.cosine_function(u_grid)
     if balls is None:
         balls = (float(spec.training.get("bounds", {}).get("C", 100.0)), 100.0, 50.0)
-    opts = bcd_options(spec, refine=False)
+    opts = bcd_options(spec)
+    stage = opts.pop("refine")  # run below, after the BCD figures are taken
+    if not (refined if refined is not None else not quick):
+        stage = None
     if max_sweeps is not None:
         opts["max_sweeps"] = max_sweeps
     rows = []
@@ -485,23 +488,16 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
                      "norm_A": c.norm_inf, "seconds": secs,
                      "sweep_s": float(res.timings.get("bcd", secs)) / max(res.n_sweeps, 1),
                      "test_rmse": _rmse(res.model, U_test, Y_test),
-                     "f_rmse": _rmse(res.model, u_grid, f_grid),
-                     "model": res.model})
-    epochs = gradient_epochs if gradient_epochs is not None else (0 if quick else 3000)
-    gradient = None
-    if epochs:
-        first = rows[0]
-        t = time.perf_counter()
-        ref = refine(first["model"], ds.U, ds.Y, kappa=spec.model.get("kappa", 0.5),
-                     epochs=epochs, lr=3e-3,
-                     batch_size=None, keep_best=True)
-        rmse = _rmse(ref.model, ds.U, ds.Y)
-        gradient = {"ball_C": first["ball_C"], "epochs": epochs, "rmse": rmse,
-                    "improvement": 1.0 - rmse / first["start_rmse"],
-                    "seconds": time.perf_counter() - t}
-    for r in rows:
-        r.pop("model")
-    return {"n": spec.model["n"], "m": ds.m, "rows": rows, "gradient": gradient}
+                     "f_rmse": _rmse(res.model, u_grid, f_grid)})
+        if stage:
+            t = time.perf_counter()
+            model, _ = _refine_stage(problem, res.model, stage, spec.seed, False)
+            rows[-1].update({"refined_rmse": _rmse(model, ds.U, ds.Y),
+                             "refined_test_rmse": _rmse(model, U_test, Y_test),
+                             "refined_f_rmse": _rmse(model, u_grid, f_grid),
+                             "refine_s": time.perf_counter() - t})
+    return {"n": spec.model["n"], "m": ds.m, "rows": rows,
+            "refine": None if not stage else (dict(spec.refine) or "defaults")}
 
 
 def run_benchmarks(quick: bool = False, out: str | None = None) -> dict:
@@ -587,11 +583,10 @@ def run_benchmarks(quick: bool = False, out: str | None = None) -> dict:
               f"{r['sweep_s']:.2f} s/sweep; certified {r['certified']}, monotone "
               f"{r['monotone']}, ||A||_inf {r['norm_A']:.3f}; held out: test "
               f"{r['test_rmse']:.4f}, against f {r['f_rmse']:.4f}")
-    g = ct["gradient"]
-    if g is not None:
-        print(f"  full-batch Adam from the BCD point (ball {g['ball_C']:.0f}, {g['epochs']} "
-              f"epochs, A kept in the kappa ball, C and D free): {g['rmse']:.4f} "
-              f"({100 * g['improvement']:.1f}% below the start)")
+        if "refined_rmse" in r:
+            print(f"      then the file's refinement ({r['refine_s']:.1f} s; A in the kappa "
+                  f"ball, C and D free): train {r['refined_rmse']:.4f}, test "
+                  f"{r['refined_test_rmse']:.4f}, against f {r['refined_f_rmse']:.4f}")
     print("== refinement epoch against a plain numpy loop; projections")
     rb = bench_refine_epoch(repeats=2 if quick else 3)
     results["refine_epoch"] = rb
