@@ -278,7 +278,8 @@ def warm_vs_random(out: str | None = None, path: str | None = None) -> dict[str,
     both, the time each needed; with ``out`` the curves are plotted to
     ``out/warm_vs_random.png``.
     """
-    from .bcd import solve_bcd
+    from .bcd import _refine_stage, solve_bcd
+    from .datasets import cosine_grid
     from .experiments import _problems_dir
     from .problem_file import _data, bcd_options, build_problem, load_problem
 
@@ -286,7 +287,8 @@ def warm_vs_random(out: str | None = None, path: str | None = None) -> dict[str,
                         else path)
     ds, _ = _data(spec)
     U, Y = ds.U, ds.Y
-    _, _, Ug, Fg = cosine_data()
+    grid = cosine_grid(1000)
+    Ug, Fg = grid.U, grid.Y
     s = COSINE_SETTINGS
     sd_y = float(np.std(Y))
     problem = build_problem(spec, ds)
@@ -301,11 +303,11 @@ def warm_vs_random(out: str | None = None, path: str | None = None) -> dict[str,
     bcd = solve_bcd(problem, **bcd_options(spec, refine=False), callback=on_record)
     t_bcd = time.perf_counter() - t0
     bcd_rmse = _rmse(bcd.model, U, Y)
-    warm = {"seed": spec.seed, **(spec.refine or {})}
-    kappa = float(warm.pop("kappa", problem.kappa))
-    rw = refine(bcd.model, U, Y, kappa=kappa, options=RefineOptions(**warm))
-    warm_t += [t_bcd + float(v) for v in rw.history.time]
-    warm_r += [float(np.sqrt(2.0 * v)) for v in rw.history.loss]
+    # the file's [refine] stage, as solve_bcd runs it (its defaults if the file has none)
+    warm_model, warm_hist = _refine_stage(problem, bcd.model,
+                                          bcd_options(spec)["refine"] or True, spec.seed, False)
+    warm_t += [t_bcd + float(v) for v in warm_hist.time]
+    warm_r += [float(np.sqrt(2.0 * v)) for v in warm_hist.loss]
     # random: the paper's pure gradient method with the tuned settings
     t1 = time.perf_counter()
     rr = refine(_cosine_start(s), U, Y, kappa=s["kappa"], options=RefineOptions(**s["options"]))
@@ -322,7 +324,7 @@ def warm_vs_random(out: str | None = None, path: str | None = None) -> dict[str,
         levels[level] = (tw, tr)
     res = {"bcd_seconds": t_bcd, "bcd_train_rmse": bcd_rmse,
            "bcd_grid_rmse": _rmse(bcd.model, Ug, Fg),
-           "warm_train_rmse": _rmse(rw.model, U, Y), "warm_grid_rmse": _rmse(rw.model, Ug, Fg),
+           "warm_train_rmse": _rmse(warm_model, U, Y), "warm_grid_rmse": _rmse(warm_model, Ug, Fg),
            "warm_seconds": warm_t[-1], "random_train_rmse": _rmse(rr.model, U, Y),
            "random_grid_rmse": _rmse(rr.model, Ug, Fg), "random_seconds": t_rand,
            "levels": levels, "curves": {"warm": (warm_t, warm_r), "random": (rand_t, rand_r)}}

@@ -461,14 +461,14 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
     fresh = datasets.cosine(m=ds.m + heldout, noise=spec.data.get("noise", 1.0),
                             seed=spec.data.get("seed", 0))
     U_test, Y_test = fresh.U[:, ds.m:], fresh.Y[:, ds.m:]
-    u_grid = np.linspace(-5.0, 5.0, 2001)[None, :]
-    f_grid = datasets.cosine_function(u_grid)
+    grid = datasets.cosine_grid(2001)
+    u_grid, f_grid = grid.U, grid.Y
     if balls is None:
         balls = (float(spec.training.get("bounds", {}).get("C", 100.0)), 100.0, 50.0)
-    opts = bcd_options(spec)
-    stage = opts.pop("refine")  # run below, after the BCD figures are taken
-    if not (refined if refined is not None else not quick):
-        stage = None
+    if refined is None:
+        refined = not quick
+    opts = bcd_options(spec, refine=False)
+    stage = bcd_options(spec)["refine"] if refined else None  # run after the BCD figures
     if max_sweeps is not None:
         opts["max_sweeps"] = max_sweeps
     rows = []
