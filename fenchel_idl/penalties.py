@@ -365,7 +365,11 @@ def get_penalty(spec: Any) -> Penalty:
         return Custom(fn=spec, label=getattr(spec, "__name__", "custom"))
     if isinstance(spec, Mapping):
         opts = dict(spec)
-        name = opts.pop("name", None)
+        if "name" not in opts:
+            raise ValidationError("each dict in 'penalties' needs a 'name' key, e.g. "
+                                  "{'name': 'l1', 'weight': 1e-3}; got keys "
+                                  f"{sorted(map(str, opts))}.")
+        name = opts.pop("name")
         if name not in PENALTIES:
             raise ValidationError(f"'penalties' names must be among {sorted(PENALTIES)}; got "
                                   f"{name!r}.")
@@ -373,8 +377,10 @@ def get_penalty(spec: Any) -> Penalty:
             return PENALTIES[name](**opts)
         except TypeError as exc:
             raise ValidationError(f"bad options {opts} for penalty {name!r}: {exc}") from None
+    hint = (f" (for a named penalty write {{'name': {spec!r}, 'weight': ...}})"
+            if isinstance(spec, str) else "")
     raise InputTypeError("each entry of 'penalties' must be a Penalty, a callable or a dict; "
-                         f"got {type(spec).__name__}.")
+                         f"got {type(spec).__name__}{hint}.")
 
 
 def check_penalty_convex(pen: Penalty, shapes: Mapping[str, tuple[int, int]]) -> None:

@@ -2,7 +2,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from fenchel_idl.errors import NotConvexError, ValidationError
+from fenchel_idl.errors import InputTypeError, NotConvexError, ValidationError
 from fenchel_idl.losses import get_loss
 from fenchel_idl.penalties import (L1, ColumnNorms, Custom, FeatureSelection, LipschitzBound,
                                    NotSupportedInRefinement, Nuclear, RowNorms,
@@ -74,6 +74,11 @@ def test_unsupported_prox_and_non_convex_penalties():
         check_penalty_convex(Custom(fn=lambda A, B, C, D: [cp.norm(A, "fro") == 1]), shapes)
     with pytest.raises(ValidationError, match="'penalties' names must be among"):
         get_penalty({"name": "l0"})
+    with pytest.raises(ValidationError, match=r"needs a 'name' key.*got keys \['l1'\]"):
+        get_penalty({"l1": 1e-3})
+    with pytest.raises(InputTypeError, match=r"got str \(for a named penalty write "
+                                             r"\{'name': 'l1', 'weight': \.\.\.\}\)"):
+        get_penalty("l1")
     assert isinstance(get_penalty(lambda A, B, C, D: cp.norm1(A)), Custom)
 
 

@@ -373,7 +373,7 @@ CASES = [
     case("tp-penalty-unknown", lambda t: _tp(penalties=[{"name": "l3", "weight": 1.0}]),
          ValidationError, r"'penalties'.*got 'l3'"),
     case("tp-penalty-no-name", lambda t: _tp(penalties=[{"weight": 1.0}]),
-         ValidationError, r"'penalties'.*got None"),
+         ValidationError, r"'penalties' needs a 'name' key.*got keys \['weight'\]"),
     case("tp-penalty-bad-option", lambda t: _tp(penalties=[{"name": "l1", "of": "A"}]),
          ValidationError, r"options.*'of'.*'l1'"),
     case("tp-penalty-type", lambda t: _tp(penalties=["l1"]),
