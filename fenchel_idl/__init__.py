@@ -9,59 +9,48 @@ Conventions, stated once: the paper's letters are kept (A, B, C, D, U, X, Y, phi
 **samples are columns**: U has shape (p, m), X (n, m) and Y (q, m), where p is the number
 of inputs, n of states, q of outputs and m of samples. The scikit-learn wrappers use rows
 for samples, as scikit-learn does, and convert at their boundary only.
+
+The package is layered; each layer imports only from the layers above it in this list:
+
+- :mod:`fenchel_idl.model`: the model, activations, equilibria, well-posedness (sections 2-3);
+- :mod:`fenchel_idl.problem`: losses, penalties, the relaxed training problem, data sets;
+- :mod:`fenchel_idl.blocks`: the convex blocks and their certified solvers (section 6.3);
+- :mod:`fenchel_idl.drivers`: BCD, mini-batch BCD, refinement, problem files, estimators;
+- :mod:`fenchel_idl.analysis`: robustness, attacks, compression, plots (sections 4, 5, 7.3);
+- :mod:`fenchel_idl.apps`: the command line, experiments, demos and benchmarks, built on
+  the names exported here and by the layers.
+
+The names below are the common ones; each layer's ``__all__`` lists all of its public names.
 """
 
-from .activations import (Activation, Blockwise, Identity, LeakyReLU, ReLU, Sigmoid, Softmax,
-                          Tanh, get_activation)
-from . import datasets
-from .bcd import BCDResult, BlockRecord, Certificate, Schedule, solve_bcd
-from .executors import BlockExecutor, make_executor
-from .minibatch import BatchRecord, solve_bcd_minibatch
-from .composition import cascade, concat, feedback, parallel
-from .compression import (ClosedFormState, ErrorBound, LowRankApproximation, LowRankModel,
-                          Reduction, ReductionErrorBound, RemovedState, low_rank,
-                          perturbation_bound, predict_speedup, reduce, selected_features)
-from .equilibrium import EquilibriumInfo
-from .errors import (CheckpointError, ConvergenceWarning, DataNotFoundError, EquilibriumError, FenchelIDLError,
-                     InputTypeError, ModelFileError, NotConvexError, NotWellPosedError,
-                     NumericalWarning, ShapeError, SolverError, SolverWarning,
-                     TrainingInterrupted, ValidationError)
-from .estimators import ImplicitClassifier, ImplicitRegressor
-from .feedforward import from_layers, from_mlp
-from .gradients import Gradients, input_gradient, loss_gradients
-from .losses import get_loss
-from .model import ImplicitModel
-from .penalties import (L1, ColumnNorms, Custom, FeatureSelection, LipschitzBound, Nuclear,
-                        Penalty, RowNorms, get_penalty)
-from .solvers import SolveInfo, solve_certified
-from .training import Bounds, TrainingProblem
-from .wellposedness import (WellPosedness, check_well_posed, induced_norm, is_well_posed,
-                            norm_matrix, pf_eigenvalue, rescale, well_posedness)
+from fenchel_idl import errors
+from fenchel_idl.analysis import (lipschitz_bound, low_rank, lp_bound, reduce,
+                                  selected_features, sensitivity_matrix)
+from fenchel_idl.drivers import (BCDResult, Certificate, ImplicitClassifier, ImplicitRegressor,
+                                 RefineOptions, Schedule, load_problem, refine, solve_bcd,
+                                 solve_bcd_minibatch)
+from fenchel_idl.errors import FenchelIDLError
+from fenchel_idl.model import (ImplicitModel, cascade, check_well_posed, concat, feedback,
+                               from_layers, from_mlp, is_well_posed, parallel, pf_eigenvalue,
+                               rescale, well_posedness)
+from fenchel_idl.problem import (L1, Bounds, ColumnNorms, Custom, FeatureSelection,
+                                 LipschitzBound, Nuclear, RowNorms, TrainingProblem, datasets)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation", "Blockwise", "Identity", "LeakyReLU", "ReLU", "Sigmoid", "Softmax", "Tanh",
-    "get_activation",
-    "datasets",
-    "BCDResult", "BlockRecord", "Certificate", "Schedule", "solve_bcd",
-    "BlockExecutor", "make_executor", "BatchRecord", "solve_bcd_minibatch",
-    "Gradients", "input_gradient", "loss_gradients", "get_loss",
-    "L1", "ColumnNorms", "Custom", "FeatureSelection", "LipschitzBound", "Nuclear", "Penalty",
-    "RowNorms", "get_penalty",
-    "SolveInfo", "solve_certified", "Bounds", "TrainingProblem",
-    "cascade", "concat", "feedback", "parallel",
-    "ClosedFormState", "ErrorBound", "LowRankApproximation", "LowRankModel", "Reduction",
-    "ReductionErrorBound", "RemovedState", "low_rank", "perturbation_bound", "predict_speedup",
-    "reduce", "selected_features",
-    "EquilibriumInfo",
-    "CheckpointError", "ConvergenceWarning", "DataNotFoundError", "EquilibriumError", "FenchelIDLError",
-    "InputTypeError", "ModelFileError", "NotConvexError", "NotWellPosedError",
-    "NumericalWarning", "ShapeError", "SolverError", "SolverWarning", "TrainingInterrupted",
-    "ValidationError",
-    "ImplicitClassifier", "ImplicitRegressor",
-    "from_layers", "from_mlp",
-    "ImplicitModel",
-    "WellPosedness", "check_well_posed", "induced_norm", "is_well_posed", "norm_matrix",
-    "pf_eigenvalue", "rescale", "well_posedness",
+    # the model (sections 2-3)
+    "ImplicitModel", "well_posedness", "pf_eigenvalue", "is_well_posed", "check_well_posed",
+    "rescale", "cascade", "parallel", "concat", "feedback", "from_mlp", "from_layers",
+    # the training problem (section 6) and its data
+    "TrainingProblem", "Bounds", "L1", "RowNorms", "ColumnNorms", "FeatureSelection",
+    "Nuclear", "LipschitzBound", "Custom", "datasets",
+    # training
+    "solve_bcd", "solve_bcd_minibatch", "Schedule", "BCDResult", "Certificate", "refine",
+    "RefineOptions", "load_problem", "ImplicitRegressor", "ImplicitClassifier",
+    # analysis (sections 4-5)
+    "sensitivity_matrix", "lipschitz_bound", "lp_bound", "reduce", "low_rank",
+    "selected_features",
+    # errors
+    "errors", "FenchelIDLError",
 ]

@@ -128,4 +128,4 @@ class NumericalWarning(UserWarning):
 
 class SolverWarning(RuntimeWarning):
     """No solver certified a convex block and an uncertified solution was kept (the
-    ``on_failure="warn"`` policy of :func:`fenchel_idl.solvers.solve_certified`)."""
+    ``on_failure="warn"`` policy of :func:`fenchel_idl.blocks.solvers.solve_certified`)."""

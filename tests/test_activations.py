@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fenchel_idl import (Blockwise, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh,
-                         ValidationError, get_activation)
+from fenchel_idl.model import Blockwise, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh, get_activation
+from fenchel_idl.errors import ValidationError
 from fenchel_idl.errors import InputTypeError
 
 COMPONENTWISE = [ReLU(), LeakyReLU(0.1), Tanh(), Sigmoid(), Identity()]

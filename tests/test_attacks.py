@@ -15,10 +15,12 @@ from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 
 from conftest import random_model
-from fenchel_idl import ImplicitModel, ShapeError, ValidationError, from_mlp
-from fenchel_idl.attacks import (AttackTable, attack_success_rate, attack_table,
-                                 gradient_attack, lp_attack, main, save_attack_figure,
-                                 sensitivity_attack, sensitivity_scores)
+from fenchel_idl import ImplicitModel, from_mlp
+from fenchel_idl.errors import ShapeError, ValidationError
+from fenchel_idl.analysis.attacks import (AttackTable, attack_success_rate, attack_table,
+                                          gradient_attack, lp_attack, save_attack_figure,
+                                          sensitivity_attack, sensitivity_scores)
+from fenchel_idl.apps.table1 import main
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +229,7 @@ def test_save_attack_figure(tmp_path, digits_net):
 
 def test_command_line_with_small_stand_in_data(tmp_path, monkeypatch):
     """The CLI end to end, with the 8x8 digits standing in for both image sets."""
-    from fenchel_idl import datasets
+    from fenchel_idl.problem import datasets
 
     X, y = load_digits(return_X_y=True)
 
@@ -253,7 +255,7 @@ def test_command_line_with_small_stand_in_data(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_command_line_quick_on_real_data(tmp_path):
-    from fenchel_idl import datasets
+    from fenchel_idl.problem import datasets
 
     try:
         datasets.load_mnist("test", n=10)

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from fenchel_idl import ImplicitModel, is_well_posed
-from fenchel_idl.bcd import Schedule, solve_bcd
+from fenchel_idl.drivers.bcd import Schedule, solve_bcd
 from fenchel_idl.errors import NotConvexError, ShapeError, ValidationError
-from fenchel_idl.fast_blocks import fast_ab_block, fast_x_block
-from fenchel_idl.solvers import solve_certified
-from fenchel_idl.training import Blocks, TrainingProblem, _gammas
+from fenchel_idl.blocks.first_order import fast_ab_block, fast_x_block
+from fenchel_idl.blocks.solvers import solve_certified
+from fenchel_idl.blocks.cvxpy_blocks import Blocks
+from fenchel_idl.model.activations import state_lipschitz
+from fenchel_idl.problem.training_problem import TrainingProblem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,7 +72,7 @@ def test_fast_blocks_agree_with_cvxpy_blocks(problem, rng):
     np.testing.assert_allclose(Xf, np.maximum(Xc, 0), atol=1e-4)
     W0 = np.hstack([A, B, b[:, None]])
     Ac, Bc, bc, _ = blocks.solve_ab(Xf, lam, C, D, _solve, W0, 1e-2)
-    Af, Bf, bf, info = fast_ab_block(problem, Xf, _gammas(problem.activation, problem.n),
+    Af, Bf, bf, info = fast_ab_block(problem, Xf, state_lipschitz(problem.activation, problem.n),
                                      W0, tol=1e-9, rho=1e-2)
     assert info.certified
     # the proximal block is strongly convex: the two certified solutions coincide
@@ -144,7 +146,7 @@ def test_line_search_schedule_lowers_the_true_loss_every_sweep():
     """Line-search schedule (uniform lam) on the cosine problem (section 7.1) at n = 20: the
     true loss (at the equilibrium, optimal readout) never increases, and it falls well
     below the random-feature start (measured: 0.797 -> 0.587 in 30 sweeps)."""
-    from fenchel_idl import datasets
+    from fenchel_idl.problem import datasets
 
     ds = datasets.cosine(m=200, seed=0)
     prob = TrainingProblem(ds.U, ds.Y, n=20, kappa=0.5, lam=300.0)
@@ -170,8 +172,8 @@ def test_readout_weights_against_uniform_lam():
     uniform over the states; the weights are the sweep's only."""
     from collections import Counter
 
-    from fenchel_idl import datasets
-    from fenchel_idl.bcd import _readout_weights
+    from fenchel_idl.problem import datasets
+    from fenchel_idl.drivers.bcd import _readout_weights
 
     ds = datasets.cosine(m=200, seed=2)
     prob = TrainingProblem(ds.U, ds.Y, n=40, kappa=0.5, lam=300.0,
@@ -288,7 +290,7 @@ def test_bad_input_is_refused_before_solving(rng):
                                                            sweeps_per_stage=2)],
                          ids=["line-search", "continuation"])
 def test_convergence_plot_of_either_schedule(rng, tmp_path, schedule):
-    from fenchel_idl.plots import plot_convergence
+    from fenchel_idl.analysis.plots import plot_convergence
 
     U, Y = small_regression(rng, m=30)
     res = solve_bcd(TrainingProblem(U, Y, n=4, kappa=0.5, lam=10.0), max_sweeps=4,
@@ -301,7 +303,7 @@ def test_convergence_plot_of_either_schedule(rng, tmp_path, schedule):
 def test_large_cross_entropy_readout_is_rebuilt_with_constants(rng, monkeypatch):
     """Past _CD_DPP_MAX the cross-entropy (C, D) block is rebuilt with X, A, B as constants
     (CVXPY's DPP tensor would not fit in memory); it must give the same optimum."""
-    import fenchel_idl.training as training
+    import fenchel_idl.blocks.cvxpy_blocks as training
 
     U = rng.standard_normal((3, 60))
     labels = (U[0] + 0.5 * U[1] > 0).astype(int) + (U[2] > 1).astype(int)
@@ -343,7 +345,7 @@ def test_cross_entropy_readout_by_fista_is_the_clarabel_optimum(rng, monkeypatch
     FISTA, so the test lowers that size to 0; at the default its readouts are Clarabel's."""
     import cvxpy as cp
 
-    import fenchel_idl.fast_blocks as fb
+    import fenchel_idl.blocks.first_order as fb
 
     U = rng.standard_normal((3, 90))
     labels = (U[0] * U[1] > 0).astype(int) + (U[2] > 0.8)
@@ -377,7 +379,7 @@ def test_uncertified_first_order_readout_falls_back_only_where_the_cones_fit(rng
     uncertified FISTA readout (a 3-iteration budget) is reported, then replaced by the CVXPY
     block while the program has at most _CE_CVXPY_MAX_CONES cones; past that it is kept and
     solve_bcd's certificate says the readout is not certified, with FISTA's gap."""
-    import fenchel_idl.fast_blocks as fb
+    import fenchel_idl.blocks.first_order as fb
 
     U = rng.standard_normal((3, 60))
     labels = (U[0] > 0).astype(int) + (U[1] > 0.5)
@@ -417,7 +419,7 @@ def test_cosine_targets_benchmark_reports_what_it_ran(tmp_path):
     above the BCD point it started from (here the file with 5 refinement epochs)."""
     from pathlib import Path
 
-    from fenchel_idl.bench import bench_cosine_targets
+    from fenchel_idl.apps.bench import bench_cosine_targets
 
     text = (Path(__file__).resolve().parents[1] / "problems"
             / "cosine_regression.toml").read_text()
@@ -447,7 +449,7 @@ def test_cosine_targets_benchmark_starts_at_the_problem_files_ball():
     former default 100 and a tighter 50."""
     from pathlib import Path
 
-    from fenchel_idl.bench import bench_cosine_targets
+    from fenchel_idl.apps.bench import bench_cosine_targets
 
     path = Path(__file__).resolve().parents[1] / "problems" / "cosine_regression.toml"
     ball = tomllib.loads(path.read_text())["training"]["bounds"]["C"]  # not our loader
@@ -479,7 +481,7 @@ def test_cosine_problem_file_meets_the_bcd_targets():
     pass of the returned models."""
     from pathlib import Path
 
-    from fenchel_idl.problem_file import _data, bcd_options, build_problem, load_problem
+    from fenchel_idl.drivers.problem_file import _data, bcd_options, build_problem, load_problem
 
     spec = load_problem(Path(__file__).resolve().parents[1] / "problems"
                         / "cosine_regression.toml")
@@ -502,7 +504,7 @@ def test_bcd_options_are_what_the_problem_file_states(tmp_path, refine_table, wa
     """One mapping from a problem file to solve_bcd's keywords (the CLI, the experiments,
     the demos and the benchmarks use it): every stated value, the defaults otherwise, and
     the three meanings of [refine] (absent, empty, with options)."""
-    from fenchel_idl.problem_file import bcd_options, load_problem
+    from fenchel_idl.drivers.problem_file import bcd_options, load_problem
 
     head = ('name = "t"\nseed = 4\n[data]\nsource = "cosine"\nm = 20\n[model]\nn = 3\n'
             '[training]\nlam = 10.0\n')

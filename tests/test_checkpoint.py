@@ -24,9 +24,10 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from fenchel_idl import CheckpointError, FenchelIDLError
-from fenchel_idl.bcd import solve_bcd
-from fenchel_idl.training import TrainingProblem
+from fenchel_idl.errors import CheckpointError
+from fenchel_idl import FenchelIDLError
+from fenchel_idl.drivers.bcd import solve_bcd
+from fenchel_idl.problem.training_problem import TrainingProblem
 
 REPO = Path(__file__).resolve().parents[1]
 ARRAYS = ("A", "B", "C", "D", "bias_x", "bias_y")
@@ -38,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fenchel_idl.bcd import solve_bcd
-from fenchel_idl.training import TrainingProblem
+from fenchel_idl.drivers.bcd import solve_bcd
+from fenchel_idl.problem.training_problem import TrainingProblem
 
 MAX_SWEEPS = 6
 SCHEDULE = {"stage_tol": 0.0}  # the default line-search schedule: a stage per sweep

@@ -1,4 +1,4 @@
-"""Tests of fenchel_idl.compression (section 5): reduction, feature selection, low rank and
+"""Tests of fenchel_idl.analysis.compression (section 5): reduction, feature selection, low rank and
 the sound form of Theorem 5.1, each against an independent reference (the original model,
 a dense solve, or many sampled perturbations that the bound must never be beaten by)."""
 
@@ -8,25 +8,12 @@ from conftest import random_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fenchel_idl import (
-    Blockwise,
-    EquilibriumError,
-    ImplicitModel,
-    InputTypeError,
-    NotWellPosedError,
-    ShapeError,
-    ValidationError,
-)
-from fenchel_idl.compression import (
-    ErrorBound,
-    LowRankModel,
-    Reduction,
-    low_rank,
-    perturbation_bound,
-    predict_speedup,
-    reduce,
-    selected_features,
-)
+from fenchel_idl.model import Blockwise
+from fenchel_idl.errors import EquilibriumError, InputTypeError, NotWellPosedError, ShapeError, ValidationError
+from fenchel_idl import ImplicitModel
+from fenchel_idl.analysis.compression import (ErrorBound, LowRankModel, Reduction, low_rank,
+                                              perturbation_bound, predict_speedup, reduce,
+                                              selected_features)
 
 TIGHT = {"tol": 1e-14, "max_iter": 20000}
 

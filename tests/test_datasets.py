@@ -6,12 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fenchel_idl import InputTypeError, ShapeError, ValidationError, is_well_posed
-from fenchel_idl.datasets import (DATA_ENV, DATASET_NAMES, Dataset, cosine, cosine_function,
-                                  cosine_grid, data_directories, digits, load,
-                                  load_fashion_mnist, load_mnist, one_hot, read_idx,
-                                  synthetic_from_implicit, synthetic_from_network,
-                                  train_test_split)
+from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+from fenchel_idl import is_well_posed
+from fenchel_idl.problem.datasets import (DATA_ENV, DATASET_NAMES, Dataset, cosine, cosine_function,
+                                          cosine_grid, data_directories, digits, load,
+                                          load_fashion_mnist, load_mnist, one_hot, read_idx,
+                                          synthetic_from_implicit, synthetic_from_network,
+                                          train_test_split)
 
 # Published class counts of the canonical files (independent of this package).
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -274,7 +275,7 @@ def test_loader_env_variable_and_missing_files(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="(?s)not found in any of.*nowhere.*mnist"):
         load_mnist(data_dir=tmp_path / "nowhere")
     # nothing anywhere: the message lists the three places tried, in order
-    from fenchel_idl import datasets
+    from fenchel_idl.problem import datasets
 
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "empty"))
     monkeypatch.setattr(datasets, "__file__", str(tmp_path / "src" / "fenchel_idl" / "x.py"))

@@ -1,4 +1,4 @@
-"""The demonstrations command (fenchel_idl.demos) on its quick settings.
+"""The demonstrations command (fenchel_idl.apps.demos) on its quick settings.
 
 Each demo runs once (module fixture, about 15 s) and its reported figures are checked
 against independent references: plain numpy re-derivations on the saved models.
@@ -11,21 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fenchel_idl import ImplicitModel, datasets
-from fenchel_idl.compression import selected_features
-from fenchel_idl.demos import (
-    DEMOS,
-    FeatureSelectionRow,
-    LowRankRow,
-    RobustRow,
-    RowSparsityRow,
-    feature_selection_demo,
-    low_rank_demo,
-    main,
-    run_demos,
-)
+from fenchel_idl import ImplicitModel
+from fenchel_idl.problem import datasets
+from fenchel_idl.analysis.compression import selected_features
+from fenchel_idl.apps.demos import (DEMOS, FeatureSelectionRow, LowRankRow, RobustRow,
+                                    RowSparsityRow, feature_selection_demo, low_rank_demo, main,
+                                    run_demos)
 from fenchel_idl.errors import InputTypeError, ValidationError
-from fenchel_idl.problem_file import load_problem
+from fenchel_idl.drivers.problem_file import load_problem
 
 PROBLEMS = Path(__file__).resolve().parent.parent / "problems"
 

@@ -12,10 +12,11 @@ import warnings
 import numpy as np
 import pytest
 
-from fenchel_idl import ConvergenceWarning, ImplicitModel, NumericalWarning
-from fenchel_idl.bcd import solve_bcd
-from fenchel_idl.robustness import state_bounds
-from fenchel_idl.training import TrainingProblem
+from fenchel_idl.errors import ConvergenceWarning, NumericalWarning
+from fenchel_idl import ImplicitModel
+from fenchel_idl.drivers.bcd import solve_bcd
+from fenchel_idl.analysis.robustness import state_bounds
+from fenchel_idl.problem.training_problem import TrainingProblem
 
 M = 20
 _rng = np.random.default_rng(2024)

@@ -5,7 +5,7 @@ slow; run it with::
 
     python -m pytest -m slow tests/test_experiments.py
 
-or directly: ``python -m fenchel_idl.experiments --quick --out runs/quick``.
+or directly: ``python -m fenchel_idl.apps.experiments --quick --out runs/quick``.
 """
 
 import json
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fenchel_idl.experiments import EXPERIMENTS, Target, _patched, main
-from fenchel_idl.problem_file import load_problem
+from fenchel_idl.apps.experiments import EXPERIMENTS, Target, _patched, main
+from fenchel_idl.drivers.problem_file import load_problem
 
 PROBLEMS = Path(__file__).resolve().parents[1] / "problems"
 OURS = ("synthetic_network", "synthetic_implicit", "digits", "mnist", "fashion_mnist")
@@ -106,7 +106,7 @@ def test_mlp_batch_search_picks_the_best_validation_pair():
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier
 
-    from fenchel_idl.experiments import _MLP_LRS, _tune_mlp
+    from fenchel_idl.apps.experiments import _MLP_LRS, _tune_mlp
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((160, 4))

@@ -1,9 +1,9 @@
-"""The batched solvers' certificate pieces (fenchel_idl.fast_blocks) against brute force."""
+"""The batched solvers' certificate pieces (fenchel_idl.blocks.first_order) against brute force."""
 
 import numpy as np
 import pytest
 
-from fenchel_idl.fast_blocks import _min_norm_l1
+from fenchel_idl.blocks.first_order import _min_norm_l1
 
 
 def _brute(g, w, radius):

@@ -1,7 +1,7 @@
 """Long runs: Ctrl-C (SIGINT) leaves a usable checkpoint and one clear line, and a long run
 keeps steady memory and checkpoints whose size does not grow with the sweep count.
 
-The end-to-end tests send a real SIGINT to ``python -m fenchel_idl.cli run`` in a subprocess
+The end-to-end tests send a real SIGINT to ``python -m fenchel_idl.apps.cli run`` in a subprocess
 and resume with the command that the message prints. The tests of the other phases (start,
 final readout, a checkpoint write, data loading) raise SIGINT in this process at a chosen
 point with ``signal.raise_signal``: Python's own handler turns it into a KeyboardInterrupt
@@ -26,12 +26,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fenchel_idl import CheckpointError, ImplicitModel, TrainingInterrupted, problem_file
-from fenchel_idl import bcd as bcd_module
-from fenchel_idl.bcd import BlockRecord, solve_bcd
-from fenchel_idl.cli import main as cli_main
-from fenchel_idl.problem_file import run_problem
-from fenchel_idl.training import TrainingProblem
+from fenchel_idl.errors import CheckpointError, TrainingInterrupted
+from fenchel_idl import ImplicitModel
+from fenchel_idl.drivers import problem_file
+from fenchel_idl.drivers import bcd as bcd_module
+from fenchel_idl.drivers.bcd import BlockRecord, solve_bcd
+from fenchel_idl.apps.cli import main as cli_main
+from fenchel_idl.apps import run as run_module
+from fenchel_idl.apps.run import run_problem
+from fenchel_idl.problem.training_problem import TrainingProblem
 
 REPO = Path(__file__).resolve().parents[1]
 ARRAYS = ("A", "B", "C", "D", "bias_x", "bias_y")
@@ -115,7 +118,7 @@ def _assert_usable_checkpoint(ckpt: Path, problem_path: Path, sweep: int) -> Non
 
 
 def _cli(*args) -> list[str]:
-    return [sys.executable, "-m", "fenchel_idl.cli", *map(str, args)]
+    return [sys.executable, "-m", "fenchel_idl.apps.cli", *map(str, args)]
 
 
 def _env() -> dict:
@@ -274,7 +277,7 @@ def test_ctrl_c_in_the_final_readout_then_resume(files, tmp_path, monkeypatch, c
 
 
 def test_ctrl_c_while_loading_the_data(files, tmp_path, monkeypatch, capsys):
-    _raise_sigint_in(monkeypatch, problem_file, "_data")
+    _raise_sigint_in(monkeypatch, run_module, "_data")
     assert cli_main(["run", str(files / "tiny.toml"), "--quiet"]) == 130
     msg = _message(capsys.readouterr().err)
     assert msg == ("fenchel-idl: interrupted; no checkpoint was kept (run with --checkpoint "
@@ -283,7 +286,7 @@ def test_ctrl_c_while_loading_the_data(files, tmp_path, monkeypatch, capsys):
 
 def test_ctrl_c_while_writing_the_results_leaves_no_half_written_file(files, tmp_path,
                                                                      monkeypatch, capsys):
-    from fenchel_idl import plots
+    from fenchel_idl.analysis import plots
 
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
 

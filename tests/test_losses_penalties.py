@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from fenchel_idl.errors import InputTypeError, NotConvexError, ValidationError
-from fenchel_idl.losses import get_loss
-from fenchel_idl.penalties import (L1, ColumnNorms, Custom, FeatureSelection, LipschitzBound,
-                                   NotSupportedInRefinement, Nuclear, RowNorms,
-                                   check_penalty_convex, get_penalty)
+from fenchel_idl.problem.losses import get_loss
+from fenchel_idl.problem.penalties import (L1, ColumnNorms, Custom, FeatureSelection,
+                                           LipschitzBound, NotSupportedInRefinement, Nuclear,
+                                           RowNorms, check_penalty_convex, get_penalty)
 
 
 @pytest.mark.parametrize("name", ["squared", "cross_entropy"])
@@ -101,7 +101,7 @@ def test_lipschitz_penalty_is_dpp_with_fixed_matrices_and_tight_at_the_optimum(r
 
 def test_lipschitz_penalty_trains_in_bcd_and_lowers_the_bound():
     from fenchel_idl import TrainingProblem, solve_bcd
-    from fenchel_idl.robustness import lipschitz_bound
+    from fenchel_idl.analysis.robustness import lipschitz_bound
 
     rng = np.random.default_rng(0)
     U = rng.uniform(-1, 1, (3, 40))

@@ -1,4 +1,4 @@
-"""Mini-batch BCD (fenchel_idl.minibatch) against independent references."""
+"""Mini-batch BCD (fenchel_idl.drivers.minibatch) against independent references."""
 
 import itertools
 
@@ -8,18 +8,12 @@ import pytest
 from scipy.special import logsumexp, softmax
 
 from fenchel_idl import ImplicitModel, TrainingProblem
-from fenchel_idl.activations import get_activation
+from fenchel_idl.model.activations import get_activation
 from fenchel_idl.errors import InputTypeError, ValidationError
-from fenchel_idl.minibatch import (
-    _GramReadout,
-    _Stats,
-    divergence_anchor,
-    divergence_gap,
-    loss_gap,
-    solve_bcd_minibatch,
-)
-from fenchel_idl.solvers import solve_certified
-from fenchel_idl.training import Blocks
+from fenchel_idl.drivers.minibatch import (_GramReadout, _Stats, divergence_anchor, divergence_gap,
+                                           loss_gap, solve_bcd_minibatch)
+from fenchel_idl.blocks.solvers import solve_certified
+from fenchel_idl.blocks.cvxpy_blocks import Blocks
 
 
 def _regression(rng, m=80, p=2):
@@ -253,7 +247,7 @@ def _classification(rng, m=120, p=4, q=3):
 def test_fast_k_step_is_the_proximal_gram_block(rng):
     """The proximal (C, D) step by FISTA against the same problem written in CVXPY on the
     samples themselves; the certificate bounds the distance to the CVXPY optimum."""
-    from fenchel_idl.fast_blocks import fast_k_step
+    from fenchel_idl.blocks.first_order import fast_k_step
 
     U, Y = _regression(rng, m=60, p=3)
     Y = np.vstack([Y, np.cos(U[:1])])
@@ -299,7 +293,7 @@ def _ce_block(prob, X):
 def test_dual_lower_bound_of_the_cross_entropy_readout_is_never_above_the_optimum(rng):
     """Sampling: the Fenchel-dual bound from any softmax outputs P (not only optimal ones)
     is at most the optimum that Clarabel finds."""
-    from fenchel_idl.fast_blocks import ce_readout_lower_bound
+    from fenchel_idl.blocks.first_order import ce_readout_lower_bound
 
     U, labels = _classification(rng)
     prob = TrainingProblem(U, labels, n=5, loss="cross_entropy", bounds={"C": 2.0, "D": 1.0})
@@ -312,7 +306,7 @@ def test_dual_lower_bound_of_the_cross_entropy_readout_is_never_above_the_optimu
 
 
 def test_fast_ce_readout_reaches_the_cvxpy_optimum_with_its_certificate(rng):
-    from fenchel_idl.fast_blocks import fast_ce_readout
+    from fenchel_idl.blocks.first_order import fast_ce_readout
 
     U, labels = _classification(rng)
     prob = TrainingProblem(U, labels, n=5, loss="cross_entropy", bounds={"C": 2.0, "D": 1.0})
@@ -332,7 +326,7 @@ def test_large_cross_entropy_problems_use_the_first_order_readout(rng, monkeypat
     """Past _CE_FISTA_MIN_SIZE the start and final readouts are FISTA (the rule of
     fast_blocks.ce_readout, as in solve_bcd); the final one is certified and optimal for the
     final (A, B), as Clarabel's block confirms."""
-    import fenchel_idl.fast_blocks as fb
+    import fenchel_idl.blocks.first_order as fb
 
     monkeypatch.setattr(fb, "_CE_FISTA_MIN_SIZE", 0)
     U, labels = _classification(rng, m=90)
@@ -382,7 +376,7 @@ epochs = 2
 
 
 def test_problem_file_with_minibatch_runs_and_writes_its_results(tmp_path):
-    from fenchel_idl.problem_file import run_problem
+    from fenchel_idl.apps.run import run_problem
 
     path = tmp_path / "mb.toml"
     path.write_text(_MB_FILE)
@@ -405,7 +399,7 @@ def test_problem_file_with_minibatch_runs_and_writes_its_results(tmp_path):
     ("sweeps = 3\n", r"\[minibatch\] keys must be among"),
 ])
 def test_bad_minibatch_tables_are_refused_before_any_work(tmp_path, extra, match):
-    from fenchel_idl.problem_file import load_problem
+    from fenchel_idl.drivers.problem_file import load_problem
 
     path = tmp_path / "bad.toml"
     path.write_text(_MB_FILE.replace("batch_size = 40\n", "") + extra)
@@ -414,7 +408,8 @@ def test_bad_minibatch_tables_are_refused_before_any_work(tmp_path, extra, match
 
 
 def test_minibatch_refuses_a_schedule_and_a_checkpoint(tmp_path):
-    from fenchel_idl.problem_file import load_problem, run_problem
+    from fenchel_idl.drivers.problem_file import load_problem
+    from fenchel_idl.apps.run import run_problem
 
     path = tmp_path / "s.toml"
     path.write_text(_MB_FILE + "[schedule]\nrestart = false\n")
@@ -428,7 +423,7 @@ def test_minibatch_refuses_a_schedule_and_a_checkpoint(tmp_path):
 def test_the_full_mnist_problem_file_trains_on_every_image_in_batches():
     from pathlib import Path
 
-    from fenchel_idl.problem_file import load_problem
+    from fenchel_idl.drivers.problem_file import load_problem
 
     spec = load_problem(Path(__file__).resolve().parents[1] / "problems" / "mnist_full.toml")
     assert "n" not in spec.data and spec.data["source"] == "mnist"  # all 60,000 images

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import numpy_fixed_point, random_model
-from fenchel_idl import (ConvergenceWarning, EquilibriumError, ImplicitModel, InputTypeError,
-                         ModelFileError, ShapeError, ValidationError)
+from fenchel_idl.errors import ConvergenceWarning, EquilibriumError, InputTypeError, ModelFileError, ShapeError, ValidationError
+from fenchel_idl import ImplicitModel
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid", "identity"])
@@ -52,7 +52,7 @@ def _no_warning():
 
 
 def test_activation_apply_in_place_equals_the_value(rng):
-    from fenchel_idl.activations import get_activation
+    from fenchel_idl.model.activations import get_activation
 
     Z = rng.standard_normal((7, 9)) * 3
     for name in ("relu", "leaky_relu", "tanh", "sigmoid", "identity", "softmax"):

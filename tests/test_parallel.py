@@ -1,4 +1,4 @@
-"""Separable block solves on local processes and on Dask distributed (fenchel_idl.executors).
+"""Separable block solves on local processes and on Dask distributed (fenchel_idl.blocks.parallel).
 
 The reference for "equal" is the plain serial code: :class:`Blocks` solving the same batches
 in order, or ``solve_bcd(executor=None)``, each solve with a fresh solver
@@ -13,17 +13,13 @@ import warnings
 import numpy as np
 import pytest
 
-from fenchel_idl.bcd import solve_bcd
+from fenchel_idl.drivers.bcd import solve_bcd
 from fenchel_idl.errors import InputTypeError, SolverError, SolverWarning, ValidationError
-from fenchel_idl.executors import (
-    ParallelBlocks,
-    ProcessExecutor,
-    SolveOptions,
-    _InProcessExecutor,
-    make_executor,
-)
-from fenchel_idl.solvers import solve_certified
-from fenchel_idl.training import Blocks, TrainingProblem
+from fenchel_idl.blocks.parallel import (ParallelBlocks, ProcessExecutor, SolveOptions,
+                                         _InProcessExecutor, make_executor)
+from fenchel_idl.blocks.solvers import solve_certified
+from fenchel_idl.blocks.cvxpy_blocks import Blocks
+from fenchel_idl.problem.training_problem import TrainingProblem
 
 EXACT = {"rtol": 0.0, "atol": 1e-12}
 
@@ -120,7 +116,7 @@ def test_executor_path_equals_the_serial_blocks(rng):
 
 
 def test_worker_builds_the_problem_once_per_fingerprint(rng):
-    from fenchel_idl import executors as parallel
+    from fenchel_idl.blocks import parallel as parallel
 
     problem = _problem(rng, n=6, m=60)
     state = _state(problem)

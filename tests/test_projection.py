@@ -1,4 +1,4 @@
-"""Projection onto {||A||_inf <= kappa} and the BLIP ball (fenchel_idl.projection, (6.7))."""
+"""Projection onto {||A||_inf <= kappa} and the BLIP ball (fenchel_idl.drivers.projection, (6.7))."""
 
 import cvxpy as cp
 import numpy as np
@@ -7,13 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fenchel_idl import Blockwise, InputTypeError, ShapeError, ValidationError, norm_matrix
-from fenchel_idl.projection import (
-    project_inf_ball,
-    project_l1_rows,
-    project_well_posed,
-    well_posed_radii,
-)
+from fenchel_idl.model import Blockwise, norm_matrix
+from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+from fenchel_idl.drivers.projection import (project_inf_ball, project_l1_rows, project_well_posed,
+                                            well_posed_radii)
 
 
 def check_kkt(A0, P, radius, atol=1e-9):

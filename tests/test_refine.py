@@ -1,4 +1,4 @@
-"""Projected stochastic gradient refinement (fenchel_idl.refine, section 6.2)."""
+"""Projected stochastic gradient refinement (fenchel_idl.drivers.refine, section 6.2)."""
 
 import dataclasses
 import warnings
@@ -7,27 +7,14 @@ import numpy as np
 import pytest
 from conftest import random_model
 
-from fenchel_idl import (
-    Blockwise,
-    ImplicitModel,
-    InputTypeError,
-    NumericalWarning,
-    ShapeError,
-    ValidationError,
-    is_well_posed,
-    norm_matrix,
-)
-from fenchel_idl.gradients import loss_gradients
-from fenchel_idl.penalties import L1, Custom, LipschitzBound, NotSupportedInRefinement
-from fenchel_idl.projection import project_inf_ball
-from fenchel_idl.refine import (
-    EpochRecord,
-    RefineHistory,
-    RefineOptions,
-    RefineResult,
-    init_random,
-    refine,
-)
+from fenchel_idl.model import Blockwise, norm_matrix
+from fenchel_idl import ImplicitModel, is_well_posed
+from fenchel_idl.errors import InputTypeError, NumericalWarning, ShapeError, ValidationError
+from fenchel_idl.drivers.gradients import loss_gradients
+from fenchel_idl.problem.penalties import L1, Custom, LipschitzBound, NotSupportedInRefinement
+from fenchel_idl.drivers.projection import project_inf_ball
+from fenchel_idl.drivers.refine import (EpochRecord, RefineHistory, RefineOptions, RefineResult,
+                                        init_random, refine)
 
 
 def wp_norm(model):
@@ -266,7 +253,8 @@ def test_result_records_are_frozen(regression):
 def test_refine_equals_a_plain_numpy_loop_and_benchmarks_run():
     """The benchmark's inline numpy re-derivation (same fixed points, same Adam, same
     projection) ends at the same parameters as refine(): an independent reference."""
-    from fenchel_idl._bench_refine import bench_projection, bench_refine_epoch, cosine_experiment
+    from fenchel_idl.apps.bench_refine import (bench_projection, bench_refine_epoch,
+                                               cosine_experiment)
 
     out = bench_refine_epoch(repeats=1, epochs=2)
     assert out["max_param_difference"] < 1e-10
@@ -297,14 +285,14 @@ def test_keep_best_never_worsens_the_objective(regression):
 
 @pytest.mark.parametrize("bad", ["many", 0, 1.5])
 def test_bad_blas_threads_is_refused_with_the_parameter_named(bad):
-    from fenchel_idl.refine import RefineOptions
+    from fenchel_idl.drivers.refine import RefineOptions
 
     with pytest.raises((ValidationError, InputTypeError), match="blas_threads"):
         RefineOptions(blas_threads=bad)
 
 
 def test_blas_threads_auto_and_env_default_are_accepted():
-    from fenchel_idl.refine import RefineOptions
+    from fenchel_idl.drivers.refine import RefineOptions
 
     assert RefineOptions(blas_threads="auto").blas_threads == "auto"
     assert RefineOptions().blas_threads is None  # the FENCHEL_IDL_BLAS_THREADS limit

@@ -19,45 +19,17 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from fenchel_idl import (
-    Blockwise,
-    CheckpointError,
-    DataNotFoundError,
-    EquilibriumError,
-    FenchelIDLError,
-    ImplicitModel,
-    InputTypeError,
-    LeakyReLU,
-    ModelFileError,
-    NotConvexError,
-    NotWellPosedError,
-    ShapeError,
-    SolverError,
-    ValidationError,
-    attacks,
-    cascade,
-    check_well_posed,
-    compression,
-    concat,
-    datasets,
-    feedback,
-    from_layers,
-    from_mlp,
-    get_activation,
-    induced_norm,
-    is_well_posed,
-    norm_matrix,
-    parallel,
-    penalties,
-    pf_eigenvalue,
-    problem_file,
-    rescale,
-    robustness,
-)
-from fenchel_idl.bcd import Schedule, solve_bcd
-from fenchel_idl.cli import main as cli_main
-from fenchel_idl.solvers import solve_certified
-from fenchel_idl.training import Bounds, TrainingProblem
+from fenchel_idl.model import Blockwise, LeakyReLU, get_activation, induced_norm, norm_matrix
+from fenchel_idl.errors import CheckpointError, DataNotFoundError, EquilibriumError, InputTypeError, ModelFileError, NotConvexError, NotWellPosedError, ShapeError, SolverError, ValidationError
+from fenchel_idl import FenchelIDLError, ImplicitModel, cascade, check_well_posed, concat, feedback, from_layers, from_mlp, is_well_posed, parallel, pf_eigenvalue, rescale
+from fenchel_idl.analysis import attacks, compression, robustness
+from fenchel_idl.problem import datasets, penalties
+from fenchel_idl.apps.run import run_problem
+from fenchel_idl.drivers import problem_file
+from fenchel_idl.drivers.bcd import Schedule, solve_bcd
+from fenchel_idl.apps.cli import main as cli_main
+from fenchel_idl.blocks.solvers import solve_certified
+from fenchel_idl.problem.training_problem import Bounds, TrainingProblem
 
 # -- fixed small objects (no randomness, so every case is reproducible) ----------------------
 
@@ -683,19 +655,19 @@ CASES = [
     case("pf-data-not-table", lambda t: problem_file.load_problem(
         _toml(t, "data = 'cosine'\n[model]\nn = 3\n")),
          ValidationError, r"\[data\].*'cosine'"),
-    case("pf-run-unknown-source", lambda t: problem_file.run_problem(
+    case("pf-run-unknown-source", lambda t: run_problem(
         _toml(t, _GOOD_TOML.replace('"cosine"', '"imagenet"')), progress=False, max_sweeps=1),
          ValidationError, r"'name'.*got 'imagenet'"),
-    case("pf-run-data-option", lambda t: problem_file.run_problem(
+    case("pf-run-data-option", lambda t: run_problem(
         _toml(t, _GOOD_TOML.replace("m = 20", "mm = 20")), progress=False, max_sweeps=1),
          ValidationError, r"'cosine'.*\['mm'\]"),
-    case("pf-run-kappa", lambda t: problem_file.run_problem(
+    case("pf-run-kappa", lambda t: run_problem(
         _toml(t, _GOOD_TOML + "kappa = 1.5\n"), progress=False, max_sweeps=1),
          ValidationError, r"'kappa'.*got 1\.5"),
-    case("pf-run-penalty", lambda t: problem_file.run_problem(
+    case("pf-run-penalty", lambda t: run_problem(
         _toml(t, _GOOD_TOML + "[[penalties]]\nname = 'l3'\n"), progress=False, max_sweeps=1),
          ValidationError, r"'penalties'.*got 'l3'"),
-    case("pf-run-n-type", lambda t: problem_file.run_problem(
+    case("pf-run-n-type", lambda t: run_problem(
         _toml(t, _GOOD_TOML.replace("n = 3", "n = 'three'")), progress=False, max_sweeps=1),
          (ValidationError, InputTypeError), r"'n'.*'three'"),
     # model files -----------------------------------------------------------------------------

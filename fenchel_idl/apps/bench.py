@@ -1,0 +1,612 @@
+"""Benchmarks: every figure is a ratio against a baseline run in the same process.
+
+Run ``python -m fenchel_idl.apps.bench`` (or ``fenchel-idl bench``); ``--quick`` keeps the sizes
+small. Absolute times on shared machines mean little; the ratios are what to compare.
+
+- forward equilibrium: ``model.equilibrium`` (plain and Anderson) against a plain numpy
+  Picard loop at the same tolerance;
+- one BCD sweep against a naive formulation: one CVXPY problem per block, rebuilt every
+  sweep, default solvers; and the per-block times;
+- the same at digits scale (m = 1797, n = 64, p = 64, sklearn's load_digits) with the
+  squared loss on one-hot labels: the naive formulation with cross-entropy adds 17 970
+  exponential cones to the (C, D) block and its X block is then an exponential-cone
+  problem with 115 008 variables, which the default solvers did not finish in our budget;
+  the squared loss keeps both formulations quadratic programs (about 11 minutes for the
+  naive sweep, so it runs only without ``--quick``);
+- sweep time against m and n (table, per-block times and log-log slopes, plot), and the
+  same against m with BLAS left multithreaded (``FENCHEL_IDL_BLAS_THREADS=auto``), the
+  cause of the superlinear growth measured before;
+- the separable CVXPY block solves on 2 local processes and on a 2-worker Dask
+  ``LocalCluster`` against serial;
+- mini-batch BCD against full BCD at large m;
+- the BCD targets on the cosine problem (``problems/cosine_regression.toml``, BCD alone):
+  train RMSE against its own random-feature start, certificates and sweep time, at the
+  problem file's readout ball, the former default 100 and a tighter one, and (without
+  ``--quick``) the file's refinement from each BCD point, with held-out figures;
+- one refinement epoch against a plain numpy loop; the two l1-ball projections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cvxpy as cp
+import numpy as np
+
+from fenchel_idl.model.implicit_model import ImplicitModel
+
+__all__ = ["bench_ce_readout", "bench_cosine_targets", "bench_equilibrium", "bench_executor",
+           "bench_minibatch", "bench_scaling", "bench_sweep", "run_benchmarks"]
+
+
+def _best(fn, repeats=3):
+    best = np.inf
+    out = None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def _random_model(n, p, kappa, seed, nonnegative=False):
+    rng = np.random.default_rng(seed)
+    A = rng.uniform(size=(n, n)) if nonnegative else rng.standard_normal((n, n))
+    A *= kappa / np.abs(A).sum(axis=1, keepdims=True)
+    return ImplicitModel(A, rng.standard_normal((n, p)), rng.standard_normal((1, n)),
+                         np.zeros((1, p)), "relu", rng.standard_normal(n))
+
+
+def _numpy_picard(A, b, tol, max_iter=100000):
+    X = np.zeros_like(b)
+    for _ in range(max_iter):
+        Xn = np.maximum(A @ X + b, 0.0)
+        step = np.max(np.abs(Xn - X))
+        X = Xn
+        if step <= tol * max(1.0, np.max(np.abs(X))):
+            break
+    return X
+
+
+def bench_equilibrium(quick: bool = False) -> list[dict]:
+    """model.equilibrium against a plain numpy Picard loop (same tolerance)."""
+    rows = []
+    sizes = [(50, 1000), (200, 1000)] if quick else [(n, m) for n in (50, 200, 500)
+                                                     for m in (1000, 10000)]
+    for n, m in sizes:
+        model = _random_model(n, 10, 0.9, n + m)
+        U = np.random.default_rng(0).standard_normal((10, m))
+        b = model.state_input(U)
+        _ = model.structure  # analysed once per model (cached), as in use
+        t_np, X_ref = _best(lambda model=model, b=b: _numpy_picard(model.A, b, 1e-9))
+        t_pf, (X, info) = _best(lambda model=model, U=U: model.equilibrium(U, tol=1e-9))
+        t_aa, (_, info_a) = _best(lambda model=model, U=U: model.equilibrium(
+            U, tol=1e-9, method="anderson"))
+        rows.append({"n": n, "m": m, "picard_iters": info.iterations,
+                     "ratio_picard": t_pf / t_np, "ratio_anderson": t_aa / t_np,
+                     "anderson_iters": info_a.iterations,
+                     "max_diff": float(np.max(np.abs(X - X_ref)))})
+    # a model where Picard needs many iterations (kappa near 1)
+    model = _random_model(100, 10, 0.98, 7, nonnegative=True)
+    U = np.random.default_rng(1).standard_normal((10, 2000))
+    b = model.state_input(U)
+    t_np, _ = _best(lambda: _numpy_picard(model.A, b, 1e-9))
+    t_aa, (_, info_a) = _best(lambda: model.equilibrium(U, tol=1e-9, method="anderson",
+                                                          max_iter=100000))
+    _, (_, info_p) = _best(lambda: model.equilibrium(U, tol=1e-9, max_iter=100000), 1)
+    rows.append({"n": 100, "m": 2000, "picard_iters": info_p.iterations,
+                 "ratio_picard": np.nan, "ratio_anderson": t_aa / t_np,
+                 "anderson_iters": info_a.iterations, "max_diff": np.nan,
+                 "note": "slow model: A >= 0, lambda_PF = 0.98"})
+    return rows
+
+
+def _naive_sweep(problem, A, B, b, C, D, d, X, lam):
+    """One sweep with one CVXPY problem per block, rebuilt, default solver (the baseline)."""
+    n, m = problem.n, problem.m
+    U, Y = problem.U, problem.Y
+    Xv = cp.Variable((n, m), nonneg=True)
+    M = lam[:, None] * A
+    ev, Q = np.linalg.eigh(M + M.T)
+    Sp = (Q * np.maximum(ev, 0)) @ Q.T
+    Smh = (Q * np.sqrt(np.maximum(-ev, 0))) @ Q.T
+    W = B @ U + b[:, None]
+    sl = np.sqrt(lam)[:, None]
+    obj = (cp.sum_squares(C @ Xv + D @ U + d[:, None] - Y) / (2 * m)
+           + (0.5 * cp.sum_squares(cp.multiply(sl, Xv))
+              + 0.5 * cp.sum_squares(cp.pos(cp.multiply(sl, A @ Xv + W)))
+              - cp.sum(cp.multiply(Xv, lam[:, None] * W + Sp @ X))
+              + 0.5 * cp.sum_squares(Smh @ Xv)) / m)
+    t0 = time.perf_counter()
+    cp.Problem(cp.Minimize(obj)).solve()
+    X = Xv.value
+    t1 = time.perf_counter()
+    Wv = cp.Variable((n, n + problem.p + 1))
+    V = np.vstack([X, U, np.ones((1, m))])
+    obj = (0.5 * cp.sum(cp.multiply(lam[:, None], cp.square(cp.pos(Wv @ V))))
+           - cp.sum(cp.multiply(Wv, (lam[:, None] * X) @ V.T))) / m
+    cons = [cp.sum(cp.abs(Wv[:, :n]), axis=1) <= problem.kappa,
+            cp.sum(cp.abs(Wv[:, n:n + problem.p]), axis=1) <= problem.bounds.B,
+            cp.abs(Wv[:, -1]) <= problem.bounds.B]
+    cp.Problem(cp.Minimize(obj), cons).solve()
+    t2 = time.perf_counter()
+    Cv, Dv, dv = cp.Variable(C.shape), cp.Variable(D.shape), cp.Variable(d.shape)
+    cp.Problem(cp.Minimize(cp.sum_squares(Cv @ X + Dv @ U + dv[:, None] - Y) / (2 * m)),
+               [cp.sum(cp.abs(Cv), axis=1) <= problem.bounds.C,
+                cp.sum(cp.abs(Dv), axis=1) <= problem.bounds.D]).solve()
+    t3 = time.perf_counter()
+    return {"X": t1 - t0, "AB": t2 - t1, "CD": t3 - t2, "total": t3 - t0}
+
+
+def _problem(kind: str, n: int, m: int | None = None):
+    from fenchel_idl.problem import datasets
+    from fenchel_idl.problem.training_problem import TrainingProblem
+
+    if kind == "cosine":
+        ds = datasets.cosine(m=m or 200, seed=0)
+        return TrainingProblem(ds.U, ds.Y, n=n)
+    ds = datasets.digits()
+    if m is not None:
+        ds = ds.subset(np.arange(min(m, ds.m)))
+    # squared loss on one-hot targets keeps the naive baseline a QP, like the cosine one
+    return TrainingProblem(ds.U, ds.Y, n=n)
+
+
+def _run_sweeps(problem, sweeps: int, **kw) -> dict:
+    """Run solve_bcd for ``sweeps + 1`` sweeps; the first (compiles, fills caches) is not
+    counted. Returns the mean time per block, their sum and the wall time per sweep (which
+    also counts the restart equilibrium and anything else a sweep does)."""
+    from fenchel_idl.drivers.bcd import solve_bcd
+
+    stamps: dict[int, float] = {}
+
+    def stamp(rec):
+        stamps[rec.sweep] = time.perf_counter()
+
+    t = time.perf_counter()
+    res = solve_bcd(problem, max_sweeps=sweeps + 1, seed=0, callback=stamp, **kw)
+    total = time.perf_counter() - t
+    later = [r for r in res.history if r.sweep >= 1]
+    names = list(dict.fromkeys(r.block for r in later))
+    per_block = {k: float(sum(r.time for r in later if r.block == k)) / sweeps for k in names}
+    last = max(stamps)
+    return {"per_block_s": per_block, "blocks_s": float(sum(per_block.values())),
+            "wall_s": (stamps[last] - stamps[0]) / last,
+            "first_sweep_s": float(sum(r.time for r in res.history if r.sweep == 0)),
+            "total_s": total, "result": res}
+
+
+def bench_sweep(kind: str = "cosine", n: int = 75, m: int | None = None, sweeps: int = 3,
+                naive: bool = True, **kw) -> dict:
+    """Seconds per BCD sweep (after the first) and per block, against the naive sweep.
+
+    ``speedup`` is naive seconds over our wall time per sweep (everything a sweep does,
+    e.g. the restart equilibrium and the line search of the default schedule);
+    ``speedup_blocks`` counts only our X, (A, B) and (C, D) blocks, the naive sweep's three.
+    """
+    problem = _problem(kind, n, m)
+    run = _run_sweeps(problem, sweeps, **kw)
+    res = run.pop("result")
+    out = {"problem": kind, "n": n, "m": problem.m, "p": problem.p,
+           "loss": problem.loss.name, "sweep_s": run["wall_s"], **run}
+    if naive:
+        A, B, b, C, D, d = problem.from_user_model(res.model)
+        X, _ = res.model.equilibrium(problem.U_raw)
+        nv = _naive_sweep(problem, A, B, b, C, D, d, X, problem.lam0)
+        out["naive_sweep_s"] = nv["total"]
+        out["naive_per_block_s"] = nv
+        out["speedup"] = nv["total"] / run["wall_s"]
+        same = sum(v for k, v in run["per_block_s"].items() if k in ("X", "AB", "CD"))
+        out["speedup_blocks"] = nv["total"] / same
+    return out
+
+
+def _slope(x, y) -> float:
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+def bench_scaling(quick: bool = False, out: str | None = None,
+                  blas_compare: bool | None = None) -> dict:
+    """Sweep time against m (n = 20) and against n (m = 200), with log-log slopes, per
+    block too; with ``blas_compare`` also against m with BLAS multithreaded."""
+    import os
+
+    ms = [200, 800, 3200] if quick else [200, 1000, 5000, 20000]
+    ns = [20, 50] if quick else [20, 50, 100, 200]
+    runs_m = [_run_sweeps(_problem("cosine", 20, m), 2) for m in ms]
+    by_m = [r["wall_s"] for r in runs_m]
+    by_n = [_run_sweeps(_problem("cosine", n, 200), 2)["wall_s"] for n in ns]
+    blocks = list(runs_m[0]["per_block_s"])
+    per_block_m = {k: [r["per_block_s"].get(k, np.nan) for r in runs_m] for k in blocks}
+    res = {"m": ms, "sweep_by_m": by_m, "slope_m": _slope(ms, by_m), "n": ns,
+           "sweep_by_n": by_n, "slope_n": _slope(ns, by_n), "per_block_by_m": per_block_m,
+           "slope_m_per_block": {k: _slope(ms, v) for k, v in per_block_m.items()
+                                 if np.all(np.asarray(v) > 0)}}
+    if blas_compare is None:
+        blas_compare = not quick
+    if blas_compare:
+        ms_b = [200, 1000, 5000]
+        saved = os.environ.get("FENCHEL_IDL_BLAS_THREADS")
+        os.environ["FENCHEL_IDL_BLAS_THREADS"] = "auto"
+        try:
+            by_b = [_run_sweeps(_problem("cosine", 20, m), 2)["wall_s"] for m in ms_b]
+        finally:
+            if saved is None:
+                os.environ.pop("FENCHEL_IDL_BLAS_THREADS", None)
+            else:
+                os.environ["FENCHEL_IDL_BLAS_THREADS"] = saved
+        one = [r["wall_s"] for m, r in zip(ms, runs_m) if m in ms_b]
+        res.update({"m_blas": ms_b, "sweep_by_m_blas_auto": by_b,
+                    "slope_m_blas_auto": _slope(ms_b, by_b),
+                    "blas_ratio": [b / o for b, o in zip(by_b, one)] if len(one) == len(by_b)
+                    else None})
+    if out is not None:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        axes[0].loglog(ms, by_m, "o-", label=f"sweep (slope {res['slope_m']:.2f})")
+        for k, v in per_block_m.items():
+            axes[0].loglog(ms, v, ".--", label=k)
+        if blas_compare:
+            axes[0].loglog(res["m_blas"], res["sweep_by_m_blas_auto"], "x:",
+                           label=f"BLAS multithreaded (slope {res['slope_m_blas_auto']:.2f})")
+        axes[0].set_title("sweep time vs m (n = 20)")
+        axes[0].set_xlabel("m")
+        axes[0].set_ylabel("seconds per sweep")
+        axes[0].legend(fontsize=8)
+        axes[1].loglog(ns, by_n, "o-")
+        axes[1].set_title(f"sweep time vs n (m = 200): slope {res['slope_n']:.2f}")
+        axes[1].set_xlabel("n")
+        # label the measured sizes themselves (log-axis minor labels overlap on short ranges)
+        for ax, ticks in ((axes[0], ms), (axes[1], ns)):
+            ax.set_xticks(list(ticks))
+            ax.set_xticklabels([str(t) for t in ticks])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        fig.tight_layout()
+        Path(out).mkdir(parents=True, exist_ok=True)
+        fig.savefig(Path(out) / "scaling.png", dpi=110)
+        plt.close(fig)
+    return res
+
+
+def _burn(count: int) -> int:
+    total = 0
+    for i in range(count):
+        total += i * i
+    return total
+
+
+def _parallel_capacity(workers: int = 2, count: int = 3_000_000) -> float:
+    """Control for the executor figures: 4 pure-Python CPU tasks, serial time over the time
+    on ``workers`` loky processes. About 2 on 2 idle cores; on a shared machine it says how
+    much parallelism the executors could get at that moment."""
+    from joblib.externals.loky import get_reusable_executor
+
+    pool = get_reusable_executor(max_workers=workers, timeout=300)
+    list(pool.map(_burn, [10] * workers))
+    t = time.perf_counter()
+    for _ in range(4):
+        _burn(count)
+    serial = time.perf_counter() - t
+    t = time.perf_counter()
+    list(pool.map(_burn, [count] * 4))
+    return serial / (time.perf_counter() - t)
+
+
+def bench_executor(quick: bool = False, repeats: int = 2) -> dict:
+    """The separable CVXPY blocks (X column batches, (A, B) row batches) on one state:
+    serial :class:`Blocks` against :class:`ParallelBlocks` on 2 local processes and (when
+    dask.distributed is installed) on a 2-worker LocalCluster. Best of ``repeats`` after a
+    first call that starts the workers and compiles; the results are checked equal."""
+    from fenchel_idl.blocks.parallel import ParallelBlocks, SolveOptions, make_executor
+    from fenchel_idl.blocks.solvers import solve_certified
+    from fenchel_idl.blocks.cvxpy_blocks import Blocks
+
+    n, m = (50, 200) if quick else (75, 400)
+    problem = _problem("cosine", n, m)
+    rng = np.random.default_rng(0)
+    A = rng.uniform(-1, 1, (n, n))
+    A *= 0.45 / np.abs(A).sum(axis=1, keepdims=True)
+    B, b = rng.standard_normal((n, 1)), rng.standard_normal(n)
+    X = np.maximum(B @ problem.U + b[:, None], 0.0)
+    C, D, d = rng.standard_normal((1, n)), rng.standard_normal((1, 1)), np.zeros(1)
+    lam = problem.lam0
+    W0 = np.hstack([A, B, b[:, None]])
+
+    def serial_solve(prob, name):
+        return solve_certified(prob, name, problem.cone, None, "fallback", 1e-6,
+                               warm_start=False)[-1]
+
+    def measure(blocks):
+        best = {"X": np.inf, "AB": np.inf}
+        out = None
+        for _ in range(repeats + 1):  # the first call starts workers and compiles
+            t = time.perf_counter()
+            Xn, _ = blocks.solve_x(A, B, b, C, D, d, X, lam, serial_solve)
+            tx = time.perf_counter() - t
+            t = time.perf_counter()
+            out = (Xn,) + blocks.solve_ab(Xn, lam, C, D, serial_solve, W0, 1e-3)[:3]
+            ta = time.perf_counter() - t
+            best = {"X": min(best["X"], tx), "AB": min(best["AB"], ta)}
+        return best, out
+
+    rows, results = {}, {}
+    rows["serial"], results["serial"] = measure(Blocks(problem))
+    opts = SolveOptions(problem.cone, None, "fallback", 1e-6)
+    ex = make_executor(2)
+    try:
+        blocks = ParallelBlocks(problem, ex, opts, [])
+        rows["processes:2"], results["processes:2"] = measure(blocks)
+        blocks.close()
+    finally:
+        ex.close()
+    try:
+        import distributed
+    except ImportError:
+        distributed = None
+    if distributed is not None:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            blocks = ParallelBlocks(problem, make_executor(client), opts, [])
+            label = "dask LocalCluster(2)"
+            rows[label], results[label] = measure(blocks)
+            blocks.close()
+    base = rows["serial"]["X"] + rows["serial"]["AB"]
+    for label, r in rows.items():
+        r["X+AB"] = r["X"] + r["AB"]
+        r["speedup"] = base / r["X+AB"]
+        r["equal"] = all(np.array_equal(a, c) for a, c in zip(results[label],
+                                                               results["serial"]))
+    return {"n": n, "m": m, "batches": {"X": -(-m // 50), "AB": -(-n // 25)}, "rows": rows,
+            "capacity": _parallel_capacity(2)}
+
+
+def bench_minibatch(quick: bool = False) -> dict:
+    """Mini-batch BCD against full-batch BCD on the cosine problem at large m: wall time,
+    train RMSE and relaxed objective after the same number of passes over the data."""
+    from fenchel_idl.drivers.bcd import solve_bcd
+    from fenchel_idl.drivers.minibatch import solve_bcd_minibatch
+
+    m, epochs, batch = (5000, 3, 500) if quick else (20000, 5, 1000)
+    problem = _problem("cosine", 20, m)
+    t = time.perf_counter()
+    full = solve_bcd(problem, max_sweeps=epochs, seed=0)
+    t_full = time.perf_counter() - t
+    t = time.perf_counter()
+    mb = solve_bcd_minibatch(problem, batch_size=batch, epochs=epochs, seed=0)
+    t_mb = time.perf_counter() - t
+    rows = {}
+    for label, res, secs in (("full BCD", full, t_full), (f"mini-batch {batch}", mb, t_mb)):
+        c = res.certificate
+        rows[label] = {"seconds": secs, "rmse": c.train_metric["rmse"],
+                       "start_rmse": res.start_metric["rmse"], "true_loss": c.true_loss,
+                       "certified": c.blocks_certified and c.readout_certified,
+                       "monotone": c.monotone}
+    return {"m": m, "n": 20, "passes": epochs, "rows": rows}
+
+
+def bench_ce_readout(quick: bool = False) -> dict:
+    """The cross-entropy (C, D) readout on digits (n = 64 random ReLU features, balls of 5):
+    the first-order readout (FISTA on centred features, Fenchel-dual certificate) against
+    Clarabel on the exponential-cone program, both to a relative gap of 1e-6."""
+    from fenchel_idl.problem import datasets
+    from fenchel_idl.drivers.bcd import _init_state
+    from fenchel_idl.blocks.first_order import fast_ce_readout
+    from fenchel_idl.blocks.solvers import solve_certified
+    from fenchel_idl.blocks.cvxpy_blocks import Blocks
+    from fenchel_idl.problem.training_problem import TrainingProblem
+
+    ds = datasets.digits()
+    if quick:
+        ds = ds.subset(np.arange(400))
+    pb = TrainingProblem(ds.U, ds.labels, n=64, loss="cross_entropy",
+                         bounds={"B": 5.0, "C": 5.0, "D": 5.0})
+    st = _init_state(pb, None, np.random.default_rng(0))
+    t = time.perf_counter()
+    _, info = fast_ce_readout(pb, st.X, tol=1e-6)
+    t_fista = time.perf_counter() - t
+    t = time.perf_counter()
+    *_, ref = Blocks(pb).solve_cd(st.X, st.A, st.B, lambda prob, name: solve_certified(
+        prob, name, pb.cone, ("CLARABEL",), "warn", 1e-6, warm_start=False)[-1])
+    t_clarabel = time.perf_counter() - t
+    return {"m": pb.m, "n": 64, "fista_s": t_fista, "clarabel_s": t_clarabel,
+            "ratio": t_fista / t_clarabel, "fista_gap": info.gap, "clarabel_gap": ref.gap,
+            "certified": bool(info.certified and ref.certified),
+            "objective_diff": abs(float(info.objective) - float(ref.objective))}
+
+
+def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = None,
+                         max_sweeps: int | None = None, refined: bool | None = None,
+                         path: str | Path | None = None, data_seed: int | None = None,
+                         heldout: int = 2000) -> dict:
+    """BCD alone on the cosine problem of section 7.1 as ``problems/cosine_regression.toml``
+    states it (n = 75, kappa = 0.5; its data, lam, schedule, sweeps and balls; no
+    refinement), with the readout ball ||C||_inf <= ``balls[i]`` (standardized units).
+    Default: the problem file's ball, then 100 (the file's until 2026-12-02) and 50.
+
+    For each ball: train RMSE of the random-feature start and of the BCD result (both at
+    their true equilibrium with the optimal readout), the improvement, whether every block
+    was certified and the relaxed objective monotone, and the wall time per sweep. With
+    ``refined`` (default: not ``quick``), also the file's [refine] stage from each BCD
+    point (full-batch Adam, A kept in the kappa ball, C and D free, best epoch kept): how
+    far a local method gets from there, as ``refined_*`` figures. ``path`` defaults to the
+    file in the ``problems/`` directory the experiments command uses (the checkout's, else
+    the working directory's).
+
+    Held-out figures of each model: ``test_rmse`` on ``heldout`` fresh samples of the same
+    draw (samples m, m + 1, ... of :func:`fenchel_idl.problem.datasets.cosine`), and ``f_rmse``
+    against the noiseless f on 2001 points of [-5, 5]. ``data_seed`` replaces the file's
+    seed (data and training) to measure other draws of the same problem.
+    """
+    import dataclasses
+
+    from fenchel_idl.problem import datasets
+    from fenchel_idl.apps.bench_refine import _rmse
+    from fenchel_idl.drivers.bcd import _refine_stage, solve_bcd
+    from fenchel_idl.apps.experiments import _problems_dir
+    from fenchel_idl.drivers.problem_file import _data, bcd_options, build_problem, load_problem
+
+    spec = load_problem(_problems_dir(None) / "cosine_regression.toml" if path is None
+                        else path)
+    if data_seed is not None:
+        spec = dataclasses.replace(spec, seed=int(data_seed),
+                                   data={**spec.data, "seed": int(data_seed)})
+    ds, _ = _data(spec)
+    fresh = datasets.cosine(m=ds.m + heldout, noise=spec.data.get("noise", 1.0),
+                            seed=spec.data.get("seed", 0))
+    U_test, Y_test = fresh.U[:, ds.m:], fresh.Y[:, ds.m:]
+    grid = datasets.cosine_grid(2001)
+    u_grid, f_grid = grid.U, grid.Y
+    if balls is None:
+        balls = (float(spec.training.get("bounds", {}).get("C", 100.0)), 100.0, 50.0)
+    if refined is None:
+        refined = not quick
+    opts = bcd_options(spec, refine=False)
+    stage = bcd_options(spec)["refine"] if refined else None  # run after the BCD figures
+    if max_sweeps is not None:
+        opts["max_sweeps"] = max_sweeps
+    rows = []
+    for ball in balls:
+        bounds = {**spec.training.get("bounds", {}), "C": float(ball)}
+        problem = build_problem(dataclasses.replace(
+            spec, training={**spec.training, "bounds": bounds}), ds)
+        t = time.perf_counter()
+        res = solve_bcd(problem, **opts)
+        secs = time.perf_counter() - t
+        c = res.certificate
+        start, end = res.start_metric["rmse"], c.train_metric["rmse"]
+        rows.append({"ball_C": float(ball), "start_rmse": start, "rmse": end,
+                     "improvement": 1.0 - end / start, "sweeps": res.n_sweeps,
+                     "certified": bool(c.blocks_certified and c.readout_certified),
+                     "monotone": bool(c.monotone), "well_posed": bool(c.well_posed),
+                     "norm_A": c.norm_inf, "seconds": secs,
+                     "sweep_s": float(res.timings.get("bcd", secs)) / max(res.n_sweeps, 1),
+                     "test_rmse": _rmse(res.model, U_test, Y_test),
+                     "f_rmse": _rmse(res.model, u_grid, f_grid)})
+        if stage:
+            t = time.perf_counter()
+            model, _ = _refine_stage(problem, res.model, stage, spec.seed, False)
+            rows[-1].update({"refined_rmse": _rmse(model, ds.U, ds.Y),
+                             "refined_test_rmse": _rmse(model, U_test, Y_test),
+                             "refined_f_rmse": _rmse(model, u_grid, f_grid),
+                             "refine_s": time.perf_counter() - t})
+    return {"n": spec.model["n"], "m": ds.m, "rows": rows,
+            "refine": None if not stage else (dict(spec.refine) or "defaults")}
+
+
+def run_benchmarks(quick: bool = False, out: str | None = None) -> dict:
+    """Run every benchmark and print the ratios."""
+    from fenchel_idl.apps.bench_refine import bench_projection, bench_refine_epoch
+
+    results: dict = {}
+    print("== forward equilibrium: time / plain numpy Picard loop (same tolerance 1e-9)")
+    rows = bench_equilibrium(quick)
+    results["equilibrium"] = rows
+    for r in rows:
+        picard = "not timed" if np.isnan(r["ratio_picard"]) else f"x{r['ratio_picard']:.2f}"
+        print(f"  n={r['n']:4d} m={r['m']:6d}  picard {picard}  "
+              f"anderson x{r['ratio_anderson']:.2f}  (Picard {r['picard_iters']} it, Anderson "
+              f"{r['anderson_iters']} it) {r.get('note', '')}")
+    print("== one BCD sweep against the naive formulation (CVXPY, rebuilt, default solvers)")
+    cases = [("cosine", 75, None), ("digits", 64, None)]
+    for kind, n, m in cases:
+        naive = not (quick and kind == "digits")
+        r = bench_sweep(kind, n, m, naive=naive)
+        results[f"sweep_{kind}"] = r
+        head = f"  {kind}: n={r['n']} m={r['m']} p={r['p']} ({r['loss']} loss)"
+        if kind == "digits":
+            head += ", one-hot labels: cross-entropy naive is intractable here (see docstring)"
+        print(head)
+        print(f"    sweep {r['sweep_s']:.3f} s wall (blocks {r['blocks_s']:.3f} s; first sweep "
+              f"{r['first_sweep_s']:.2f} s)")
+        pb = r["per_block_s"]
+        print("    per block (s):  " + "  ".join(f"{k} {v:.3f}" for k, v in pb.items()))
+        if naive:
+            nb = r["naive_per_block_s"]
+            print("    naive (s):      " + "  ".join(f"{k} {nb[k]:.2f}" for k in ("X", "AB", "CD"))
+                  + f"  total {r['naive_sweep_s']:.1f}")
+            print(f"    speed-up x{r['speedup']:.1f} (wall per sweep), x{r['speedup_blocks']:.1f} "
+                  "(our X, AB, CD blocks only)")
+        else:
+            print("    naive sweep not run with --quick (about 11 minutes on 2 cores)")
+    print("== scaling of the sweep time (wall per sweep, n = 20 / m = 200)")
+    sc = bench_scaling(quick, out)
+    results["scaling"] = sc
+    print("  m:     " + "  ".join(f"{m}: {t:.3f}s" for m, t in zip(sc["m"], sc["sweep_by_m"]))
+          + f"   log-log slope {sc['slope_m']:.2f}")
+    print("    per block slope in m: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                   sc["slope_m_per_block"].items()))
+    print("  n:     " + "  ".join(f"{n}: {t:.3f}s" for n, t in zip(sc["n"], sc["sweep_by_n"]))
+          + f"   log-log slope {sc['slope_n']:.2f}")
+    if "sweep_by_m_blas_auto" in sc:
+        print("  m, BLAS multithreaded: " + "  ".join(
+            f"{m}: {t:.3f}s" for m, t in zip(sc["m_blas"], sc["sweep_by_m_blas_auto"]))
+            + f"   slope {sc['slope_m_blas_auto']:.2f}"
+            + ("" if sc["blas_ratio"] is None else "   (x" + ", x".join(
+                f"{x:.1f}" for x in sc["blas_ratio"]) + " the one-thread time)"))
+    print("== separable CVXPY block solves on one state: executors against serial Blocks")
+    ex = bench_executor(quick)
+    results["executor"] = ex
+    print(f"  n={ex['n']} m={ex['m']}: {ex['batches']['X']} X batches, "
+          f"{ex['batches']['AB']} (A, B) row batches")
+    for label, r in ex["rows"].items():
+        print(f"  {label:22s} X {r['X']:.2f} s  AB {r['AB']:.2f} s  speed-up x{r['speedup']:.2f}"
+              f"  (results equal to serial: {r['equal']})")
+    print(f"  control: pure-Python CPU tasks on 2 processes run x{ex['capacity']:.2f} faster "
+          "than serial right now (2 on 2 idle cores)")
+    print("== mini-batch BCD against full BCD (cosine, n = 20, same passes over the data)")
+    mb = bench_minibatch(quick)
+    results["minibatch"] = mb
+    for label, r in mb["rows"].items():
+        print(f"  m={mb['m']} {label:18s} {mb['passes']} passes {r['seconds']:.1f} s  train RMSE "
+              f"{r['rmse']:.4f} (start {r['start_rmse']:.4f})  certified {r['certified']}  "
+              f"monotone {r['monotone']}")
+    print("== cross-entropy readout: FISTA with its dual certificate / Clarabel (gap 1e-6)")
+    ce = bench_ce_readout(quick)
+    results["ce_readout"] = ce
+    print(f"  digits m={ce['m']} n={ce['n']}: FISTA {ce['fista_s']:.2f} s, Clarabel "
+          f"{ce['clarabel_s']:.2f} s: x{ce['ratio']:.3f}  (both certified: {ce['certified']}; "
+          f"objectives differ by {ce['objective_diff']:.1e})")
+    print("== BCD alone on the cosine problem (n = 75; targets: train RMSE <= 0.65, 15% below "
+          "its random-feature start, certified, monotone, sweep <= 2 s)")
+    ct = bench_cosine_targets(quick)
+    results["cosine_targets"] = ct
+    for r in ct["rows"]:
+        print(f"  ||C||_inf <= {r['ball_C']:5.0f}: start {r['start_rmse']:.4f} -> BCD "
+              f"{r['rmse']:.4f} ({100 * r['improvement']:.1f}% better) in {r['sweeps']} sweeps, "
+              f"{r['sweep_s']:.2f} s/sweep; certified {r['certified']}, monotone "
+              f"{r['monotone']}, ||A||_inf {r['norm_A']:.3f}; held out: test "
+              f"{r['test_rmse']:.4f}, against f {r['f_rmse']:.4f}")
+        if "refined_rmse" in r:
+            print(f"      then the file's refinement ({r['refine_s']:.1f} s; A in the kappa "
+                  f"ball, C and D free): train {r['refined_rmse']:.4f}, test "
+                  f"{r['refined_test_rmse']:.4f}, against f {r['refined_f_rmse']:.4f}")
+    print("== refinement epoch against a plain numpy loop; projections")
+    rb = bench_refine_epoch(repeats=2 if quick else 3)
+    results["refine_epoch"] = rb
+    print(f"  refine epoch / numpy loop: x{rb.get('ratio', float('nan')):.2f}")
+    pj = bench_projection()
+    results["projection"] = pj
+    print("  projection: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in pj.items()))
+    return results
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fenchel_idl.apps.bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    run_benchmarks(args.quick, args.out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

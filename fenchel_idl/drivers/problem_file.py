@@ -1,0 +1,241 @@
+"""Declarative problem files (TOML) and running them.
+
+A problem file declares the data source, the model size, the loss, the activation, kappa,
+the lam schedule, the penalties by name with their weights, solver options, an optional
+refinement stage and the seed. An optional [minibatch] table (batch_size, epochs, ...)
+trains with :func:`fenchel_idl.solve_bcd_minibatch` instead of :func:`fenchel_idl.solve_bcd`
+(``problems/mnist_full.toml``). See ``problems/cosine_regression.toml`` for a commented
+example. :func:`run_problem` trains it and writes the model, the history, the certificate
+and plots into an output directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fenchel_idl.problem import datasets
+from fenchel_idl.validation import describe, check_int, check_real
+from fenchel_idl.drivers.bcd import Schedule
+from fenchel_idl.errors import FenchelIDLError, ValidationError
+from fenchel_idl.drivers.refine import RefineOptions
+from fenchel_idl.problem.training_problem import TrainingProblem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ProblemSpec", "bcd_options", "load_problem"]
+
+_SECTIONS = {"name", "description", "seed", "data", "model", "training", "schedule",
+             "minibatch", "penalties", "solver", "refine", "demo"}
+_TABLES = ("data", "model", "training", "schedule", "minibatch", "solver", "refine", "demo")
+_MODEL_KEYS = {"n", "activation", "kappa", "bias"}
+_TRAINING_KEYS = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol"}
+_SOLVER_KEYS = {"name", "on_failure", "gap_tol"}
+#: [minibatch]: train with :func:`fenchel_idl.solve_bcd_minibatch` and these of its options
+_MINIBATCH_INTS = {"batch_size": 1, "epochs": 1, "readout_iter": 1}
+_MINIBATCH_REALS = ("ab_prox", "cd_prox")
+_MINIBATCH_BOOLS = ("shuffle", "restart")
+
+
+def _check_minibatch(table: dict) -> None:
+    """The values of [minibatch], checked as solve_bcd_minibatch checks them."""
+    for key, low in _MINIBATCH_INTS.items():
+        if key in table:
+            check_int(key, table[key], low=low)
+    for key in _MINIBATCH_REALS:
+        if key in table:
+            check_real(key, table[key], 0.0, None, low_open=True)
+    for key in _MINIBATCH_BOOLS:
+        if key in table and not isinstance(table[key], bool):
+            raise ValidationError(f"[minibatch] '{key}' must be true or false; got "
+                                  f"{describe(table[key])}.")
+
+
+def _schedule_keys() -> set[str]:
+    """The keys of [schedule]: the fields of :class:`fenchel_idl.drivers.bcd.Schedule`."""
+    return {f.name for f in dataclasses.fields(Schedule)}
+
+
+def _refine_keys() -> set[str]:
+    """The keys of [refine]: the fields of :class:`fenchel_idl.drivers.refine.RefineOptions`, and
+    ``kappa`` (the radius of the well-posedness ball during refinement)."""
+    return {f.name for f in dataclasses.fields(RefineOptions)} | {"kappa"}
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """A parsed problem file."""
+
+    name: str
+    description: str
+    seed: int
+    data: dict
+    model: dict
+    training: dict
+    schedule: dict
+    penalties: list
+    solver: dict
+    refine: dict | None
+    path: str
+    #: the optional [demo] table, read (and validated) only by :mod:`fenchel_idl.apps.demos`
+    demo: dict | None = None
+    #: the optional [minibatch] table: train with :func:`fenchel_idl.solve_bcd_minibatch`
+    minibatch: dict | None = None
+
+
+def load_problem(path: str | Path) -> ProblemSpec:
+    """Parse and validate a problem file.
+
+    Every section is checked here, before any data is loaded or any work is done: the
+    sections [data], [model], [training], [schedule], [solver] and [refine] must be
+    tables with known keys (those of [schedule] are the fields of
+    :class:`fenchel_idl.drivers.bcd.Schedule`, those of [refine] the fields of
+    :class:`fenchel_idl.drivers.refine.RefineOptions` and ``kappa``), ``seed`` a nonnegative
+    integer and [model] ``n`` a positive integer. The values of [schedule] and [refine]
+    are validated by building those records. An optional [demo] table must be a table; its
+    keys are checked by :mod:`fenchel_idl.apps.demos`, which alone reads it.
+
+    Raises
+    ------
+    ValidationError
+        Unknown sections or keys, a section that is not a table, a missing data source
+        or model size, a value of the wrong type or out of range, bad TOML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValidationError(f"'problem' must be an existing TOML file; {str(path)!r} does not "
+                              "exist.")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValidationError(f"problem file {str(path)!r} is not valid TOML: {exc}") from None
+    where = f"problem file {str(path)!r}"
+    unknown = set(raw) - _SECTIONS
+    if unknown:
+        raise ValidationError(f"{where} has unknown sections/keys "
+                              f"{sorted(unknown)}; allowed: {sorted(_SECTIONS)}.")
+    for key in _TABLES:
+        if key in raw and not isinstance(raw[key], dict):
+            raise ValidationError(f"{where}: [{key}] must be a table (a [{key}] section); got "
+                                  f"{key} = {describe(raw[key])}.")
+    for key in ("name", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ValidationError(f"{where}: '{key}' must be a string; got "
+                                  f"{describe(raw[key])}.")
+    penalties = raw.get("penalties", [])
+    if not isinstance(penalties, list):
+        raise ValidationError(f"{where}: 'penalties' must be an array of tables "
+                              f"([[penalties]] sections); got {describe(penalties)}.")
+    seed = _checked(where, lambda: check_int("seed", raw.get("seed", 0), low=0))
+    data = dict(raw.get("data", {}))
+    if "source" not in data:
+        raise ValidationError(f"{where} needs [data] source = one of "
+                              f"{sorted(datasets.DATASET_NAMES)}.")
+    model = dict(raw.get("model", {}))
+    if "n" not in model:
+        raise ValidationError(f"{where} needs [model] n (number of states).")
+    _check_keys("model", model, _MODEL_KEYS)
+    _checked(where, lambda: check_int("n", model["n"], low=1))
+    training = dict(raw.get("training", {}))
+    _check_keys("training", training, _TRAINING_KEYS)
+    solver = dict(raw.get("solver", {}))
+    _check_keys("solver", solver, _SOLVER_KEYS)
+    schedule = dict(raw.get("schedule", {}))
+    _check_keys("schedule", schedule, _schedule_keys())
+    _checked(where, lambda: Schedule(**schedule))
+    minibatch = raw.get("minibatch")
+    if minibatch is not None:
+        minibatch = dict(minibatch)
+        _check_keys("minibatch", minibatch,
+                    set(_MINIBATCH_INTS) | set(_MINIBATCH_REALS) | set(_MINIBATCH_BOOLS))
+        _checked(where, lambda: _check_minibatch(minibatch))
+        if schedule:
+            raise ValidationError(f"{where}: [schedule] is for full-batch BCD; with "
+                                  "[minibatch] leave it out.")
+    refine = raw.get("refine")
+    if refine is not None:
+        refine = dict(refine)
+        _check_keys("refine", refine, _refine_keys())
+        _checked(where, lambda: RefineOptions(**{k: v for k, v in refine.items()
+                                                 if k != "kappa"}))
+    return ProblemSpec(name=raw.get("name", path.stem), description=raw.get("description", ""),
+                       seed=seed, data=data, model=model, training=training,
+                       schedule=schedule, penalties=list(penalties), solver=solver,
+                       refine=refine, path=str(path),
+                       demo=dict(raw["demo"]) if "demo" in raw else None,
+                       minibatch=minibatch)
+
+
+def _check_keys(section: str, table: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ValidationError(f"[{section}] keys must be among {sorted(allowed)}; got "
+                              f"{unknown}.")
+
+
+def _checked(where: str, check: Callable[[], Any]) -> Any:
+    """Run a validation; a wrong type in a file is a bad value of the file: re-raise an
+    :class:`InputTypeError` as a :class:`ValidationError` naming the file."""
+    try:
+        return check()
+    except ValidationError:
+        raise
+    except FenchelIDLError as exc:
+        raise ValidationError(f"{where}: {exc}") from None
+
+
+def _data(spec: ProblemSpec):
+    opts = dict(spec.data)
+    source = opts.pop("source")
+    test_fraction = opts.pop("test_fraction", None)
+    test_split = opts.pop("test_split", None)  # for MNIST-like sets: load the official test set
+    ds = datasets.load(source, **opts)
+    test = None
+    if test_split is not None:
+        test = datasets.load(source, **{**opts, "split": "test", "n": test_split})
+    elif test_fraction:
+        ds, test = datasets.train_test_split(ds, float(test_fraction), seed=spec.seed)
+    return ds, test
+
+
+def build_problem(spec: ProblemSpec, ds) -> TrainingProblem:
+    tr = spec.training
+    loss = tr.get("loss", "cross_entropy" if ds.task == "classification" else "squared")
+    Y = ds.labels if loss == "cross_entropy" and ds.labels is not None else ds.Y
+    return TrainingProblem(ds.U, Y, n=spec.model["n"], loss=loss,
+                           activation=spec.model.get("activation", "relu"),
+                           kappa=spec.model.get("kappa", 0.5), lam=tr.get("lam", 1.0),
+                           bounds=tr.get("bounds"), penalties=spec.penalties,
+                           bias=spec.model.get("bias", True),
+                           standardize=tr.get("standardize", True))
+
+
+def _metric(model, ds) -> dict:
+    Yhat = model.predict(ds.U)
+    if ds.task == "classification":
+        return {"accuracy": float(np.mean(Yhat.argmax(0) == ds.labels))}
+    return {"rmse": float(np.sqrt(np.mean((Yhat - ds.Y) ** 2)))}
+
+
+def bcd_options(spec: ProblemSpec, refine: bool = True) -> dict[str, Any]:
+    """The keyword arguments of :func:`fenchel_idl.drivers.bcd.solve_bcd` that a problem file states:
+    ``max_sweeps``, ``tol``, ``schedule``, ``seed``, ``solver``, ``on_failure``, ``gap_tol``
+    and, with ``refine``, its [refine] stage (an empty [refine] section means the default
+    options)."""
+    opts: dict[str, Any] = dict(
+        max_sweeps=int(spec.training.get("max_sweeps", 40)), tol=spec.training.get("tol", 1e-6),
+        schedule=spec.schedule or None, seed=spec.seed, solver=spec.solver.get("name"),
+        on_failure=spec.solver.get("on_failure", "fallback"),
+        gap_tol=spec.solver.get("gap_tol", 1e-6))
+    if refine:
+        opts["refine"] = None if spec.refine is None else (spec.refine or True)
+    return opts

@@ -1,0 +1,621 @@
+"""Activation maps phi, with their Lipschitz data and Fenchel divergences.
+
+Each activation is a small immutable value that knows
+
+- its value ``phi(z)`` and its derivative (as a vector-Jacobian product, for gradients);
+- its Lipschitz data: the constant ``gamma`` and the norm ``p`` of the BLIP condition
+  (section 2.1 of the paper);
+- its **Fenchel divergence** ``F(x, z) = f(x) + f*(z) - x z >= 0`` where ``phi = grad f*``,
+  which is zero exactly when ``x = phi(z)`` (section 6.3, equation (6.8) for ReLU), both in
+  numpy and as a CVXPY expression that is convex in each argument when the other is fixed.
+
+Arrays follow the paper's convention: states are rows, samples are columns, so ``z`` has
+shape (k, m) and a componentwise map acts entrywise.
+
+A :class:`Blockwise` map puts several activations side by side on a partition
+``n = n_1 + ... + n_L`` of the state (the BLIP structure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import cvxpy as cp
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import expit, logsumexp, softmax as _softmax, xlogy
+
+from fenchel_idl.validation import check_int, check_real
+from fenchel_idl.errors import InputTypeError, ValidationError
+
+__all__ = [
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "Tanh",
+    "Sigmoid",
+    "Identity",
+    "Softmax",
+    "Blockwise",
+    "get_activation",
+    "CvxTerm",
+]
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class CvxTerm:
+    """A CVXPY expression with the domain constraints that go with it.
+
+    Attributes
+    ----------
+    expr : cvxpy.Expression
+        Elementwise divergence, shape (k, m) for a componentwise map, (m,) for a vector map.
+    constraints : list of cvxpy.Constraint
+        Domain constraints of ``f`` (for example ``x >= 0`` for ReLU).
+    """
+
+    expr: Any
+    constraints: list
+
+
+class Activation:
+    """Base class of activation maps. Subclasses are frozen dataclasses."""
+
+    name: ClassVar[str] = "activation"
+    componentwise: ClassVar[bool] = True
+    #: Whether phi(t z) = t phi(z) for t >= 0 (needed by :func:`fenchel_idl.rescale`).
+    positively_homogeneous: ClassVar[bool] = False
+    #: Norm p of the BLIP condition for this block.
+    norm: ClassVar[float] = np.inf
+
+    # -- values ---------------------------------------------------------------------------
+    def __call__(self, z: Array) -> Array:
+        raise NotImplementedError
+
+    def apply_(self, z: Array) -> Array:
+        """phi(z) written over the float array z (the fixed-point loops' buffers); returns z."""
+        z[...] = self(z)
+        return z
+
+    def derivative(self, z: Array) -> Array:
+        """Entrywise derivative phi'(z) (componentwise maps only)."""
+        raise NotImplementedError
+
+    def vjp(self, z: Array, v: Array) -> Array:
+        """Vector-Jacobian product J_phi(z)^T v, column by column. Shapes (k, m)."""
+        return self.derivative(z) * v
+
+    @property
+    def lipschitz(self) -> float:
+        """Lipschitz constant gamma with respect to the norm :attr:`norm`."""
+        raise NotImplementedError
+
+    # -- Fenchel divergence ---------------------------------------------------------------
+    def fenchel(self, x: Array, z: Array) -> Array:
+        """Fenchel divergence F(x, z) = f(x) + f*(z) - x z, entrywise (inf off the domain)."""
+        raise NotImplementedError
+
+    def fenchel_cvxpy(self, x: Any, z: Any) -> CvxTerm:
+        """The same divergence as a CVXPY expression plus domain constraints.
+
+        Convex in x for fixed z and in z for fixed x (biconvex), not jointly.
+        """
+        fx = self.f_cvxpy(x)
+        return CvxTerm(fx.expr + self.fstar_cvxpy(z) - cp.multiply(x, z), fx.constraints)
+
+    def f_cvxpy(self, x: Any) -> CvxTerm:
+        """f(x) entrywise as a CVXPY expression, with the constraints of its domain."""
+        raise NotImplementedError
+
+    def fstar_cvxpy(self, z: Any) -> Any:
+        """f*(z) entrywise as a CVXPY expression (phi = grad f*)."""
+        raise NotImplementedError
+
+    # -- misc -----------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"name": self.name}
+
+    def solve_scalar(self, a: Array, c: Array) -> Array:
+        """Solve x = phi(a x + c) entrywise, for a * sup(phi') < 1 (unique root).
+
+        Used by the exact triangular solver (Remark 2.5). The generic method bisects on the
+        increasing function x - phi(a x + c) over the range of phi.
+        """
+        lo, hi = self.range_
+        a = np.broadcast_to(a, c.shape)
+        lo_arr = np.full(c.shape, lo)
+        hi_arr = np.full(c.shape, hi)
+        for _ in range(80):
+            mid = 0.5 * (lo_arr + hi_arr)
+            g = mid - self(a * mid + c)
+            up = g > 0
+            hi_arr = np.where(up, mid, hi_arr)
+            lo_arr = np.where(up, lo_arr, mid)
+        return 0.5 * (lo_arr + hi_arr)
+
+    range_: ClassVar[tuple[float, float]] = (-np.inf, np.inf)
+
+    def scalar_well_posed(self, a: Array) -> NDArray[np.bool_]:
+        """Whether x = phi(a x + c) has a unique solution for every c (sufficient test)."""
+        return np.asarray(a) * self.lipschitz < 1.0
+
+
+@dataclass(frozen=True)
+class ReLU(Activation):
+    """phi(z) = max(z, 0). A CONE map; F is equation (6.8): x^2/2 + (z_+)^2/2 - x z, x >= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> relu = ReLU()
+    >>> relu(np.array([[-1.0, 2.0]]))
+    array([[0., 2.]])
+    >>> float(relu.fenchel(np.array(2.0), np.array(2.0)))
+    0.0
+    """
+
+    name: ClassVar[str] = "relu"
+    positively_homogeneous: ClassVar[bool] = True
+
+    def __call__(self, z):
+        return np.maximum(z, 0.0)
+
+    def apply_(self, z):
+        return np.maximum(z, 0.0, out=z)
+
+    def derivative(self, z):
+        return (z > 0).astype(np.float64)
+
+    @property
+    def lipschitz(self):
+        return 1.0
+
+    def fenchel(self, x, z):
+        x = np.asarray(x, dtype=float)
+        z = np.asarray(z, dtype=float)
+        zp = np.maximum(z, 0.0)
+        val = 0.5 * x * x + 0.5 * zp * zp - x * z
+        return np.where(x >= 0, np.maximum(val, 0.0), np.inf)
+
+    def f_cvxpy(self, x):
+        x = x if isinstance(x, cp.Expression) else cp.Constant(np.asarray(x, dtype=float))
+        return CvxTerm(0.5 * cp.square(x), [] if x.is_constant() else [x >= 0])
+
+    def fstar_cvxpy(self, z):
+        return 0.5 * cp.square(cp.pos(z))
+
+    def solve_scalar(self, a, c):
+        return np.maximum(c, 0.0) / (1.0 - a)
+
+
+@dataclass(frozen=True)
+class LeakyReLU(Activation):
+    """phi(z) = z for z >= 0 and alpha z otherwise, with 0 < alpha < 1.
+
+    f*(z) = z_+^2/2 + alpha z_-^2/2 and f(x) = x_+^2/2 + x_-^2/(2 alpha).
+    """
+
+    alpha: float = 0.01
+    name: ClassVar[str] = "leaky_relu"
+    positively_homogeneous: ClassVar[bool] = True
+
+    def __post_init__(self):
+        check_real("alpha", self.alpha, 0.0, 1.0, low_open=True, high_open=True)
+
+    def __call__(self, z):
+        return np.where(z >= 0, z, self.alpha * z)
+
+    def derivative(self, z):
+        return np.where(z > 0, 1.0, self.alpha)
+
+    @property
+    def lipschitz(self):
+        return 1.0
+
+    def fenchel(self, x, z):
+        x = np.asarray(x, dtype=float)
+        z = np.asarray(z, dtype=float)
+        fx = np.where(x >= 0, 0.5 * x * x, 0.5 * x * x / self.alpha)
+        fz = np.where(z >= 0, 0.5 * z * z, 0.5 * self.alpha * z * z)
+        return np.maximum(fx + fz - x * z, 0.0)
+
+    def f_cvxpy(self, x):
+        return CvxTerm(0.5 * cp.square(cp.pos(x)) + (0.5 / self.alpha) * cp.square(cp.neg(x)), [])
+
+    def fstar_cvxpy(self, z):
+        return 0.5 * cp.square(cp.pos(z)) + (0.5 * self.alpha) * cp.square(cp.neg(z))
+
+    def to_dict(self):
+        return {"name": self.name, "alpha": float(self.alpha)}
+
+    def solve_scalar(self, a, c):
+        return np.where(c >= 0, c / (1.0 - a), self.alpha * c / (1.0 - self.alpha * a))
+
+
+@dataclass(frozen=True)
+class Identity(Activation):
+    """phi(z) = z. f = f* = (.)^2/2 and F(x, z) = (x - z)^2 / 2."""
+
+    name: ClassVar[str] = "identity"
+    positively_homogeneous: ClassVar[bool] = True
+
+    def __call__(self, z):
+        return np.array(z, dtype=float, copy=True)
+
+    def apply_(self, z):
+        return z
+
+    def derivative(self, z):
+        return np.ones_like(z, dtype=float)
+
+    @property
+    def lipschitz(self):
+        return 1.0
+
+    def fenchel(self, x, z):
+        d = np.asarray(x, dtype=float) - np.asarray(z, dtype=float)
+        return 0.5 * d * d
+
+    def f_cvxpy(self, x):
+        return CvxTerm(0.5 * cp.square(x), [])
+
+    def fstar_cvxpy(self, z):
+        return 0.5 * cp.square(z)
+
+    def solve_scalar(self, a, c):
+        return c / (1.0 - a)
+
+
+def _log_cosh(z):
+    az = np.abs(z)
+    return az + np.log1p(np.exp(-2.0 * az)) - np.log(2.0)
+
+
+@dataclass(frozen=True)
+class Tanh(Activation):
+    """phi(z) = tanh z. f*(z) = log cosh z; f(x) = ((1+x)log(1+x) + (1-x)log(1-x))/2, |x| <= 1."""
+
+    name: ClassVar[str] = "tanh"
+    range_: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+
+    def __call__(self, z):
+        return np.tanh(z)
+
+    def apply_(self, z):
+        return np.tanh(z, out=z)
+
+    def derivative(self, z):
+        t = np.tanh(z)
+        return 1.0 - t * t
+
+    @property
+    def lipschitz(self):
+        return 1.0
+
+    def fenchel(self, x, z):
+        x = np.asarray(x, dtype=float)
+        z = np.asarray(z, dtype=float)
+        inside = np.abs(x) <= 1.0
+        xc = np.clip(x, -1.0, 1.0)
+        fx = 0.5 * (xlogy(1.0 + xc, 1.0 + xc) + xlogy(1.0 - xc, 1.0 - xc))
+        val = fx + _log_cosh(z) - xc * z
+        return np.where(inside, np.maximum(val, 0.0), np.inf)
+
+    def f_cvxpy(self, x):
+        return CvxTerm(-0.5 * (cp.entr(1 + x) + cp.entr(1 - x)), [])
+
+    def fstar_cvxpy(self, z):
+        # log cosh z = z + log(1 + exp(-2 z)) - log 2
+        return z + cp.logistic(-2 * z) - np.log(2.0)
+
+
+@dataclass(frozen=True)
+class Sigmoid(Activation):
+    """phi(z) = 1/(1+exp(-z)). f*(z) = log(1+e^z); f(x) = x log x + (1-x) log(1-x), 0 <= x <= 1.
+
+    Its Lipschitz constant is 1/4.
+    """
+
+    name: ClassVar[str] = "sigmoid"
+    range_: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def __call__(self, z):
+        return expit(z)
+
+    def apply_(self, z):
+        return expit(z, out=z)
+
+    def derivative(self, z):
+        s = expit(z)
+        return s * (1.0 - s)
+
+    @property
+    def lipschitz(self):
+        return 0.25
+
+    def fenchel(self, x, z):
+        x = np.asarray(x, dtype=float)
+        z = np.asarray(z, dtype=float)
+        inside = (x >= 0.0) & (x <= 1.0)
+        xc = np.clip(x, 0.0, 1.0)
+        fx = xlogy(xc, xc) + xlogy(1.0 - xc, 1.0 - xc)
+        val = fx + np.logaddexp(0.0, z) - xc * z
+        return np.where(inside, np.maximum(val, 0.0), np.inf)
+
+    def f_cvxpy(self, x):
+        return CvxTerm(-(cp.entr(x) + cp.entr(1 - x)), [])
+
+    def fstar_cvxpy(self, z):
+        return cp.logistic(z)
+
+
+@dataclass(frozen=True)
+class Softmax(Activation):
+    """phi(z) = exp(z) / sum(exp(z)) over a block; 1-Lipschitz in the l1 norm (section 2.1).
+
+    f*(z) = log sum exp(z); f(x) = sum x log x on the simplex. :meth:`fenchel` returns one
+    value per column (sample), shape (m,).
+    """
+
+    name: ClassVar[str] = "softmax"
+    componentwise: ClassVar[bool] = False
+    norm: ClassVar[float] = 1.0
+
+    def __call__(self, z):
+        return _softmax(z, axis=0)
+
+    def derivative(self, z):
+        raise ValidationError("softmax is not componentwise: use 'vjp' instead of 'derivative'.")
+
+    def vjp(self, z, v):
+        s = _softmax(z, axis=0)
+        return s * (v - np.sum(s * v, axis=0, keepdims=True))
+
+    @property
+    def lipschitz(self):
+        return 1.0
+
+    def fenchel(self, x, z):
+        x = np.asarray(x, dtype=float)
+        z = np.asarray(z, dtype=float)
+        if x.ndim == 1:
+            x, z = x[:, None], z[:, None]
+        inside = np.all(x >= 0, axis=0) & np.isclose(np.sum(x, axis=0), 1.0, atol=1e-9)
+        xc = np.clip(x, 0.0, None)
+        val = np.sum(xlogy(xc, xc), axis=0) + logsumexp(z, axis=0) - np.sum(xc * z, axis=0)
+        return np.where(inside, np.maximum(val, 0.0), np.inf)
+
+    def fenchel_cvxpy(self, x, z):
+        if len(x.shape) == 1:
+            expr = -cp.sum(cp.entr(x)) + cp.log_sum_exp(z) - x @ z
+            cons = [cp.sum(x) == 1] if not x.is_constant() else []
+        else:
+            expr = (-cp.sum(cp.entr(x), axis=0) + cp.log_sum_exp(z, axis=0)
+                    - cp.sum(cp.multiply(x, z), axis=0))
+            cons = [cp.sum(x, axis=0) == 1] if not x.is_constant() else []
+        return CvxTerm(expr, cons)
+
+    def solve_scalar(self, a, c):  # pragma: no cover - a softmax block is never scalar
+        raise ValidationError("softmax blocks have no scalar solve.")
+
+    def scalar_well_posed(self, a):
+        return np.zeros(np.shape(a), dtype=bool)
+
+
+_NAMED: dict[str, type[Activation]] = {
+    cls.name: cls for cls in (ReLU, LeakyReLU, Tanh, Sigmoid, Identity, Softmax)
+}
+
+
+@dataclass(frozen=True)
+class Blockwise(Activation):
+    """A blockwise (BLIP) map: ``phi(z) = (phi_1(z_1), ..., phi_L(z_L))``.
+
+    Parameters
+    ----------
+    blocks : sequence of (int, Activation or str)
+        The block sizes ``n_l`` and their maps, in state order.
+
+    Examples
+    --------
+    >>> phi = Blockwise([(2, "relu"), (3, "softmax")])
+    >>> phi.n
+    5
+    """
+
+    blocks: tuple = ()
+    name: ClassVar[str] = "blockwise"
+
+    def __post_init__(self):
+        if not isinstance(self.blocks, (list, tuple)) or len(self.blocks) == 0:
+            raise ValidationError("'blocks' must be a non-empty sequence of (size, activation) "
+                                  f"pairs; got {self.blocks!r}.")
+        norm = []
+        for i, blk in enumerate(self.blocks):
+            if not isinstance(blk, (list, tuple)) or len(blk) != 2:
+                raise ValidationError(f"'blocks[{i}]' must be a (size, activation) pair; "
+                                      f"got {blk!r}.")
+            size = check_int(f"blocks[{i}] size", blk[0], low=1)
+            act = get_activation(blk[1])
+            if isinstance(act, Blockwise):
+                norm.extend(act.blocks)
+                if act.n != size:
+                    raise ValidationError(f"'blocks[{i}]' has size {size} but its blockwise map "
+                                          f"covers {act.n} states.")
+            else:
+                norm.append((size, act))
+        # merge neighbouring componentwise blocks that share a map
+        merged: list[tuple[int, Activation]] = []
+        for size, act in norm:
+            if merged and act.componentwise and merged[-1][1] == act:
+                merged[-1] = (merged[-1][0] + size, act)
+            else:
+                merged.append((size, act))
+        object.__setattr__(self, "blocks", tuple(merged))
+
+    @property
+    def n(self) -> int:
+        return sum(size for size, _ in self.blocks)
+
+    @property
+    def componentwise(self) -> bool:  # type: ignore[override]
+        return all(act.componentwise for _, act in self.blocks)
+
+    @property
+    def positively_homogeneous(self) -> bool:  # type: ignore[override]
+        return all(act.positively_homogeneous for _, act in self.blocks)
+
+    def slices(self):
+        """Yield (slice, activation) pairs in state order."""
+        start = 0
+        for size, act in self.blocks:
+            yield slice(start, start + size), act
+            start += size
+
+    def _apply(self, method: str, *arrays):
+        out = np.empty_like(arrays[-1], dtype=float)
+        for sl, act in self.slices():
+            out[sl] = getattr(act, method)(*(a[sl] for a in arrays))
+        return out
+
+    def __call__(self, z):
+        return self._apply("__call__", np.asarray(z, dtype=float))
+
+    def derivative(self, z):
+        return self._apply("derivative", np.asarray(z, dtype=float))
+
+    def vjp(self, z, v):
+        return self._apply("vjp", np.asarray(z, dtype=float), np.asarray(v, dtype=float))
+
+    @property
+    def lipschitz(self):
+        return max(act.lipschitz for _, act in self.blocks)
+
+    def fenchel(self, x, z):
+        """Entrywise divergence for componentwise blocks; vector blocks put their per-sample
+        value on the block's first row and zeros on the others. Shape (n, m)."""
+        x = np.asarray(x, dtype=float)
+        z = np.asarray(z, dtype=float)
+        out = np.zeros(np.broadcast_shapes(x.shape, z.shape))
+        for sl, act in self.slices():
+            val = act.fenchel(x[sl], z[sl])
+            if act.componentwise:
+                out[sl] = val
+            else:
+                out[sl.start] = val
+        return out
+
+    def fenchel_cvxpy(self, x, z):
+        raise ValidationError("a blockwise map has no single CVXPY divergence; use the blocks' "
+                              "own fenchel_cvxpy on their slices (see Blockwise.slices).")
+
+    def scalar_well_posed(self, a):
+        a = np.asarray(a, dtype=float)
+        out = np.zeros(a.shape, dtype=bool)
+        for sl, act in self.slices():
+            out[sl] = act.scalar_well_posed(a[sl])
+        return out
+
+    def solve_scalar(self, a, c):
+        return self._apply("solve_scalar", np.broadcast_to(a, c.shape), c)
+
+    def to_dict(self):
+        return {"name": self.name, "blocks": [[size, act.to_dict()] for size, act in self.blocks]}
+
+
+def get_activation(spec: Any) -> Activation:
+    """Return the activation named by ``spec``.
+
+    Parameters
+    ----------
+    spec : str, dict or Activation
+        A name ("relu", "leaky_relu", "tanh", "sigmoid", "identity", "softmax"), a dict
+        written by :meth:`Activation.to_dict`, or an activation (returned as is).
+
+    Raises
+    ------
+    ValidationError
+        Unknown name or bad options (for a blockwise dict, also a block size that is not a
+        positive integer).
+    InputTypeError
+        ``spec`` is not a str, dict or Activation.
+    """
+    if isinstance(spec, Activation):
+        return spec
+    if isinstance(spec, str):
+        if spec not in _NAMED:
+            raise ValidationError(f"'activation' must be one of {sorted(_NAMED)} or an "
+                                  f"Activation; got {spec!r}.")
+        return _NAMED[spec]()
+    if isinstance(spec, dict):
+        name = spec.get("name")
+        if name == Blockwise.name:
+            extra = sorted(set(spec) - {"name", "blocks"})
+            if extra:
+                raise ValidationError(f"bad options {extra} for activation 'blockwise'; it "
+                                      "takes only 'blocks'.")
+            blocks = spec.get("blocks", ())
+            if isinstance(blocks, list):  # JSON gives lists; Blockwise validates each pair
+                blocks = tuple(tuple(b) if isinstance(b, list) else b for b in blocks)
+            try:
+                return Blockwise(blocks)
+            except InputTypeError as exc:  # a wrong type inside a dict is a bad value
+                raise ValidationError(f"bad 'blocks' for activation 'blockwise': {exc}") from None
+        if name not in _NAMED:
+            raise ValidationError(f"'activation' must name one of {sorted(_NAMED)}; got "
+                                  f"{name!r}.")
+        options = {k: v for k, v in spec.items() if k != "name"}
+        try:
+            return _NAMED[name](**options)
+        except TypeError as exc:
+            raise ValidationError(f"bad options {options} for activation {name!r}: {exc}") from None
+    raise InputTypeError("'activation' must be a name, a dict or an Activation; got "
+                         f"{spec!r} of type {type(spec).__name__}.")
+
+
+def blip_structure(phi: Activation, n: int) -> tuple[NDArray[np.int64], NDArray[np.float64],
+                                                      NDArray[np.float64], bool]:
+    """Return (block_starts, gammas, norms, all_scalar) of the BLIP partition of n states.
+
+    Componentwise blocks expand to singletons; vector maps (softmax) are one block each.
+    """
+    pairs = phi.blocks if isinstance(phi, Blockwise) else ((n, phi),)
+    starts, gammas, norms = [], [], []
+    pos = 0
+    for size, act in pairs:
+        if act.componentwise:
+            starts.extend(range(pos, pos + size))
+            gammas.extend([act.lipschitz] * size)
+            norms.extend([np.inf] * size)
+        else:
+            starts.append(pos)
+            gammas.append(act.lipschitz)
+            norms.append(act.norm)
+        pos += size
+    all_scalar = len(starts) == n
+    return (np.asarray(starts, dtype=np.int64), np.asarray(gammas, dtype=float),
+            np.asarray(norms, dtype=float), all_scalar)
+
+
+def state_lipschitz(phi: Activation, n: int) -> NDArray[np.float64]:
+    """The Lipschitz constant gamma_i of the map acting on each of the n states, shape (n,).
+
+    For a componentwise map gamma_i is that of its scalar function; the states of a vector
+    block (softmax) share the block's constant.
+    """
+    parts = phi.blocks if isinstance(phi, Blockwise) else ((n, phi),)
+    return np.concatenate([np.full(size, float(act.lipschitz)) for size, act in parts])
+
+
+def activation_for(phi: Activation, n: int) -> Activation:
+    """Check that ``phi`` fits a state of size n (a Blockwise map must cover exactly n)."""
+    if isinstance(phi, Blockwise) and phi.n != n:
+        raise ValidationError(f"'activation' is blockwise over {phi.n} states but the model "
+                              f"has n = {n} states.")
+    if not isinstance(phi, Blockwise) and not phi.componentwise and n == 0:
+        raise ValidationError("'activation' softmax needs at least one state.")
+    return phi
+

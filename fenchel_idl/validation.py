@@ -1,0 +1,110 @@
+"""Checks of user input that raise the errors of :mod:`fenchel_idl.errors`, naming the
+parameter, what was expected and what came. Shared by the library and its applications."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} of type {type(value).__name__}"
+
+
+def as_float_array(name: str, value: Any, ndim: int | tuple[int, ...] | None = None,
+                   finite: bool = True) -> NDArray[np.float64]:
+    """Return ``value`` as a float64 array, or raise a clear error.
+
+    Parameters
+    ----------
+    name : str
+        Parameter name used in messages.
+    value : array_like
+        The value to convert.
+    ndim : int or tuple of int, optional
+        Allowed numbers of dimensions.
+    finite : bool
+        Whether NaN and inf are refused.
+    """
+    if value is None:
+        raise InputTypeError(f"'{name}' must be a numeric array; got None.")
+    if isinstance(value, (str, bytes)):
+        raise InputTypeError(f"'{name}' must be a numeric array; got {describe(value)}.")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged nested lists and the like
+        raise InputTypeError(f"'{name}' must be a numeric array; got {describe(value)} "
+                             f"({exc}).") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputTypeError(f"'{name}' must be a numeric array; got {describe(arr)}.")
+    if np.iscomplexobj(arr):
+        raise InputTypeError(f"'{name}' must be real; got a complex array of shape {arr.shape}.")
+    arr = arr.astype(np.float64, copy=False)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ShapeError(f"'{name}' must be a {want} array; got shape {arr.shape}.")
+    if finite and arr.size and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValidationError(f"'{name}' must contain only finite values; got {bad} NaN or "
+                              f"inf entries in an array of shape {arr.shape}.")
+    return arr
+
+
+def check_real(name: str, value: Any, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """Return ``value`` as a float inside the given interval, or raise."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InputTypeError(f"'{name}' must be a real number; got {describe(value)}.")
+    v = float(value)
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    if not np.isfinite(v):
+        raise ValidationError(f"'{name}' must be a finite number in {interval}; got {value!r}.")
+    if low is not None and (v < low or (low_open and v == low)):
+        raise ValidationError(f"'{name}' must be in {interval}; got {value!r}.")
+    if high is not None and (v > high or (high_open and v == high)):
+        raise ValidationError(f"'{name}' must be in {interval}; got {value!r}.")
+    return v
+
+
+def check_int(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as an int inside ``[low, high]``, or raise."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise InputTypeError(f"'{name}' must be an integer; got {describe(value)}.")
+    v = int(value)
+    if (low is not None and v < low) or (high is not None and v > high):
+        interval = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ValidationError(f"'{name}' must be an integer in {interval}; got {v}.")
+    return v
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, or raise."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValidationError(f"'{name}' must be one of {sorted(choices)}; got {value!r}.")
+    return value
+
+
+def as_samples(name: str, value: Any, rows: int, rows_name: str) -> tuple[NDArray[np.float64], bool]:
+    """Return (2-D array with ``rows`` rows, was_1d) for samples-as-columns data."""
+    arr = as_float_array(name, value, ndim=(1, 2))
+    was_1d = arr.ndim == 1
+    if was_1d:
+        arr = arr[:, None]
+    if arr.shape[0] != rows:
+        raise ShapeError(f"'{name}' must have {rows} rows ({rows_name}; samples are columns); "
+                         f"got shape {arr.shape if not was_1d else (arr.shape[0],)}.")
+    return arr, was_1d
