@@ -481,11 +481,11 @@ def test_cosine_problem_file_meets_the_bcd_targets():
     pass of the returned models."""
     from pathlib import Path
 
-    from fenchel_idl.drivers.problem_file import _data, bcd_options, build_problem, load_problem
+    from fenchel_idl.drivers.problem_file import load_data, bcd_options, build_problem, load_problem
 
     spec = load_problem(Path(__file__).resolve().parents[1] / "problems"
                         / "cosine_regression.toml")
-    ds, _ = _data(spec)
+    ds, _ = load_data(spec)
     res = solve_bcd(build_problem(spec, ds), **bcd_options(spec, refine=False))
     start = _numpy_rmse(res.start_model, ds.U, ds.Y)
     end = _numpy_rmse(res.model, ds.U, ds.Y)

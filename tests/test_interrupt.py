@@ -110,7 +110,7 @@ def _assert_usable_checkpoint(ckpt: Path, problem_path: Path, sweep: int) -> Non
     and their history."""
     assert not [p for p in ckpt.rglob("*") if p.name.endswith(".tmp")]
     spec = problem_file.load_problem(problem_path)
-    problem = problem_file.build_problem(spec, problem_file._data(spec)[0])
+    problem = problem_file.build_problem(spec, problem_file.load_data(spec)[0])
     state, meta = bcd_module._load_checkpoint(ckpt, problem)
     assert meta["sweep"] == sweep
     assert len(meta["history"]) == 3 * sweep  # X, AB and CD records of every sweep
@@ -263,7 +263,7 @@ def test_ctrl_c_in_the_final_readout_then_resume(files, tmp_path, monkeypatch, c
     # every sweep is saved before the final readout: its equilibrium is the first call
     # made when the checkpoint holds all sweeps
     hits = _raise_sigint_in(monkeypatch, bcd_module, "_equilibrium",
-                            lambda *a, **k: bcd_module._checkpoint_sweep(ckpt) == MAX_SWEEPS)
+                            lambda *a, **k: bcd_module.checkpoint_sweep(ckpt) == MAX_SWEEPS)
     assert cli_main(args) == 130
     assert len(hits) == 1
     msg = _message(capsys.readouterr().err)
@@ -277,7 +277,7 @@ def test_ctrl_c_in_the_final_readout_then_resume(files, tmp_path, monkeypatch, c
 
 
 def test_ctrl_c_while_loading_the_data(files, tmp_path, monkeypatch, capsys):
-    _raise_sigint_in(monkeypatch, run_module, "_data")
+    _raise_sigint_in(monkeypatch, run_module, "load_data")
     assert cli_main(["run", str(files / "tiny.toml"), "--quiet"]) == 130
     msg = _message(capsys.readouterr().err)
     assert msg == ("fenchel-idl: interrupted; no checkpoint was kept (run with --checkpoint "

@@ -397,7 +397,7 @@ def bench_ce_readout(quick: bool = False) -> dict:
     the first-order readout (FISTA on centred features, Fenchel-dual certificate) against
     Clarabel on the exponential-cone program, both to a relative gap of 1e-6."""
     from fenchel_idl.problem import datasets
-    from fenchel_idl.drivers.bcd import _init_state
+    from fenchel_idl.drivers.bcd import initial_state
     from fenchel_idl.blocks.first_order import fast_ce_readout
     from fenchel_idl.blocks.solvers import solve_certified
     from fenchel_idl.blocks.cvxpy_blocks import Blocks
@@ -408,7 +408,7 @@ def bench_ce_readout(quick: bool = False) -> dict:
         ds = ds.subset(np.arange(400))
     pb = TrainingProblem(ds.U, ds.labels, n=64, loss="cross_entropy",
                          bounds={"B": 5.0, "C": 5.0, "D": 5.0})
-    st = _init_state(pb, None, np.random.default_rng(0))
+    st = initial_state(pb)
     t = time.perf_counter()
     _, info = fast_ce_readout(pb, st.X, tol=1e-6)
     t_fista = time.perf_counter() - t
@@ -449,16 +449,16 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
 
     from fenchel_idl.problem import datasets
     from fenchel_idl.apps.bench_refine import _rmse
-    from fenchel_idl.drivers.bcd import _refine_stage, solve_bcd
+    from fenchel_idl.drivers.bcd import refine_stage, solve_bcd
     from fenchel_idl.apps.experiments import _problems_dir
-    from fenchel_idl.drivers.problem_file import _data, bcd_options, build_problem, load_problem
+    from fenchel_idl.drivers.problem_file import load_data, bcd_options, build_problem, load_problem
 
     spec = load_problem(_problems_dir(None) / "cosine_regression.toml" if path is None
                         else path)
     if data_seed is not None:
         spec = dataclasses.replace(spec, seed=int(data_seed),
                                    data={**spec.data, "seed": int(data_seed)})
-    ds, _ = _data(spec)
+    ds, _ = load_data(spec)
     fresh = datasets.cosine(m=ds.m + heldout, noise=spec.data.get("noise", 1.0),
                             seed=spec.data.get("seed", 0))
     U_test, Y_test = fresh.U[:, ds.m:], fresh.Y[:, ds.m:]
@@ -492,7 +492,7 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
                      "f_rmse": _rmse(res.model, u_grid, f_grid)})
         if stage:
             t = time.perf_counter()
-            model, _ = _refine_stage(problem, res.model, stage, spec.seed, False)
+            model, _ = refine_stage(problem, res.model, stage, spec.seed, False)
             rows[-1].update({"refined_rmse": _rmse(model, ds.U, ds.Y),
                              "refined_test_rmse": _rmse(model, U_test, Y_test),
                              "refined_f_rmse": _rmse(model, u_grid, f_grid),

@@ -278,14 +278,14 @@ def warm_vs_random(out: str | None = None, path: str | None = None) -> dict[str,
     both, the time each needed; with ``out`` the curves are plotted to
     ``out/warm_vs_random.png``.
     """
-    from fenchel_idl.drivers.bcd import _refine_stage, solve_bcd
+    from fenchel_idl.drivers.bcd import refine_stage, solve_bcd
     from fenchel_idl.problem.datasets import cosine_grid
     from fenchel_idl.apps.experiments import _problems_dir
-    from fenchel_idl.drivers.problem_file import _data, bcd_options, build_problem, load_problem
+    from fenchel_idl.drivers.problem_file import load_data, bcd_options, build_problem, load_problem
 
     spec = load_problem(_problems_dir(None) / "cosine_regression.toml" if path is None
                         else path)
-    ds, _ = _data(spec)
+    ds, _ = load_data(spec)
     U, Y = ds.U, ds.Y
     grid = cosine_grid(1000)
     Ug, Fg = grid.U, grid.Y
@@ -304,7 +304,7 @@ def warm_vs_random(out: str | None = None, path: str | None = None) -> dict[str,
     t_bcd = time.perf_counter() - t0
     bcd_rmse = _rmse(bcd.model, U, Y)
     # the file's [refine] stage, as solve_bcd runs it (its defaults if the file has none)
-    warm_model, warm_hist = _refine_stage(problem, bcd.model,
+    warm_model, warm_hist = refine_stage(problem, bcd.model,
                                           bcd_options(spec)["refine"] or True, spec.seed, False)
     warm_t += [t_bcd + float(v) for v in warm_hist.time]
     warm_r += [float(np.sqrt(2.0 * v)) for v in warm_hist.loss]

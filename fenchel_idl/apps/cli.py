@@ -66,7 +66,7 @@ def _interrupt_message(exc: KeyboardInterrupt, args: argparse.Namespace) -> str:
     whatever was running (data loading, a sweep, a checkpoint write, the refinement)."""
     if args.command != "run":
         return "fenchel-idl: interrupted."
-    from fenchel_idl.drivers.bcd import _checkpoint_sweep
+    from fenchel_idl.drivers.bcd import checkpoint_sweep
 
     phase = getattr(exc, "phase", None)
     epoch = getattr(exc, "epoch", None)
@@ -82,7 +82,7 @@ def _interrupt_message(exc: KeyboardInterrupt, args: argparse.Namespace) -> str:
     cmd += ["--out", args.out] if args.out else []
     cmd += ["--max-sweeps", str(args.max_sweeps)] if args.max_sweeps else []
     cmd += ["--quiet"] if args.quiet else []
-    saved = _checkpoint_sweep(args.checkpoint)
+    saved = checkpoint_sweep(args.checkpoint)
     if saved is None:
         return (f"fenchel-idl: interrupted{where}; no checkpoint had been written to "
                 f"{args.checkpoint!r} yet; start again with: {shlex.join(cmd)}")

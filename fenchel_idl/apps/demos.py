@@ -605,7 +605,7 @@ def _check_keys(where: str, table: str, values: Mapping[str, Any], allowed: set[
 # ------------------------------------------------------------------------------------------
 def _data(st: _Settings) -> tuple[Any, Any]:
     """(train, test) Datasets of a classification problem file."""
-    from fenchel_idl.drivers.problem_file import _data as load_data
+    from fenchel_idl.drivers.problem_file import load_data
 
     train, test = load_data(st.spec)
     where = f"problem file {st.spec.path!r}"

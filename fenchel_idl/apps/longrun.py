@@ -86,11 +86,11 @@ class _Sampler(threading.Thread):
             csv.DictWriter(fh, fieldnames=_FIELDS).writeheader()
 
     def sample(self) -> None:
-        from fenchel_idl.drivers.bcd import _LOG_DIR, _checkpoint_sweep
+        from fenchel_idl.drivers.bcd import HISTORY_DIR, checkpoint_sweep
 
-        sweeps = _checkpoint_sweep(self.ckpt) or 0
+        sweeps = checkpoint_sweep(self.ckpt) or 0
         npz = self.ckpt / "checkpoint.npz"
-        logs = list((self.ckpt / _LOG_DIR).glob("*.jsonl")) if self.ckpt.exists() else []
+        logs = list((self.ckpt / HISTORY_DIR).glob("*.jsonl")) if self.ckpt.exists() else []
         row = {"elapsed_s": time.monotonic() - self.t0, "cpu_s": time.process_time(),
                "rss_mb": _rss_mb(), "sweeps": sweeps, "sweep_s": float("nan"),
                "cpu_sweep_s": float("nan"),
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
         spec = problem_file.load_problem(problem_path)
         name = spec.name
-        problem = problem_file.build_problem(spec, problem_file._data(spec)[0])
+        problem = problem_file.build_problem(spec, problem_file.load_data(spec)[0])
         t0 = time.perf_counter()
         loaded = bcd._load_checkpoint(ckpt, problem)
         check = {"loads": loaded is not None, "load_s": time.perf_counter() - t0}

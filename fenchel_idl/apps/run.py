@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 
-from fenchel_idl.drivers.problem_file import _data, _metric, bcd_options, build_problem, load_problem
+from fenchel_idl.drivers.problem_file import load_data, _metric, bcd_options, build_problem, load_problem
 from fenchel_idl.drivers.bcd import BCDResult, solve_bcd
 from fenchel_idl.errors import ValidationError
 from fenchel_idl.drivers.minibatch import solve_bcd_minibatch
@@ -32,7 +32,7 @@ def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bo
         Train (and test) metrics, timings and the paths written.
     """
     spec = load_problem(path)
-    ds, test = _data(spec)
+    ds, test = load_data(spec)
     problem = build_problem(spec, ds)
     t0 = time.perf_counter()
     opts = bcd_options(spec)

@@ -3,6 +3,7 @@ certified: compiled CVXPY blocks, certified first-order solvers, parallel execut
 """
 
 from fenchel_idl.blocks.solvers import SolveInfo, solve_certified, CHAINS, ON_FAILURE
+from fenchel_idl.blocks.cvxpy_blocks import Blocks
 from fenchel_idl.blocks.first_order import (ab_prox_weight, ce_readout_lower_bound, fast_ab_block,
                                             fast_blocks_apply, fast_ce_readout, fast_k_step,
                                             fast_readout_apply, fast_x_block)
@@ -10,7 +11,7 @@ from fenchel_idl.blocks.parallel import (BlockExecutor, DaskExecutor, ParallelBl
                                          ProcessExecutor, SolveOptions, make_executor)
 
 __all__ = [
-    "SolveInfo", "solve_certified", "CHAINS", "ON_FAILURE", "ab_prox_weight",
+    "SolveInfo", "Blocks", "solve_certified", "CHAINS", "ON_FAILURE", "ab_prox_weight",
     "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply", "fast_ce_readout",
     "fast_k_step", "fast_readout_apply", "fast_x_block", "BlockExecutor", "DaskExecutor",
     "ParallelBlocks", "ProcessExecutor", "SolveOptions", "make_executor",

@@ -52,7 +52,8 @@ from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.model.wellposedness import pf_eigenvalue
 from fenchel_idl.model.activations import state_lipschitz
 
-__all__ = ["Schedule", "BlockRecord", "Certificate", "BCDResult", "solve_bcd"]
+__all__ = ["Schedule", "BlockRecord", "Certificate", "BCDResult", "solve_bcd", "initial_state",
+           "refine_stage", "checkpoint_sweep", "HISTORY_DIR"]
 
 Array = NDArray[np.float64]
 
@@ -338,7 +339,11 @@ def _equilibrium(problem, s: _State, X0=None):
                              on_nonconvergence="warn")
 
 
-def _init_state(problem: TrainingProblem, init: Any, rng: np.random.Generator) -> _State:
+def initial_state(problem: TrainingProblem, init: Any = None,
+                  rng: np.random.Generator | int = 0) -> _State:
+    """The start of BCD: random B and A = 0 (a random-feature model; ``rng`` a generator or a
+    seed) or the given model, with X at its true equilibrium and (C, D) not yet solved."""
+    rng = np.random.default_rng(rng)
     n, p, q = problem.n, problem.p, problem.q
     if init is None or (isinstance(init, str) and init == "random"):
         scale = 1.0 / np.sqrt(p)
@@ -362,7 +367,7 @@ def _init_state(problem: TrainingProblem, init: Any, rng: np.random.Generator) -
 
 _CKPT_VERSION = 2
 _CKPT_KEYS = ("sweep", "stage", "stage_sweeps", "rejected", "max_increase")
-_LOG_DIR = "history"
+HISTORY_DIR = "history"
 
 
 # A checkpoint directory holds ``checkpoint.npz`` (the state arrays and a small JSON
@@ -379,7 +384,7 @@ def _new_log() -> dict:
 
 
 def _truncate_log(directory: Path, log: dict) -> None:
-    path = directory / _LOG_DIR / log["file"]
+    path = directory / HISTORY_DIR / log["file"]
     if path.exists():
         with open(path, "r+b") as fh:
             fh.truncate(log["bytes"])
@@ -390,7 +395,7 @@ def _append_log(directory: Path, log: dict, history: list, events: list) -> dict
     lines = [json.dumps({"record": asdict(r)}, default=float) for r in history[log["records"]:]]
     lines += [json.dumps({"event": e}, default=float) for e in events[log["events"]:]]
     data = "".join(line + "\n" for line in lines).encode()
-    path = directory / _LOG_DIR / log["file"]
+    path = directory / HISTORY_DIR / log["file"]
     path.parent.mkdir(exist_ok=True)
     with open(path, "ab") as fh:  # appends go to the end, which is now log["bytes"]
         fh.truncate(log["bytes"])
@@ -422,7 +427,7 @@ def _save_checkpoint(directory: Path, problem: TrainingProblem, s: _State, meta:
         _truncate_log(directory, log)
         raise
     if log["bytes"] == 0:  # first checkpoint of this run: drop the logs of earlier runs
-        for old in (directory / _LOG_DIR).glob("*.jsonl"):
+        for old in (directory / HISTORY_DIR).glob("*.jsonl"):
             if old.name != log["file"]:
                 old.unlink(missing_ok=True)
     return new_log
@@ -438,7 +443,7 @@ def _read_log(path: Path, directory: Path, log: Any) -> tuple[list, list]:
     if not ok:
         raise CheckpointError(f"checkpoint {str(path)!r} has a malformed history-log entry "
                               f"{log!r}; delete the checkpoint directory to start over.")
-    log_path = directory / _LOG_DIR / log["file"]
+    log_path = directory / HISTORY_DIR / log["file"]
     try:
         with open(log_path, "rb") as fh:
             data = fh.read(log["bytes"])
@@ -504,7 +509,7 @@ def _load_checkpoint(directory: Path, problem: TrainingProblem):
     return _State(**arrays), meta
 
 
-def _checkpoint_sweep(directory: str | os.PathLike | None) -> int | None:
+def checkpoint_sweep(directory: str | os.PathLike | None) -> int | None:
     """The sweep count stored in the checkpoint in ``directory``; None when there is none
     (or it cannot be read)."""
     if directory is None:
@@ -525,7 +530,7 @@ def _interrupted(phase: str, sweeps: int, ckpt_dir: Path | None,
              "readout": f"in the final readout, after {sweeps} sweep(s)",
              "refine": f"in the refinement stage{f' (epoch {epoch})' if epoch else ''}, "
                        f"after {sweeps} sweep(s)"}[phase]
-    saved = _checkpoint_sweep(ckpt_dir)
+    saved = checkpoint_sweep(ckpt_dir)
     if ckpt_dir is None:
         kept = "no checkpoint was kept (pass checkpoint=DIR to be able to resume)"
     elif saved is None:
@@ -709,7 +714,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     try:
         loaded = _load_checkpoint(ckpt_dir, problem) if (ckpt_dir is not None and resume) \
             else None
-        s = _init_state(problem, init, rng)
+        s = initial_state(problem, init, rng)
         if init is None or isinstance(init, str):
             readout(s)
     except KeyboardInterrupt:
@@ -894,7 +899,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     if refine:
         try:
             bcd_model = model
-            model, refine_history = _refine_stage(problem, model, refine, seed, progress)
+            model, refine_history = refine_stage(problem, model, refine, seed, progress)
             refined = not _same_model(model, bcd_model)
             final.A, final.B, final.b, final.C, final.D, final.d = problem.from_user_model(model)
             final.X, eq_info = _equilibrium(problem, final, X0=final.X)
@@ -937,7 +942,7 @@ def _same_model(a: ImplicitModel, b: ImplicitModel) -> bool:
                for k in ("A", "B", "C", "D", "bias_x", "bias_y"))
 
 
-def _refine_stage(problem: TrainingProblem, model: ImplicitModel, refine: Any, seed: int,
+def refine_stage(problem: TrainingProblem, model: ImplicitModel, refine: Any, seed: int,
                   progress: bool) -> tuple[ImplicitModel, Any]:
     """The optional gradient refinement after BCD (``refine`` as in :func:`solve_bcd`), on
     the problem's raw data, inside its well-posedness ball; returns (model, history)."""

@@ -432,7 +432,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     True
     """
     from fenchel_idl.drivers.bcd import (BCDResult, Certificate, _equilibrium, _fista_failed,
-                                         _init_state, _metric, _refine_stage)
+                                         initial_state, _metric, refine_stage)
     from fenchel_idl.drivers.refine import RefineOptions
     from fenchel_idl.model.wellposedness import pf_eigenvalue
 
@@ -484,7 +484,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     def fista_failed(info: SolveInfo) -> None:
         _fista_failed(info, events, on_failure)
 
-    s = _init_state(pb, init, rng)
+    s = initial_state(pb, init, rng)
     stats = _Stats(pb)
     everything = np.arange(m)
 
@@ -664,7 +664,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     refine_history = None
     if refine:
         t0 = time.perf_counter()
-        model, refine_history = _refine_stage(pb, model, refine, seed, progress)
+        model, refine_history = refine_stage(pb, model, refine, seed, progress)
         timings["refine"] = time.perf_counter() - t0
         s.A, s.B, s.b, s.C, s.D, s.d = pb.from_user_model(model)
         s.X, eq_info = _equilibrium(pb, s, X0=s.X)

@@ -32,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ProblemSpec", "bcd_options", "load_problem"]
+__all__ = ["ProblemSpec", "bcd_options", "build_problem", "load_data", "load_problem"]
 
 _SECTIONS = {"name", "description", "seed", "data", "model", "training", "schedule",
              "minibatch", "penalties", "solver", "refine", "demo"}
@@ -193,7 +193,7 @@ def _checked(where: str, check: Callable[[], Any]) -> Any:
         raise ValidationError(f"{where}: {exc}") from None
 
 
-def _data(spec: ProblemSpec):
+def load_data(spec: ProblemSpec):
     opts = dict(spec.data)
     source = opts.pop("source")
     test_fraction = opts.pop("test_fraction", None)
