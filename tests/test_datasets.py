@@ -278,7 +278,7 @@ def test_loader_env_variable_and_missing_files(tmp_path, monkeypatch):
     from fenchel_idl.problem import datasets
 
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "empty"))
-    monkeypatch.setattr(datasets, "__file__", str(tmp_path / "src" / "fenchel_idl" / "x.py"))
+    monkeypatch.setattr(datasets, "__file__", str(tmp_path / "src" / "fenchel_idl" / "problem" / "x.py"))
     monkeypatch.chdir(tmp_path)
     places = [tmp_path / "empty", tmp_path / "src" / "problems" / "data",
               tmp_path / "problems" / "data"]
