@@ -27,20 +27,27 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fenchel_idl.validation import as_float_array, check_int, check_real
-from fenchel_idl.model.activations import Activation, Blockwise, get_activation
 from fenchel_idl.errors import NumericalWarning, ShapeError, ValidationError
-from fenchel_idl.problem.losses import CrossEntropyLoss, get_loss
+from fenchel_idl.model.activations import Activation, Blockwise, get_activation
 from fenchel_idl.model.implicit_model import ImplicitModel
-from fenchel_idl.problem.penalties import Penalty, check_penalty_convex, get_penalty
+from fenchel_idl.problem.losses import CrossEntropyLoss, get_loss
+from fenchel_idl.problem.penalties import (
+    Custom,
+    Nuclear,
+    Penalty,
+    check_penalty_convex,
+    get_penalty,
+)
+from fenchel_idl.validation import as_float_array, check_int, check_real
 
-__all__ = ["TrainingProblem", "Bounds"]
+__all__ = ["Bounds", "TrainingProblem"]
 
 Array = NDArray[np.float64]
 
@@ -98,6 +105,88 @@ def _one_hot_targets(Y: Any, m: int) -> Array:
                               "per column) or integer labels; got a matrix with column sums in "
                               f"[{Yf.sum(axis=0).min():g}, {Yf.sum(axis=0).max():g}].")
     return Yf
+
+
+def _input_matrix(U: Any) -> Array:
+    """U as a float (p, m) array with p, m >= 1 (a 1-D U is one input row)."""
+    U = as_float_array("U", U, ndim=(1, 2))
+    if U.ndim == 1:
+        U = U[None, :]
+    if U.shape[1] < 1 or U.shape[0] < 1:
+        raise ShapeError(f"'U' must have at least one input row and one sample column; got "
+                         f"shape {U.shape}.")
+    return U
+
+
+def _target_matrix(Y: Any, m: int, classify: bool) -> Array:
+    """Y as a float (q, m') array: one-hot columns for classification, a 1-D Y as one row."""
+    if classify:
+        return _one_hot_targets(Y, m)
+    Y = as_float_array("Y", Y, ndim=(1, 2))
+    return Y[None, :] if Y.ndim == 1 else Y
+
+
+def _training_activation(activation: Any, n: int) -> Activation:
+    """The activation, refused unless componentwise (or Blockwise of such) over n states."""
+    phi = get_activation(activation)
+    parts = phi.blocks if isinstance(phi, Blockwise) else ((n, phi),)
+    if any(not act.componentwise for _, act in parts):
+        raise ValidationError("'activation' must be componentwise (relu, leaky_relu, tanh, "
+                              "sigmoid, identity) or a Blockwise map of them for training; "
+                              f"got {phi!r}.")
+    if isinstance(phi, Blockwise) and phi.n != n:
+        raise ValidationError(f"'activation' covers {phi.n} states but n = {n}.")
+    return phi
+
+
+def _lam_vector(lam: Any, n: int) -> Array:
+    """The divergence weights as a positive (n,) vector (a scalar is repeated)."""
+    if isinstance(lam, (int, float)) and not isinstance(lam, bool):
+        check_real("lam", lam, 0.0, None, low_open=True)
+        lam_arr = np.full(n, float(lam))
+    else:
+        lam_arr = as_float_array("lam", lam, ndim=1)
+    if lam_arr.shape != (n,):
+        raise ShapeError(f"'lam' must be a scalar or have shape (n,) = ({n},); got "
+                         f"{lam_arr.shape}.")
+    if np.any(lam_arr <= 0):
+        raise ValidationError(f"'lam' must be positive; got minimum {lam_arr.min():g}.")
+    return lam_arr
+
+
+def _as_bounds(bounds: Any) -> Bounds:
+    """A Bounds from None (the defaults), a Bounds or a dict with keys among B, C, D."""
+    if bounds is None:
+        return Bounds()
+    if isinstance(bounds, Mapping):
+        unknown = set(bounds) - {"B", "C", "D"}
+        if unknown:
+            raise ValidationError(f"'bounds' keys must be among ['B', 'C', 'D']; got "
+                                  f"{sorted(unknown)}.")
+        return Bounds(**bounds)
+    if not isinstance(bounds, Bounds):
+        raise ValidationError(f"'bounds' must be a Bounds or a dict; got {bounds!r}.")
+    return bounds
+
+
+def _convex_penalties(penalties: Sequence[Any], constraints: Sequence[Any],
+                      shapes: Mapping[str, tuple[int, int]]) -> tuple[Penalty, ...]:
+    """The penalties, then the constraints (callables become :class:`Custom`), each checked
+    DCP-convex on variables of the given shapes."""
+    pens = tuple(get_penalty(pn) for pn in penalties)
+    pens += tuple(Custom(fn=c, label=getattr(c, "__name__", "constraint")) if callable(c)
+                  else get_penalty(c) for c in constraints)
+    for pen in pens:
+        check_penalty_convex(pen, shapes)
+    return pens
+
+
+def _centre_scale(M: Array) -> tuple[Array, Array]:
+    """Row means and spreads of M; a row whose spread is negligible against its own size is
+    constant and keeps the scale 1."""
+    sd = M.std(axis=1)
+    return M.mean(axis=1), np.where(sd > 1e-12 * np.maximum(np.abs(M).max(axis=1), 1e-300),
+                                    sd, 1.0)
 
 
 class TrainingProblem:
@@ -158,101 +247,55 @@ class TrainingProblem:
                  penalties: Sequence[Any] = (), constraints: Sequence[Any] = (),
                  bias: bool = True, standardize: bool = True):
         self.loss = get_loss(loss)
-        U = as_float_array("U", U, ndim=(1, 2))
-        if U.ndim == 1:
-            U = U[None, :]
+        U = _input_matrix(U)
         p, m = U.shape
-        if m < 1 or p < 1:
-            raise ShapeError(f"'U' must have at least one input row and one sample column; got "
-                             f"shape {U.shape}.")
         self.n = check_int("n", n, low=1)
-        if isinstance(self.loss, CrossEntropyLoss):
-            Y = _one_hot_targets(Y, m)
-        else:
-            Y = as_float_array("Y", Y, ndim=(1, 2))
-            if Y.ndim == 1:
-                Y = Y[None, :]
+        Y = _target_matrix(Y, m, isinstance(self.loss, CrossEntropyLoss))
         if Y.shape[1] != m:
             raise ShapeError(f"'U' and 'Y' must have the same number of samples (columns); got "
                              f"U {U.shape} and Y {Y.shape}.")
         self.kappa = check_real("kappa", kappa, 0.0, 1.0, low_open=True, high_open=True)
-        phi = get_activation(activation)
-        parts = phi.blocks if isinstance(phi, Blockwise) else ((self.n, phi),)
-        if any(not act.componentwise for _, act in parts):
-            raise ValidationError("'activation' must be componentwise (relu, leaky_relu, tanh, "
-                                  "sigmoid, identity) or a Blockwise map of them for training; "
-                                  f"got {phi!r}.")
-        if isinstance(phi, Blockwise) and phi.n != self.n:
-            raise ValidationError(f"'activation' covers {phi.n} states but n = {self.n}.")
-        self.activation: Activation = phi
-        if isinstance(lam, (int, float)) and not isinstance(lam, bool):
-            check_real("lam", lam, 0.0, None, low_open=True)
-            lam_arr = np.full(self.n, float(lam))
-        else:
-            lam_arr = as_float_array("lam", lam, ndim=1)
-        if lam_arr.shape != (self.n,):
-            raise ShapeError(f"'lam' must be a scalar or have shape (n,) = ({self.n},); got "
-                             f"{lam_arr.shape}.")
-        if np.any(lam_arr <= 0):
-            raise ValidationError(f"'lam' must be positive; got minimum {lam_arr.min():g}.")
-        self.lam0 = lam_arr
-        if bounds is None:
-            bounds = Bounds()
-        elif isinstance(bounds, Mapping):
-            unknown = set(bounds) - {"B", "C", "D"}
-            if unknown:
-                raise ValidationError(f"'bounds' keys must be among ['B', 'C', 'D']; got "
-                                      f"{sorted(unknown)}.")
-            bounds = Bounds(**bounds)
-        elif not isinstance(bounds, Bounds):
-            raise ValidationError(f"'bounds' must be a Bounds or a dict; got {bounds!r}.")
-        self.bounds = bounds
+        self.activation: Activation = _training_activation(activation, self.n)
+        self.lam0 = _lam_vector(lam, self.n)
+        self.bounds = _as_bounds(bounds)
         self.bias = bool(bias)
         self.standardize = bool(standardize)
-        self.penalties: tuple[Penalty, ...] = tuple(get_penalty(pn) for pn in penalties)
-        from fenchel_idl.problem.penalties import Custom
-
-        self.penalties += tuple(
-            Custom(fn=c, label=getattr(c, "__name__", "constraint")) if callable(c)
-            else get_penalty(c) for c in constraints)
         q = Y.shape[0]
         shapes = {"A": (self.n, self.n), "B": (self.n, p), "C": (q, self.n), "D": (q, p)}
-        for pen in self.penalties:
-            check_penalty_convex(pen, shapes)
-        # raw data and the standardization
+        self.penalties: tuple[Penalty, ...] = _convex_penalties(penalties, constraints, shapes)
         self.U_raw, self.Y_raw = U, Y
+        self._standardize_data(U, Y)
+        self.p, self.q, self.m = p, q, m
+
+    def _standardize_data(self, U: Array, Y: Array) -> None:
+        """Set the scalings (mu, sd) of U and Y and the standardized ``self.U``, ``self.Y``;
+        warn about badly scaled data, kappa near 1 and classes without samples."""
         classify = isinstance(self.loss, CrossEntropyLoss)
         if self.standardize:
-            self.mu_u = U.mean(axis=1)
-            sd = U.std(axis=1)
-            # a feature is constant when its spread is negligible against its own size
-            self.sd_u = np.where(sd > 1e-12 * np.maximum(np.abs(U).max(axis=1), 1e-300), sd, 1.0)
+            self.mu_u, self.sd_u = _centre_scale(U)
         else:
-            self.mu_u, self.sd_u = np.zeros(p), np.ones(p)
+            self.mu_u, self.sd_u = np.zeros(U.shape[0]), np.ones(U.shape[0])
             scale = float(np.abs(U).max()) if U.size else 0.0
             if scale > 1e3:
                 warnings.warn(f"'U' has entries up to {scale:.3g} and standardize=False: the norm "
                               "balls and lam are then badly scaled for these data; use "
-                              "standardize=True.", NumericalWarning, stacklevel=2)
+                              "standardize=True.", NumericalWarning, stacklevel=3)
         if self.kappa > 0.99:
             warnings.warn(f"kappa = {self.kappa} is close to 1: equilibria converge slowly "
                           "(Picard rate ~kappa) and the bounds of section 4 grow like "
-                          "1/(1 - kappa).", NumericalWarning, stacklevel=2)
+                          "1/(1 - kappa).", NumericalWarning, stacklevel=3)
         if classify:
             empty = np.flatnonzero(Y.sum(axis=1) == 0)
             if empty.size:
                 warnings.warn(f"class(es) {empty.tolist()} of {Y.shape[0]} have no samples; "
                               "their logits will only be pushed down (a labelling mistake?).",
-                              UserWarning, stacklevel=2)
+                              UserWarning, stacklevel=3)
         if self.standardize and not classify:
-            self.mu_y = Y.mean(axis=1)
-            sd = Y.std(axis=1)
-            self.sd_y = np.where(sd > 1e-12 * np.maximum(np.abs(Y).max(axis=1), 1e-300), sd, 1.0)
+            self.mu_y, self.sd_y = _centre_scale(Y)
         else:
-            self.mu_y, self.sd_y = np.zeros(q), np.ones(q)
+            self.mu_y, self.sd_y = np.zeros(Y.shape[0]), np.ones(Y.shape[0])
         self.U = (U - self.mu_u[:, None]) / self.sd_u[:, None]
         self.Y = Y if classify else (Y - self.mu_y[:, None]) / self.sd_y[:, None]
-        self.p, self.q, self.m = p, q, m
 
     # -- conversions between the standardized and the user's units --------------------------
     def to_user_model(self, A, B, b, C, D, d) -> ImplicitModel:
@@ -305,8 +348,6 @@ class TrainingProblem:
     @property
     def cone(self) -> str:
         """Cone type of the blocks (selects the solver chain)."""
-        from fenchel_idl.problem.penalties import Nuclear
-
         if any(isinstance(pn, Nuclear) for pn in self.penalties):
             return "sdp"
         acts = self.activation.blocks if isinstance(self.activation, Blockwise) else \
