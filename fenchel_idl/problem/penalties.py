@@ -17,19 +17,29 @@ Named penalties (the paper's): :class:`L1` (elementwise), :class:`FeatureSelecti
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import cvxpy as cp
 import numpy as np
 from numpy.typing import NDArray
 
-from fenchel_idl.validation import as_float_array, check_choice, check_real
 from fenchel_idl.errors import InputTypeError, NotConvexError, ValidationError
+from fenchel_idl.validation import as_float_array, check_choice, check_real
 
 __all__ = [
-    "Penalty", "L1", "FeatureSelection", "RowNorms", "ColumnNorms", "Nuclear",
-    "LipschitzBound", "Custom", "get_penalty", "NotSupportedInRefinement", "PENALTIES",
+    "L1",
+    "PENALTIES",
+    "ColumnNorms",
+    "Custom",
+    "FeatureSelection",
+    "LipschitzBound",
+    "NotSupportedInRefinement",
+    "Nuclear",
+    "Penalty",
+    "RowNorms",
+    "get_penalty",
 ]
 
 Array = NDArray[np.float64]
@@ -126,6 +136,16 @@ def _group_shrink(M: Array, t: float, axis: int) -> Array:
     return M * scale
 
 
+def _shrink_stacked(M: Mapping[str, Array], keys: tuple[str, ...], t: float,
+                    axis: int) -> dict[str, Array]:
+    """:func:`_group_shrink` of the matrices ``keys`` joined along ``axis`` (stacked for
+    column groups, side by side for row groups), split back into the named matrices."""
+    parts = [M[k] for k in keys]
+    joined = _group_shrink(np.concatenate(parts, axis=axis), t, axis)
+    cuts = np.cumsum([P.shape[axis] for P in parts])[:-1]
+    return dict(zip(keys, np.split(joined, cuts, axis=axis)))
+
+
 @dataclass(frozen=True)
 class L1(Penalty):
     """weight * sum |M_ij| over the chosen matrices (elementwise sparsity, section 5)."""
@@ -174,26 +194,41 @@ class FeatureSelection(Penalty):
         return self.weight * cp.sum(_norm_cols(cp.vstack([M["B"], M["D"]]), 2)), []
 
     def prox(self, M, step):
-        BD = _group_shrink(np.vstack([M["B"], M["D"]]), step * self.weight, axis=0)
-        n = M["B"].shape[0]
-        return {"B": BD[:n], "D": BD[n:]}
+        return _shrink_stacked(M, ("B", "D"), step * self.weight, axis=0)
 
 
 @dataclass(frozen=True)
-class RowNorms(Penalty):
-    """weight * sum_i ||row i of A (or of (A, B))||_2: row sparsity (section 5.2)."""
+class _GroupNorms(Penalty):
+    """What :class:`RowNorms` and :class:`ColumnNorms` share: ``of`` names the matrices
+    whose rows (``axis`` 1) or columns (``axis`` 0) are the l2 groups."""
 
     of: str = "A"
-    name: ClassVar[str] = "row_norms"
-    row_separable: ClassVar[bool] = True
+    choices: ClassVar[tuple[str, ...]] = ("A",)
+    axis: ClassVar[int] = 0
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice("row_norms 'of'", self.of, ("A", "AB"))
+        check_choice(f"{self.name} 'of'", self.of, self.choices)
 
     @property
     def matrices(self):
         return tuple(self.of)
+
+    def prox(self, M, step):
+        return _shrink_stacked(M, tuple(self.of), step * self.weight, self.axis)
+
+    def to_dict(self):
+        return {**super().to_dict(), "of": self.of}
+
+
+@dataclass(frozen=True)
+class RowNorms(_GroupNorms):
+    """weight * sum_i ||row i of A (or of (A, B))||_2: row sparsity (section 5.2)."""
+
+    name: ClassVar[str] = "row_norms"
+    row_separable: ClassVar[bool] = True
+    choices: ClassVar[tuple[str, ...]] = ("A", "AB")
+    axis: ClassVar[int] = 1
 
     def expression(self, M):
         return cp.sum(self.row_terms(M)), []
@@ -202,45 +237,18 @@ class RowNorms(Penalty):
         R = M["A"] if self.of == "A" else cp.hstack([M["A"], M["B"]])
         return self.weight * cp.norm(R, 2, axis=1)
 
-    def prox(self, M, step):
-        if self.of == "A":
-            return {"A": _group_shrink(M["A"], step * self.weight, axis=1)}
-        AB = _group_shrink(np.hstack([M["A"], M["B"]]), step * self.weight, axis=1)
-        n = M["A"].shape[1]
-        return {"A": AB[:, :n], "B": AB[:, n:]}
-
-    def to_dict(self):
-        return {**super().to_dict(), "of": self.of}
-
 
 @dataclass(frozen=True)
-class ColumnNorms(Penalty):
+class ColumnNorms(_GroupNorms):
     """weight * sum_j ||column j of A (or of (A; C))||_2: column sparsity (section 5.2)."""
 
-    of: str = "A"
     name: ClassVar[str] = "column_norms"
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_choice("column_norms 'of'", self.of, ("A", "AC"))
-
-    @property
-    def matrices(self):
-        return tuple(self.of)
+    choices: ClassVar[tuple[str, ...]] = ("A", "AC")
+    axis: ClassVar[int] = 0
 
     def expression(self, M):
         K = M["A"] if self.of == "A" else cp.vstack([M["A"], M["C"]])
         return self.weight * cp.sum(_norm_cols(K, 2)), []
-
-    def prox(self, M, step):
-        if self.of == "A":
-            return {"A": _group_shrink(M["A"], step * self.weight, axis=0)}
-        AC = _group_shrink(np.vstack([M["A"], M["C"]]), step * self.weight, axis=0)
-        n = M["A"].shape[0]
-        return {"A": AC[:n], "C": AC[n:]}
-
-    def to_dict(self):
-        return {**super().to_dict(), "of": self.of}
 
 
 @dataclass(frozen=True)
@@ -306,7 +314,7 @@ class Custom(Penalty):
     Examples
     --------
     >>> mask = np.tril(np.ones((4, 4)))  # A strictly upper triangular: a feedforward network
->>> upper = Custom(fn=lambda A, B, C, D: [cp.multiply(mask, A) == 0], reads=("A",))
+    >>> upper = Custom(fn=lambda A, B, C, D: [cp.multiply(mask, A) == 0], reads=("A",))
     """
 
     fn: Callable[..., Any] | None = None
