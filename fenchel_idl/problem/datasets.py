@@ -30,37 +30,38 @@ import gzip
 import inspect
 import os
 import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fenchel_idl.validation import as_float_array, check_choice, check_int, check_real
 from fenchel_idl.errors import DataNotFoundError, InputTypeError, ShapeError, ValidationError
 from fenchel_idl.model.feedforward import from_layers
 from fenchel_idl.model.implicit_model import ImplicitModel
 from fenchel_idl.model.wellposedness import check_well_posed
+from fenchel_idl.validation import as_float_array, check_choice, check_int, check_real
 
 __all__ = [
-    "Dataset",
     "DATASET_NAMES",
     "DATA_ENV",
+    "Dataset",
     "cosine",
     "cosine_function",
     "cosine_grid",
-    "synthetic_from_network",
-    "synthetic_from_implicit",
+    "data_directories",
     "digits",
-    "load_mnist",
-    "load_fashion_mnist",
     "load",
-    "train_test_split",
+    "load_fashion_mnist",
+    "load_mnist",
     "one_hot",
     "read_idx",
-    "data_directories",
+    "synthetic_from_implicit",
+    "synthetic_from_network",
+    "train_test_split",
 ]
 
 Array = NDArray[np.float64]
@@ -232,7 +233,7 @@ class Dataset:
             raise ValidationError(f"data set {self.name!r} holds no images (image_shape is None).")
         return self.U.T.reshape((self.m, *self.image_shape))
 
-    def subset(self, indices: ArrayLike, name: str | None = None) -> "Dataset":
+    def subset(self, indices: ArrayLike, name: str | None = None) -> Dataset:
         """Return the samples (columns) ``indices`` as a new Dataset (all else kept).
 
         Raises
@@ -578,35 +579,29 @@ def synthetic_from_implicit(m: int = 1000, seed: int = 0, n: int = 20, kappa: fl
     """Two-class data labelled by a random well-posed implicit model (section 7.2.1, Fig. 6).
 
     The paper defers the generator to its supplement, which is not available; this one
-    is documented here. Inputs u in R^5 are standard normal. The ReLU implicit model has
-    ``A`` with standard normal entries scaled so that ``||A||_inf = kappa < 1`` (so it is
-    well-posed, Remark 2.4; this is checked with :func:`fenchel_idl.check_well_posed`),
-    ``B ~ N(0, 1/5)``, ``bias_x ~ N(0, 0.25)``, ``C ~ N(0, 1/n)`` and ``D = 0``, so that the
-    labels depend on u only through the equilibrium state. Its output difference
-    ``y_1 - y_0`` is centred at its median over 20,000 calibration inputs, so the two
-    classes are balanced; the label is ``argmax(y)``. Each label is then flipped with
-    probability ``label_noise``.
+    is documented here. Inputs, calibration, balancing and label noise are those of
+    :func:`synthetic_from_network`; only the generator differs. It is a ReLU implicit
+    model with ``A`` of standard normal entries scaled so that ``||A||_inf = kappa < 1``
+    (so it is well-posed, Remark 2.4; this is checked with
+    :func:`fenchel_idl.check_well_posed`), ``B ~ N(0, 1/5)``, ``bias_x ~ N(0, 0.25)``,
+    ``C ~ N(0, 1/n)`` and ``D = 0``, so that the labels depend on u only through the
+    equilibrium state.
 
     Parameters
     ----------
-    m : int >= 1
-        Number of samples.
-    seed : int >= 0
-        Fixes the model, the calibration and the samples; sample i depends only on
-        ``seed`` and i.
+    m, seed, label_noise
+        As for :func:`synthetic_from_network` (``seed`` fixes the model in place of the
+        network).
     n : int >= 1
         Number of states of the generating model.
     kappa : float in (0, 1)
         The value of ``||A||_inf``.
-    label_noise : float in [0, 0.5]
-        Probability of flipping each label.
 
     Returns
     -------
     Dataset
-        ``U`` of shape (5, m), one-hot ``Y`` of shape (2, m), ``labels`` of shape (m,), and
-        ``generator`` the implicit model (threshold included), so that
-        ``labels == argmax(generator.predict(U), axis=0)`` when ``label_noise == 0``.
+        As for :func:`synthetic_from_network`, with ``generator`` the implicit model
+        (threshold included).
 
     Raises
     ------
