@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-
-from fenchel_idl.drivers.problem_file import load_data, _metric, bcd_options, build_problem, load_problem
-from fenchel_idl.drivers.bcd import BCDResult, solve_bcd
+from fenchel_idl.analysis import plot_convergence, plot_fit
+from fenchel_idl.apps.common import model_metric
+from fenchel_idl.drivers import (
+    BCDResult,
+    bcd_options,
+    build_problem,
+    load_data,
+    load_problem,
+    solve_bcd,
+    solve_bcd_minibatch,
+)
 from fenchel_idl.errors import ValidationError
-from fenchel_idl.drivers.minibatch import solve_bcd_minibatch
 
-if sys.version_info >= (3, 11):
-    pass
+__all__ = ["run_problem"]
+
 
 def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bool = True,
                 checkpoint: str | Path | None = None, resume: bool = False,
@@ -55,10 +61,10 @@ def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bo
                                "time_s": time.perf_counter() - t0,
                                "timings": dict(result.timings),
                                "start_train": result.start_metric,
-                               "train": _metric(result.model, ds)}
+                               "train": model_metric(result.model, ds)}
     if test is not None:
-        summary["test"] = _metric(result.model, test)
-        summary["start_test"] = _metric(result.start_model, test)
+        summary["test"] = model_metric(result.model, test)
+        summary["start_test"] = model_metric(result.start_model, test)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -67,8 +73,6 @@ def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bo
             [asdict(r) for r in result.history], indent=1, default=float)))
         _atomic(out / "certificate.json", result.certificate.save)
         _atomic(out / "certificate.txt", lambda p: p.write_text(str(result.certificate) + "\n"))
-        from fenchel_idl.analysis.plots import plot_convergence, plot_fit
-
         _atomic(out / "convergence.png", lambda p: plot_convergence(result, p, title=spec.name))
         written = ["model.npz", "history.json", "certificate.json", "certificate.txt",
                    "convergence.png"]

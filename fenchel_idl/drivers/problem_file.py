@@ -1,12 +1,14 @@
-"""Declarative problem files (TOML) and running them.
+"""Declarative problem files (TOML): parse, validate, and map them to a training run.
 
 A problem file declares the data source, the model size, the loss, the activation, kappa,
 the lam schedule, the penalties by name with their weights, solver options, an optional
 refinement stage and the seed. An optional [minibatch] table (batch_size, epochs, ...)
 trains with :func:`fenchel_idl.solve_bcd_minibatch` instead of :func:`fenchel_idl.solve_bcd`
 (``problems/mnist_full.toml``). See ``problems/cosine_regression.toml`` for a commented
-example. :func:`run_problem` trains it and writes the model, the history, the certificate
-and plots into an output directory.
+example. :func:`load_problem` parses and checks a file, :func:`load_data` loads its data,
+:func:`build_problem` builds its :class:`~fenchel_idl.problem.TrainingProblem` and
+:func:`bcd_options` gives the keywords of :func:`fenchel_idl.solve_bcd` it states
+(``fenchel-idl run`` trains a file and writes its results).
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from fenchel_idl.problem import datasets
-from fenchel_idl.validation import describe, check_int, check_real
 from fenchel_idl.drivers.bcd import Schedule
-from fenchel_idl.errors import FenchelIDLError, ValidationError
 from fenchel_idl.drivers.refine import RefineOptions
+from fenchel_idl.errors import FenchelIDLError, ValidationError
+from fenchel_idl.problem import datasets
 from fenchel_idl.problem.training_problem import TrainingProblem
+from fenchel_idl.validation import check_int, check_real, describe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -193,7 +193,10 @@ def _checked(where: str, check: Callable[[], Any]) -> Any:
         raise ValidationError(f"{where}: {exc}") from None
 
 
-def load_data(spec: ProblemSpec):
+def load_data(spec: ProblemSpec) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """(train, test) data sets of the [data] table: ``test`` is the official test split
+    (``test_split`` images of an MNIST-like set), a ``test_fraction`` held out with the
+    file's seed, or None."""
     opts = dict(spec.data)
     source = opts.pop("source")
     test_fraction = opts.pop("test_fraction", None)
@@ -207,7 +210,10 @@ def load_data(spec: ProblemSpec):
     return ds, test
 
 
-def build_problem(spec: ProblemSpec, ds) -> TrainingProblem:
+def build_problem(spec: ProblemSpec, ds: datasets.Dataset) -> TrainingProblem:
+    """The :class:`~fenchel_idl.problem.TrainingProblem` of a problem file on the data set
+    ``ds``: the loss defaults to cross-entropy on labels for classification, squared
+    otherwise."""
     tr = spec.training
     loss = tr.get("loss", "cross_entropy" if ds.task == "classification" else "squared")
     Y = ds.labels if loss == "cross_entropy" and ds.labels is not None else ds.Y
@@ -219,23 +225,17 @@ def build_problem(spec: ProblemSpec, ds) -> TrainingProblem:
                            standardize=tr.get("standardize", True))
 
 
-def _metric(model, ds) -> dict:
-    Yhat = model.predict(ds.U)
-    if ds.task == "classification":
-        return {"accuracy": float(np.mean(Yhat.argmax(0) == ds.labels))}
-    return {"rmse": float(np.sqrt(np.mean((Yhat - ds.Y) ** 2)))}
-
-
 def bcd_options(spec: ProblemSpec, refine: bool = True) -> dict[str, Any]:
-    """The keyword arguments of :func:`fenchel_idl.drivers.bcd.solve_bcd` that a problem file states:
+    """The keyword arguments of :func:`fenchel_idl.solve_bcd` that a problem file states:
     ``max_sweeps``, ``tol``, ``schedule``, ``seed``, ``solver``, ``on_failure``, ``gap_tol``
     and, with ``refine``, its [refine] stage (an empty [refine] section means the default
     options)."""
-    opts: dict[str, Any] = dict(
-        max_sweeps=int(spec.training.get("max_sweeps", 40)), tol=spec.training.get("tol", 1e-6),
-        schedule=spec.schedule or None, seed=spec.seed, solver=spec.solver.get("name"),
-        on_failure=spec.solver.get("on_failure", "fallback"),
-        gap_tol=spec.solver.get("gap_tol", 1e-6))
+    opts: dict[str, Any] = {
+        "max_sweeps": int(spec.training.get("max_sweeps", 40)),
+        "tol": spec.training.get("tol", 1e-6), "schedule": spec.schedule or None,
+        "seed": spec.seed, "solver": spec.solver.get("name"),
+        "on_failure": spec.solver.get("on_failure", "fallback"),
+        "gap_tol": spec.solver.get("gap_tol", 1e-6)}
     if refine:
         opts["refine"] = None if spec.refine is None else (spec.refine or True)
     return opts
