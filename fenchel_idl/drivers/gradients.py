@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fenchel_idl.validation import as_samples
 from fenchel_idl.errors import ConvergenceWarning, InputTypeError, ShapeError
-from fenchel_idl.problem.losses import get_loss
 from fenchel_idl.model.implicit_model import ImplicitModel
+from fenchel_idl.problem.losses import get_loss
+from fenchel_idl.validation import as_samples
 
-__all__ = ["Gradients", "loss_gradients", "input_gradient", "solve_adjoint"]
+__all__ = ["Gradients", "input_gradient", "loss_gradients", "solve_adjoint"]
 
 Array = NDArray[np.float64]
 

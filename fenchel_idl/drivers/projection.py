@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fenchel_idl.validation import as_float_array, check_choice, check_real
-from fenchel_idl.model.activations import Activation, activation_for, blip_structure, get_activation
 from fenchel_idl.errors import ShapeError, ValidationError
+from fenchel_idl.model.activations import Activation, activation_for, blip_structure, get_activation
+from fenchel_idl.validation import as_float_array, check_choice, check_real
 
 __all__ = ["PROJECTION_METHODS", "project_inf_ball", "project_l1_rows", "project_well_posed",
            "well_posed_radii"]

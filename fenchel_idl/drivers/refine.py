@@ -44,19 +44,30 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fenchel_idl.validation import as_samples, check_choice, check_int, check_real
+from fenchel_idl._blas import blas_threads, env_blas_limit
+from fenchel_idl.drivers.gradients import solve_adjoint
+from fenchel_idl.drivers.projection import (
+    PROJECTION_METHODS,
+    _project_rows,
+    project_well_posed,
+    well_posed_radii,
+)
+from fenchel_idl.errors import (
+    ConvergenceWarning,
+    InputTypeError,
+    NotWellPosedError,
+    NumericalWarning,
+    ShapeError,
+    TrainingInterrupted,
+    ValidationError,
+)
 from fenchel_idl.model.activations import Activation, get_activation
 from fenchel_idl.model.equilibrium import picard
-from fenchel_idl.errors import (ConvergenceWarning, InputTypeError, NotWellPosedError,
-                                NumericalWarning, ShapeError, TrainingInterrupted, ValidationError)
-from fenchel_idl._blas import env_blas_limit, blas_threads
-from fenchel_idl.drivers.gradients import solve_adjoint
-from fenchel_idl.problem.losses import Loss, SquaredLoss, get_loss
 from fenchel_idl.model.implicit_model import ImplicitModel
-from fenchel_idl.problem.penalties import Penalty, get_penalty
-from fenchel_idl.drivers.projection import (PROJECTION_METHODS, _project_rows, project_well_posed,
-                                            well_posed_radii)
 from fenchel_idl.model.wellposedness import norm_matrix
+from fenchel_idl.problem.losses import Loss, SquaredLoss, get_loss
+from fenchel_idl.problem.penalties import Penalty, get_penalty
+from fenchel_idl.validation import as_samples, check_choice, check_int, check_real
 
 __all__ = ["PARAMETERS", "EpochRecord", "RefineHistory", "RefineOptions", "RefineResult",
            "init_random", "refine"]
@@ -133,9 +144,8 @@ class RefineOptions:
         scikit-learn dependency). None takes the limit of the environment variable
         ``FENCHEL_IDL_BLAS_THREADS`` (default 1, as in :func:`fenchel_idl.solve_bcd`);
         "auto" leaves BLAS alone. Mini-batch steps multiply small matrices, where a
-        multithreaded BLAS spends more time synchronizing than computing: one MNIST epoch
-        (n = 128, batches of 64) took 190 s with OpenBLAS's 2 threads on a busy 2-core
-        machine and 6.2 s with one; on the cosine problem one thread was 4-5x faster.
+        multithreaded BLAS spends more time synchronizing than computing, so one thread is
+        the default.
 
     Raises
     ------
@@ -491,7 +501,7 @@ class _AdjointOperands:
     """The three fields of an ImplicitModel that :func:`solve_adjoint` reads (A, C, phi).
 
     Validating a full model at every step would cost as much as several fixed-point
-    iterations on the cosine problem; the arrays here are already validated.
+    iterations on small problems; the arrays here are already validated.
     """
 
     A: Array

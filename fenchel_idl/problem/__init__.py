@@ -2,17 +2,49 @@
 and the data sets it is stated on.
 """
 
-from fenchel_idl.problem.losses import (Loss, SquaredLoss, CrossEntropyLoss, get_loss, LOSSES,
-                                      prediction_metric)
-from fenchel_idl.problem.penalties import (Penalty, L1, FeatureSelection, RowNorms, ColumnNorms,
-                                           Nuclear, LipschitzBound, Custom, get_penalty,
-                                           NotSupportedInRefinement, PENALTIES)
-from fenchel_idl.problem.training_problem import TrainingProblem, Bounds
 from fenchel_idl.problem import datasets
+from fenchel_idl.problem.losses import (
+    LOSSES,
+    CrossEntropyLoss,
+    Loss,
+    SquaredLoss,
+    get_loss,
+    prediction_metric,
+)
+from fenchel_idl.problem.penalties import (
+    L1,
+    PENALTIES,
+    ColumnNorms,
+    Custom,
+    FeatureSelection,
+    LipschitzBound,
+    NotSupportedInRefinement,
+    Nuclear,
+    Penalty,
+    RowNorms,
+    get_penalty,
+)
+from fenchel_idl.problem.training_problem import Bounds, TrainingProblem
 
 __all__ = [
-    "Loss", "SquaredLoss", "CrossEntropyLoss", "get_loss", "LOSSES", "prediction_metric", "Penalty", "L1",
-    "FeatureSelection", "RowNorms", "ColumnNorms", "Nuclear", "LipschitzBound", "Custom",
-    "get_penalty", "NotSupportedInRefinement", "PENALTIES", "TrainingProblem", "Bounds",
+    "L1",
+    "LOSSES",
+    "PENALTIES",
+    "Bounds",
+    "ColumnNorms",
+    "CrossEntropyLoss",
+    "Custom",
+    "FeatureSelection",
+    "LipschitzBound",
+    "Loss",
+    "NotSupportedInRefinement",
+    "Nuclear",
+    "Penalty",
+    "RowNorms",
+    "SquaredLoss",
+    "TrainingProblem",
     "datasets",
+    "get_loss",
+    "get_penalty",
+    "prediction_metric",
 ]

@@ -19,7 +19,7 @@ from scipy.special import logsumexp, softmax
 
 from fenchel_idl.validation import check_choice
 
-__all__ = ["Loss", "SquaredLoss", "CrossEntropyLoss", "get_loss", "LOSSES", "prediction_metric"]
+__all__ = ["LOSSES", "CrossEntropyLoss", "Loss", "SquaredLoss", "get_loss", "prediction_metric"]
 
 Array = NDArray[np.float64]
 

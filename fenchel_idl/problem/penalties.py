@@ -402,7 +402,7 @@ def check_penalty_convex(pen: Penalty, shapes: Mapping[str, tuple[int, int]]) ->
     M = {k: cp.Variable(v, name=k) for k, v in shapes.items()}
     try:
         expr, cons = pen.expression(M)
-    except Exception as exc:  # user code failing on variables
+    except Exception as exc:  # noqa: BLE001 - user code failing on variables
         raise NotConvexError(f"penalty {pen.name!r} could not be built on CVXPY variables: "
                              f"{type(exc).__name__}: {exc}") from None
     if not isinstance(expr, (int, float)):
