@@ -12,10 +12,10 @@ import warnings
 import numpy as np
 import pytest
 
-from fenchel_idl.errors import ConvergenceWarning, NumericalWarning
 from fenchel_idl import ImplicitModel
-from fenchel_idl.drivers.bcd import solve_bcd
 from fenchel_idl.analysis.robustness import state_bounds
+from fenchel_idl.drivers.bcd import solve_bcd
+from fenchel_idl.errors import ConvergenceWarning, NumericalWarning
 from fenchel_idl.problem.training_problem import TrainingProblem
 
 M = 20

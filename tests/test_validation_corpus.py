@@ -19,16 +19,40 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from fenchel_idl.model import Blockwise, LeakyReLU, get_activation, induced_norm, norm_matrix
-from fenchel_idl.errors import CheckpointError, DataNotFoundError, EquilibriumError, InputTypeError, ModelFileError, NotConvexError, NotWellPosedError, ShapeError, SolverError, ValidationError
-from fenchel_idl import FenchelIDLError, ImplicitModel, cascade, check_well_posed, concat, feedback, from_layers, from_mlp, is_well_posed, parallel, pf_eigenvalue, rescale
+from fenchel_idl import (
+    FenchelIDLError,
+    ImplicitModel,
+    cascade,
+    check_well_posed,
+    concat,
+    feedback,
+    from_layers,
+    from_mlp,
+    is_well_posed,
+    parallel,
+    pf_eigenvalue,
+    rescale,
+)
 from fenchel_idl.analysis import attacks, compression, robustness
-from fenchel_idl.problem import datasets, penalties
+from fenchel_idl.apps.cli import main as cli_main
 from fenchel_idl.apps.run import run_problem
+from fenchel_idl.blocks.solvers import solve_certified
 from fenchel_idl.drivers import problem_file
 from fenchel_idl.drivers.bcd import Schedule, solve_bcd
-from fenchel_idl.apps.cli import main as cli_main
-from fenchel_idl.blocks.solvers import solve_certified
+from fenchel_idl.errors import (
+    CheckpointError,
+    DataNotFoundError,
+    EquilibriumError,
+    InputTypeError,
+    ModelFileError,
+    NotConvexError,
+    NotWellPosedError,
+    ShapeError,
+    SolverError,
+    ValidationError,
+)
+from fenchel_idl.model import Blockwise, LeakyReLU, get_activation, induced_norm, norm_matrix
+from fenchel_idl.problem import datasets, penalties
 from fenchel_idl.problem.training_problem import Bounds, TrainingProblem
 
 # -- fixed small objects (no randomness, so every case is reproducible) ----------------------

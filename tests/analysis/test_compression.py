@@ -4,16 +4,29 @@ a dense solve, or many sampled perturbations that the bound must never be beaten
 
 import numpy as np
 import pytest
-from conftest import random_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fenchel_idl.model import Blockwise
-from fenchel_idl.errors import EquilibriumError, InputTypeError, NotWellPosedError, ShapeError, ValidationError
 from fenchel_idl import ImplicitModel
-from fenchel_idl.analysis.compression import (ErrorBound, LowRankModel, Reduction, low_rank,
-                                              perturbation_bound, predict_speedup, reduce,
-                                              selected_features)
+from fenchel_idl.analysis.compression import (
+    ErrorBound,
+    LowRankModel,
+    Reduction,
+    low_rank,
+    perturbation_bound,
+    predict_speedup,
+    reduce,
+    selected_features,
+)
+from fenchel_idl.errors import (
+    EquilibriumError,
+    InputTypeError,
+    NotWellPosedError,
+    ShapeError,
+    ValidationError,
+)
+from fenchel_idl.model import Blockwise
+from tests.helpers import random_model
 
 TIGHT = {"tol": 1e-14, "max_iter": 20000}
 

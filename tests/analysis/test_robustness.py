@@ -10,13 +10,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
-from conftest import random_model
-from fenchel_idl.model import Blockwise, norm_matrix
-from fenchel_idl.errors import ConvergenceWarning, InputTypeError, NotWellPosedError, ShapeError, SolverError, ValidationError
 from fenchel_idl import ImplicitModel, pf_eigenvalue, rescale
-from fenchel_idl.analysis.robustness import (_least_fixed_point, lipschitz_bound,
-                                             lipschitz_penalty_value, lp_bound, output_bound,
-                                             sensitivity_matrix, state_bounds)
+from fenchel_idl.analysis.robustness import (
+    _least_fixed_point,
+    lipschitz_bound,
+    lipschitz_penalty_value,
+    lp_bound,
+    output_bound,
+    sensitivity_matrix,
+    state_bounds,
+)
+from fenchel_idl.errors import (
+    ConvergenceWarning,
+    InputTypeError,
+    NotWellPosedError,
+    ShapeError,
+    SolverError,
+    ValidationError,
+)
+from fenchel_idl.model import Blockwise, norm_matrix
+from tests.helpers import random_model
 
 TOL = 1e-7
 

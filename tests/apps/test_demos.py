@@ -12,15 +12,23 @@ import numpy as np
 import pytest
 
 from fenchel_idl import ImplicitModel
-from fenchel_idl.problem import datasets
 from fenchel_idl.analysis.compression import selected_features
-from fenchel_idl.apps.demos import (DEMOS, FeatureSelectionRow, LowRankRow, RobustRow,
-                                    RowSparsityRow, feature_selection_demo, low_rank_demo, main,
-                                    run_demos)
-from fenchel_idl.errors import InputTypeError, ValidationError
+from fenchel_idl.apps.demos import (
+    DEMOS,
+    FeatureSelectionRow,
+    LowRankRow,
+    RobustRow,
+    RowSparsityRow,
+    feature_selection_demo,
+    low_rank_demo,
+    main,
+    run_demos,
+)
 from fenchel_idl.drivers.problem_file import load_problem
+from fenchel_idl.errors import InputTypeError, ValidationError
+from fenchel_idl.problem import datasets
 
-PROBLEMS = Path(__file__).resolve().parent.parent / "problems"
+PROBLEMS = Path(__file__).resolve().parents[2] / "problems"
 
 
 @pytest.fixture(scope="module")

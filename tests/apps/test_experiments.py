@@ -3,7 +3,7 @@
 The full quick run of every experiment (about a minute and a half on 2 cores) is marked
 slow; run it with::
 
-    python -m pytest -m slow tests/test_experiments.py
+    python -m pytest -m slow tests/apps/test_experiments.py
 
 or directly: ``python -m fenchel_idl.apps.experiments --quick --out runs/quick``.
 """
@@ -17,7 +17,7 @@ import pytest
 from fenchel_idl.apps.experiments import EXPERIMENTS, Target, _patched, main
 from fenchel_idl.drivers.problem_file import load_problem
 
-PROBLEMS = Path(__file__).resolve().parents[1] / "problems"
+PROBLEMS = Path(__file__).resolve().parents[2] / "problems"
 OURS = ("synthetic_network", "synthetic_implicit", "digits", "mnist", "fashion_mnist")
 
 
@@ -91,7 +91,7 @@ def test_bad_seed_count_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_quick_run_of_every_experiment(tmp_path):
-    """python -m pytest -m slow tests/test_experiments.py (about 1.5 minutes)."""
+    """python -m pytest -m slow tests/apps/test_experiments.py (about 1.5 minutes)."""
     assert main(["--quick", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     for name in EXPERIMENTS:

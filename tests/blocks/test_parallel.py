@@ -13,12 +13,17 @@ import warnings
 import numpy as np
 import pytest
 
+from fenchel_idl.blocks.cvxpy_blocks import Blocks
+from fenchel_idl.blocks.parallel import (
+    ParallelBlocks,
+    ProcessExecutor,
+    SolveOptions,
+    _InProcessExecutor,
+    make_executor,
+)
+from fenchel_idl.blocks.solvers import solve_certified
 from fenchel_idl.drivers.bcd import solve_bcd
 from fenchel_idl.errors import InputTypeError, SolverError, SolverWarning, ValidationError
-from fenchel_idl.blocks.parallel import (ParallelBlocks, ProcessExecutor, SolveOptions,
-                                         _InProcessExecutor, make_executor)
-from fenchel_idl.blocks.solvers import solve_certified
-from fenchel_idl.blocks.cvxpy_blocks import Blocks
 from fenchel_idl.problem.training_problem import TrainingProblem
 
 EXACT = {"rtol": 0.0, "atol": 1e-12}

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from fenchel_idl import FenchelIDLError
-from fenchel_idl.errors import SolverError
-from fenchel_idl.drivers.bcd import solve_bcd
 from fenchel_idl.blocks.solvers import CHAINS, SolveInfo, solve_certified
+from fenchel_idl.drivers.bcd import solve_bcd
+from fenchel_idl.errors import SolverError
 from fenchel_idl.problem.training_problem import TrainingProblem
 
 _REAL_SOLVE = cp.Problem.solve

@@ -24,12 +24,12 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from fenchel_idl.errors import CheckpointError
 from fenchel_idl import FenchelIDLError
 from fenchel_idl.drivers.bcd import solve_bcd
+from fenchel_idl.errors import CheckpointError
 from fenchel_idl.problem.training_problem import TrainingProblem
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARRAYS = ("A", "B", "C", "D", "bias_x", "bias_y")
 
 # The job run in a subprocess (and imported here for the uninterrupted reference run).

@@ -9,9 +9,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from fenchel_idl.drivers.estimators import ImplicitClassifier, ImplicitRegressor
 from fenchel_idl.errors import InputTypeError, ValidationError
 from fenchel_idl.problem import datasets
-from fenchel_idl.drivers.estimators import ImplicitClassifier, ImplicitRegressor
 
 # Small instances keep the ~110 checks (each one or more fits) to about a minute: every fit
 # builds and solves real convex blocks, so the work is cut through hyperparameters, never

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from conftest import random_model
 
-from fenchel_idl.model import Blockwise
 from fenchel_idl.drivers.gradients import loss_gradients
-from fenchel_idl.problem.losses import get_loss
 from fenchel_idl.drivers.projection import project_well_posed
+from fenchel_idl.model import Blockwise
+from fenchel_idl.problem.losses import get_loss
+from tests.helpers import random_model
 
 H = 1e-6
 ACTIVATIONS = ["relu", "leaky_relu", "tanh", "sigmoid", "relu+softmax"]

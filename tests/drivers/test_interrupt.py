@@ -26,17 +26,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fenchel_idl.errors import CheckpointError, TrainingInterrupted
 from fenchel_idl import ImplicitModel
-from fenchel_idl.drivers import problem_file
-from fenchel_idl.drivers import bcd as bcd_module
-from fenchel_idl.drivers.bcd import BlockRecord, solve_bcd
-from fenchel_idl.apps.cli import main as cli_main
 from fenchel_idl.apps import run as run_module
+from fenchel_idl.apps.cli import main as cli_main
 from fenchel_idl.apps.run import run_problem
+from fenchel_idl.drivers import bcd as bcd_module
+from fenchel_idl.drivers import problem_file
+from fenchel_idl.drivers.bcd import BlockRecord, solve_bcd
+from fenchel_idl.errors import CheckpointError, TrainingInterrupted
 from fenchel_idl.problem.training_problem import TrainingProblem
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARRAYS = ("A", "B", "C", "D", "bias_x", "bias_y")
 MAX_SWEEPS = 60
 # The line-search schedule (the default) stops a converged tiny problem early; these tests

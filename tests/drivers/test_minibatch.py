@@ -8,12 +8,18 @@ import pytest
 from scipy.special import logsumexp, softmax
 
 from fenchel_idl import ImplicitModel, TrainingProblem
-from fenchel_idl.model.activations import get_activation
-from fenchel_idl.errors import InputTypeError, ValidationError
-from fenchel_idl.drivers.minibatch import (_GramReadout, _Stats, divergence_anchor, divergence_gap,
-                                           loss_gap, solve_bcd_minibatch)
-from fenchel_idl.blocks.solvers import solve_certified
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
+from fenchel_idl.blocks.solvers import solve_certified
+from fenchel_idl.drivers.minibatch import (
+    _GramReadout,
+    _Stats,
+    divergence_anchor,
+    divergence_gap,
+    loss_gap,
+    solve_bcd_minibatch,
+)
+from fenchel_idl.errors import InputTypeError, ValidationError
+from fenchel_idl.model.activations import get_activation
 
 
 def _regression(rng, m=80, p=2):
@@ -408,8 +414,8 @@ def test_bad_minibatch_tables_are_refused_before_any_work(tmp_path, extra, match
 
 
 def test_minibatch_refuses_a_schedule_and_a_checkpoint(tmp_path):
-    from fenchel_idl.drivers.problem_file import load_problem
     from fenchel_idl.apps.run import run_problem
+    from fenchel_idl.drivers.problem_file import load_problem
 
     path = tmp_path / "s.toml"
     path.write_text(_MB_FILE + "[schedule]\nrestart = false\n")
@@ -425,6 +431,6 @@ def test_the_full_mnist_problem_file_trains_on_every_image_in_batches():
 
     from fenchel_idl.drivers.problem_file import load_problem
 
-    spec = load_problem(Path(__file__).resolve().parents[1] / "problems" / "mnist_full.toml")
+    spec = load_problem(Path(__file__).resolve().parents[2] / "problems" / "mnist_full.toml")
     assert "n" not in spec.data and spec.data["source"] == "mnist"  # all 60,000 images
     assert spec.minibatch["batch_size"] < 60000 and spec.refine["epochs"] >= 1

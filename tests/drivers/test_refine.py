@@ -5,16 +5,22 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import random_model
 
-from fenchel_idl.model import Blockwise, norm_matrix
 from fenchel_idl import ImplicitModel, is_well_posed
-from fenchel_idl.errors import InputTypeError, NumericalWarning, ShapeError, ValidationError
 from fenchel_idl.drivers.gradients import loss_gradients
-from fenchel_idl.problem.penalties import L1, Custom, LipschitzBound, NotSupportedInRefinement
 from fenchel_idl.drivers.projection import project_inf_ball
-from fenchel_idl.drivers.refine import (EpochRecord, RefineHistory, RefineOptions, RefineResult,
-                                        init_random, refine)
+from fenchel_idl.drivers.refine import (
+    EpochRecord,
+    RefineHistory,
+    RefineOptions,
+    RefineResult,
+    init_random,
+    refine,
+)
+from fenchel_idl.errors import InputTypeError, NumericalWarning, ShapeError, ValidationError
+from fenchel_idl.model import Blockwise, norm_matrix
+from fenchel_idl.problem.penalties import L1, Custom, LipschitzBound, NotSupportedInRefinement
+from tests.helpers import random_model
 
 
 def wp_norm(model):
@@ -248,22 +254,6 @@ def test_result_records_are_frozen(regression):
         res.model = None
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.history[0].loss = 0.0
-
-
-def test_refine_equals_a_plain_numpy_loop_and_benchmarks_run():
-    """The benchmark's inline numpy re-derivation (same fixed points, same Adam, same
-    projection) ends at the same parameters as refine(): an independent reference."""
-    from fenchel_idl.apps.bench_refine import (bench_projection, bench_refine_epoch,
-                                               cosine_experiment)
-
-    out = bench_refine_epoch(repeats=1, epochs=2)
-    assert out["max_param_difference"] < 1e-10
-    assert out["ratio"] > 0
-    proj = bench_projection(n=20, repeats=2)
-    assert proj["max_difference"] < 1e-12 and proj["ratio"] > 0
-    exp = cosine_experiment(epochs=2)
-    assert exp["epochs"] == 2 and exp["norm_A"] <= 0.5
-    assert exp["train_rmse"] < exp["initial_train_rmse"]
 
 
 def test_keep_best_never_worsens_the_objective(regression):

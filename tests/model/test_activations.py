@@ -4,9 +4,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fenchel_idl.model import Blockwise, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh, get_activation
-from fenchel_idl.errors import ValidationError
-from fenchel_idl.errors import InputTypeError
+from fenchel_idl.errors import InputTypeError, ValidationError
+from fenchel_idl.model import (
+    Blockwise,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    get_activation,
+)
 
 COMPONENTWISE = [ReLU(), LeakyReLU(0.1), Tanh(), Sigmoid(), Identity()]
 reals = st.floats(min_value=-6, max_value=6, allow_nan=False)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from conftest import random_model
-from fenchel_idl.errors import ShapeError
 from fenchel_idl import cascade, concat, feedback, is_well_posed, parallel, well_posedness
+from fenchel_idl.errors import ShapeError
+from tests.helpers import random_model
 
 
 def test_cascade_predicts_the_two_models_in_turn(rng):

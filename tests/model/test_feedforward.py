@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from fenchel_idl.errors import ShapeError
 from fenchel_idl import from_layers, from_mlp, is_well_posed, well_posedness
+from fenchel_idl.errors import ShapeError
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])

@@ -4,9 +4,16 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import numpy_fixed_point, random_model
-from fenchel_idl.errors import ConvergenceWarning, EquilibriumError, InputTypeError, ModelFileError, ShapeError, ValidationError
 from fenchel_idl import ImplicitModel
+from fenchel_idl.errors import (
+    ConvergenceWarning,
+    EquilibriumError,
+    InputTypeError,
+    ModelFileError,
+    ShapeError,
+    ValidationError,
+)
+from tests.helpers import numpy_fixed_point, random_model
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid", "identity"])

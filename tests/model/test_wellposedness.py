@@ -4,10 +4,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from conftest import random_model
-from fenchel_idl.model import Blockwise, norm_matrix
-from fenchel_idl import ImplicitModel, check_well_posed, is_well_posed, pf_eigenvalue, rescale, well_posedness
+from fenchel_idl import (
+    ImplicitModel,
+    check_well_posed,
+    is_well_posed,
+    pf_eigenvalue,
+    rescale,
+    well_posedness,
+)
 from fenchel_idl.errors import NotWellPosedError, ValidationError
+from fenchel_idl.model import Blockwise, norm_matrix
+from tests.helpers import random_model
 
 
 def test_paper_example_pf():

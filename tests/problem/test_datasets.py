@@ -6,13 +6,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
 from fenchel_idl import is_well_posed
-from fenchel_idl.problem.datasets import (DATA_ENV, DATASET_NAMES, Dataset, cosine, cosine_function,
-                                          cosine_grid, data_directories, digits, load,
-                                          load_fashion_mnist, load_mnist, one_hot, read_idx,
-                                          synthetic_from_implicit, synthetic_from_network,
-                                          train_test_split)
+from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+from fenchel_idl.problem.datasets import (
+    DATA_ENV,
+    DATASET_NAMES,
+    Dataset,
+    cosine,
+    cosine_function,
+    cosine_grid,
+    data_directories,
+    digits,
+    load,
+    load_fashion_mnist,
+    load_mnist,
+    one_hot,
+    read_idx,
+    synthetic_from_implicit,
+    synthetic_from_network,
+    train_test_split,
+)
 
 # Published class counts of the canonical files (independent of this package).
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -303,7 +316,7 @@ def test_loader_rejects_inconsistent_files(tmp_path):
 # -- the shipped MNIST and Fashion-MNIST -----------------------------------------------------
 
 def test_shipped_data_is_in_the_checkout():
-    data = Path(__file__).resolve().parents[1] / "problems" / "data"
+    data = Path(__file__).resolve().parents[2] / "problems" / "data"
     for folder in ("mnist", "fashion-mnist"):
         for prefix in ("train", "t10k"):
             for kind in ("images-idx3", "labels-idx1"):

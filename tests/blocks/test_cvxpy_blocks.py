@@ -1,0 +1,79 @@
+"""The CVXPY blocks of BCD (fenchel_idl.blocks.cvxpy_blocks) against known optima, the
+objective they majorize, and the certified first-order blocks."""
+
+import numpy as np
+import pytest
+
+from fenchel_idl.blocks.cvxpy_blocks import Blocks
+from fenchel_idl.blocks.first_order import fast_ab_block, fast_x_block
+from fenchel_idl.blocks.solvers import solve_certified
+from fenchel_idl.model.activations import state_lipschitz
+from fenchel_idl.problem.training_problem import TrainingProblem
+from tests.helpers import qp_solve, random_state, small_regression
+
+
+def test_x_block_never_increases_the_relaxed_objective(problem, rng):
+    """The DCA majorizer touches the objective at the current X (numpy re-evaluation)."""
+    blocks = Blocks(problem)
+    for _ in range(3):
+        A, B, b, C, D, d, X = random_state(problem, rng)
+        lam = rng.uniform(0.5, 10, problem.n)
+        before = sum(problem.objective_parts(A, B, b, C, D, d, X, lam))
+        Xn, info = blocks.solve_x(A, B, b, C, D, d, X, lam, qp_solve)
+        assert info.certified
+        after = sum(problem.objective_parts(A, B, b, C, D, d, np.maximum(Xn, 0), lam))
+        assert after <= before + 1e-7
+
+
+def test_fast_blocks_agree_with_cvxpy_blocks(problem, rng):
+    blocks = Blocks(problem)
+    A, B, b, C, D, d, X = random_state(problem, rng)
+    lam = rng.uniform(0.5, 10, problem.n)
+    Xc, ic = blocks.solve_x(A, B, b, C, D, d, X, lam, qp_solve)
+    Xf, if_ = fast_x_block(problem, A, B, b, C, D, d, X, lam, tol=1e-10)
+    assert ic.certified and if_.certified
+    np.testing.assert_allclose(Xf, np.maximum(Xc, 0), atol=1e-4)
+    W0 = np.hstack([A, B, b[:, None]])
+    Ac, Bc, bc, _ = blocks.solve_ab(Xf, lam, C, D, qp_solve, W0, 1e-2)
+    Af, Bf, bf, info = fast_ab_block(problem, Xf, state_lipschitz(problem.activation, problem.n),
+                                     W0, tol=1e-9, rho=1e-2)
+    assert info.certified
+    # the proximal block is strongly convex: the two certified solutions coincide
+    np.testing.assert_allclose(np.hstack([Af, Bf, bf[:, None]]),
+                               np.hstack([Ac, Bc, bc[:, None]]), atol=1e-3)
+    obj = [sum(problem.objective_parts(Am, Bm, bm, C, D, d, Xf, lam)[1:])
+           for Am, Bm, bm in ((A, B, b), (Af, Bf, bf))]
+    assert obj[1] <= obj[0] + 1e-9  # a proximal step never increases the block objective
+    assert np.abs(Af).sum(axis=1).max() <= problem.kappa + 1e-9
+
+
+def test_readout_is_the_constrained_least_squares_optimum(rng):
+    """Known optimum: with an inactive ball the (C, D) block is plain least squares."""
+    U, Y = small_regression(rng)
+    prob = TrainingProblem(U, Y, n=4, kappa=0.5, bounds={"C": 1e6, "D": 1e6})
+    blocks = Blocks(prob)
+    X = np.maximum(rng.standard_normal((4, 2)) @ prob.U + 0.3, 0)
+    C, D, d, info = blocks.solve_cd(X, np.zeros((4, 4)), np.zeros((4, 2)), qp_solve)
+    V = np.vstack([X, prob.U, np.ones((1, prob.m))])
+    W = np.linalg.lstsq(V.T, prob.Y.T, rcond=None)[0].T
+    np.testing.assert_allclose(np.hstack([C, D, d[:, None]]), W, atol=1e-5)
+    assert info.certified
+
+
+def test_large_cross_entropy_readout_is_rebuilt_with_constants(rng, monkeypatch):
+    """Past _CD_DPP_MAX the cross-entropy (C, D) block is rebuilt with X, A, B as constants
+    (CVXPY's DPP tensor would not fit in memory); it must give the same optimum."""
+    import fenchel_idl.blocks.cvxpy_blocks as training
+
+    U = rng.standard_normal((3, 60))
+    labels = (U[0] + 0.5 * U[1] > 0).astype(int) + (U[2] > 1).astype(int)
+    prob = TrainingProblem(U, labels, n=5, kappa=0.5, loss="cross_entropy",
+                           bounds={"C": 3.0, "D": 3.0})
+    A, B, b, C, D, d, X = random_state(prob, rng)
+    ref = Blocks(prob).solve_cd(X, A, B, lambda p, name: solve_certified(p, name, "exp")[-1])
+    monkeypatch.setattr(training, "_CD_DPP_MAX", 0)
+    out = Blocks(prob).solve_cd(X, A, B, lambda p, name: solve_certified(p, name, "exp")[-1])
+    assert out[3].certified and ref[3].certified
+    assert out[3].objective == pytest.approx(ref[3].objective, rel=1e-6)
+    value = prob.loss.value(prob.Y, out[0] @ X + out[1] @ prob.U + out[2][:, None])
+    assert value == pytest.approx(ref[3].objective, rel=1e-6)
