@@ -14,31 +14,62 @@ small. Absolute times on shared machines mean little; the ratios are what to com
   the squared loss keeps both formulations quadratic programs (about 11 minutes for the
   naive sweep, so it runs only without ``--quick``);
 - sweep time against m and n (table, per-block times and log-log slopes, plot), and the
-  same against m with BLAS left multithreaded (``FENCHEL_IDL_BLAS_THREADS=auto``), the
-  cause of the superlinear growth measured before;
+  same against m with BLAS left multithreaded (``FENCHEL_IDL_BLAS_THREADS=auto``), which
+  makes the growth superlinear;
 - the separable CVXPY block solves on 2 local processes and on a 2-worker Dask
   ``LocalCluster`` against serial;
 - mini-batch BCD against full BCD at large m;
 - the BCD targets on the cosine problem (``problems/cosine_regression.toml``, BCD alone):
   train RMSE against its own random-feature start, certificates and sweep time, at the
-  problem file's readout ball, the former default 100 and a tighter one, and (without
-  ``--quick``) the file's refinement from each BCD point, with held-out figures;
+  problem file's readout ball, 100 and a tighter one, and (without ``--quick``) the file's
+  refinement from each BCD point, with held-out figures;
 - one refinement epoch against a plain numpy loop; the two l1-ball projections.
+
+``--results FILE`` writes the printed report into the ``bench`` section of the results
+document (``docs/results.md``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
+from joblib.externals.loky import get_reusable_executor
 
-from fenchel_idl.model.implicit_model import ImplicitModel
+from fenchel_idl.apps.bench_refine import bench_projection, bench_refine_epoch, heldout_cosine
+from fenchel_idl.apps.common import machine_line, problems_dir, pyplot, rmse, write_section
+from fenchel_idl.blocks import (
+    Blocks,
+    ParallelBlocks,
+    SolveOptions,
+    fast_ce_readout,
+    make_executor,
+    solve_certified,
+)
+from fenchel_idl.drivers import (
+    bcd_options,
+    build_problem,
+    initial_state,
+    load_data,
+    load_problem,
+    refine_stage,
+    solve_bcd,
+    solve_bcd_minibatch,
+)
+from fenchel_idl.model import ImplicitModel
+from fenchel_idl.problem import TrainingProblem, datasets
 
 __all__ = ["bench_ce_readout", "bench_cosine_targets", "bench_equilibrium", "bench_executor",
-           "bench_minibatch", "bench_scaling", "bench_sweep", "run_benchmarks"]
+           "bench_minibatch", "bench_scaling", "bench_section", "bench_sweep", "main",
+           "run_benchmarks"]
 
 
 def _best(fn, repeats=3):
@@ -141,9 +172,6 @@ def _naive_sweep(problem, A, B, b, C, D, d, X, lam):
 
 
 def _problem(kind: str, n: int, m: int | None = None):
-    from fenchel_idl.problem import datasets
-    from fenchel_idl.problem.training_problem import TrainingProblem
-
     if kind == "cosine":
         ds = datasets.cosine(m=m or 200, seed=0)
         return TrainingProblem(ds.U, ds.Y, n=n)
@@ -158,8 +186,6 @@ def _run_sweeps(problem, sweeps: int, **kw) -> dict:
     """Run solve_bcd for ``sweeps + 1`` sweeps; the first (compiles, fills caches) is not
     counted. Returns the mean time per block, their sum and the wall time per sweep (which
     also counts the restart equilibrium and anything else a sweep does)."""
-    from fenchel_idl.drivers.bcd import solve_bcd
-
     stamps: dict[int, float] = {}
 
     def stamp(rec):
@@ -211,8 +237,6 @@ def bench_scaling(quick: bool = False, out: str | None = None,
                   blas_compare: bool | None = None) -> dict:
     """Sweep time against m (n = 20) and against n (m = 200), with log-log slopes, per
     block too; with ``blas_compare`` also against m with BLAS multithreaded."""
-    import os
-
     ms = [200, 800, 3200] if quick else [200, 1000, 5000, 20000]
     ns = [20, 50] if quick else [20, 50, 100, 200]
     runs_m = [_run_sweeps(_problem("cosine", 20, m), 2) for m in ms]
@@ -243,36 +267,39 @@ def bench_scaling(quick: bool = False, out: str | None = None,
                     "blas_ratio": [b / o for b, o in zip(by_b, one)] if len(one) == len(by_b)
                     else None})
     if out is not None:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        axes[0].loglog(ms, by_m, "o-", label=f"sweep (slope {res['slope_m']:.2f})")
-        for k, v in per_block_m.items():
-            axes[0].loglog(ms, v, ".--", label=k)
-        if blas_compare:
-            axes[0].loglog(res["m_blas"], res["sweep_by_m_blas_auto"], "x:",
-                           label=f"BLAS multithreaded (slope {res['slope_m_blas_auto']:.2f})")
-        axes[0].set_title("sweep time vs m (n = 20)")
-        axes[0].set_xlabel("m")
-        axes[0].set_ylabel("seconds per sweep")
-        axes[0].legend(fontsize=8)
-        axes[1].loglog(ns, by_n, "o-")
-        axes[1].set_title(f"sweep time vs n (m = 200): slope {res['slope_n']:.2f}")
-        axes[1].set_xlabel("n")
-        # label the measured sizes themselves (log-axis minor labels overlap on short ranges)
-        for ax, ticks in ((axes[0], ms), (axes[1], ns)):
-            ax.set_xticks(list(ticks))
-            ax.set_xticklabels([str(t) for t in ticks])
-            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        fig.tight_layout()
-        Path(out).mkdir(parents=True, exist_ok=True)
-        fig.savefig(Path(out) / "scaling.png", dpi=110)
-        plt.close(fig)
+        _plot_scaling(res, Path(out) / "scaling.png")
     return res
+
+
+def _plot_scaling(res: dict, path: Path) -> None:
+    """Sweep time against m (per block too) and against n, on log-log axes."""
+    import matplotlib.ticker
+
+    plt = pyplot()
+    ms, ns, by_m, by_n = res["m"], res["n"], res["sweep_by_m"], res["sweep_by_n"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].loglog(ms, by_m, "o-", label=f"sweep (slope {res['slope_m']:.2f})")
+    for k, v in res["per_block_by_m"].items():
+        axes[0].loglog(ms, v, ".--", label=k)
+    if "m_blas" in res:
+        axes[0].loglog(res["m_blas"], res["sweep_by_m_blas_auto"], "x:",
+                       label=f"BLAS multithreaded (slope {res['slope_m_blas_auto']:.2f})")
+    axes[0].set_title("sweep time vs m (n = 20)")
+    axes[0].set_xlabel("m")
+    axes[0].set_ylabel("seconds per sweep")
+    axes[0].legend(fontsize=8)
+    axes[1].loglog(ns, by_n, "o-")
+    axes[1].set_title(f"sweep time vs n (m = 200): slope {res['slope_n']:.2f}")
+    axes[1].set_xlabel("n")
+    # label the measured sizes themselves (log-axis minor labels overlap on short ranges)
+    for ax, ticks in ((axes[0], ms), (axes[1], ns)):
+        ax.set_xticks(list(ticks))
+        ax.set_xticklabels([str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _burn(count: int) -> int:
@@ -286,8 +313,6 @@ def _parallel_capacity(workers: int = 2, count: int = 3_000_000) -> float:
     """Control for the executor figures: 4 pure-Python CPU tasks, serial time over the time
     on ``workers`` loky processes. About 2 on 2 idle cores; on a shared machine it says how
     much parallelism the executors could get at that moment."""
-    from joblib.externals.loky import get_reusable_executor
-
     pool = get_reusable_executor(max_workers=workers, timeout=300)
     list(pool.map(_burn, [10] * workers))
     t = time.perf_counter()
@@ -304,10 +329,6 @@ def bench_executor(quick: bool = False, repeats: int = 2) -> dict:
     serial :class:`Blocks` against :class:`ParallelBlocks` on 2 local processes and (when
     dask.distributed is installed) on a 2-worker LocalCluster. Best of ``repeats`` after a
     first call that starts the workers and compiles; the results are checked equal."""
-    from fenchel_idl.blocks.parallel import ParallelBlocks, SolveOptions, make_executor
-    from fenchel_idl.blocks.solvers import solve_certified
-    from fenchel_idl.blocks.cvxpy_blocks import Blocks
-
     n, m = (50, 200) if quick else (75, 400)
     problem = _problem("cosine", n, m)
     rng = np.random.default_rng(0)
@@ -371,9 +392,6 @@ def bench_executor(quick: bool = False, repeats: int = 2) -> dict:
 def bench_minibatch(quick: bool = False) -> dict:
     """Mini-batch BCD against full-batch BCD on the cosine problem at large m: wall time,
     train RMSE and relaxed objective after the same number of passes over the data."""
-    from fenchel_idl.drivers.bcd import solve_bcd
-    from fenchel_idl.drivers.minibatch import solve_bcd_minibatch
-
     m, epochs, batch = (5000, 3, 500) if quick else (20000, 5, 1000)
     problem = _problem("cosine", 20, m)
     t = time.perf_counter()
@@ -396,13 +414,6 @@ def bench_ce_readout(quick: bool = False) -> dict:
     """The cross-entropy (C, D) readout on digits (n = 64 random ReLU features, balls of 5):
     the first-order readout (FISTA on centred features, Fenchel-dual certificate) against
     Clarabel on the exponential-cone program, both to a relative gap of 1e-6."""
-    from fenchel_idl.problem import datasets
-    from fenchel_idl.drivers.bcd import initial_state
-    from fenchel_idl.blocks.first_order import fast_ce_readout
-    from fenchel_idl.blocks.solvers import solve_certified
-    from fenchel_idl.blocks.cvxpy_blocks import Blocks
-    from fenchel_idl.problem.training_problem import TrainingProblem
-
     ds = datasets.digits()
     if quick:
         ds = ds.subset(np.arange(400))
@@ -429,7 +440,7 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
     """BCD alone on the cosine problem of section 7.1 as ``problems/cosine_regression.toml``
     states it (n = 75, kappa = 0.5; its data, lam, schedule, sweeps and balls; no
     refinement), with the readout ball ||C||_inf <= ``balls[i]`` (standardized units).
-    Default: the problem file's ball, then 100 (the file's until 2026-12-02) and 50.
+    Default: the problem file's ball, then 100 and 50.
 
     For each ball: train RMSE of the random-feature start and of the BCD result (both at
     their true equilibrium with the optimal readout), the improvement, whether every block
@@ -445,23 +456,12 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
     against the noiseless f on 2001 points of [-5, 5]. ``data_seed`` replaces the file's
     seed (data and training) to measure other draws of the same problem.
     """
-    import dataclasses
-
-    from fenchel_idl.problem import datasets
-    from fenchel_idl.apps.bench_refine import _rmse
-    from fenchel_idl.drivers.bcd import refine_stage, solve_bcd
-    from fenchel_idl.apps.experiments import _problems_dir
-    from fenchel_idl.drivers.problem_file import load_data, bcd_options, build_problem, load_problem
-
-    spec = load_problem(_problems_dir(None) / "cosine_regression.toml" if path is None
-                        else path)
+    spec = load_problem(problems_dir() / "cosine_regression.toml" if path is None else path)
     if data_seed is not None:
         spec = dataclasses.replace(spec, seed=int(data_seed),
                                    data={**spec.data, "seed": int(data_seed)})
     ds, _ = load_data(spec)
-    fresh = datasets.cosine(m=ds.m + heldout, noise=spec.data.get("noise", 1.0),
-                            seed=spec.data.get("seed", 0))
-    U_test, Y_test = fresh.U[:, ds.m:], fresh.Y[:, ds.m:]
+    U_test, Y_test = heldout_cosine(spec, ds.m, heldout)
     grid = datasets.cosine_grid(2001)
     u_grid, f_grid = grid.U, grid.Y
     if balls is None:
@@ -488,124 +488,187 @@ def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = 
                      "monotone": bool(c.monotone), "well_posed": bool(c.well_posed),
                      "norm_A": c.norm_inf, "seconds": secs,
                      "sweep_s": float(res.timings.get("bcd", secs)) / max(res.n_sweeps, 1),
-                     "test_rmse": _rmse(res.model, U_test, Y_test),
-                     "f_rmse": _rmse(res.model, u_grid, f_grid)})
+                     "test_rmse": rmse(res.model, U_test, Y_test),
+                     "f_rmse": rmse(res.model, u_grid, f_grid)})
         if stage:
             t = time.perf_counter()
             model, _ = refine_stage(problem, res.model, stage, spec.seed, False)
-            rows[-1].update({"refined_rmse": _rmse(model, ds.U, ds.Y),
-                             "refined_test_rmse": _rmse(model, U_test, Y_test),
-                             "refined_f_rmse": _rmse(model, u_grid, f_grid),
+            rows[-1].update({"refined_rmse": rmse(model, ds.U, ds.Y),
+                             "refined_test_rmse": rmse(model, U_test, Y_test),
+                             "refined_f_rmse": rmse(model, u_grid, f_grid),
                              "refine_s": time.perf_counter() - t})
     return {"n": spec.model["n"], "m": ds.m, "rows": rows,
             "refine": None if not stage else (dict(spec.refine) or "defaults")}
 
 
-def run_benchmarks(quick: bool = False, out: str | None = None) -> dict:
-    """Run every benchmark and print the ratios."""
-    from fenchel_idl.apps.bench_refine import bench_projection, bench_refine_epoch
+Say = Callable[[str], Any]
 
-    results: dict = {}
-    print("== forward equilibrium: time / plain numpy Picard loop (same tolerance 1e-9)")
+
+def _report_equilibrium(quick: bool, say: Say) -> list[dict]:
+    say("== forward equilibrium: time / plain numpy Picard loop (same tolerance 1e-9)")
     rows = bench_equilibrium(quick)
-    results["equilibrium"] = rows
     for r in rows:
         picard = "not timed" if np.isnan(r["ratio_picard"]) else f"x{r['ratio_picard']:.2f}"
-        print(f"  n={r['n']:4d} m={r['m']:6d}  picard {picard}  "
-              f"anderson x{r['ratio_anderson']:.2f}  (Picard {r['picard_iters']} it, Anderson "
-              f"{r['anderson_iters']} it) {r.get('note', '')}")
-    print("== one BCD sweep against the naive formulation (CVXPY, rebuilt, default solvers)")
-    cases = [("cosine", 75, None), ("digits", 64, None)]
-    for kind, n, m in cases:
-        naive = not (quick and kind == "digits")
-        r = bench_sweep(kind, n, m, naive=naive)
-        results[f"sweep_{kind}"] = r
-        head = f"  {kind}: n={r['n']} m={r['m']} p={r['p']} ({r['loss']} loss)"
-        if kind == "digits":
-            head += ", one-hot labels: cross-entropy naive is intractable here (see docstring)"
-        print(head)
-        print(f"    sweep {r['sweep_s']:.3f} s wall (blocks {r['blocks_s']:.3f} s; first sweep "
-              f"{r['first_sweep_s']:.2f} s)")
-        pb = r["per_block_s"]
-        print("    per block (s):  " + "  ".join(f"{k} {v:.3f}" for k, v in pb.items()))
-        if naive:
-            nb = r["naive_per_block_s"]
-            print("    naive (s):      " + "  ".join(f"{k} {nb[k]:.2f}" for k in ("X", "AB", "CD"))
-                  + f"  total {r['naive_sweep_s']:.1f}")
-            print(f"    speed-up x{r['speedup']:.1f} (wall per sweep), x{r['speedup_blocks']:.1f} "
-                  "(our X, AB, CD blocks only)")
-        else:
-            print("    naive sweep not run with --quick (about 11 minutes on 2 cores)")
-    print("== scaling of the sweep time (wall per sweep, n = 20 / m = 200)")
+        say(f"  n={r['n']:4d} m={r['m']:6d}  picard {picard}  "
+            f"anderson x{r['ratio_anderson']:.2f}  (Picard {r['picard_iters']} it, Anderson "
+            f"{r['anderson_iters']} it) {r.get('note', '')}")
+    return rows
+
+
+def _report_sweep(kind: str, n: int, quick: bool, say: Say) -> dict:
+    naive = not (quick and kind == "digits")
+    r = bench_sweep(kind, n, None, naive=naive)
+    head = f"  {kind}: n={r['n']} m={r['m']} p={r['p']} ({r['loss']} loss)"
+    if kind == "digits":
+        head += ", one-hot labels: cross-entropy naive is intractable here (see docstring)"
+    say(head)
+    say(f"    sweep {r['sweep_s']:.3f} s wall (blocks {r['blocks_s']:.3f} s; first sweep "
+        f"{r['first_sweep_s']:.2f} s)")
+    say("    per block (s):  " + "  ".join(f"{k} {v:.3f}" for k, v in r["per_block_s"].items()))
+    if naive:
+        nb = r["naive_per_block_s"]
+        say("    naive (s):      " + "  ".join(f"{k} {nb[k]:.2f}" for k in ("X", "AB", "CD"))
+            + f"  total {r['naive_sweep_s']:.1f}")
+        say(f"    speed-up x{r['speedup']:.1f} (wall per sweep), x{r['speedup_blocks']:.1f} "
+            "(our X, AB, CD blocks only)")
+    else:
+        say("    naive sweep not run with --quick (about 11 minutes on 2 cores)")
+    return r
+
+
+def _report_scaling(quick: bool, out: str | None, say: Say) -> dict:
+    say("== scaling of the sweep time (wall per sweep, n = 20 / m = 200)")
     sc = bench_scaling(quick, out)
-    results["scaling"] = sc
-    print("  m:     " + "  ".join(f"{m}: {t:.3f}s" for m, t in zip(sc["m"], sc["sweep_by_m"]))
-          + f"   log-log slope {sc['slope_m']:.2f}")
-    print("    per block slope in m: " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                   sc["slope_m_per_block"].items()))
-    print("  n:     " + "  ".join(f"{n}: {t:.3f}s" for n, t in zip(sc["n"], sc["sweep_by_n"]))
-          + f"   log-log slope {sc['slope_n']:.2f}")
+    say("  m:     " + "  ".join(f"{m}: {t:.3f}s" for m, t in zip(sc["m"], sc["sweep_by_m"]))
+        + f"   log-log slope {sc['slope_m']:.2f}")
+    say("    per block slope in m: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                 sc["slope_m_per_block"].items()))
+    say("  n:     " + "  ".join(f"{n}: {t:.3f}s" for n, t in zip(sc["n"], sc["sweep_by_n"]))
+        + f"   log-log slope {sc['slope_n']:.2f}")
     if "sweep_by_m_blas_auto" in sc:
-        print("  m, BLAS multithreaded: " + "  ".join(
+        say("  m, BLAS multithreaded: " + "  ".join(
             f"{m}: {t:.3f}s" for m, t in zip(sc["m_blas"], sc["sweep_by_m_blas_auto"]))
             + f"   slope {sc['slope_m_blas_auto']:.2f}"
             + ("" if sc["blas_ratio"] is None else "   (x" + ", x".join(
                 f"{x:.1f}" for x in sc["blas_ratio"]) + " the one-thread time)"))
-    print("== separable CVXPY block solves on one state: executors against serial Blocks")
+    return sc
+
+
+def _report_executor(quick: bool, say: Say) -> dict:
+    say("== separable CVXPY block solves on one state: executors against serial Blocks")
     ex = bench_executor(quick)
-    results["executor"] = ex
-    print(f"  n={ex['n']} m={ex['m']}: {ex['batches']['X']} X batches, "
-          f"{ex['batches']['AB']} (A, B) row batches")
+    say(f"  n={ex['n']} m={ex['m']}: {ex['batches']['X']} X batches, "
+        f"{ex['batches']['AB']} (A, B) row batches")
     for label, r in ex["rows"].items():
-        print(f"  {label:22s} X {r['X']:.2f} s  AB {r['AB']:.2f} s  speed-up x{r['speedup']:.2f}"
-              f"  (results equal to serial: {r['equal']})")
-    print(f"  control: pure-Python CPU tasks on 2 processes run x{ex['capacity']:.2f} faster "
-          "than serial right now (2 on 2 idle cores)")
-    print("== mini-batch BCD against full BCD (cosine, n = 20, same passes over the data)")
+        say(f"  {label:22s} X {r['X']:.2f} s  AB {r['AB']:.2f} s  speed-up x{r['speedup']:.2f}"
+            f"  (results equal to serial: {r['equal']})")
+    say(f"  control: pure-Python CPU tasks on 2 processes run x{ex['capacity']:.2f} faster "
+        "than serial right now (2 on 2 idle cores)")
+    return ex
+
+
+def _report_minibatch(quick: bool, say: Say) -> dict:
+    say("== mini-batch BCD against full BCD (cosine, n = 20, same passes over the data)")
     mb = bench_minibatch(quick)
-    results["minibatch"] = mb
     for label, r in mb["rows"].items():
-        print(f"  m={mb['m']} {label:18s} {mb['passes']} passes {r['seconds']:.1f} s  train RMSE "
-              f"{r['rmse']:.4f} (start {r['start_rmse']:.4f})  certified {r['certified']}  "
-              f"monotone {r['monotone']}")
-    print("== cross-entropy readout: FISTA with its dual certificate / Clarabel (gap 1e-6)")
+        say(f"  m={mb['m']} {label:18s} {mb['passes']} passes {r['seconds']:.1f} s  train RMSE "
+            f"{r['rmse']:.4f} (start {r['start_rmse']:.4f})  certified {r['certified']}  "
+            f"monotone {r['monotone']}")
+    return mb
+
+
+def _report_ce_readout(quick: bool, say: Say) -> dict:
+    say("== cross-entropy readout: FISTA with its dual certificate / Clarabel (gap 1e-6)")
     ce = bench_ce_readout(quick)
-    results["ce_readout"] = ce
-    print(f"  digits m={ce['m']} n={ce['n']}: FISTA {ce['fista_s']:.2f} s, Clarabel "
-          f"{ce['clarabel_s']:.2f} s: x{ce['ratio']:.3f}  (both certified: {ce['certified']}; "
-          f"objectives differ by {ce['objective_diff']:.1e})")
-    print("== BCD alone on the cosine problem (n = 75; targets: train RMSE <= 0.65, 15% below "
-          "its random-feature start, certified, monotone, sweep <= 2 s)")
+    say(f"  digits m={ce['m']} n={ce['n']}: FISTA {ce['fista_s']:.2f} s, Clarabel "
+        f"{ce['clarabel_s']:.2f} s: x{ce['ratio']:.3f}  (both certified: {ce['certified']}; "
+        f"objectives differ by {ce['objective_diff']:.1e})")
+    return ce
+
+
+def _report_cosine_targets(quick: bool, say: Say) -> dict:
+    say("== BCD alone on the cosine problem (n = 75; targets: train RMSE <= 0.65, 15% below "
+        "its random-feature start, certified, monotone, sweep <= 2 s)")
     ct = bench_cosine_targets(quick)
-    results["cosine_targets"] = ct
     for r in ct["rows"]:
-        print(f"  ||C||_inf <= {r['ball_C']:5.0f}: start {r['start_rmse']:.4f} -> BCD "
-              f"{r['rmse']:.4f} ({100 * r['improvement']:.1f}% better) in {r['sweeps']} sweeps, "
-              f"{r['sweep_s']:.2f} s/sweep; certified {r['certified']}, monotone "
-              f"{r['monotone']}, ||A||_inf {r['norm_A']:.3f}; held out: test "
-              f"{r['test_rmse']:.4f}, against f {r['f_rmse']:.4f}")
+        say(f"  ||C||_inf <= {r['ball_C']:5.0f}: start {r['start_rmse']:.4f} -> BCD "
+            f"{r['rmse']:.4f} ({100 * r['improvement']:.1f}% better) in {r['sweeps']} sweeps, "
+            f"{r['sweep_s']:.2f} s/sweep; certified {r['certified']}, monotone "
+            f"{r['monotone']}, ||A||_inf {r['norm_A']:.3f}; held out: test "
+            f"{r['test_rmse']:.4f}, against f {r['f_rmse']:.4f}")
         if "refined_rmse" in r:
-            print(f"      then the file's refinement ({r['refine_s']:.1f} s; A in the kappa "
-                  f"ball, C and D free): train {r['refined_rmse']:.4f}, test "
-                  f"{r['refined_test_rmse']:.4f}, against f {r['refined_f_rmse']:.4f}")
-    print("== refinement epoch against a plain numpy loop; projections")
+            say(f"      then the file's refinement ({r['refine_s']:.1f} s; A in the kappa "
+                f"ball, C and D free): train {r['refined_rmse']:.4f}, test "
+                f"{r['refined_test_rmse']:.4f}, against f {r['refined_f_rmse']:.4f}")
+    return ct
+
+
+def _report_refinement(quick: bool, say: Say) -> tuple[dict, dict]:
+    say("== refinement epoch against a plain numpy loop; projections")
     rb = bench_refine_epoch(repeats=2 if quick else 3)
-    results["refine_epoch"] = rb
-    print(f"  refine epoch / numpy loop: x{rb.get('ratio', float('nan')):.2f}")
+    say(f"  refine epoch / numpy loop: x{rb.get('ratio', float('nan')):.2f}")
     pj = bench_projection()
-    results["projection"] = pj
-    print("  projection: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                                       for k, v in pj.items()))
+    say("  projection: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                     for k, v in pj.items()))
+    return rb, pj
+
+
+def run_benchmarks(quick: bool = False, out: str | None = None, say: Say = print) -> dict:
+    """Run every benchmark and report its ratios, one line at a time, through ``say``.
+
+    Returns the results of each benchmark by name, and under ``"lines"`` the report."""
+    lines: list[str] = []
+
+    def tell(text: str) -> None:
+        lines.append(text)
+        say(text)
+
+    results: dict[str, Any] = {"equilibrium": _report_equilibrium(quick, tell)}
+    tell("== one BCD sweep against the naive formulation (CVXPY, rebuilt, default solvers)")
+    for kind, n in (("cosine", 75), ("digits", 64)):
+        results[f"sweep_{kind}"] = _report_sweep(kind, n, quick, tell)
+    results["scaling"] = _report_scaling(quick, out, tell)
+    results["executor"] = _report_executor(quick, tell)
+    results["minibatch"] = _report_minibatch(quick, tell)
+    results["ce_readout"] = _report_ce_readout(quick, tell)
+    results["cosine_targets"] = _report_cosine_targets(quick, tell)
+    results["refine_epoch"], results["projection"] = _report_refinement(quick, tell)
+    results["lines"] = lines
     return results
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fenchel_idl.apps.bench", description=__doc__)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default=None)
+def bench_section(results: dict, command: str, quick: bool) -> str:
+    """The results-document section of a :func:`run_benchmarks` report."""
+    text = ["## Benchmarks: ratios against baselines run in the same process", "",
+            f"Command: `{command}`. {machine_line()}", ""]
+    if quick:
+        text += ["**Quick mode: small sizes only.**", ""]
+    return "\n".join(text + ["```text", *results["lines"], "```"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fenchel_idl.apps.bench`` (also ``fenchel-idl bench``)."""
+    ap = argparse.ArgumentParser(prog="python -m fenchel_idl.apps.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes only")
+    ap.add_argument("--out", default=None, help="directory for the scaling plot")
+    ap.add_argument("--results", default=None,
+                    help="results document whose 'bench' section to rewrite")
     args = ap.parse_args(argv)
-    run_benchmarks(args.quick, args.out)
+    command = "python -m fenchel_idl.apps.bench " + " ".join(
+        sys.argv[1:] if argv is None else list(argv))
+    benchmark(args.quick, args.out, args.results, command.strip())
     return 0
+
+
+def benchmark(quick: bool, out: str | None, results_path: str | Path | None,
+              command: str) -> dict:
+    """Run the benchmarks and, with ``results_path``, write their section."""
+    results = run_benchmarks(quick, out)
+    if results_path is not None:
+        path = write_section("bench", bench_section(results, command, quick), results_path)
+        print(f"wrote {path}")
+    return results
 
 
 if __name__ == "__main__":  # pragma: no cover

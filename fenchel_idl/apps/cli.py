@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
+from fenchel_idl.apps.bench import benchmark
+from fenchel_idl.apps.run import run_problem
+from fenchel_idl.drivers import checkpoint_sweep, load_problem
 from fenchel_idl.errors import FenchelIDLError
 
 __all__ = ["main"]
@@ -29,14 +33,12 @@ def main(argv: list[str] | None = None) -> int:
                                          "same process")
     bench.add_argument("--quick", action="store_true", help="small sizes only")
     bench.add_argument("--out", default=None, help="directory for the scaling plot")
+    bench.add_argument("--results", default=None,
+                       help="results document whose 'bench' section to rewrite "
+                            "(docs/results.md)")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            from pathlib import Path
-
-            from fenchel_idl.drivers.problem_file import load_problem
-            from fenchel_idl.apps.run import run_problem
-
             out = args.out or str(Path("runs") / load_problem(args.problem).name)
             result, summary = run_problem(args.problem, out, progress=not args.quiet,
                                           checkpoint=args.checkpoint, resume=args.resume,
@@ -48,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{result.n_sweeps} sweeps in {summary['time_s']:.1f} s; wrote "
                   + ", ".join(summary["written"]))
         else:
-            from fenchel_idl.apps.bench import run_benchmarks
-
-            run_benchmarks(quick=args.quick, out=args.out)
+            command = "fenchel-idl bench" + (" --quick" if args.quick else "")
+            benchmark(args.quick, args.out, args.results, command)
     except FenchelIDLError as exc:
         print(f"fenchel-idl: error: {exc}", file=sys.stderr)
         return 2
@@ -66,8 +67,6 @@ def _interrupt_message(exc: KeyboardInterrupt, args: argparse.Namespace) -> str:
     whatever was running (data loading, a sweep, a checkpoint write, the refinement)."""
     if args.command != "run":
         return "fenchel-idl: interrupted."
-    from fenchel_idl.drivers.bcd import checkpoint_sweep
-
     phase = getattr(exc, "phase", None)
     epoch = getattr(exc, "epoch", None)
     where = {"start": " while starting (initial equilibrium and readout, before any sweep)",

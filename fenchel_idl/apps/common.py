@@ -1,15 +1,23 @@
-"""Helpers the applications share: where the problem files are, and how a model is scored."""
+"""Helpers the applications share: where the problem files are, how a model is scored, and
+the results document (``docs/results.md``) whose sections the commands rewrite."""
 
 from __future__ import annotations
 
+import platform
+import re
 from pathlib import Path
 from typing import Any
 
 from numpy.typing import ArrayLike
 
+from fenchel_idl.analysis.plots import _plt as pyplot  # until analysis exports pyplot()
 from fenchel_idl.problem import prediction_metric
 
-__all__ = ["model_metric", "problems_dir", "rmse", "score"]
+__all__ = ["RESULTS_PATH", "machine_line", "model_metric", "problems_dir", "pyplot", "read_section",
+           "rmse", "score", "write_section"]
+
+#: The results document of the checkout.
+RESULTS_PATH = Path(__file__).resolve().parents[2] / "docs" / "results.md"
 
 
 def problems_dir(given: str | Path | None = None) -> Path:
@@ -41,3 +49,43 @@ def model_metric(model: Any, ds: Any) -> dict[str, float]:
     """``{"accuracy": ...}`` on a labelled data set, else ``{"rmse": ...}``."""
     target = ds.Y if ds.task == "regression" else ds.labels
     return prediction_metric(model.predict(ds.U), target, ds.task)
+
+
+# -- the results document -----------------------------------------------------------------------
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- begin results: {name} -->", f"<!-- end results: {name} -->"
+
+
+def write_section(name: str, text: str, path: str | Path | None = None) -> Path:
+    """Put ``text`` between the marker comments of section ``name`` of the results document
+    (``path``, default :data:`RESULTS_PATH`), replacing what was there; a section not yet in
+    the document is appended, and a missing document is created. Returns the path."""
+    path = RESULTS_PATH if path is None else Path(path)
+    begin, end = _markers(name)
+    block = f"{begin}\n{text.strip()}\n{end}"
+    old = path.read_text() if path.is_file() else "# Measured results\n"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(old):
+        new = pattern.sub(lambda _: block, old, count=1)
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new)
+    return path
+
+
+def read_section(name: str, path: str | Path | None = None) -> str | None:
+    """The text of section ``name`` of the results document, or None when it has none."""
+    path = RESULTS_PATH if path is None else Path(path)
+    if not path.is_file():
+        return None
+    begin, end = _markers(name)
+    found = re.search(re.escape(begin) + r"\n(.*?)\n" + re.escape(end), path.read_text(),
+                      re.DOTALL)
+    return None if found is None else found.group(1)
+
+
+def machine_line() -> str:
+    """The machine and Python version, for a results section."""
+    return f"Machine: {platform.platform()}, Python {platform.python_version()}."
