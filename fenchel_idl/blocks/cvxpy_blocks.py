@@ -4,62 +4,29 @@ parameterized (DPP) CVXPY problem and re-solved (section 6.3).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Callable
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
 from numpy.typing import NDArray
 
-from fenchel_idl.model.activations import Activation, Blockwise
-from fenchel_idl.errors import NotConvexError
-from fenchel_idl.problem.losses import CrossEntropyLoss
+from fenchel_idl.blocks.cvxpy_terms import (
+    check_compiled,
+    f_terms,
+    fstar_terms,
+    inf_ball,
+    penalty_terms,
+    weighted,
+)
+from fenchel_idl.blocks.dca import x_step_data
+from fenchel_idl.blocks.gram import GramReadout
 from fenchel_idl.blocks.solvers import SolveInfo
+from fenchel_idl.model.activations import Activation, Blockwise, state_lipschitz
+from fenchel_idl.problem.losses import CrossEntropyLoss
 from fenchel_idl.problem.training_problem import TrainingProblem
-from fenchel_idl.model.activations import state_lipschitz
 
 Array = NDArray[np.float64]
-
-
-# ----------------------------------------------------------------------------------------
-# The three blocks, each compiled once with Parameters
-# ----------------------------------------------------------------------------------------
-def _f_terms(phi: Activation, n: int, X: Any):
-    """Sum over states of f(X_i) as (list of expressions per block, constraints)."""
-    parts = phi.blocks if isinstance(phi, Blockwise) else ((n, phi),)
-    out, cons, start = [], [], 0
-    for size, act in parts:
-        term = act.f_cvxpy(X[start:start + size])
-        out.append((slice(start, start + size), term.expr))
-        cons.extend(term.constraints)
-        start += size
-    return out, cons
-
-
-def _fstar_terms(phi: Activation, n: int, Z: Any):
-    parts = phi.blocks if isinstance(phi, Blockwise) else ((n, phi),)
-    out, start = [], 0
-    for size, act in parts:
-        out.append((slice(start, start + size), act.fstar_cvxpy(Z[start:start + size])))
-        start += size
-    return out
-
-
-def _weighted(terms, w: Any):
-    """sum_i w_i * sum_j term_ij for a (n, 1) nonnegative parameter w."""
-    return sum(cp.sum(cp.multiply(w[sl], expr)) for sl, expr in terms)
-
-
-def _inf_ball(M: Any, radius: float) -> list:
-    return [cp.sum(cp.abs(M), axis=1) <= radius]
-
-
-def _penalty_terms(problem: TrainingProblem, M: Mapping[str, Any]):
-    expr, cons = 0.0, []
-    for pn in problem.penalties:
-        e, c = pn.expression(M)
-        expr = expr + e
-        cons += c
-    return expr, cons
 
 
 def _aggregate(block: str, infos: list[SolveInfo]) -> SolveInfo:
@@ -115,7 +82,7 @@ class Blocks:
         self.Acd = cp.Parameter((n, n), name="A_fixed")
         self.Bcd = cp.Parameter((n, p), name="B_fixed")
         self.cd, self.cd_vars = self._cd_problem(self.Xcd, self.Acd, self.Bcd)
-        self._check("(C, D)", self.cd)
+        check_compiled("(C, D)", self.cd)
         self.gammas = state_lipschitz(pb.activation, n)
 
     def _cd_problem(self, X: Any, A: Any, B: Any) -> tuple[cp.Problem, tuple]:
@@ -125,12 +92,12 @@ class Blocks:
         Cv, Dv = cp.Variable((q, n), name="C"), cp.Variable((q, p), name="D")
         dv = cp.Variable((q, 1), name="d") if pb.bias else None
         Yhat = Cv @ X + Dv @ pb.U + (dv @ np.ones((1, m)) if dv is not None else 0)
-        pen, pcons = _penalty_terms(pb, {"A": A, "B": B, "C": Cv, "D": Dv})
+        pen, pcons = penalty_terms(pb, {"A": A, "B": B, "C": Cv, "D": Dv})
         cons = list(pcons)
         if pb.bounds.C is not None:
-            cons += _inf_ball(Cv, pb.bounds.C)
+            cons += inf_ball(Cv, pb.bounds.C)
         if pb.bounds.D is not None:
-            cons += _inf_ball(Dv, pb.bounds.D)
+            cons += inf_ball(Dv, pb.bounds.D)
         return cp.Problem(cp.Minimize(pb.loss.cvxpy(pb.Y, Yhat, m) + pen), cons), (Cv, Dv, dv)
 
     # -- stage ------------------------------------------------------------------------------
@@ -150,8 +117,6 @@ class Blocks:
         (X, U, 1) (:mod:`fenchel_idl.blocks.gram`: the same problem, at a cost that does not grow
         with m); for cross-entropy on all samples."""
         if not isinstance(self.problem.loss, CrossEntropyLoss):
-            from fenchel_idl.blocks.gram import GramReadout
-
             if self._gram is None:
                 self._gram = GramReadout(self.problem)
             G, Hl = self._gram.statistics(X)
@@ -211,7 +176,7 @@ class Blocks:
             if pb.bias:
                 cons += [cp.abs(W[:, n + p]) <= pb.bounds.B]
         prob = cp.Problem(cp.Minimize(obj), cons)
-        self._check("(A, B)", prob)
+        check_compiled("(A, B)", prob)
         self._ab_cache[key] = (prob, W, V, T, rho, radius, centre, prox)
         return self._ab_cache[key]
 
@@ -233,23 +198,23 @@ class Blocks:
         prox = cp.Parameter(nonneg=True, name="sqrt_prox")
         Wv = cp.hstack([Av, Bv] + ([bv] if bv is not None else []))
         Z = Av @ X + Bv @ pb.U + (bv @ ones if bv is not None else 0)
-        fz = _weighted(_fstar_terms(pb.activation, n, Z), lam[:, None])
+        fz = weighted(fstar_terms(pb.activation, n, Z), lam[:, None])
         # <Lam X, A X + B U + b 1^T> = <A, Lam X X^T> + <B, Lam X U^T> + <b, Lam X 1>
         lin = cp.sum(cp.multiply(Av, TA)) + cp.sum(cp.multiply(Bv, TB))
         if bv is not None:
             lin = lin + cp.sum(cp.multiply(bv, Tb))
-        pen, pcons = _penalty_terms(pb, {"A": Av, "B": Bv, "C": C, "D": D})
+        pen, pcons = penalty_terms(pb, {"A": Av, "B": Bv, "C": C, "D": D})
         cons = [cp.multiply(self.gammas[:, None], cp.sum(cp.abs(Av), axis=1, keepdims=True))
                 <= pb.kappa] + list(pcons)
         if pb.bounds.B is not None:
-            cons += _inf_ball(Bv, pb.bounds.B)
+            cons += inf_ball(Bv, pb.bounds.B)
             if bv is not None:
                 cons += [cp.abs(bv) <= pb.bounds.B]
         # proximal term weighted like the rows' divergence (lam_i), as in the row batches
         sl = np.sqrt(lam)[:, None]
         proxterm = 0.5 * cp.sum_squares(cp.multiply(sl, prox * Wv - centre))
         prob = cp.Problem(cp.Minimize((fz - lin) / m + pen + proxterm), cons)
-        self._check("(A, B)", prob)
+        check_compiled("(A, B)", prob)
         return prob, (Av, Bv, bv), (X, TA, TB, Tb, C, D, centre, prox)
 
     def solve_ab(self, X, lam, C, D, solve, centre: Array,
@@ -270,21 +235,28 @@ class Blocks:
             info = solve(prob, "AB")
             b = bv.value[:, 0] if bv is not None else np.zeros(n)
             return np.array(Av.value), np.array(Bv.value), np.array(b), info
-        parts = [X, pb.U] + ([np.ones((1, pb.m))] if pb.bias else [])
-        Vval = np.vstack(parts)
-        Wall = np.zeros((n, Vval.shape[0]))
-        infos = []
-        for i0, i1, act in self._row_batches():
-            prob, W, V, T, rho, radius, Ce, Pw = self._ab_rows_problem(i1 - i0, act)
-            Ce.value, Pw.value = np.sqrt(prox) * centre[i0:i1], np.sqrt(prox)
-            V.value = Vval
-            T.value = X[i0:i1] @ Vval.T
-            rho.value = (1.0 / lam[i0:i1])[:, None]
-            radius.value = (pb.kappa / self.gammas[i0:i1])[:, None]
-            infos.append(solve(prob, f"AB[{i0}:{i1}]"))
-            Wall[i0:i1] = W.value
+        Vval = np.vstack([X, pb.U] + ([np.ones((1, pb.m))] if pb.bias else []))
+        batches = [(f"AB[{i0}:{i1}]",
+                    (i0, i1, Vval, X[i0:i1] @ Vval.T, (1.0 / lam[i0:i1])[:, None],
+                     (pb.kappa / self.gammas[i0:i1])[:, None], np.sqrt(prox) * centre[i0:i1],
+                     np.sqrt(prox)))
+                   for i0, i1, _ in self._row_batches()]
+        rows, infos = self._solve_batches("AB", batches, solve)
+        Wall = np.vstack(rows)
         b = Wall[:, n + p] if pb.bias else np.zeros(n)
         return Wall[:, :n], Wall[:, n:n + p], b, _aggregate("AB", infos)
+
+    def solve_ab_rows(self, params: tuple, name: str, solve: Callable) -> tuple[Array, SolveInfo]:
+        """One batch of rows i0:i1 of the (A, B) block, from the Parameter values that
+        :meth:`solve_ab` computes: (i0, i1, V, T, 1/lam, kappa/gamma, sqrt(prox) centre,
+        sqrt(prox))."""
+        i0, i1, Vval, T, rho, radius, centre, sqrt_prox = params
+        act = next(a for j0, j1, a in self._row_batches() if (j0, j1) == (i0, i1))
+        prob, W, V, Tp, rhop, radp, Ce, Pw = self._ab_rows_problem(i1 - i0, act)
+        V.value, Tp.value, rhop.value, radp.value = Vval, T, rho, radius
+        Ce.value, Pw.value = centre, sqrt_prox
+        info = solve(prob, name)
+        return np.array(W.value), info
 
     # -- X ----------------------------------------------------------------------------------
     def _x_problem(self, k: int):
@@ -307,62 +279,58 @@ class Blocks:
             loss = (cp.sum(cp.log_sum_exp(Yhat, axis=0)) - cp.sum(cp.multiply(CtY, Xv))) / m
         else:
             loss = cp.sum_squares(Yhat) / (2.0 * m)  # R holds D U + d - Y here
-        fx_terms, fcons = _f_terms(pb.activation, n, Xv)
-        obj = loss + (_weighted(fx_terms, w)
-                      + _weighted(_fstar_terms(pb.activation, n, A @ Xv + Wp), w)
+        fx_terms, fcons = f_terms(pb.activation, n, Xv)
+        obj = loss + (weighted(fx_terms, w)
+                      + weighted(fstar_terms(pb.activation, n, A @ Xv + Wp), w)
                       - cp.sum(cp.multiply(Xv, G)) + 0.5 * cp.sum_squares(Sm @ Xv)) / m
         prob = cp.Problem(cp.Minimize(obj), fcons)
-        self._check("X", prob)
+        check_compiled("X", prob)
         self._x_cache[k] = (prob, Xv, A, Wp, G, Sm, C, R, CtY)
         return self._x_cache[k]
 
-    def x_data(self, A, B, b, D, d, X, lam) -> tuple[Array, Array, Array, Array, bool]:
-        """The DCA data of the X step: B U + b, the linear term G = Lam (B U + b) + S_+ X,
-        the square root of S_-, the residual offset R (D U + d, minus Y for the squared
-        loss) and whether the loss is the cross-entropy."""
-        pb = self.problem
-        Wall = B @ pb.U + b[:, None]
-        M = lam[:, None] * A
-        M = M + M.T
-        ev, Q = np.linalg.eigh(M)
-        Gall = lam[:, None] * Wall + (Q * np.maximum(ev, 0.0)) @ Q.T @ X
-        Smv = (Q * np.sqrt(np.maximum(-ev, 0.0))) @ Q.T
-        Rall = D @ pb.U + d[:, None]
-        classify = isinstance(pb.loss, CrossEntropyLoss)
-        if not classify:
-            Rall = Rall - pb.Y
-        return Wall, Gall, Smv, Rall, classify
-
-    def solve_x(self, A, B, b, C, D, d, X, lam, solve) -> tuple[Array, SolveInfo]:
-        """The DCA step on X (see the module docstring), by batches of columns."""
+    def solve_x(self, A, B, b, C, D, d, X, lam, solve, cols=None) -> tuple[Array, SolveInfo]:
+        """The DCA step on X (:mod:`fenchel_idl.blocks.dca`) by batches of columns; with
+        ``cols`` only on those columns (``X`` then holds them), with the full 1/m scaling."""
         pb = self.problem
         self._ensure_stage(lam)
-        Wall, Gall, Smv, Rall, classify = self.x_data(A, B, b, D, d, X, lam)
-        Xnew = np.empty_like(X)
-        infos = []
-        for j0 in range(0, pb.m, self.col_batch):
-            j1 = min(j0 + self.col_batch, pb.m)
-            prob, Xv, Ap, Wp, G, Sm, Cp, R, CtY = self._x_problem(j1 - j0)
-            Ap.value, Sm.value, Cp.value = A, Smv, C
-            Wp.value, G.value, R.value = Wall[:, j0:j1], Gall[:, j0:j1], Rall[:, j0:j1]
-            CtY.value = C.T @ pb.Y[:, j0:j1] if classify else np.zeros((pb.n, j1 - j0))
-            infos.append(solve(prob, f"X[{j0}:{j1}]"))
-            Xnew[:, j0:j1] = Xv.value
-        return Xnew, _aggregate("X", infos)
+        data = x_step_data(pb, A, B, b, D, d, X, lam, cols)
+        R = data.R
+        Y = pb.Y if cols is None else pb.Y[:, cols]
+        classify = isinstance(pb.loss, CrossEntropyLoss)
+        if not classify:
+            R = R - Y
+        k = X.shape[1]
+        batches = []
+        for j0 in range(0, k, self.col_batch):
+            j1 = min(j0 + self.col_batch, k)
+            CtY = C.T @ Y[:, j0:j1] if classify else np.zeros((pb.n, j1 - j0))
+            batches.append((f"X[{j0}:{j1}]", (A, data.S_minus_root, C, data.W[:, j0:j1],
+                                              data.G[:, j0:j1], R[:, j0:j1], CtY)))
+        parts, infos = self._solve_batches("X", batches, solve)
+        return np.hstack(parts), _aggregate("X", infos)
 
-    @staticmethod
-    def _check(name: str, prob: cp.Problem) -> None:
-        if not prob.is_dcp():
-            raise NotConvexError(f"the {name} block is not DCP; a penalty or constraint is "
-                                 "not convex in the block's variables.")
-        if not prob.is_dcp(dpp=True):
-            raise NotConvexError(f"the {name} block is not DPP (it could not be compiled "
-                                 "once and re-solved); a penalty uses a fixed matrix "
-                                 "nonlinearly. Write it with the block's own variables.")
+    def solve_x_columns(self, params: tuple, name: str,
+                        solve: Callable) -> tuple[Array, SolveInfo]:
+        """One batch of columns of the X block, from the Parameter values that
+        :meth:`solve_x` computes: (A, root of S-, C, B U + b, G, R, C^T Y)."""
+        A, Smv, C, W, G, R, CtY = params
+        prob, Xv, Ap, Wp, Gp, Sm, Cp, Rp, CtYp = self._x_problem(W.shape[1])
+        Ap.value, Sm.value, Cp.value = A, Smv, C
+        Wp.value, Gp.value, Rp.value, CtYp.value = W, G, R, CtY
+        info = solve(prob, name)
+        return np.array(Xv.value), info
+
+    def _solve_batches(self, block: str, batches: list, solve: Callable) -> tuple[list, list]:
+        """Solve the (name, params) batches of a separable block in order; returns the
+        values and the SolveInfos. :class:`fenchel_idl.blocks.parallel.ParallelBlocks`
+        sends them to an executor instead."""
+        one = self.solve_x_columns if block == "X" else self.solve_ab_rows
+        out = [one(params, name, solve) for name, params in batches]
+        return [v for v, _ in out], [i for _, i in out]
+
+
 
 
 #: Largest (q m)(n m) for which the cross-entropy (C, D) block is solved as the compiled
 #: (DPP) problem; beyond it, CVXPY's parameter tensor gets too large (see Blocks.solve_cd).
 _CD_DPP_MAX = 2e7
-
-

@@ -50,9 +50,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import softmax
 
-from fenchel_idl.problem.losses import CrossEntropyLoss
-from fenchel_idl.drivers.projection import project_l1_rows
+from fenchel_idl.blocks.dca import x_step_data
 from fenchel_idl.blocks.solvers import SolveInfo
+from fenchel_idl.drivers.projection import project_l1_rows
+from fenchel_idl.problem.losses import CrossEntropyLoss
 
 __all__ = ["ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply",
            "fast_ce_readout", "fast_k_step", "fast_readout_apply", "fast_x_block"]
@@ -105,14 +106,9 @@ def fast_x_block(problem, A, B, b, C, D, d, X, lam, tol: float = 1e-7,
                  max_iter: int = 20000) -> tuple[Array, SolveInfo]:
     """The DCA X step for ReLU, all samples at once (see the module docstring)."""
     t0 = time.perf_counter()
-    U, Y, m = problem.U, problem.Y, problem.m
-    W = B @ U + b[:, None]
-    M = lam[:, None] * A
-    M = M + M.T
-    ev, Q = np.linalg.eigh(M)
-    G = lam[:, None] * W + (Q * np.maximum(ev, 0.0)) @ Q.T @ X
-    Sm2 = (Q * np.maximum(-ev, 0.0)) @ Q.T  # S_- (its square root squared)
-    R = D @ U + d[:, None]
+    Y, m = problem.Y, problem.m
+    data = x_step_data(problem, A, B, b, D, d, X, lam)
+    W, G, Sm2, R = data.W, data.G, data.S_minus, data.R
     ce = isinstance(problem.loss, CrossEntropyLoss)
     lam_c = lam[:, None]
     AtL = A.T
@@ -143,7 +139,7 @@ def fast_x_block(problem, A, B, b, C, D, d, X, lam, tol: float = 1e-7,
 
     c2 = float(np.linalg.norm(C, 2)) ** 2
     L = (c2 * (0.5 if ce else 1.0) + float(lam.max()) * (1.0 + float(np.linalg.norm(A, 2)) ** 2)
-         + float(max(-ev.min(), 0.0))) / m
+         + float(max(-data.min_eigenvalue, 0.0))) / m
     Xn, f, gap, iters = _fista(grad_obj, lambda Z: np.maximum(Z, 0.0), certificate, X, L, tol,
                                max_iter)
     rel = gap / max(1.0, abs(f))

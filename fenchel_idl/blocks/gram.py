@@ -26,6 +26,8 @@ import cvxpy as cp
 import numpy as np
 from numpy.typing import NDArray
 
+from fenchel_idl.blocks.cvxpy_terms import check_compiled, penalty_terms
+
 Array = NDArray[np.float64]
 
 
@@ -40,8 +42,6 @@ class GramReadout:
     """
 
     def __init__(self, problem, curvature: float = 1.0):
-        from fenchel_idl.blocks.cvxpy_blocks import Blocks, _penalty_terms
-
         pb = problem
         n, p, q = pb.n, pb.p, pb.q
         k = n + p + (1 if pb.bias else 0)
@@ -55,7 +55,7 @@ class GramReadout:
         Cv, Dv = cp.Variable((q, n), name="C"), cp.Variable((q, p), name="D")
         dv = cp.Variable((q, 1), name="d") if pb.bias else None
         fit = Cv @ self.Sx + Dv @ self.Su + (dv @ self.S1 if dv is not None else 0) - self.Yt
-        pen, pcons = _penalty_terms(pb, {"A": self.Ap, "B": self.Bp, "C": Cv, "D": Dv})
+        pen, pcons = penalty_terms(pb, {"A": self.Ap, "B": self.Bp, "C": Cv, "D": Dv})
         cons = list(pcons)
         if pb.bounds.C is not None:
             cons += [cp.sum(cp.abs(Cv), axis=1) <= pb.bounds.C]
@@ -63,7 +63,7 @@ class GramReadout:
             cons += [cp.sum(cp.abs(Dv), axis=1) <= pb.bounds.D]
         scale = float(curvature) / (2.0 * pb.m)
         self.prob = cp.Problem(cp.Minimize(scale * cp.sum_squares(fit) + pen), cons)
-        Blocks._check("(C, D) on the Gram matrix", self.prob)
+        check_compiled("(C, D) on the Gram matrix", self.prob)
         self.vars = (Cv, Dv, dv)
 
     def statistics(self, X: Array) -> tuple[Array, Array]:

@@ -59,11 +59,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fenchel_idl._blas import _controller
-from fenchel_idl.validation import describe
-from fenchel_idl.errors import InputTypeError, SolverError, SolverWarning, ValidationError
+from fenchel_idl.blocks.cvxpy_blocks import Blocks
 from fenchel_idl.blocks.solvers import SolveInfo, solve_certified
-from fenchel_idl.blocks.cvxpy_blocks import Blocks, _aggregate
+from fenchel_idl.errors import InputTypeError, SolverError, SolverWarning, ValidationError
 from fenchel_idl.problem.training_problem import TrainingProblem
+from fenchel_idl.validation import describe
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -344,41 +344,31 @@ def _worker_blocks(handle: Any) -> Blocks:
     return blocks
 
 
-def _certified_solve(prob, name: str, opts: SolveOptions):
-    """(infos, warnings, error) of one solve, with nothing raised across the process line."""
+def _batch_task(handle, item):
+    """Solve one batch of a separable block on a worker: (value, infos, warnings, error),
+    with nothing raised across the process line."""
+    blocks = _worker_blocks(handle)
+    block, lam, opts, name, params = item
+    if block == "X":  # lam is a constant of the compiled X problems
+        blocks._ensure_stage(lam)
+    attempts: list = []
+
+    def solve(prob, label):
+        # a fresh solver for every batch (warm_start=False): a batch's solution then
+        # depends on its data only, not on which batches this worker solved before
+        attempts.extend(solve_certified(prob, label, opts.cone, opts.solvers, opts.on_failure,
+                                        opts.gap_tol, warm_start=False))
+        return attempts[-1]
+
+    one = blocks.solve_x_columns if block == "X" else blocks.solve_ab_rows
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            # a fresh solver for every batch (warm_start=False): a batch's solution then
-            # depends on its data only, not on which batches this worker solved before
-            infos = solve_certified(prob, name, opts.cone, opts.solvers, opts.on_failure,
-                                    opts.gap_tol, warm_start=False)
+            value, _ = one(params, name, solve)
         except SolverError as exc:
-            return None, [], (str(exc), exc.status, list(exc.attempts))
+            return None, None, [], (str(exc), exc.status, list(exc.attempts))
     msgs = [str(w.message) for w in caught if issubclass(w.category, SolverWarning)]
-    return infos, msgs, None
-
-
-def _x_task(handle, item):
-    blocks = _worker_blocks(handle)
-    lam, opts, name, A, Smv, C, W, G, R, CtY = item
-    blocks._ensure_stage(lam)
-    prob, Xv, Ap, Wp, Gp, Sm, Cp, Rp, CtYp = blocks._x_problem(W.shape[1])
-    Ap.value, Sm.value, Cp.value = A, Smv, C
-    Wp.value, Gp.value, Rp.value, CtYp.value = W, G, R, CtY
-    infos, msgs, err = _certified_solve(prob, name, opts)
-    return (None if infos is None else np.array(Xv.value)), infos, msgs, err
-
-
-def _ab_task(handle, item):
-    blocks = _worker_blocks(handle)
-    index, opts, name, Vval, T, rho, radius, centre, sqrt_prox = item
-    i0, i1, act = list(blocks._row_batches())[index]
-    prob, W, V, Tp, rhop, radp, Ce, Pw = blocks._ab_rows_problem(i1 - i0, act)
-    V.value, Tp.value, rhop.value, radp.value = Vval, T, rho, radius
-    Ce.value, Pw.value = centre, sqrt_prox
-    infos, msgs, err = _certified_solve(prob, name, opts)
-    return (None if infos is None else np.array(W.value)), infos, msgs, err
+    return value, attempts, msgs, None
 
 
 # ----------------------------------------------------------------------------------------
@@ -452,50 +442,9 @@ class ParallelBlocks(Blocks):
             last.append(infos[-1])
         return last
 
-    def solve_x(self, A, B, b, C, D, d, X, lam, solve) -> tuple[Array, SolveInfo]:
-        """As :meth:`Blocks.solve_x`, with the column batches on the executor."""
-        pb = self.problem
-        self._ensure_stage(lam)
-        Wall, Gall, Smv, Rall, classify = self.x_data(A, B, b, D, d, X, lam)
-        items, names, spans = [], [], []
-        for j0 in range(0, pb.m, self.col_batch):
-            j1 = min(j0 + self.col_batch, pb.m)
-            CtY = C.T @ pb.Y[:, j0:j1] if classify else np.zeros((pb.n, j1 - j0))
-            name = f"X[{j0}:{j1}]"
-            items.append((self.lam, self.options, name, A, Smv, C, Wall[:, j0:j1],
-                          Gall[:, j0:j1], Rall[:, j0:j1], CtY))
-            names.append(name)
-            spans.append((j0, j1))
-        results = self.executor.map(_x_task, self._bound(), items)
-        infos = self._collect(results, names)
-        Xnew = np.empty_like(X)
-        for (j0, j1), res in zip(spans, results):
-            Xnew[:, j0:j1] = res[0]
-        return Xnew, _aggregate("X", infos)
-
-    def solve_ab(self, X, lam, C, D, solve, centre: Array,
-                 prox: float) -> tuple[Array, Array, Array, SolveInfo]:
-        """As :meth:`Blocks.solve_ab`, with the row batches on the executor (penalties that
-        couple rows: one problem, in this process)."""
-        if not self.rowwise:
-            return super().solve_ab(X, lam, C, D, solve, centre, prox)
-        pb = self.problem
-        n, p = pb.n, pb.p
-        parts = [X, pb.U] + ([np.ones((1, pb.m))] if pb.bias else [])
-        Vval = np.vstack(parts)
-        items, names, spans = [], [], []
-        for index, (i0, i1, _act) in enumerate(self._row_batches()):
-            name = f"AB[{i0}:{i1}]"
-            items.append((index, self.options, name, Vval, X[i0:i1] @ Vval.T,
-                          (1.0 / lam[i0:i1])[:, None],
-                          (pb.kappa / self.gammas[i0:i1])[:, None],
-                          np.sqrt(prox) * centre[i0:i1], np.sqrt(prox)))
-            names.append(name)
-            spans.append((i0, i1))
-        results = self.executor.map(_ab_task, self._bound(), items)
-        infos = self._collect(results, names)
-        Wall = np.zeros((n, Vval.shape[0]))
-        for (i0, i1), res in zip(spans, results):
-            Wall[i0:i1] = res[0]
-        b = Wall[:, n + p] if pb.bias else np.zeros(n)
-        return Wall[:, :n], Wall[:, n:n + p], b, _aggregate("AB", infos)
+    def _solve_batches(self, block: str, batches: list, solve) -> tuple[list, list]:
+        """As :meth:`Blocks._solve_batches`, on the executor; events and warnings are
+        recorded in batch order and the first failure is raised."""
+        items = [(block, self.lam, self.options, name, params) for name, params in batches]
+        results = self.executor.map(_batch_task, self._bound(), items)
+        return [res[0] for res in results], self._collect(results, [n for n, _ in batches])

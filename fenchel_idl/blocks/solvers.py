@@ -31,8 +31,8 @@ import cvxpy as cp
 import cvxpy.settings as cps
 from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import CLARABEL
 
-from fenchel_idl.validation import describe, check_choice, check_real
 from fenchel_idl.errors import InputTypeError, SolverError, SolverWarning, ValidationError
+from fenchel_idl.validation import check_choice, check_real, describe
 
 __all__ = ["SolveInfo", "solve_certified", "CHAINS", "ON_FAILURE"]
 
