@@ -3,7 +3,7 @@
 ::
 
     python -m fenchel_idl.apps.experiments [--quick] [--full] [--seeds K] [--only NAME ...]
-                                      [--problems DIR] --out DIR
+                                           [--problems DIR] --out DIR [--results FILE]
 
 Every experiment is a problem file in ``problems/`` (see :mod:`fenchel_idl.drivers.problem_file`):
 
@@ -44,7 +44,8 @@ The output directory receives ``report.md`` (a table: experiment, paper figure, 
 MLP, linear/logistic, paper numbers, target, met?), ``results.json``, and PNG plots: the
 test metric over training epochs (mean and standard deviation over seeds, the layout of
 Figures 5-8), the BCD convergence of the first seed, and the fitted function for the
-cosine problem.
+cosine problem. With ``--results FILE`` the summary table also goes into the
+``experiments`` section of the results document (``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import time
 import warnings
@@ -64,9 +64,25 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fenchel_idl.problem import datasets
-from fenchel_idl.errors import FenchelIDLError, ValidationError
 from fenchel_idl._blas import env_blas_threads
+from fenchel_idl.analysis import plot_convergence
+from fenchel_idl.apps.common import (
+    machine_line,
+    problems_dir,
+    pyplot,
+    score,
+    write_section,
+)
+from fenchel_idl.drivers import (
+    bcd_options,
+    build_problem,
+    load_data,
+    load_problem,
+    refine,
+    solve_bcd,
+)
+from fenchel_idl.errors import FenchelIDLError, ValidationError
+from fenchel_idl.problem import datasets, prediction_metric
 
 __all__ = [
     "EXPERIMENTS",
@@ -74,6 +90,7 @@ __all__ = [
     "ExperimentResult",
     "SeedRun",
     "Target",
+    "experiments_section",
     "main",
     "run_experiment",
     "run_experiments",
@@ -196,12 +213,22 @@ class Experiment:
 
 _MLP_LRS = (1e-3, 3e-3, 1e-2)
 
+#: What the two MNIST-size experiments share: 5 runs, an MLP of 128 units, BCD on a subset
+#: and refinement and baselines on all 60,000 training images, only with ``--full``.
+_IMAGE_SET = {
+    "runs": 5, "mlp_hidden": (128,), "mlp_epochs": 30, "mlp_tune_epochs": 10, "long": True,
+    "refine_samples": 60_000,
+    "quick": {"data": {"n": 50, "test_split": 500}, "model": {"n": 5},
+              "training": {"max_sweeps": 1}, "refine": {"epochs": 1},
+              "experiment": {"refine_samples": 1000, "mlp_hidden": (5,), "mlp_epochs": 3}},
+}
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment(
         name="cosine_regression", figure="Fig. 3-4 (sec. 7.1)", metric="rmse",
         paper_implicit=0.56, paper_nn=0.65, runs=1, mlp_hidden=(25, 25, 25), mlp_epochs=2000,
         # the refinement is full-batch (batch_size = m); the MLP keeps batches of 20, its
-        # stronger setting here (train RMSE 0.540; full-batch, step size tuned: 0.671)
+        # stronger setting on this problem (full-batch Adam, step size tuned, fits worse)
         mlp_batches=(20,),
         target=Target("at_most", 0.56, "train RMSE <= 0.56 (paper: implicit 0.56, NN 0.65; "
                                        "noise std 0.577)"),
@@ -237,28 +264,20 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
              "minutes."),
     Experiment(
         name="mnist", figure="Fig. 7 (sec. 7.2.2)", metric="accuracy",
-        paper_implicit=0.976, paper_nn=0.972, runs=5, mlp_hidden=(128,), mlp_epochs=30,
-        mlp_tune_epochs=10,
+        paper_implicit=0.976, paper_nn=0.972,
         target=Target("at_least", 0.976, "test accuracy >= 0.976 (paper: 0.976 vs 0.972 on "
                                            "all 60,000 images)"),
-        long=True, refine_samples=60_000,
-        quick={"data": {"n": 50, "test_split": 500}, "model": {"n": 5},
-               "training": {"max_sweeps": 1}, "refine": {"epochs": 1},
-               "experiment": {"refine_samples": 1000, "mlp_hidden": (5,), "mlp_epochs": 3}},
+        **_IMAGE_SET,  # type: ignore[arg-type]
         note="To fit 30 minutes on 2 cores: BCD on a stratified subset of 300 training images "
              "(problem file [data] n; the CVXPY blocks of BCD do not scale to 60,000), then "
              "the gradient refinement and both baselines on all 60,000 training images; "
              "test on the 10,000 test images. The paper trains on all 60,000 throughout."),
     Experiment(
         name="fashion_mnist", figure="Fig. 8 (GTSRB; stand-in)", metric="accuracy",
-        paper_implicit=0.874, paper_nn=0.859, runs=5, mlp_hidden=(128,), mlp_epochs=30,
-        mlp_tune_epochs=10,
+        paper_implicit=0.874, paper_nn=0.859,
         target=Target("vs_mlp", 0.0, "implicit >= MLP (paper on GTSRB: 0.874 vs "
                                        "0.859)"),
-        long=True, refine_samples=60_000,
-        quick={"data": {"n": 50, "test_split": 500}, "model": {"n": 5},
-               "training": {"max_sweeps": 1}, "refine": {"epochs": 1},
-               "experiment": {"refine_samples": 1000, "mlp_hidden": (5,), "mlp_epochs": 3}},
+        **_IMAGE_SET,  # type: ignore[arg-type]
         note="GTSRB cannot be obtained offline; Fashion-MNIST is the stand-in, so the "
              "paper's numbers are a reference for the ranking only. Same budget as MNIST."),
 )}
@@ -359,18 +378,13 @@ def _load_data(spec, refine_samples: int | None):
     ``train`` is what BCD sees; ``refine_set`` is what the refinement and the baselines see
     (``train`` itself unless ``refine_samples`` asks for a larger subset of an image set).
     """
-    opts = dict(spec.data)
-    source = opts.pop("source")
-    test_fraction = opts.pop("test_fraction", None)
-    test_split = opts.pop("test_split", None)
-    train = datasets.load(source, **opts)
-    if test_split is not None:
-        test = datasets.load(source, **{**opts, "split": "test", "n": test_split})
-    elif test_fraction:
-        train, test = datasets.train_test_split(train, float(test_fraction), seed=spec.seed)
-    elif source == "cosine":
+    train, test = load_data(spec)
+    opts = {k: v for k, v in spec.data.items()
+            if k not in ("source", "test_fraction", "test_split")}
+    source = spec.data["source"]
+    if test is None and source == "cosine":
         test = datasets.cosine_grid()
-    else:
+    elif test is None:
         raise ValidationError(f"problem {spec.name!r}: [data] needs test_fraction or "
                               "test_split for an experiment (a held-out test set).")
     refine_set = train
@@ -379,15 +393,11 @@ def _load_data(spec, refine_samples: int | None):
     return train, refine_set, test
 
 
-def _metric(metric: str, Yhat: Array, ds) -> float:
-    """Test accuracy, or RMSE; Yhat has shape (q, m)."""
-    if metric == "accuracy":
-        return float(np.mean(Yhat.argmax(0) == ds.labels))
-    return float(np.sqrt(np.mean((Yhat - ds.Y) ** 2)))
-
-
 def _model_metric(metric: str, model, ds) -> float:
-    return _metric(metric, model.predict(ds.U), ds)
+    """Accuracy on the labels of ``ds``, or RMSE against its targets."""
+    if metric == "accuracy":
+        return score(model, ds.U, ds.labels, "classification")
+    return score(model, ds.U, ds.Y, "regression")
 
 
 # -- one seed ---------------------------------------------------------------------------------
@@ -395,9 +405,6 @@ def _model_metric(metric: str, model, ds) -> float:
 def _train_implicit(exp: Experiment, spec, train, refine_set, test, seed: int,
                     eval_points: int = 40) -> tuple[dict, Any, Any]:
     """BCD, then the optional refinement on ``refine_set`` with a test-metric curve."""
-    from fenchel_idl.drivers.bcd import solve_bcd
-    from fenchel_idl.drivers.problem_file import bcd_options, build_problem
-
     problem = build_problem(spec, train)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -412,8 +419,6 @@ def _train_implicit(exp: Experiment, spec, train, refine_set, test, seed: int,
            "bcd": _model_metric(metric, model, scored), "t_bcd": t_bcd, "t_refine": 0.0}
     curve = [(0, out["bcd"])]
     if spec.refine is not None:
-        from fenchel_idl.drivers.refine import refine
-
         opts = dict(spec.refine)
         kappa = opts.pop("kappa", problem.kappa)
         opts.setdefault("seed", seed)
@@ -481,7 +486,7 @@ def _sk_metric(metric: str, est, X: Array, ds) -> float:
     if metric == "accuracy":
         return float(np.mean(est.predict(X) == ds.labels))
     pred = np.asarray(est.predict(X), dtype=float).reshape(ds.m, -1).T
-    return float(np.sqrt(np.mean((pred - ds.Y) ** 2)))
+    return prediction_metric(pred, ds.Y, "regression")["rmse"]
 
 
 def _tune_mlp(exp: Experiment, X: Array, y: Array, epochs: int,
@@ -548,9 +553,8 @@ def run_experiment(exp: Experiment, problem_path: str | Path, *, mode: str = "de
     """Run one experiment for several seeds; plots go to ``out`` when given.
 
     Everything, the baselines included, runs with BLAS on one thread (the environment
-    variable ``FENCHEL_IDL_BLAS_THREADS``, as in :func:`fenchel_idl.solve_bcd`): one epoch
-    of scikit-learn's MLP (128 hidden units) on MNIST took 45 s with OpenBLAS's default
-    threads on a busy 2-core machine and 1.7 s with one.
+    variable ``FENCHEL_IDL_BLAS_THREADS``, as in :func:`fenchel_idl.solve_bcd`): on a busy
+    machine a multithreaded BLAS spends most of an MLP epoch waiting for its threads.
 
     Parameters
     ----------
@@ -576,8 +580,6 @@ def run_experiment(exp: Experiment, problem_path: str | Path, *, mode: str = "de
     ValidationError
         A bad mode or seed count, or a problem file without a test set.
     """
-    from fenchel_idl.drivers.problem_file import load_problem
-
     if mode not in MODES:
         raise ValidationError(f"'mode' must be one of {list(MODES)}; got {mode!r}.")
     say = log or (lambda msg: None)
@@ -651,18 +653,6 @@ def run_experiment(exp: Experiment, problem_path: str | Path, *, mode: str = "de
 
 # -- plots ------------------------------------------------------------------------------------
 
-def _plt():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover
-        raise ImportError("the experiment plots need matplotlib: pip install matplotlib "
-                          "(or pip install fenchel-idl, which depends on it)") from exc
-    return plt
-
-
 def _band(curves: Sequence[Sequence[tuple[int, float]]]) -> tuple[Array, Array, Array]:
     """Epochs, mean and std of curves recorded at the same epochs."""
     length = min(len(c) for c in curves)
@@ -672,7 +662,7 @@ def _band(curves: Sequence[Sequence[tuple[int, float]]]) -> tuple[Array, Array, 
 
 
 def _plots(res: ExperimentResult, out: Path, bcd_result, model, net, train, test) -> list[str]:
-    plt = _plt()
+    plt = pyplot()
     exp = res.experiment
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -699,8 +689,6 @@ def _plots(res: ExperimentResult, out: Path, bcd_result, model, net, train, test
     plt.close(fig)
     written.append(path.name)
     if bcd_result is not None and bcd_result.history:
-        from fenchel_idl.analysis.plots import plot_convergence
-
         path = out / f"{exp.name}_bcd.png"
         plot_convergence(bcd_result, path, title=f"{exp.name}: BCD, seed {res.runs[0].seed}")
         written.append(path.name)
@@ -745,11 +733,30 @@ def write_report(results: Sequence[ExperimentResult], out: str | Path, *, mode: 
     """Write ``report.md`` and ``results.json`` into ``out``; return the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["# Implicit deep learning: the experiments of section 7", ""]
+    lines = ["# Implicit deep learning: the experiments of section 7", "",
+             *_summary(results, mode=mode, command=command, total_time=total_time)]
+    for r in results:
+        lines += _details(r)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1,
+                                                 default=_json_default))
+    return path
+
+
+def experiments_section(results: Sequence[ExperimentResult], *, mode: str, command: str = "",
+                        total_time: float | None = None) -> str:
+    """The results-document section: the summary table of :func:`write_report`."""
+    return "\n".join(["## Experiments of section 7", "",
+                      *_summary(results, mode=mode, command=command, total_time=total_time)])
+
+
+def _summary(results: Sequence[ExperimentResult], *, mode: str, command: str,
+             total_time: float | None) -> list[str]:
+    """Mode, command, machine, what the metric is, and one table row per experiment."""
     where = f"; command: `{command}`" if command else ""
-    total = f"; total time {total_time:.0f} s" if total_time is not None else ""
-    lines += [f"Mode: **{mode}**{where}.",
-              f"Machine: {platform.platform()}, Python {platform.python_version()}{total}.", ""]
+    total = f" Total time {total_time:.0f} s." if total_time is not None else ""
+    lines = [f"Mode: **{mode}**{where}.", f"{machine_line()}{total}", ""]
     lines += [("Metric: test accuracy (classification) or training RMSE (cosine, as in "
                "section 7.1). Values are mean ± standard deviation over seeds (model seeds; "
                "the data are fixed by the problem file). \"paper\" gives the paper's "
@@ -774,38 +781,36 @@ def write_report(results: Sequence[ExperimentResult], out: str | Path, *, mode: 
         lines.append(f"| {e.name} | {e.figure} | {e.metric} | {cells[0]} | {cells[1]} | "
                      f"{cells[2]} | {_paper(e)} | {e.target.text} | {met} |")
     lines.append("")
-    for r in results:
-        e = r.experiment
-        lines += [f"## {e.name}", ""]
-        if r.skipped:
-            lines += [f"Skipped: {r.skipped}", ""]
-            continue
-        lines += [e.note, "", *_settings_lines(r), ""]
-        lines += [("| seed | random-feature start | after BCD | implicit (final) | MLP | "
-                   "linear | well-posed | blocks certified | BCD s | refine s | MLP s |"),
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        yes = {True: "yes", False: "no"}
-        for run in r.runs:
-            c, t = run.certificate, run.times
-            lines.append(f"| {run.seed} | {run.implicit_start:.4f} | {run.implicit_bcd:.4f} | "
-                         f"{run.implicit:.4f} | {run.mlp:.4f} | {run.linear:.4f} | "
-                         f"{yes[bool(c.get('well_posed'))]} | "
-                         f"{yes[bool(c.get('blocks_certified'))]} | {t['bcd']:.1f} | "
-                         f"{t['refine']:.1f} | {t['mlp']:.1f} |")
-        if e.metric == "rmse":
-            f_imp = np.mean([run.extra["implicit_rmse_vs_f"] for run in r.runs])
-            f_mlp = np.mean([run.extra["mlp_rmse_vs_f"] for run in r.runs])
-            lines += ["", (f"RMSE against the noiseless f on a 1000-point grid: implicit "
-                           f"{f_imp:.3f}, MLP {f_mlp:.3f}.")]
-        lines.append("")
-        for p in r.plots:
-            lines.append(f"![{p}]({p})")
-        lines.append("")
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1,
-                                                 default=_json_default))
-    return path
+    return lines
+
+
+def _details(r: ExperimentResult) -> list[str]:
+    """The report's section of one experiment: settings, one row per seed, plots."""
+    e = r.experiment
+    lines = [f"## {e.name}", ""]
+    if r.skipped:
+        return lines + [f"Skipped: {r.skipped}", ""]
+    lines += [e.note, "", *_settings_lines(r), ""]
+    lines += [("| seed | random-feature start | after BCD | implicit (final) | MLP | "
+               "linear | well-posed | blocks certified | BCD s | refine s | MLP s |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    yes = {True: "yes", False: "no"}
+    for run in r.runs:
+        c, t = run.certificate, run.times
+        lines.append(f"| {run.seed} | {run.implicit_start:.4f} | {run.implicit_bcd:.4f} | "
+                     f"{run.implicit:.4f} | {run.mlp:.4f} | {run.linear:.4f} | "
+                     f"{yes[bool(c.get('well_posed'))]} | "
+                     f"{yes[bool(c.get('blocks_certified'))]} | {t['bcd']:.1f} | "
+                     f"{t['refine']:.1f} | {t['mlp']:.1f} |")
+    if e.metric == "rmse":
+        f_imp = np.mean([run.extra["implicit_rmse_vs_f"] for run in r.runs])
+        f_mlp = np.mean([run.extra["mlp_rmse_vs_f"] for run in r.runs])
+        lines += ["", (f"RMSE against the noiseless f on a 1000-point grid: implicit "
+                       f"{f_imp:.3f}, MLP {f_mlp:.3f}.")]
+    lines.append("")
+    lines += [f"![{p}]({p})" for p in r.plots]
+    lines.append("")
+    return lines
 
 
 def _settings_lines(r: ExperimentResult) -> list[str]:
@@ -844,25 +849,20 @@ def _json_default(obj: Any) -> Any:
 
 # -- the command ------------------------------------------------------------------------------
 
-def _problems_dir(given: str | None) -> Path:
-    if given is not None:
-        return Path(given)
-    for base in (Path(__file__).resolve().parents[2] / "problems", Path.cwd() / "problems"):
-        if base.is_dir():
-            return base
-    return Path.cwd() / "problems"
-
-
 def run_experiments(names: Sequence[str], *, mode: str = "default", seeds: int | None = None,
                     out: str | Path = "runs/experiments", problems: str | Path | None = None,
-                    log: Any = print, command: str = "") -> tuple[list[ExperimentResult], Path]:
+                    log: Any = print, command: str = "",
+                    results_path: str | Path | None = None
+                    ) -> tuple[list[ExperimentResult], Path]:
     """Run the named experiments and write the report; return (results, report path).
 
-    A missing problem file or data set skips its experiment (the report says why).
+    A missing problem file or data set skips its experiment (the report says why). With
+    ``results_path``, the summary table also goes into the ``experiments`` section of that
+    results document.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pdir = _problems_dir(None if problems is None else str(problems))
+    pdir = problems_dir(problems)
     results = []
     t0 = time.perf_counter()
     for name in names:
@@ -877,8 +877,11 @@ def run_experiments(names: Sequence[str], *, mode: str = "default", seeds: int |
         except FileNotFoundError as exc:  # DataNotFoundError: data files not installed
             results.append(ExperimentResult(exp, mode, skipped=str(exc)))
             log(f"[{name}] skipped: {exc}")
-    report = write_report(results, out, mode=mode, command=command,
-                          total_time=time.perf_counter() - t0)
+    total = time.perf_counter() - t0
+    report = write_report(results, out, mode=mode, command=command, total_time=total)
+    if results_path is not None:
+        write_section("experiments", experiments_section(results, mode=mode, command=command,
+                                                         total_time=total), results_path)
     return results, report
 
 
@@ -903,6 +906,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="directory of the problem files (default: problems/ of the "
                              "checkout)")
     parser.add_argument("--out", default="runs/experiments", help="output directory")
+    parser.add_argument("--results", default=None,
+                        help="results document whose 'experiments' section to rewrite "
+                             "(docs/results.md)")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else ("full" if args.full else "default")
     if args.only:
@@ -915,8 +921,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv[1:] if argv is None else list(argv))
     try:
         _, report = run_experiments(names, mode=mode, seeds=args.seeds, out=args.out,
-                                          problems=args.problems, command=command.strip(),
-                                          log=lambda msg: print(msg, flush=True))
+                                    problems=args.problems, command=command.strip(),
+                                    log=lambda msg: print(msg, flush=True),
+                                    results_path=args.results)
     except FenchelIDLError as exc:
         print(f"experiments: error: {exc}", file=sys.stderr)
         return 2
