@@ -13,7 +13,7 @@ function                   what (paper)
 =========================  ==============================================================
 :func:`state_bounds`       box bound on ``|x - x0|`` (section 4.2, Thm 4.1, (4.3)-(4.4))
 :func:`lipschitz_bound`    Lipschitz constant ``rho`` of ``u -> y`` in the inf-norm (4.3)
-:func:`lipschitz_penalty_value`  the convex upper bound (4.7) on ``rho``
+:func:`lipschitz_penalty_value`  the convex upper bound (4.7) on ``rho`` (model layer)
 :func:`sensitivity_matrix` ``S`` with ``|y(u) - y(u0)| <= S |u - u0|`` (Thm 4.2, (4.8))
 :func:`output_bound`       ``S sigma_u`` (or its cardinality version)
 :func:`lp_bound`           LP relaxation for ReLU (Thm 4.3), with an attack candidate
@@ -48,6 +48,7 @@ from fenchel_idl.model.activations import Activation, Blockwise, ReLU, blip_stru
 from fenchel_idl.errors import (ConvergenceWarning, InputTypeError, NotConvexError,
                                 NotWellPosedError, ShapeError, SolverError, ValidationError)
 from fenchel_idl.model.implicit_model import ImplicitModel
+from fenchel_idl.model.lipschitz import inf_norm, lipschitz_penalty_value
 from fenchel_idl.model.wellposedness import norm_matrix, pf_eigenvalue
 
 __all__ = [
@@ -413,10 +414,6 @@ def state_bounds(model: ImplicitModel, sigma_u: ArrayLike | float,
 # section 4.3: Lipschitz constant and sensitivity matrix
 # ------------------------------------------------------------------------------------------
 
-def _inf_norm(M: Array) -> float:
-    return float(np.max(np.abs(M).sum(axis=1))) if M.size else 0.0
-
-
 def lipschitz_bound(model: ImplicitModel) -> float:
     """Lipschitz constant rho of u -> y in the inf-norm (section 4.3).
 
@@ -459,64 +456,14 @@ def lipschitz_bound(model: ImplicitModel) -> float:
                               f"of section 4.3); got {phi!r}. Use sensitivity_matrix(model) "
                               "(Thm 4.2) for BLIP maps: ||S||_inf bounds the Lipschitz constant.")
     _, gammas, _, _ = blip_structure(phi, model.n)
-    a = _inf_norm(gammas[:, None] * model.A)
+    a = inf_norm(gammas[:, None] * model.A)
     if not a < 1.0:
         raise NotWellPosedError(f"lipschitz_bound needs ||A||_inf < 1 (section 4.3); got "
                                 f"||Gamma A||_inf = {a:.6g}. If lambda_PF(|A|) < 1, use "
                                 "fenchel_idl.rescale(model) first: it gives an equivalent model "
                                 "with ||A||_inf < 1.")
-    b = _inf_norm(gammas[:, None] * model.B)
-    return b * _inf_norm(model.C) / (1.0 - a) + _inf_norm(model.D)
-
-
-def lipschitz_penalty_value(A: ArrayLike, B: ArrayLike, C: ArrayLike, D: ArrayLike) -> float:
-    """The convex upper bound (4.7) on rho, in numpy.
-
-        (1/2) (||B||_inf^2 + ||C||_inf^2) / (1 - ||A||_inf) + ||D||_inf  >=  rho
-
-    (by ``b c <= (b^2 + c^2)/2``). It is jointly convex in (A, B, C, D) on
-    ``||A||_inf < 1`` (a quadratic-over-linear function); outside that domain the value is
-    ``math.inf``, as for an extended-value convex function.
-
-    Parameters
-    ----------
-    A : array_like of shape (n, n)
-    B : array_like of shape (n, p)
-    C : array_like of shape (q, n)
-    D : array_like of shape (q, p)
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    ShapeError
-        Shapes that do not fit together.
-
-    Examples
-    --------
-    >>> lipschitz_penalty_value([[0.5]], [[2.0]], [[3.0]], [[1.0]])
-    14.0
-    """
-    A = as_float_array("A", A, ndim=2)
-    B = as_float_array("B", B, ndim=2)
-    C = as_float_array("C", C, ndim=2)
-    D = as_float_array("D", D, ndim=2)
-    n = A.shape[0]
-    if A.shape != (n, n):
-        raise ShapeError(f"'A' must be square (n, n); got shape {A.shape}.")
-    if B.shape[0] != n:
-        raise ShapeError(f"'B' must have n = {n} rows; got shape {B.shape}.")
-    if C.shape[1] != n:
-        raise ShapeError(f"'C' must have n = {n} columns; got shape {C.shape}.")
-    if D.shape != (C.shape[0], B.shape[1]):
-        raise ShapeError(f"'D' must have shape (q, p) = ({C.shape[0]}, {B.shape[1]}); got "
-                         f"shape {D.shape}.")
-    a = _inf_norm(A)
-    if not a < 1.0:
-        return math.inf
-    return 0.5 * (_inf_norm(B) ** 2 + _inf_norm(C) ** 2) / (1.0 - a) + _inf_norm(D)
+    b = inf_norm(gammas[:, None] * model.B)
+    return b * inf_norm(model.C) / (1.0 - a) + inf_norm(model.D)
 
 
 def sensitivity_matrix(model: ImplicitModel) -> Array:

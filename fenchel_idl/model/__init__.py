@@ -10,6 +10,7 @@ from fenchel_idl.model.wellposedness import (pf_eigenvalue, induced_norm, norm_m
                                              is_well_posed, check_well_posed, well_posedness,
                                              WellPosedness, rescale)
 from fenchel_idl.model.composition import cascade, parallel, concat, feedback
+from fenchel_idl.model.lipschitz import lipschitz_penalty_value
 from fenchel_idl.model.feedforward import from_layers, from_mlp
 
 __all__ = [
@@ -17,5 +18,5 @@ __all__ = [
     "get_activation", "CvxTerm", "EquilibriumInfo", "solve_equilibrium", "picard", "ImplicitModel",
     "FORMAT_NAME", "FORMAT_VERSION", "pf_eigenvalue", "induced_norm", "norm_matrix",
     "is_well_posed", "check_well_posed", "well_posedness", "WellPosedness", "rescale", "cascade",
-    "parallel", "concat", "feedback", "from_layers", "from_mlp",
+    "parallel", "concat", "feedback", "from_layers", "from_mlp", "lipschitz_penalty_value",
 ]

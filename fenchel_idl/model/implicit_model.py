@@ -34,10 +34,60 @@ _FIELDS = ("A", "B", "C", "D", "activation", "bias_x", "bias_y")
 _EQUILIBRIUM_OPTIONS = ("tol", "max_iter", "method", "X0", "on_nonconvergence")
 
 
-def _frozen(a: Array) -> Array:
-    a = np.array(a, dtype=np.float64, copy=True)
-    a.setflags(write=False)
-    return a
+def frozen(a: ArrayLike) -> Array:
+    """A read-only float64 copy of ``a`` (the arrays of the immutable model records)."""
+    out = np.array(a, dtype=np.float64, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+def check_model_shapes(n: int, anchor: str, B: Array, C: Array, D: Array,
+                       bias_x: ArrayLike | None = None,
+                       bias_y: ArrayLike | None = None) -> tuple[Array, Array]:
+    """Check that B, C, D and the biases fit a model with n states; return the biases.
+
+    Parameters
+    ----------
+    n : int
+        Number of states, fixed by the state matrix that ``anchor`` names.
+    anchor : str
+        That matrix and its shape as the messages name it, for example ``"A (3, 3)"``.
+    B, C, D : ndarray
+        The input, output and feedthrough matrices, already 2-D float arrays.
+    bias_x, bias_y : array_like, optional
+        The biases (zero when None).
+
+    Returns
+    -------
+    bias_x : ndarray of shape (n,)
+    bias_y : ndarray of shape (q,)
+
+    Raises
+    ------
+    ShapeError
+        A shape that does not fit: B not (n, p), C not (q, n), D not (q, p), a bias not of
+        the number of states or outputs.
+    ValidationError, InputTypeError
+        A bias with NaN or inf or non-numeric entries.
+    """
+    if B.shape[0] != n:
+        raise ShapeError(f"'B' must have n = {n} rows to match {anchor}; got shape "
+                         f"{B.shape}.")
+    p = B.shape[1]
+    if C.shape[1] != n:
+        raise ShapeError(f"'C' must have n = {n} columns to match {anchor}; got shape "
+                         f"{C.shape}.")
+    q = C.shape[0]
+    if D.shape != (q, p):
+        raise ShapeError(f"'D' must have shape (q, p) = ({q}, {p}) to match C {C.shape} and "
+                         f"B {B.shape}; got shape {D.shape}.")
+    bx = np.zeros(n) if bias_x is None else as_float_array("bias_x", bias_x, 1)
+    by = np.zeros(q) if bias_y is None else as_float_array("bias_y", bias_y, 1)
+    if bx.shape != (n,):
+        raise ShapeError(f"'bias_x' must have shape ({n},); got {bx.shape}.")
+    if by.shape != (q,):
+        raise ShapeError(f"'bias_y' must have shape ({q},); got {by.shape}.")
+    return bx, by
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,26 +142,10 @@ class ImplicitModel:
         n = A.shape[0]
         if A.shape != (n, n) or n == 0:
             raise ShapeError(f"'A' must be a non-empty square matrix (n, n); got shape {A.shape}.")
-        if B.shape[0] != n:
-            raise ShapeError(f"'B' must have n = {n} rows to match A {A.shape}; got shape "
-                             f"{B.shape}.")
-        p = B.shape[1]
-        if C.shape[1] != n:
-            raise ShapeError(f"'C' must have n = {n} columns to match A {A.shape}; got shape "
-                             f"{C.shape}.")
-        q = C.shape[0]
-        if D.shape != (q, p):
-            raise ShapeError(f"'D' must have shape (q, p) = ({q}, {p}) to match C {C.shape} and "
-                             f"B {B.shape}; got shape {D.shape}.")
-        bx = np.zeros(n) if self.bias_x is None else as_float_array("bias_x", self.bias_x, 1)
-        by = np.zeros(q) if self.bias_y is None else as_float_array("bias_y", self.bias_y, 1)
-        if bx.shape != (n,):
-            raise ShapeError(f"'bias_x' must have shape ({n},); got {bx.shape}.")
-        if by.shape != (q,):
-            raise ShapeError(f"'bias_y' must have shape ({q},); got {by.shape}.")
+        bx, by = check_model_shapes(n, f"A {A.shape}", B, C, D, self.bias_x, self.bias_y)
         phi = activation_for(get_activation(self.activation), n)
         for name, val in zip(_ARRAYS, (A, B, C, D, bx, by)):
-            object.__setattr__(self, name, _frozen(val))
+            object.__setattr__(self, name, frozen(val))
         object.__setattr__(self, "activation", phi)
 
     # -- sizes ------------------------------------------------------------------------------
