@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -69,17 +70,31 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fenchel_idl.problem import datasets
-from fenchel_idl.validation import describe, check_int, check_real
-from fenchel_idl.analysis.compression import (low_rank, perturbation_bound, reduce,
-                                              selected_features)
+from fenchel_idl.analysis import (
+    lipschitz_bound,
+    lipschitz_penalty_value,
+    low_rank,
+    perturbation_bound,
+    reduce,
+    selected_features,
+    sensitivity_matrix,
+)
+from fenchel_idl.apps import common
+from fenchel_idl.apps.common import pyplot, score
+from fenchel_idl.drivers import (
+    bcd_options,
+    build_problem,
+    init_random,
+    load_data,
+    load_problem,
+    refine,
+    solve_bcd,
+)
 from fenchel_idl.errors import InputTypeError, NotWellPosedError, ValidationError
-from fenchel_idl.model.implicit_model import ImplicitModel
-from fenchel_idl.problem.penalties import get_penalty
-from fenchel_idl.analysis.robustness import (lipschitz_bound, lipschitz_penalty_value,
-                                             sensitivity_matrix)
-from fenchel_idl.model.wellposedness import pf_eigenvalue
-from fenchel_idl.model.activations import state_lipschitz
+from fenchel_idl.model import ImplicitModel, pf_eigenvalue
+from fenchel_idl.model.activations import state_lipschitz  # not exported by fenchel_idl.model
+from fenchel_idl.problem import datasets, get_penalty
+from fenchel_idl.validation import check_int, check_real, describe
 
 __all__ = [
     "DEMOS",
@@ -494,13 +509,9 @@ class _Settings:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _default_problems_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "problems"
-
-
 def _problem_path(kind: str, problem: Any) -> Path:
     if problem is None:
-        return _default_problems_dir() / f"{kind}_digits.toml"
+        return common.problems_dir() / f"{kind}_digits.toml"
     if not isinstance(problem, (str, Path)):
         raise InputTypeError(f"'problem' must be a path to a problem file or None; got "
                              f"{type(problem).__name__}.")
@@ -509,13 +520,37 @@ def _problem_path(kind: str, problem: Any) -> Path:
 
 def _settings(kind: str, problem: Any, quick: Any) -> _Settings:
     """Load the problem file, check its [demo] table and apply the quick overrides."""
-    from fenchel_idl.drivers.problem_file import load_problem
-
     if not isinstance(quick, (bool, np.bool_)):
         raise InputTypeError(f"'quick' must be a bool; got {describe(quick)}.")
     path = _problem_path(kind, problem)
-    spec = load_problem(path)
     where = f"problem file {str(path)!r}"
+    spec, demo = _demo_table(kind, load_problem(path), where, bool(quick))
+    _check_penalty(kind, spec, where)
+    weights = demo.get("weights")
+    if not isinstance(weights, list) or not weights:
+        raise ValidationError(f"{where}: [demo] weights must be a non-empty array of numbers "
+                              f">= 0; got {describe(weights)}.")
+    weights_t = tuple(check_real("[demo] weights", w, 0.0, None) for w in weights)
+    train = demo.get("train", "refine")
+    if train not in ("refine", "bcd"):
+        raise ValidationError(f"{where}: [demo] train must be 'refine' or 'bcd'; got "
+                              f"{train!r}.")
+    if train == "refine" and spec.refine is None:
+        raise ValidationError(f"{where}: [demo] train = 'refine' needs a [refine] table (the "
+                              "options of fenchel_idl.drivers.refine.refine).")
+    samples = demo.get("train_samples")
+    if samples is not None:
+        samples = check_int("[demo] train_samples", samples, low=10)
+    scale = check_real("[demo] init_scale", demo.get("init_scale", 1.0), 0.0, None,
+                       low_open=True)
+    return _Settings(kind=kind, spec=spec, weights=weights_t, train=train,
+                     train_samples=samples, init_scale=scale,
+                     extra=_extra_settings(kind, demo, spec, where))
+
+
+def _demo_table(kind: str, spec: Any, where: str, quick: bool) -> tuple[Any, dict[str, Any]]:
+    """The checked [demo] table of a problem file; with ``quick``, its [demo.quick]
+    overrides applied to the spec's tables and to the demo settings."""
     demo = spec.demo
     if demo is None:
         raise ValidationError(f"{where} has no [demo] table; a demo file needs [demo] with "
@@ -543,6 +578,11 @@ def _settings(kind: str, problem: Any, quick: Any) -> _Settings:
                 changes[key] = {**(getattr(spec, key) or {}), **patch}
         spec = dataclasses.replace(spec, **changes)
         demo.update({k: v for k, v in quick_table.items() if k not in _QUICK_TABLES})
+    return spec, demo
+
+
+def _check_penalty(kind: str, spec: Any, where: str) -> None:
+    """The first [[penalties]] entry is the one the demo sweeps, and it is valid."""
     if not spec.penalties or not isinstance(spec.penalties[0], Mapping):
         raise ValidationError(f"{where}: the demo sweeps the weight of the first "
                               f"[[penalties]] entry; the file has none.")
@@ -551,23 +591,10 @@ def _settings(kind: str, problem: Any, quick: Any) -> _Settings:
         raise ValidationError(f"{where}: the first [[penalties]] entry of a {kind!r} demo must "
                               f"be {_PENALTY[kind]!r}; got {pname!r}.")
     get_penalty(dict(spec.penalties[0]))  # its other options are valid
-    weights = demo.get("weights")
-    if not isinstance(weights, list) or not weights:
-        raise ValidationError(f"{where}: [demo] weights must be a non-empty array of numbers "
-                              f">= 0; got {describe(weights)}.")
-    weights_t = tuple(check_real("[demo] weights", w, 0.0, None) for w in weights)
-    train = demo.get("train", "refine")
-    if train not in ("refine", "bcd"):
-        raise ValidationError(f"{where}: [demo] train must be 'refine' or 'bcd'; got "
-                              f"{train!r}.")
-    if train == "refine" and spec.refine is None:
-        raise ValidationError(f"{where}: [demo] train = 'refine' needs a [refine] table (the "
-                              "options of fenchel_idl.drivers.refine.refine).")
-    samples = demo.get("train_samples")
-    if samples is not None:
-        samples = check_int("[demo] train_samples", samples, low=10)
-    scale = check_real("[demo] init_scale", demo.get("init_scale", 1.0), 0.0, None,
-                       low_open=True)
+
+
+def _extra_settings(kind: str, demo: dict[str, Any], spec: Any, where: str) -> dict[str, Any]:
+    """The checked [demo] keys of one kind of demo (refit epochs, timing repeats, ranks)."""
     extra: dict[str, Any] = {}
     if kind == "feature_selection":
         extra["refit_epochs"] = check_int("[demo] refit_epochs", demo.get("refit_epochs", 0),
@@ -589,8 +616,7 @@ def _settings(kind: str, problem: Any, quick: Any) -> _Settings:
             raise ValidationError(f"{where}: [demo] ranks must be at most n = {n}; got "
                                   f"{ranks_t[-1]}.")
         extra["ranks"] = tuple(ranks_t)
-    return _Settings(kind=kind, spec=spec, weights=weights_t, train=train,
-                     train_samples=samples, init_scale=scale, extra=extra)
+    return extra
 
 
 def _check_keys(where: str, table: str, values: Mapping[str, Any], allowed: set[str]) -> None:
@@ -605,8 +631,6 @@ def _check_keys(where: str, table: str, values: Mapping[str, Any], allowed: set[
 # ------------------------------------------------------------------------------------------
 def _data(st: _Settings) -> tuple[Any, Any]:
     """(train, test) Datasets of a classification problem file."""
-    from fenchel_idl.drivers.problem_file import load_data
-
     train, test = load_data(st.spec)
     where = f"problem file {st.spec.path!r}"
     if test is None:
@@ -622,7 +646,8 @@ def _data(st: _Settings) -> tuple[Any, Any]:
 
 
 def _accuracy(model: Any, U: Array, labels: Any, **options: Any) -> float:
-    return float(np.mean(np.argmax(model.predict(U, **options), axis=0) == labels))
+    """Accuracy of ``model`` on the inputs ``U`` (``options`` go to its ``predict``)."""
+    return score(model, U, labels, "classification", **options)
 
 
 def _penalties(st: _Settings, weight: float) -> list[dict[str, Any]]:
@@ -655,8 +680,6 @@ def _fit(st: _Settings, train: Any, weight: float) -> tuple[ImplicitModel, float
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if st.train == "refine":
-            from fenchel_idl.drivers.refine import init_random, refine
-
             kappa, opts = _refine_options(spec)
             m0 = init_random(p=train.p, q=train.q, n=int(spec.model["n"]), kappa=kappa,
                              activation=spec.model.get("activation", "relu"), seed=spec.seed,
@@ -667,9 +690,6 @@ def _fit(st: _Settings, train: Any, weight: float) -> tuple[ImplicitModel, float
                     f"{opts.get('optimizer', 'adam')}, lr {opts.get('lr', 1e-3):g}, "
                     f"{loss} loss")
         else:
-            from fenchel_idl.drivers.bcd import solve_bcd
-            from fenchel_idl.drivers.problem_file import bcd_options, build_problem
-
             problem = build_problem(dataclasses.replace(spec, penalties=pens), train)
             res_b = solve_bcd(problem, **bcd_options(spec))
             model = res_b.model
@@ -782,12 +802,6 @@ def _base_settings(st: _Settings, train: Any, test: Any) -> dict[str, Any]:
     return out
 
 
-def _plt() -> Any:
-    from fenchel_idl.analysis.plots import _plt as plots_plt
-
-    return plots_plt()
-
-
 def _plain_log(ax: Any, which: str = "y") -> None:
     """Ticks of a log axis at 1, 2, 5 x 10^k inside its current limits, as plain numbers."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -820,8 +834,6 @@ def _weight_labels(weights: Sequence[float]) -> list[str]:
 def _one_blas_thread(fn: Callable[..., DemoReport]) -> Callable[..., DemoReport]:
     """Run a demo with BLAS limited to one thread (OpenBLAS workers that spin after a
     multi-threaded call would otherwise burn CPU time inside the timed calls)."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> DemoReport:
         from threadpoolctl import threadpool_limits  # a scikit-learn dependency
@@ -841,7 +853,7 @@ _MASK_SCALE = 16
 def _save_mask(mask: NDArray[np.bool_], shape: tuple[int, int], path: Path) -> None:
     """An exact mask PNG: each input pixel is a _MASK_SCALE x _MASK_SCALE block, white when
     selected."""
-    plt = _plt()
+    plt = pyplot()
     img = np.kron(mask.reshape(shape).astype(float), np.ones((_MASK_SCALE, _MASK_SCALE)))
     plt.imsave(path, img, cmap="gray", vmin=0.0, vmax=1.0)
 
@@ -903,8 +915,6 @@ def feature_selection_demo(out: str | Path, problem: str | Path | None = None, *
             trained.append(TrainedModel(w, mfile, secs, tr_acc, te_acc, note))
             refit = None
             if refit_epochs and sel.size:
-                from fenchel_idl.drivers.refine import refine
-
                 kappa, opts = _refine_options(st.spec, epochs=refit_epochs)
                 sub = ImplicitModel(A=model.A, B=model.B[:, sel], C=model.C,
                                     D=model.D[:, sel], activation=model.activation,
@@ -969,7 +979,7 @@ def _fs_notes(rows: Sequence[FeatureSelectionRow], p: int) -> list[str]:
 
 def _plot_masks(rows: Sequence[FeatureSelectionRow], train: Any, shape: tuple[int, int],
                 path: Path) -> str:
-    plt = _plt()
+    plt = pyplot()
     k = len(rows) + 1
     ncols = min(k, 4)
     nrows = -(-k // ncols)
@@ -1007,7 +1017,7 @@ def _plot_masks(rows: Sequence[FeatureSelectionRow], train: Any, shape: tuple[in
 
 
 def _plot_feature_accuracy(rows: Sequence[FeatureSelectionRow], p: int, path: Path) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     k = [r.n_features for r in rows]
     ax.plot(k, [100 * r.test_accuracy for r in rows], "o-", label="penalized model")
@@ -1149,7 +1159,7 @@ def _rs_notes(rows: Sequence[RowSparsityRow]) -> list[str]:
 
 
 def _plot_row_sparsity(rows: Sequence[RowSparsityRow], path: Path) -> str:
-    plt = _plt()
+    plt = pyplot()
     x = np.arange(len(rows))
     labels = _weight_labels([r.weight for r in rows])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -1345,7 +1355,7 @@ def _lr_notes(rows: Sequence[LowRankRow], spectra: Sequence[tuple[float, Array, 
 
 def _plot_low_rank(rows: Sequence[LowRankRow], spectra: Sequence[tuple[float, Array, float]],
                    path: Path) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, (w, sv, acc) in enumerate(spectra):
@@ -1515,7 +1525,7 @@ def _rb_notes(rows: Sequence[RobustRow]) -> list[str]:
 
 
 def _plot_robust(rows: Sequence[RobustRow], path: Path) -> str:
-    plt = _plt()
+    plt = pyplot()
     x = np.arange(len(rows))
     labels = _weight_labels([r.weight for r in rows])
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
@@ -1627,7 +1637,7 @@ def run_demos(out: str | Path, *, quick: bool = False, only: str | Sequence[str]
     if problems_dir is not None and not isinstance(problems_dir, (str, Path)):
         raise InputTypeError(f"'problems_dir' must be a directory path; got "
                              f"{describe(problems_dir)}.")
-    pdir = _default_problems_dir() if problems_dir is None else Path(problems_dir)
+    pdir = common.problems_dir(problems_dir)
     cmd = (f"python -m fenchel_idl.apps.demos --out {out}" + (" --quick" if quick else "")
            + ("" if only is None else f" --only {','.join(names)}"))
     reports = []

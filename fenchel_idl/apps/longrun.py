@@ -34,6 +34,16 @@ import threading
 import time
 from pathlib import Path
 
+from fenchel_idl.apps.cli import main as cli_main
+from fenchel_idl.apps.common import pyplot
+from fenchel_idl.drivers import (
+    HISTORY_DIR,
+    bcd,
+    build_problem,
+    checkpoint_sweep,
+    load_data,
+    load_problem,
+)
 from fenchel_idl.errors import FenchelIDLError
 
 __all__: list[str] = []
@@ -86,8 +96,6 @@ class _Sampler(threading.Thread):
             csv.DictWriter(fh, fieldnames=_FIELDS).writeheader()
 
     def sample(self) -> None:
-        from fenchel_idl.drivers.bcd import HISTORY_DIR, checkpoint_sweep
-
         sweeps = checkpoint_sweep(self.ckpt) or 0
         npz = self.ckpt / "checkpoint.npz"
         logs = list((self.ckpt / HISTORY_DIR).glob("*.jsonl")) if self.ckpt.exists() else []
@@ -140,9 +148,7 @@ def _display(stderr: str) -> dict:
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> None:
-    from fenchel_idl.analysis.plots import _plt
-
-    plt = _plt()
+    plt = pyplot()
     t = [r["elapsed_s"] / 60.0 for r in rows]
     fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
     axes[0].plot(t, [r["rss_mb"] for r in rows], ".-", ms=2)
@@ -203,8 +209,6 @@ def main(argv: list[str] | None = None) -> int:
     with open(out / "stderr.log", "w") as log:
         sys.stderr = _Tee(real_stderr, log)
         try:
-            from fenchel_idl.apps.cli import main as cli_main
-
             rc = cli_main(["run", str(problem_path), "--out", str(out / "result"),
                            "--checkpoint", str(ckpt), "--max-sweeps", str(10**9)]
                           + (["--resume"] if args.resume else []))
@@ -216,13 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     check: dict = {}
     name = problem_path.stem
     try:
-        from fenchel_idl.drivers import bcd, problem_file
-
-        spec = problem_file.load_problem(problem_path)
+        spec = load_problem(problem_path)
         name = spec.name
-        problem = problem_file.build_problem(spec, problem_file.load_data(spec)[0])
+        problem = build_problem(spec, load_data(spec)[0])
         t0 = time.perf_counter()
-        loaded = bcd._load_checkpoint(ckpt, problem)
+        loaded = bcd._load_checkpoint(ckpt, problem)  # wants drivers.load_checkpoint
         check = {"loads": loaded is not None, "load_s": time.perf_counter() - t0}
         if loaded is not None:
             check.update(sweep=loaded[1]["sweep"], records=len(loaded[1]["history"]))
