@@ -49,13 +49,14 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order
 
 from fenchel_idl.validation import as_float_array, as_samples, check_choice, check_int, check_real
-from fenchel_idl.model.activations import (Activation, Blockwise, activation_for, get_activation)
-from fenchel_idl.model.equilibrium import EquilibriumInfo, _restrict
+from fenchel_idl.model.activations import (Activation, Blockwise, activation_for, get_activation,
+                                           restrict_activation, state_lipschitz)
+from fenchel_idl.model.equilibrium import EquilibriumInfo
 from fenchel_idl.errors import (ConvergenceWarning, EquilibriumError, InputTypeError,
                                 NotWellPosedError, ShapeError, ValidationError)
-from fenchel_idl.model.implicit_model import ImplicitModel
+from fenchel_idl.model.implicit_model import (ImplicitModel, ModelSizes, check_model_shapes,
+                                              frozen)
 from fenchel_idl.model.wellposedness import pf_eigenvalue
-from fenchel_idl.model.activations import state_lipschitz
 
 __all__ = [
     "ClosedFormState",
@@ -73,7 +74,6 @@ __all__ = [
 ]
 
 Array = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 #: Tolerance used for the nominal equilibrium inside the error bounds.
 _BOUND_TOL = 1e-12
@@ -83,12 +83,6 @@ _BOUND_MAX_ITER = 20000
 # ------------------------------------------------------------------------------------------
 # shared helpers
 # ------------------------------------------------------------------------------------------
-def _frozen(a: ArrayLike) -> Array:
-    out = np.array(a, dtype=np.float64, copy=True)
-    out.setflags(write=False)
-    return out
-
-
 def _as_model(model: object, name: str = "model") -> ImplicitModel:
     if not isinstance(model, ImplicitModel):
         raise InputTypeError(f"'{name}' must be an ImplicitModel; got {type(model).__name__}.")
@@ -100,7 +94,6 @@ def _check_componentwise(phi: Activation, name: str, what: str) -> None:
         raise ValidationError(f"{what} needs a componentwise activation (section 5 assumes "
                               f"CONE maps); '{name}' has {phi!r}, which contains a vector "
                               "block (softmax). Split the model or keep it uncompressed.")
-
 
 
 
@@ -466,12 +459,12 @@ def reduce(model: ImplicitModel, tol: float = 0.0) -> Reduction:
             if cand.size:
                 diag = WA[cand, cand].copy()
                 diag[np.abs(diag) <= tol] = 0.0
-                sub_phi = _restrict(phi, cand)
+                sub_phi = restrict_activation(phi, cand)
                 ok = (diag == 0.0) | sub_phi.scalar_well_posed(diag)
                 cand, diag = cand[ok], diag[ok]
             if cand.size:
                 changed = True
-                sub_phi = _restrict(phi, cand)
+                sub_phi = restrict_activation(phi, cand)
                 # prune the small entries of these rows, then solve the scalar equations
                 for M in (PA, WA):
                     M[np.ix_(cand, live)] = 0.0  # entries <= tol, diagonal restored below
@@ -531,7 +524,7 @@ def reduce(model: ImplicitModel, tol: float = 0.0) -> Reduction:
                                 bias_x=np.zeros(1), bias_y=by)
     else:
         reduced = ImplicitModel(A=WA[np.ix_(kept, kept)], B=PB[kept], C=PC[:, kept],
-                                D=model.D, activation=_restrict(phi, kept), bias_x=bx[kept],
+                                D=model.D, activation=restrict_activation(phi, kept), bias_x=bx[kept],
                                 bias_y=by)
     pos = {int(k): r for r, k in enumerate(kept)}
     closed_form = tuple(ClosedFormState(i, pos[i], why) for i, why in sorted(closed.items())
@@ -541,8 +534,8 @@ def reduce(model: ImplicitModel, tol: float = 0.0) -> Reduction:
         pruned = model.replace(A=PA, B=PB, C=PC)
         gam = state_lipschitz(phi, n)
         bound = ReductionErrorBound(
-            original=model, pruned=pruned, E_A=_frozen(np.abs(A - PA)),
-            E_B=_frozen(np.abs(B - PB)), E_C=_frozen(np.abs(C - PC)),
+            original=model, pruned=pruned, E_A=frozen(np.abs(A - PA)),
+            E_B=frozen(np.abs(B - PB)), E_C=frozen(np.abs(C - PC)),
             pf_eigenvalue=pf_eigenvalue(gam[:, None] * np.abs(A)))
     return Reduction(model=reduced, kept=tuple(int(k) for k in kept), removed=tuple(removed),
                      closed_form=closed_form, tol=tol, error_bound=bound,
@@ -565,7 +558,7 @@ def _reachable(read: NDArray[np.bool_], roots: NDArray[np.bool_]) -> NDArray[np.
 # ------------------------------------------------------------------------------------------
 # 5.1: feature selection
 # ------------------------------------------------------------------------------------------
-def selected_features(model: ImplicitModel | LowRankModel, tol: float = 0.0) -> IntArray:
+def selected_features(model: ImplicitModel | LowRankModel, tol: float = 0.0) -> NDArray[np.int64]:
     """Indices of the inputs used by the model: columns of ``(B; D)`` with an entry > tol.
 
     A zero column of ``(B; D)`` means that input plays no role in the prediction rule
@@ -609,7 +602,7 @@ def selected_features(model: ImplicitModel | LowRankModel, tol: float = 0.0) -> 
 # 5.3: rank sparsity
 # ------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class LowRankModel:
+class LowRankModel(ModelSizes):
     """An implicit model with a factored ``A = L R^T`` (section 5.3).
 
     The equilibrium ``x = phi(L R^T x + B u + b)`` is found through ``z = R^T x``, the
@@ -658,14 +651,14 @@ class LowRankModel:
     True
     """
 
-    L: Array
-    R: Array
-    B: Array
-    C: Array
-    D: Array
+    L: Array  # (n, k)
+    R: Array  # (n, k)
+    B: Array  # (n, p)
+    C: Array  # (q, n)
+    D: Array  # (q, p)
     activation: Activation = field(default="relu")  # type: ignore[assignment]
-    bias_x: Array | None = None
-    bias_y: Array | None = None
+    bias_x: Array | None = None  # (n,)
+    bias_y: Array | None = None  # (q,)
 
     def __post_init__(self) -> None:
         L = as_float_array("L", self.L, ndim=2)
@@ -679,49 +672,18 @@ class LowRankModel:
         if R.shape != (n, k):
             raise ShapeError(f"'R' must have the shape of L, (n, k) = ({n}, {k}); got "
                              f"{R.shape}.")
-        if B.shape[0] != n:
-            raise ShapeError(f"'B' must have n = {n} rows to match L {L.shape}; got shape "
-                             f"{B.shape}.")
-        p = B.shape[1]
-        if C.shape[1] != n:
-            raise ShapeError(f"'C' must have n = {n} columns to match L {L.shape}; got shape "
-                             f"{C.shape}.")
-        q = C.shape[0]
-        if D.shape != (q, p):
-            raise ShapeError(f"'D' must have shape (q, p) = ({q}, {p}) to match C {C.shape} and "
-                             f"B {B.shape}; got shape {D.shape}.")
-        bx = np.zeros(n) if self.bias_x is None else as_float_array("bias_x", self.bias_x, 1)
-        by = np.zeros(q) if self.bias_y is None else as_float_array("bias_y", self.bias_y, 1)
-        if bx.shape != (n,):
-            raise ShapeError(f"'bias_x' must have shape ({n},); got {bx.shape}.")
-        if by.shape != (q,):
-            raise ShapeError(f"'bias_y' must have shape ({q},); got {by.shape}.")
+        bx, by = check_model_shapes(n, f"L {L.shape}", B, C, D, self.bias_x, self.bias_y)
         phi = activation_for(get_activation(self.activation), n)
         _check_componentwise(phi, "activation", "LowRankModel")
         for name, val in zip(("L", "R", "B", "C", "D", "bias_x", "bias_y"),
                              (L, R, B, C, D, bx, by)):
-            object.__setattr__(self, name, _frozen(val))
+            object.__setattr__(self, name, frozen(val))
         object.__setattr__(self, "activation", phi)
-
-    @property
-    def n(self) -> int:
-        """Number of states."""
-        return self.L.shape[0]
 
     @property
     def k(self) -> int:
         """Rank of the factorization (size of z)."""
         return self.L.shape[1]
-
-    @property
-    def p(self) -> int:
-        """Number of inputs."""
-        return self.B.shape[1]
-
-    @property
-    def q(self) -> int:
-        """Number of outputs."""
-        return self.C.shape[0]
 
     @cached_property
     def pf_eigenvalue(self) -> float:
@@ -940,8 +902,8 @@ def low_rank(model: ImplicitModel, rank: int) -> LowRankApproximation:
     R = Vt[:rank].T
     lr = LowRankModel(L=L, R=R, B=model.B, C=model.C, D=model.D, activation=model.activation,
                       bias_x=model.bias_x, bias_y=model.bias_y)
-    return LowRankApproximation(model=lr, error=_frozen(np.abs(model.A - L @ R.T)),
-                                singular_values=_frozen(s), rank=rank)
+    return LowRankApproximation(model=lr, error=frozen(np.abs(model.A - L @ R.T)),
+                                singular_values=frozen(s), rank=rank)
 
 
 # ------------------------------------------------------------------------------------------

@@ -143,6 +143,11 @@ class Activation:
         return np.asarray(a) * self.lipschitz < 1.0
 
 
+def _floats(x: Any, z: Any) -> tuple[Array, Array]:
+    """The two arguments of a divergence as float arrays."""
+    return np.asarray(x, dtype=float), np.asarray(z, dtype=float)
+
+
 @dataclass(frozen=True)
 class ReLU(Activation):
     """phi(z) = max(z, 0). A CONE map; F is equation (6.8): x^2/2 + (z_+)^2/2 - x z, x >= 0.
@@ -158,6 +163,7 @@ class ReLU(Activation):
     """
 
     name: ClassVar[str] = "relu"
+    lipschitz: ClassVar[float] = 1.0  # type: ignore[assignment]
     positively_homogeneous: ClassVar[bool] = True
 
     def __call__(self, z):
@@ -169,13 +175,8 @@ class ReLU(Activation):
     def derivative(self, z):
         return (z > 0).astype(np.float64)
 
-    @property
-    def lipschitz(self):
-        return 1.0
-
     def fenchel(self, x, z):
-        x = np.asarray(x, dtype=float)
-        z = np.asarray(z, dtype=float)
+        x, z = _floats(x, z)
         zp = np.maximum(z, 0.0)
         val = 0.5 * x * x + 0.5 * zp * zp - x * z
         return np.where(x >= 0, np.maximum(val, 0.0), np.inf)
@@ -200,6 +201,7 @@ class LeakyReLU(Activation):
 
     alpha: float = 0.01
     name: ClassVar[str] = "leaky_relu"
+    lipschitz: ClassVar[float] = 1.0  # type: ignore[assignment]
     positively_homogeneous: ClassVar[bool] = True
 
     def __post_init__(self):
@@ -211,13 +213,8 @@ class LeakyReLU(Activation):
     def derivative(self, z):
         return np.where(z > 0, 1.0, self.alpha)
 
-    @property
-    def lipschitz(self):
-        return 1.0
-
     def fenchel(self, x, z):
-        x = np.asarray(x, dtype=float)
-        z = np.asarray(z, dtype=float)
+        x, z = _floats(x, z)
         fx = np.where(x >= 0, 0.5 * x * x, 0.5 * x * x / self.alpha)
         fz = np.where(z >= 0, 0.5 * z * z, 0.5 * self.alpha * z * z)
         return np.maximum(fx + fz - x * z, 0.0)
@@ -240,6 +237,7 @@ class Identity(Activation):
     """phi(z) = z. f = f* = (.)^2/2 and F(x, z) = (x - z)^2 / 2."""
 
     name: ClassVar[str] = "identity"
+    lipschitz: ClassVar[float] = 1.0  # type: ignore[assignment]
     positively_homogeneous: ClassVar[bool] = True
 
     def __call__(self, z):
@@ -250,10 +248,6 @@ class Identity(Activation):
 
     def derivative(self, z):
         return np.ones_like(z, dtype=float)
-
-    @property
-    def lipschitz(self):
-        return 1.0
 
     def fenchel(self, x, z):
         d = np.asarray(x, dtype=float) - np.asarray(z, dtype=float)
@@ -279,6 +273,7 @@ class Tanh(Activation):
     """phi(z) = tanh z. f*(z) = log cosh z; f(x) = ((1+x)log(1+x) + (1-x)log(1-x))/2, |x| <= 1."""
 
     name: ClassVar[str] = "tanh"
+    lipschitz: ClassVar[float] = 1.0  # type: ignore[assignment]
     range_: ClassVar[tuple[float, float]] = (-1.0, 1.0)
 
     def __call__(self, z):
@@ -291,13 +286,8 @@ class Tanh(Activation):
         t = np.tanh(z)
         return 1.0 - t * t
 
-    @property
-    def lipschitz(self):
-        return 1.0
-
     def fenchel(self, x, z):
-        x = np.asarray(x, dtype=float)
-        z = np.asarray(z, dtype=float)
+        x, z = _floats(x, z)
         inside = np.abs(x) <= 1.0
         xc = np.clip(x, -1.0, 1.0)
         fx = 0.5 * (xlogy(1.0 + xc, 1.0 + xc) + xlogy(1.0 - xc, 1.0 - xc))
@@ -320,6 +310,7 @@ class Sigmoid(Activation):
     """
 
     name: ClassVar[str] = "sigmoid"
+    lipschitz: ClassVar[float] = 0.25  # type: ignore[assignment]
     range_: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
     def __call__(self, z):
@@ -332,13 +323,8 @@ class Sigmoid(Activation):
         s = expit(z)
         return s * (1.0 - s)
 
-    @property
-    def lipschitz(self):
-        return 0.25
-
     def fenchel(self, x, z):
-        x = np.asarray(x, dtype=float)
-        z = np.asarray(z, dtype=float)
+        x, z = _floats(x, z)
         inside = (x >= 0.0) & (x <= 1.0)
         xc = np.clip(x, 0.0, 1.0)
         fx = xlogy(xc, xc) + xlogy(1.0 - xc, 1.0 - xc)
@@ -361,6 +347,7 @@ class Softmax(Activation):
     """
 
     name: ClassVar[str] = "softmax"
+    lipschitz: ClassVar[float] = 1.0  # type: ignore[assignment]
     componentwise: ClassVar[bool] = False
     norm: ClassVar[float] = 1.0
 
@@ -374,13 +361,8 @@ class Softmax(Activation):
         s = _softmax(z, axis=0)
         return s * (v - np.sum(s * v, axis=0, keepdims=True))
 
-    @property
-    def lipschitz(self):
-        return 1.0
-
     def fenchel(self, x, z):
-        x = np.asarray(x, dtype=float)
-        z = np.asarray(z, dtype=float)
+        x, z = _floats(x, z)
         if x.ndim == 1:
             x, z = x[:, None], z[:, None]
         inside = np.all(x >= 0, axis=0) & np.isclose(np.sum(x, axis=0), 1.0, atol=1e-9)
@@ -497,8 +479,7 @@ class Blockwise(Activation):
     def fenchel(self, x, z):
         """Entrywise divergence for componentwise blocks; vector blocks put their per-sample
         value on the block's first row and zeros on the others. Shape (n, m)."""
-        x = np.asarray(x, dtype=float)
-        z = np.asarray(z, dtype=float)
+        x, z = _floats(x, z)
         out = np.zeros(np.broadcast_shapes(x.shape, z.shape))
         for sl, act in self.slices():
             val = act.fenchel(x[sl], z[sl])
@@ -619,3 +600,20 @@ def activation_for(phi: Activation, n: int) -> Activation:
         raise ValidationError("'activation' softmax needs at least one state.")
     return phi
 
+
+def restrict_activation(phi: Activation, idx: Any) -> Activation:
+    """The activation acting on the states ``idx`` (a union of whole blocks of ``phi``).
+
+    A map that is not blockwise acts the same way on every subset of states; a
+    :class:`Blockwise` map keeps, in order, each block's map with the number of its states
+    in ``idx``.
+    """
+    if not isinstance(phi, Blockwise):
+        return phi
+    pieces = []
+    idx_set = set(int(i) for i in idx)
+    for sl, act in phi.slices():
+        count = sum(1 for i in range(sl.start, sl.stop) if i in idx_set)
+        if count:
+            pieces.append((count, act))
+    return Blockwise(tuple(pieces))

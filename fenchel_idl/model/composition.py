@@ -55,6 +55,19 @@ def cascade(m1: ImplicitModel, m2: ImplicitModel) -> ImplicitModel:
     return ImplicitModel(A, B, C, D, _join(m2, m1), bias_x, bias_y)
 
 
+def _stacked_states(m1: ImplicitModel, m2: ImplicitModel, B: np.ndarray, C: np.ndarray,
+                    D: np.ndarray, bias_y: np.ndarray) -> ImplicitModel:
+    """The model with the states of m1 and m2 side by side (A = diag(A1, A2), not coupled)
+    and the given input, output and feedthrough maps."""
+    return ImplicitModel(block_diag(m1.A, m2.A), B, C, D, _join(m1, m2),
+                         np.concatenate([m1.bias_x, m2.bias_x]), bias_y)
+
+
+def _check_equal(op: str, what: str, letter: str, a: int, b: int) -> None:
+    if a != b:
+        raise ShapeError(f"{op} needs equal {what} sizes; got {letter} = {a} and {letter} = {b}.")
+
+
 def parallel(m1: ImplicitModel, m2: ImplicitModel) -> ImplicitModel:
     """Stacked inputs (u1, u2), summed outputs: y = m1(u1) + m2(u2).
 
@@ -64,11 +77,9 @@ def parallel(m1: ImplicitModel, m2: ImplicitModel) -> ImplicitModel:
         The two output sizes differ.
     """
     _check(m1, m2)
-    if m1.q != m2.q:
-        raise ShapeError(f"parallel needs equal output sizes; got q = {m1.q} and q = {m2.q}.")
-    return ImplicitModel(block_diag(m1.A, m2.A), block_diag(m1.B, m2.B),
-                         np.hstack([m1.C, m2.C]), np.hstack([m1.D, m2.D]), _join(m1, m2),
-                         np.concatenate([m1.bias_x, m2.bias_x]), m1.bias_y + m2.bias_y)
+    _check_equal("parallel", "output", "q", m1.q, m2.q)
+    return _stacked_states(m1, m2, block_diag(m1.B, m2.B), np.hstack([m1.C, m2.C]),
+                           np.hstack([m1.D, m2.D]), m1.bias_y + m2.bias_y)
 
 
 def concat(m1: ImplicitModel, m2: ImplicitModel) -> ImplicitModel:
@@ -80,12 +91,9 @@ def concat(m1: ImplicitModel, m2: ImplicitModel) -> ImplicitModel:
         The two input sizes differ.
     """
     _check(m1, m2)
-    if m1.p != m2.p:
-        raise ShapeError(f"concat needs equal input sizes; got p = {m1.p} and p = {m2.p}.")
-    return ImplicitModel(block_diag(m1.A, m2.A), np.vstack([m1.B, m2.B]),
-                         block_diag(m1.C, m2.C), np.vstack([m1.D, m2.D]), _join(m1, m2),
-                         np.concatenate([m1.bias_x, m2.bias_x]),
-                         np.concatenate([m1.bias_y, m2.bias_y]))
+    _check_equal("concat", "input", "p", m1.p, m2.p)
+    return _stacked_states(m1, m2, np.vstack([m1.B, m2.B]), block_diag(m1.C, m2.C),
+                           np.vstack([m1.D, m2.D]), np.concatenate([m1.bias_y, m2.bias_y]))
 
 
 def feedback(m1: ImplicitModel, m2: ImplicitModel) -> ImplicitModel:

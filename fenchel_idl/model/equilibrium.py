@@ -27,7 +27,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from fenchel_idl.validation import check_choice, check_int, check_real
-from fenchel_idl.model.activations import Activation, Blockwise, blip_structure
+from fenchel_idl.model.activations import (Activation, Blockwise, blip_structure,
+                                           restrict_activation)
 from fenchel_idl.errors import ConvergenceWarning, EquilibriumError
 
 __all__ = ["EquilibriumInfo", "solve_equilibrium", "picard"]
@@ -302,7 +303,7 @@ def solve_equilibrium(A: Array, b: Array, phi: Activation, struct: Structure | N
                     idx = lv.iterative
                     rest = A[np.ix_(idx, idx)]
                     c = A[idx] @ X - rest @ X[idx] + b[idx]
-                    sub_phi = _restrict(phi, idx)
+                    sub_phi = restrict_activation(phi, idx)
                     Xi, it, _, ok = picard(rest, c, sub_phi, X[idx] if X0 is not None else None,
                                            tol, max_iter, anderson)
                     X[idx] = Xi
@@ -354,16 +355,3 @@ def _solve_singles(phi: Activation, idx, diag, c):
         else:  # whole vector block, no self loop
             out[ks] = act(c[ks])
     return out
-
-
-def _restrict(phi: Activation, idx) -> Activation:
-    """The activation acting on the states ``idx`` (a union of whole blocks)."""
-    if not isinstance(phi, Blockwise):
-        return phi
-    pieces = []
-    idx_set = set(int(i) for i in idx)
-    for sl, act in phi.slices():
-        count = sum(1 for i in range(sl.start, sl.stop) if i in idx_set)
-        if count:
-            pieces.append((count, act))
-    return Blockwise(tuple(pieces))

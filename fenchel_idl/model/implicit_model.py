@@ -90,8 +90,31 @@ def check_model_shapes(n: int, anchor: str, B: Array, C: Array, D: Array,
     return bx, by
 
 
+class ModelSizes:
+    """The sizes of a model record with an input matrix B of shape (n, p) and an output
+    matrix C of shape (q, n) (the implicit model and its low-rank form)."""
+
+    B: Array
+    C: Array
+
+    @property
+    def n(self) -> int:
+        """Number of states."""
+        return self.B.shape[0]
+
+    @property
+    def p(self) -> int:
+        """Number of inputs."""
+        return self.B.shape[1]
+
+    @property
+    def q(self) -> int:
+        """Number of outputs."""
+        return self.C.shape[0]
+
+
 @dataclass(frozen=True, eq=False)
-class ImplicitModel:
+class ImplicitModel(ModelSizes):
     """An immutable, validated implicit model (equation (1.1)).
 
     Parameters
@@ -147,22 +170,6 @@ class ImplicitModel:
         for name, val in zip(_ARRAYS, (A, B, C, D, bx, by)):
             object.__setattr__(self, name, frozen(val))
         object.__setattr__(self, "activation", phi)
-
-    # -- sizes ------------------------------------------------------------------------------
-    @property
-    def n(self) -> int:
-        """Number of states."""
-        return self.A.shape[0]
-
-    @property
-    def p(self) -> int:
-        """Number of inputs."""
-        return self.B.shape[1]
-
-    @property
-    def q(self) -> int:
-        """Number of outputs."""
-        return self.C.shape[0]
 
     @property
     def has_bias(self) -> bool:

@@ -10,8 +10,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fenchel_idl.validation import as_float_array
-from fenchel_idl.model.activations import Activation, blip_structure
-from fenchel_idl.model.equilibrium import _restrict
+from fenchel_idl.model.activations import (Activation, activation_for, blip_structure,
+                                           get_activation, restrict_activation)
 from fenchel_idl.errors import InputTypeError, NotWellPosedError, ShapeError, ValidationError
 from fenchel_idl.model.implicit_model import ImplicitModel
 
@@ -122,8 +122,6 @@ def norm_matrix(A: ArrayLike, activation: Activation | str = "relu") -> Array:
     ValidationError
         Unknown activation, or a blockwise map that does not cover n states.
     """
-    from fenchel_idl.model.activations import activation_for, get_activation
-
     A = as_float_array("A", A, ndim=2)
     if A.shape[0] != A.shape[1]:
         raise ShapeError(f"'A' must be square; got shape {A.shape}.")
@@ -186,13 +184,13 @@ def _triangular_certified(model: ImplicitModel) -> bool:
     for lv in model.structure.levels:
         if lv.singles.size:
             # scalar states with self loops: x = phi(a x + c) unique if a * slope < 1
-            sub = _restrict(phi, lv.singles)
+            sub = restrict_activation(phi, lv.singles)
             if not np.all(sub.scalar_well_posed(lv.singles_diag) | (lv.singles_diag == 0)):
                 return False
         if lv.iterative.size:
             # a union of independent strongly connected components: PF on each one
             idx = lv.iterative
-            sub_phi = _restrict(phi, idx)
+            sub_phi = restrict_activation(phi, idx)
             Nsub = norm_matrix(model.A[np.ix_(idx, idx)], sub_phi)
             if pf_eigenvalue(Nsub) >= 1.0:
                 return False
