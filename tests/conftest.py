@@ -2,9 +2,16 @@
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from fenchel_idl.problem.training_problem import TrainingProblem
 from tests.helpers import random_model, small_regression
+
+# Property tests never depend on the machine's speed: no per-example deadline, and no
+# health-check failure when a loaded machine generates examples slowly.
+settings.register_profile("fenchel_idl", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("fenchel_idl")
 
 
 @pytest.fixture

@@ -184,14 +184,19 @@ def test_failures_and_warnings_cross_the_process_line_as_in_serial(rng):
 @pytest.fixture(scope="module")
 def dask_client():
     distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, protocol="tcp://")
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+    import dask
+
+    # workers starting on a loaded machine may need longer than the default 30 s to connect
+    with dask.config.set({"distributed.comm.timeouts.connect": "180s"}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, protocol="tcp://")
+        client = distributed.Client(cluster)
+        yield client
+        client.close()
+        cluster.close()
 
 
+@pytest.mark.distributed
 def test_dask_local_cluster_equals_serial(rng, dask_client):
     """A LocalCluster with 2 worker processes: the blocks equal the serial Blocks."""
     problem = _problem(rng)
@@ -205,6 +210,7 @@ def test_dask_local_cluster_equals_serial(rng, dask_client):
     assert len(set(dask_client.run(lambda: __import__("os").getpid()).values())) == 2
 
 
+@pytest.mark.distributed
 def test_solve_bcd_on_dask_equals_the_serial_run(rng, dask_client):
     """A whole BCD run through a scheduler address: the same history and model as the
     serial run (executor=None), every block certified."""
@@ -221,6 +227,7 @@ def test_solve_bcd_on_dask_equals_the_serial_run(rng, dask_client):
         np.testing.assert_allclose(getattr(got.model, k), getattr(ref.model, k), **EXACT)
 
 
+@pytest.mark.distributed
 def test_local_processes_equal_serial(rng):
     """executor=2: two local worker processes give the serial Blocks' results."""
     problem = _problem(rng)

@@ -222,6 +222,7 @@ def test_a_failed_write_leaves_no_tmp_file(job, tmp_path, monkeypatch):
 
 # -- (b) SIGKILL in the middle of a sweep, then resume in a new process ---------------------
 
+@pytest.mark.interrupt
 @pytest.mark.parametrize("sweep, block", [(0, "X"), (2, "AB"), (3, "LS")],
                          ids=["before-first-checkpoint", "mid-sweep", "at-stage-boundary"])
 def test_resume_after_sigkill_matches_uninterrupted_run(job, tmp_path, reference, sweep, block):
@@ -241,6 +242,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(job, tmp_path, reference
     np.testing.assert_allclose(got["objectives"], reference["objectives"], rtol=0, atol=1e-12)
 
 
+@pytest.mark.interrupt
 def test_resume_after_external_sigkill_with_a_stale_tmp_file(job, tmp_path, reference):
     """Killed by another process while it waits in a callback; a half-written temporary
     file from an earlier crash lies in the directory and must not confuse the resume."""
