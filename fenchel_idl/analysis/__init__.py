@@ -13,7 +13,7 @@ from fenchel_idl.analysis.compression import (ClosedFormState, ErrorBound, LowRa
                                               LowRankModel, Reduction, ReductionErrorBound,
                                               RemovedState, low_rank, perturbation_bound,
                                               predict_speedup, reduce, selected_features)
-from fenchel_idl.analysis.plots import plot_convergence, plot_fit
+from fenchel_idl.analysis.plots import plot_convergence, plot_fit, pyplot
 
 __all__ = [
     "StateBounds", "LPBound", "state_bounds", "lipschitz_bound", "lipschitz_penalty_value",
@@ -22,5 +22,5 @@ __all__ = [
     "attack_success_rate", "attack_table", "save_attack_figure", "TABLE1_FRACTIONS",
     "ClosedFormState", "ErrorBound", "LowRankApproximation", "LowRankModel", "Reduction",
     "ReductionErrorBound", "RemovedState", "low_rank", "perturbation_bound", "predict_speedup",
-    "reduce", "selected_features", "plot_convergence", "plot_fit",
+    "reduce", "selected_features", "plot_convergence", "plot_fit", "pyplot",
 ]

@@ -39,6 +39,7 @@ from fenchel_idl.validation import as_float_array, as_samples, check_choice, che
 from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
 from fenchel_idl.drivers.gradients import input_gradient
 from fenchel_idl.model.implicit_model import ImplicitModel
+from fenchel_idl.analysis.plots import _save_figure, pyplot
 from fenchel_idl.analysis.robustness import (LPBound, _as_k, _as_model, _as_range, _as_sigma,
                                              lp_bound, sensitivity_matrix)
 
@@ -621,17 +622,6 @@ def attack_table(data: Mapping[str, tuple[ImplicitModel, ArrayLike, ArrayLike]],
                        clean_accuracy=acc, n_samples=ns, settings=settings)
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
-        raise ImportError("save_attack_figure needs matplotlib: pip install matplotlib") from exc
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def save_attack_figure(U_clean: ArrayLike, U_adv: ArrayLike, path: str | Path, *,
                        image_shape: Sequence[int] = (28, 28), max_images: int = 5,
                        captions_clean: Sequence[str] | None = None,
@@ -676,7 +666,7 @@ def save_attack_figure(U_clean: ArrayLike, U_adv: ArrayLike, path: str | Path, *
     if A0.shape[0] != h * w:
         raise ShapeError(f"'image_shape' {image_shape} must have p = {A0.shape[0]} pixels.")
     cols = min(check_int("max_images", max_images, low=1), A0.shape[1])
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(3, cols, figsize=(max(1.9 * cols, 4.8), 6.0), squeeze=False)
     for j in range(cols):
         clean = np.clip(A0[:, j].reshape(h, w), 0, 1)
@@ -699,9 +689,4 @@ def save_attack_figure(U_clean: ArrayLike, U_adv: ArrayLike, path: str | Path, *
     axes[2, 0].set_ylabel("changes (red)")
     if title:
         fig.suptitle(textwrap.fill(title, width=max(30, 16 * cols)), fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save_figure(fig, path, make_parents=True)

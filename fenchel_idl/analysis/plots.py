@@ -8,10 +8,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_convergence", "plot_fit"]
+__all__ = ["plot_convergence", "plot_fit", "pyplot"]
 
 
-def _plt():
+def pyplot() -> Any:
+    """``matplotlib.pyplot``, imported on first use with the non-interactive Agg backend.
+
+    The import is lazy so that the package loads without matplotlib's start-up cost; the
+    Agg backend writes files and never opens a window (``force=False`` keeps a backend the
+    caller chose).
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed (it says what to install).
+    """
     try:
         import matplotlib
 
@@ -22,6 +33,20 @@ def _plt():
     return plt
 
 
+_plt = pyplot  # the applications' old name; they move to fenchel_idl.analysis.pyplot
+
+
+def _save_figure(fig: Any, path: str | Path, *, make_parents: bool = False) -> Path:
+    """Lay out ``fig``, write it to ``path`` (PNG, 110 dpi), close it and return the path."""
+    fig.tight_layout()
+    path = Path(path)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
 def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
     """Convergence of a BCD run, saved as PNG.
 
@@ -30,7 +55,7 @@ def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
     step with lam. Otherwise: the relaxed objective, loss and divergence over block updates
     with the lam stages marked, the true loss at each restart, and the mean lam.
     """
-    plt = _plt()
+    plt = pyplot()
     hist = result.history
     ls = [r for r in hist if r.block == "LS"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -63,11 +88,7 @@ def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
         _plot_relaxed(result, axes, hist)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def _plot_minibatch(result: Any, axes: Any, hist: list) -> None:
@@ -128,7 +149,7 @@ def _plot_relaxed(result: Any, axes: Any, hist: list) -> None:
 def plot_fit(result: Any, ds: Any, path: str | Path, title: str = "") -> Path:
     """For 1-D regression: data, the noiseless function if known, the random-feature start
     and the trained model, on a grid."""
-    plt = _plt()
+    plt = pyplot()
     u = ds.U[0]
     grid = np.linspace(u.min(), u.max(), 1000)[None, :]
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -144,11 +165,7 @@ def plot_fit(result: Any, ds: Any, path: str | Path, title: str = "") -> Path:
     ax.set_ylabel("y")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def _fmt(metric: dict) -> str:
