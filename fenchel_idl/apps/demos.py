@@ -821,6 +821,14 @@ def _plain_log(ax: Any, which: str = "y") -> None:
     (ax.set_ylim if which == "y" else ax.set_xlim)(lim)
 
 
+def _save_figure(plt: Any, fig: Any, path: Path) -> str:
+    """Lay out, save (110 dpi) and close a figure; return its file name."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
 def _accuracy_limits(ax: Any, values: Sequence[float]) -> None:
     """An accuracy axis (in %) wide enough that small differences do not look large."""
     lo = min(values)
@@ -1034,10 +1042,7 @@ def _plot_feature_accuracy(rows: Sequence[FeatureSelectionRow], p: int, path: Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Feature selection on the digits: accuracy against pixels kept", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return _save_figure(plt, fig, path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1197,10 +1202,7 @@ def _plot_row_sparsity(rows: Sequence[RowSparsityRow], path: Path) -> str:
     ax.set_ylabel("predict speed-up (original / reduced)")
     ax.set_title("predict speed-up (CPU time, median of repeats; labels: ms)", fontsize=10)
     fig.suptitle("Row sparsity on the digits: reduce() removes the dead states", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return _save_figure(plt, fig, path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1403,10 +1405,7 @@ def _plot_low_rank(rows: Sequence[LowRankRow], spectra: Sequence[tuple[float, Ar
             ax.legend(fontsize=7)
     fig.suptitle("Low-rank A = L R^T by SVD truncation on the digits (section 5.3)",
                  fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return _save_figure(plt, fig, path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1556,10 +1555,7 @@ def _plot_robust(rows: Sequence[RobustRow], path: Path) -> str:
         ax.title.set_fontsize(10)
     fig.suptitle("Robust training on the digits: the Lipschitz-bound penalty (4.7)",
                  fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return _save_figure(plt, fig, path)
 
 
 # ------------------------------------------------------------------------------------------
