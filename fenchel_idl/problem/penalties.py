@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fenchel_idl.errors import InputTypeError, NotConvexError, ValidationError
+from fenchel_idl.model.lipschitz import lipschitz_penalty_value
 from fenchel_idl.validation import as_float_array, check_choice, check_real
 
 __all__ = [
@@ -297,8 +298,6 @@ class LipschitzBound(Penalty):
         return self.weight * expr, cons
 
     def value(self, M):
-        from fenchel_idl.analysis.robustness import lipschitz_penalty_value
-
         M = self._matrices(M)
         if self.weight == 0:
             return 0.0
