@@ -1,4 +1,4 @@
-"""Gradient refinement: projected (stochastic) proximal gradient on (A, B, C, D, biases), section 6.2.
+"""Gradient refinement (section 6.2): projected (stochastic) proximal gradient on the model.
 
 The training problem (6.3),
 
@@ -9,7 +9,7 @@ is attacked directly: every step draws a mini-batch, solves the forward equilibr
 adjoint equilibrium (6.5)-(6.6) with :func:`fenchel_idl.drivers.gradients.solve_adjoint`, takes a
 gradient step (SGD with optional momentum, or Adam), applies the proximal operators of the
 penalties, and projects A back onto the well-posedness ball with
-:func:`fenchel_idl.drivers.projection.project_well_posed` (for CONE maps: ``||A||_inf <= kappa``,
+:func:`fenchel_idl.problem.projection.project_well_posed` (for CONE maps: ``||A||_inf <= kappa``,
 problem (6.7)). The iterate therefore never leaves the ball, and every model produced is
 well-posed.
 
@@ -46,12 +46,6 @@ from numpy.typing import ArrayLike, NDArray
 
 from fenchel_idl._blas import blas_threads, env_blas_limit
 from fenchel_idl.drivers.gradients import solve_adjoint
-from fenchel_idl.drivers.projection import (
-    PROJECTION_METHODS,
-    _project_rows,
-    project_well_posed,
-    well_posed_radii,
-)
 from fenchel_idl.errors import (
     ConvergenceWarning,
     InputTypeError,
@@ -67,6 +61,12 @@ from fenchel_idl.model.implicit_model import ImplicitModel
 from fenchel_idl.model.wellposedness import norm_matrix
 from fenchel_idl.problem.losses import Loss, SquaredLoss, get_loss
 from fenchel_idl.problem.penalties import Penalty, get_penalty
+from fenchel_idl.problem.projection import (
+    PROJECTION_METHODS,
+    project_rows,
+    project_well_posed,
+    well_posed_radii,
+)
 from fenchel_idl.validation import as_samples, check_choice, check_int, check_real
 
 __all__ = ["PARAMETERS", "EpochRecord", "RefineHistory", "RefineOptions", "RefineResult",
@@ -126,11 +126,12 @@ class RefineOptions:
     tol : float > 0, default 1e-8
         Relative tolerance of the forward fixed-point iteration (2.6).
     adjoint_tol : float > 0, default 1e-10
-        Tolerance of the adjoint iteration (6.6), see :func:`fenchel_idl.drivers.gradients.solve_adjoint`.
+        Tolerance of the adjoint iteration (6.6), see
+        :func:`fenchel_idl.drivers.gradients.solve_adjoint`.
     max_iter : int >= 1, default 2000
         Iteration cap of both fixed-point iterations.
     projection : {"sort", "bisection"}, default "sort"
-        Method of the projection onto the kappa ball (see :mod:`fenchel_idl.drivers.projection`).
+        Method of the projection onto the kappa ball (see :mod:`fenchel_idl.problem.projection`).
     evaluate : bool, default True
         Compute the full training loss after every epoch (one extra forward pass on all
         samples). When False, :attr:`EpochRecord.loss` is NaN and only the running mini-batch
@@ -543,7 +544,7 @@ class _Refiner:
     def project(self, A: Array) -> Array:
         """Projection onto the kappa ball (6.7), exact row-scaled l1 balls when possible."""
         if self.exact_ball:
-            return _project_rows(A, self.radii, self.opts.projection)
+            return project_rows(A, self.radii, self.opts.projection)
         return project_well_posed(A, self.kappa, self.phi, self.opts.projection)
 
     def model(self) -> ImplicitModel:
@@ -850,9 +851,9 @@ def init_random(p: int, q: int, n: int, kappa: float = 0.5,
 
     ``A`` has Gaussian entries, each row rescaled onto the boundary of the well-posedness
     ball (``||N(A, gamma)||_inf = kappa``; for vector blocks the result is projected with
-    :func:`fenchel_idl.drivers.projection.project_well_posed`). ``B`` has i.i.d. N(0, scale^2 / p)
-    entries, ``C`` N(0, 1 / n), ``D`` and ``bias_y`` are zero, and ``bias_x`` is
-    N(0, bias_scale^2).
+    :func:`fenchel_idl.problem.projection.project_well_posed`). ``B`` has i.i.d.
+    N(0, scale^2 / p) entries, ``C`` N(0, 1 / n), ``D`` and ``bias_y`` are zero, and
+    ``bias_x`` is N(0, bias_scale^2).
 
     Parameters
     ----------
@@ -897,7 +898,7 @@ def init_random(p: int, q: int, n: int, kappa: float = 0.5,
     finite = np.isfinite(radii)
     A[finite] *= (radii[finite] / np.maximum(row_l1[finite], 1e-300))[:, None]
     A[~finite] /= np.maximum(row_l1[~finite], 1e-300)[:, None]
-    A = _project_rows(A, radii, "sort") if exact else project_well_posed(A, kappa, phi)
+    A = project_rows(A, radii, "sort") if exact else project_well_posed(A, kappa, phi)
     B = rng.standard_normal((n, p)) * (scale / np.sqrt(p))
     C = rng.standard_normal((q, n)) / np.sqrt(n)
     bias_x = rng.standard_normal(n) * bias_scale

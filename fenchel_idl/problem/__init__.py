@@ -1,5 +1,5 @@
-"""The training problem (section 6): losses, penalties, the Fenchel-relaxed problem
-and the data sets it is stated on.
+"""The training problem (section 6): losses, penalties, the Fenchel-relaxed problem, the
+projections onto its well-posedness ball and the data sets it is stated on.
 """
 
 from fenchel_idl.problem import datasets
@@ -24,12 +24,20 @@ from fenchel_idl.problem.penalties import (
     RowNorms,
     get_penalty,
 )
+from fenchel_idl.problem.projection import (
+    PROJECTION_METHODS,
+    project_inf_ball,
+    project_l1_rows,
+    project_well_posed,
+    well_posed_radii,
+)
 from fenchel_idl.problem.training_problem import Bounds, TrainingProblem
 
 __all__ = [
     "L1",
     "LOSSES",
     "PENALTIES",
+    "PROJECTION_METHODS",
     "Bounds",
     "ColumnNorms",
     "CrossEntropyLoss",
@@ -47,4 +55,8 @@ __all__ = [
     "get_loss",
     "get_penalty",
     "prediction_metric",
+    "project_inf_ball",
+    "project_l1_rows",
+    "project_well_posed",
+    "well_posed_radii",
 ]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from fenchel_idl.drivers.gradients import loss_gradients
-from fenchel_idl.drivers.projection import project_well_posed
 from fenchel_idl.model import Blockwise
 from fenchel_idl.problem.losses import get_loss
+from fenchel_idl.problem.projection import project_well_posed
 from tests.helpers import random_model
 
 H = 1e-6

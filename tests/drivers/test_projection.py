@@ -7,14 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fenchel_idl.drivers.projection import (
+from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+from fenchel_idl.model import Blockwise, norm_matrix
+from fenchel_idl.problem.projection import (
     project_inf_ball,
     project_l1_rows,
     project_well_posed,
     well_posed_radii,
 )
-from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
-from fenchel_idl.model import Blockwise, norm_matrix
 
 
 def check_kkt(A0, P, radius, atol=1e-9):

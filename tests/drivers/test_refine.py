@@ -8,7 +8,6 @@ import pytest
 
 from fenchel_idl import ImplicitModel, is_well_posed
 from fenchel_idl.drivers.gradients import loss_gradients
-from fenchel_idl.drivers.projection import project_inf_ball
 from fenchel_idl.drivers.refine import (
     EpochRecord,
     RefineHistory,
@@ -20,6 +19,7 @@ from fenchel_idl.drivers.refine import (
 from fenchel_idl.errors import InputTypeError, NumericalWarning, ShapeError, ValidationError
 from fenchel_idl.model import Blockwise, norm_matrix
 from fenchel_idl.problem.penalties import L1, Custom, LipschitzBound, NotSupportedInRefinement
+from fenchel_idl.problem.projection import project_inf_ball
 from tests.helpers import random_model
 
 
