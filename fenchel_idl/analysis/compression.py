@@ -48,15 +48,26 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order
 
-from fenchel_idl.validation import as_float_array, as_samples, check_choice, check_int, check_real
-from fenchel_idl.model.activations import (Activation, Blockwise, activation_for, get_activation,
-                                           restrict_activation, state_lipschitz)
+from fenchel_idl.errors import (
+    ConvergenceWarning,
+    EquilibriumError,
+    InputTypeError,
+    NotWellPosedError,
+    ShapeError,
+    ValidationError,
+)
+from fenchel_idl.model.activations import (
+    Activation,
+    Blockwise,
+    activation_for,
+    get_activation,
+    restrict_activation,
+    state_lipschitz,
+)
 from fenchel_idl.model.equilibrium import EquilibriumInfo
-from fenchel_idl.errors import (ConvergenceWarning, EquilibriumError, InputTypeError,
-                                NotWellPosedError, ShapeError, ValidationError)
-from fenchel_idl.model.implicit_model import (ImplicitModel, ModelSizes, check_model_shapes,
-                                              frozen)
+from fenchel_idl.model.implicit_model import ImplicitModel, ModelSizes, check_model_shapes, frozen
 from fenchel_idl.model.wellposedness import pf_eigenvalue
+from fenchel_idl.validation import as_float_array, as_samples, check_choice, check_int, check_real
 
 __all__ = [
     "ClosedFormState",
@@ -406,140 +417,207 @@ def reduce(model: ImplicitModel, tol: float = 0.0) -> Reduction:
     """
     model = _as_model(model)
     tol = _check_tol(tol)
-    phi = model.activation
-    _check_componentwise(phi, "model.activation", "reduce")
-    n, q = model.n, model.q
-    A, B, C = model.A, model.B, model.C
-    PA, PB, PC = A.copy(), B.copy(), C.copy()  # pruned, original size, unfolded
-    WA = A.copy()  # working A: columns of folded constants set to zero
-    bx, by = model.bias_x.copy(), model.bias_y.copy()
-    alive = np.ones(n, dtype=bool)
-    reads_folded = np.zeros(n, dtype=bool)
-    removed: list[RemovedState] = []
-    closed: dict[int, str] = {}
-    offdiag = ~np.eye(n, dtype=bool)
+    _check_componentwise(model.activation, "model.activation", "reduce")
+    work = _Pruning.start(model, tol)
     rnd = 0
     changed = True
     while changed:
-        changed = False
         rnd += 1
-        # -- 1. unread states: no path to the output ---------------------------------------
-        live = np.flatnonzero(alive)
-        read = (np.abs(WA) > tol) & offdiag
-        read[~alive, :] = False
-        read[:, ~alive] = False
-        roots = alive & np.any(np.abs(PC) > tol, axis=0)
-        needed = _reachable(read, roots)
-        dead = np.flatnonzero(alive & ~needed)
-        if dead.size:
-            changed = True
-            for j in dead:
-                readers = np.flatnonzero(read[:, j])
-                if readers.size == 0:
-                    why = (f"zero column of (A; C): x_{j} is never read, so it is dropped "
-                           "(section 5.2)")
-                else:
-                    why = (f"x_{j} is read only by states {readers.tolist()}, which have no "
-                           "path to the output (column sparsity of (A; C), iterated), so it "
-                           "is dropped")
-                removed.append(RemovedState(int(j), "unread", why, None, rnd))
-            # prune the (small) entries that lead from dead states to live ones and to y
-            keep_rows = alive.copy()
-            keep_rows[dead] = False
-            for M in (PA, WA):
-                M[np.ix_(keep_rows, dead)] = 0.0
-            PC[:, dead] = 0.0
-            alive[dead] = False
-            live = np.flatnonzero(alive)
-        # -- 2. constant states: zero row of (A, B) off the diagonal -----------------------
-        if live.size:
-            rowsA = np.abs(WA[np.ix_(live, live)]) * offdiag[np.ix_(live, live)]
-            no_input = np.all(np.abs(PB[live]) <= tol, axis=1)
-            cand = live[np.all(rowsA <= tol, axis=1) & no_input]
-            if cand.size:
-                diag = WA[cand, cand].copy()
-                diag[np.abs(diag) <= tol] = 0.0
-                sub_phi = restrict_activation(phi, cand)
-                ok = (diag == 0.0) | sub_phi.scalar_well_posed(diag)
-                cand, diag = cand[ok], diag[ok]
-            if cand.size:
-                changed = True
-                sub_phi = restrict_activation(phi, cand)
-                # prune the small entries of these rows, then solve the scalar equations
-                for M in (PA, WA):
-                    M[np.ix_(cand, live)] = 0.0  # entries <= tol, diagonal restored below
-                    M[cand, cand] = diag
-                PB[cand] = 0.0
-                values = sub_phi.solve_scalar(diag[:, None], bx[cand][:, None])[:, 0]
-                for i, a, v in zip(cand, diag, values):
-                    if a == 0.0:
-                        why = (f"zero row of (A, B): x_{i} = phi(b_{i}) = {v:.6g} is constant; "
-                               "folded into the biases of the states and outputs that read it "
-                               "(section 5.2)")
-                    else:
-                        why = (f"row of (A, B) zero except a_ii = {a:.6g}: x_{i} solves "
-                               f"x_{i} = phi(a_ii x_{i} + b_{i}), the constant {v:.6g}; folded "
-                               "into the biases of the states and outputs that read it")
-                    if reads_folded[i]:
-                        why += " (its bias includes the constant states it reads, folded earlier)"
-                    removed.append(RemovedState(int(i), "constant", why, float(v), rnd))
-                readers = alive.copy()
-                readers[cand] = False
-                reads_folded[readers] |= np.any(WA[np.ix_(readers, cand)] != 0.0, axis=1)
-                bx[readers] += WA[np.ix_(readers, cand)] @ values
-                by += PC[:, cand] @ values
-                WA[:, cand] = 0.0
-                alive[cand] = False
-                live = np.flatnonzero(alive)
-        # -- 3. closed-form states: zero row of A off the diagonal, B row nonzero ----------
-        if live.size:
-            block = WA[np.ix_(live, live)]
-            small_row = np.all((np.abs(block) <= tol) | ~offdiag[np.ix_(live, live)], axis=1)
-            reads_u = np.any(np.abs(PB[live]) > tol, axis=1)  # else an unfoldable constant
-            for i in live[small_row & reads_u]:
-                row = PA[i, live].copy()
-                row_mask = (np.abs(row) <= tol) & (live != i)
-                if np.abs(PA[i, i]) <= tol:
-                    row_mask |= live == i
-                if np.any(row[row_mask] != 0.0):
-                    changed = True  # pruning removed an edge: readers may change
-                    PA[i, live[row_mask]] = 0.0
-                    WA[i, live[row_mask]] = 0.0
-                if int(i) not in closed:
-                    a = PA[i, i]
-                    if a == 0.0:
-                        closed[int(i)] = (f"zero row of A: closed form x_{i} = phi(B_{i} u + "
-                                          f"b_{i}), computed before the states that read it "
-                                          "(section 5.2)")
-                    else:
-                        closed[int(i)] = (f"row of A zero except a_ii = {a:.6g}: x_{i} is the "
-                                          f"scalar root of x_{i} = phi(a_ii x_{i} + B_{i} u + "
-                                          f"b_{i}), computed directly")
-    kept = np.flatnonzero(alive)
-    placeholder = kept.size == 0
-    if placeholder:
-        first = phi.blocks[0][1] if isinstance(phi, Blockwise) else phi
-        reduced = ImplicitModel(A=np.zeros((1, 1)), B=np.zeros((1, model.p)),
-                                C=np.zeros((q, 1)), D=model.D, activation=first,
-                                bias_x=np.zeros(1), bias_y=by)
-    else:
-        reduced = ImplicitModel(A=WA[np.ix_(kept, kept)], B=PB[kept], C=PC[:, kept],
-                                D=model.D, activation=restrict_activation(phi, kept), bias_x=bx[kept],
-                                bias_y=by)
+        changed = _drop_unread(work, rnd)
+        changed |= _fold_constants(work, rnd)
+        changed |= _note_closed_form(work)
+    kept = np.flatnonzero(work.alive)
     pos = {int(k): r for r, k in enumerate(kept)}
-    closed_form = tuple(ClosedFormState(i, pos[i], why) for i, why in sorted(closed.items())
-                        if i in pos)
-    bound = None
-    if tol > 0:
-        pruned = model.replace(A=PA, B=PB, C=PC)
-        gam = state_lipschitz(phi, n)
-        bound = ReductionErrorBound(
-            original=model, pruned=pruned, E_A=frozen(np.abs(A - PA)),
-            E_B=frozen(np.abs(B - PB)), E_C=frozen(np.abs(C - PC)),
-            pf_eigenvalue=pf_eigenvalue(gam[:, None] * np.abs(A)))
-    return Reduction(model=reduced, kept=tuple(int(k) for k in kept), removed=tuple(removed),
-                     closed_form=closed_form, tol=tol, error_bound=bound,
-                     placeholder=bool(placeholder))
+    closed_form = tuple(ClosedFormState(i, pos[i], why)
+                        for i, why in sorted(work.closed.items()) if i in pos)
+    bound = _reduction_error_bound(model, work) if tol > 0 else None
+    return Reduction(model=_reduced_model(model, work, kept), kept=tuple(int(k) for k in kept),
+                     removed=tuple(work.removed), closed_form=closed_form, tol=tol,
+                     error_bound=bound, placeholder=bool(kept.size == 0))
+
+
+@dataclass(eq=False)
+class _Pruning:
+    """The working state of :func:`reduce`.
+
+    PA, PB, PC are the pruned A, B, C at the original size, without the folding; WA is the
+    working A, whose columns of folded constants are zero; bx, by are the biases with the
+    folded constants added. ``alive`` marks the states not yet removed, ``reads_folded`` the
+    states whose bias includes a folded constant.
+    """
+
+    phi: Activation
+    tol: float
+    PA: Array
+    PB: Array
+    PC: Array
+    WA: Array
+    bx: Array
+    by: Array
+    alive: NDArray[np.bool_]
+    reads_folded: NDArray[np.bool_]
+    offdiag: NDArray[np.bool_]
+    removed: list[RemovedState] = field(default_factory=list)
+    closed: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, model: ImplicitModel, tol: float) -> _Pruning:
+        n = model.n
+        return cls(phi=model.activation, tol=tol, PA=model.A.copy(), PB=model.B.copy(),
+                   PC=model.C.copy(), WA=model.A.copy(), bx=model.bias_x.copy(),
+                   by=model.bias_y.copy(), alive=np.ones(n, dtype=bool),
+                   reads_folded=np.zeros(n, dtype=bool), offdiag=~np.eye(n, dtype=bool))
+
+    def live(self) -> NDArray[np.int64]:
+        return np.flatnonzero(self.alive)
+
+
+def _drop_unread(work: _Pruning, rnd: int) -> bool:
+    """Step 1 of :func:`reduce`: drop the states with no path to the output."""
+    tol, alive = work.tol, work.alive
+    read = (np.abs(work.WA) > tol) & work.offdiag
+    read[~alive, :] = False
+    read[:, ~alive] = False
+    roots = alive & np.any(np.abs(work.PC) > tol, axis=0)
+    dead = np.flatnonzero(alive & ~_reachable(read, roots))
+    if not dead.size:
+        return False
+    for j in dead:
+        readers = np.flatnonzero(read[:, j])
+        if readers.size == 0:
+            why = (f"zero column of (A; C): x_{j} is never read, so it is dropped "
+                   "(section 5.2)")
+        else:
+            why = (f"x_{j} is read only by states {readers.tolist()}, which have no "
+                   "path to the output (column sparsity of (A; C), iterated), so it "
+                   "is dropped")
+        work.removed.append(RemovedState(int(j), "unread", why, None, rnd))
+    # prune the (small) entries that lead from dead states to live ones and to y
+    keep_rows = alive.copy()
+    keep_rows[dead] = False
+    for M in (work.PA, work.WA):
+        M[np.ix_(keep_rows, dead)] = 0.0
+    work.PC[:, dead] = 0.0
+    alive[dead] = False
+    return True
+
+
+def _constant_candidates(work: _Pruning, live: NDArray[np.int64]) -> tuple[NDArray[np.int64],
+                                                                            Array]:
+    """The live states whose row of (A, B) is zero off the diagonal and whose scalar
+    equation has one root, with their diagonal entries (entries <= tol set to zero)."""
+    tol, offdiag = work.tol, work.offdiag
+    rowsA = np.abs(work.WA[np.ix_(live, live)]) * offdiag[np.ix_(live, live)]
+    no_input = np.all(np.abs(work.PB[live]) <= tol, axis=1)
+    cand = live[np.all(rowsA <= tol, axis=1) & no_input]
+    if not cand.size:
+        return cand, np.zeros(0)
+    diag = work.WA[cand, cand].copy()
+    diag[np.abs(diag) <= tol] = 0.0
+    ok = (diag == 0.0) | restrict_activation(work.phi, cand).scalar_well_posed(diag)
+    return cand[ok], diag[ok]
+
+
+def _constant_reason(i: int, a: float, v: float, reads_folded: bool) -> str:
+    if a == 0.0:
+        why = (f"zero row of (A, B): x_{i} = phi(b_{i}) = {v:.6g} is constant; "
+               "folded into the biases of the states and outputs that read it "
+               "(section 5.2)")
+    else:
+        why = (f"row of (A, B) zero except a_ii = {a:.6g}: x_{i} solves "
+               f"x_{i} = phi(a_ii x_{i} + b_{i}), the constant {v:.6g}; folded "
+               "into the biases of the states and outputs that read it")
+    if reads_folded:
+        why += " (its bias includes the constant states it reads, folded earlier)"
+    return why
+
+
+def _fold_constants(work: _Pruning, rnd: int) -> bool:
+    """Step 2 of :func:`reduce`: fold the constant states into their readers' biases."""
+    live = work.live()
+    if not live.size:
+        return False
+    cand, diag = _constant_candidates(work, live)
+    if not cand.size:
+        return False
+    WA, alive = work.WA, work.alive
+    # prune the small entries of these rows, then solve the scalar equations
+    for M in (work.PA, WA):
+        M[np.ix_(cand, live)] = 0.0  # entries <= tol, diagonal restored below
+        M[cand, cand] = diag
+    work.PB[cand] = 0.0
+    sub_phi = restrict_activation(work.phi, cand)
+    values = sub_phi.solve_scalar(diag[:, None], work.bx[cand][:, None])[:, 0]
+    for i, a, v in zip(cand, diag, values):
+        why = _constant_reason(i, a, v, bool(work.reads_folded[i]))
+        work.removed.append(RemovedState(int(i), "constant", why, float(v), rnd))
+    readers = alive.copy()
+    readers[cand] = False
+    work.reads_folded[readers] |= np.any(WA[np.ix_(readers, cand)] != 0.0, axis=1)
+    work.bx[readers] += WA[np.ix_(readers, cand)] @ values
+    work.by += work.PC[:, cand] @ values
+    WA[:, cand] = 0.0
+    alive[cand] = False
+    return True
+
+
+def _note_closed_form(work: _Pruning) -> bool:
+    """Step 3 of :func:`reduce`: note the closed-form states (zero row of A off the
+    diagonal, nonzero row of B) and prune their small entries; True when that removed an
+    edge (readers may change)."""
+    live = work.live()
+    if not live.size:
+        return False
+    tol, PA = work.tol, work.PA
+    changed = False
+    block = work.WA[np.ix_(live, live)]
+    small_row = np.all((np.abs(block) <= tol) | ~work.offdiag[np.ix_(live, live)], axis=1)
+    reads_u = np.any(np.abs(work.PB[live]) > tol, axis=1)  # else an unfoldable constant
+    for i in live[small_row & reads_u]:
+        row = PA[i, live].copy()
+        row_mask = (np.abs(row) <= tol) & (live != i)
+        if np.abs(PA[i, i]) <= tol:
+            row_mask |= live == i
+        if np.any(row[row_mask] != 0.0):
+            changed = True
+            PA[i, live[row_mask]] = 0.0
+            work.WA[i, live[row_mask]] = 0.0
+        if int(i) not in work.closed:
+            work.closed[int(i)] = _closed_form_reason(i, PA[i, i])
+    return changed
+
+
+def _closed_form_reason(i: int, a: float) -> str:
+    if a == 0.0:
+        return (f"zero row of A: closed form x_{i} = phi(B_{i} u + b_{i}), computed before the "
+                "states that read it (section 5.2)")
+    return (f"row of A zero except a_ii = {a:.6g}: x_{i} is the scalar root of "
+            f"x_{i} = phi(a_ii x_{i} + B_{i} u + b_{i}), computed directly")
+
+
+def _reduced_model(model: ImplicitModel, work: _Pruning,
+                   kept: NDArray[np.int64]) -> ImplicitModel:
+    """The model on the kept states; one inert state when none is kept (n >= 1)."""
+    phi = work.phi
+    if kept.size == 0:
+        first = phi.blocks[0][1] if isinstance(phi, Blockwise) else phi
+        return ImplicitModel(A=np.zeros((1, 1)), B=np.zeros((1, model.p)),
+                             C=np.zeros((model.q, 1)), D=model.D, activation=first,
+                             bias_x=np.zeros(1), bias_y=work.by)
+    return ImplicitModel(A=work.WA[np.ix_(kept, kept)], B=work.PB[kept], C=work.PC[:, kept],
+                         D=model.D, activation=restrict_activation(phi, kept),
+                         bias_x=work.bx[kept], bias_y=work.by)
+
+
+def _reduction_error_bound(model: ImplicitModel, work: _Pruning) -> ReductionErrorBound:
+    """The record that bounds the effect of the pruned entries (``tol > 0``)."""
+    A, B, C = model.A, model.B, model.C
+    PA, PB, PC = work.PA, work.PB, work.PC
+    gam = state_lipschitz(work.phi, model.n)
+    return ReductionErrorBound(
+        original=model, pruned=model.replace(A=PA, B=PB, C=PC), E_A=frozen(np.abs(A - PA)),
+        E_B=frozen(np.abs(B - PB)), E_C=frozen(np.abs(C - PC)),
+        pf_eigenvalue=pf_eigenvalue(gam[:, None] * np.abs(A)))
 
 
 def _reachable(read: NDArray[np.bool_], roots: NDArray[np.bool_]) -> NDArray[np.bool_]:

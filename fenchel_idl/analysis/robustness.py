@@ -35,32 +35,39 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cvxpy as cp
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fenchel_idl.validation import as_float_array, check_choice, check_int, check_real
+from fenchel_idl.errors import (
+    ConvergenceWarning,
+    InputTypeError,
+    NotConvexError,
+    NotWellPosedError,
+    ShapeError,
+    SolverError,
+    ValidationError,
+)
 from fenchel_idl.model.activations import Activation, Blockwise, ReLU, blip_structure
-from fenchel_idl.errors import (ConvergenceWarning, InputTypeError, NotConvexError,
-                                NotWellPosedError, ShapeError, SolverError, ValidationError)
 from fenchel_idl.model.implicit_model import ImplicitModel
 from fenchel_idl.model.lipschitz import inf_norm, lipschitz_penalty_value
 from fenchel_idl.model.wellposedness import norm_matrix, pf_eigenvalue
+from fenchel_idl.validation import as_float_array, check_choice, check_int, check_real
 
 __all__ = [
-    "StateBounds",
+    "LP_SOLVERS",
     "LPBound",
-    "state_bounds",
+    "StateBounds",
     "lipschitz_bound",
     "lipschitz_penalty_value",
-    "sensitivity_matrix",
-    "output_bound",
     "lp_bound",
-    "LP_SOLVERS",
+    "output_bound",
+    "sensitivity_matrix",
+    "state_bounds",
 ]
 
 Array = NDArray[np.float64]
@@ -861,19 +868,34 @@ def lp_bound(model: ImplicitModel, u0: ArrayLike, sigma_u: ArrayLike | float,
     sig = _as_sigma(sigma_u, p)
     kk = _as_k(k, p)
     rng_ = _as_range(input_range)
+    cv, dv, off = _lp_objective(objective, c, d, offset, n, p)
+    run = _LPRun.build(model, u0v, sig, kk, rng_, relaxation, solver)
+    if objective == "linear":
+        return _linear_bound(run, cv, dv, off, relaxation)
+    return _discrepancy_bound(run, relaxation)
+
+
+def _lp_objective(objective: str, c: ArrayLike | None, d: ArrayLike | None, offset: float,
+                  n: int, p: int) -> tuple[Array, Array, float]:
+    """The checked linear objective (c, d, offset) of :func:`lp_bound`; zeros for
+    "discrepancy", which takes none."""
     if objective == "linear":
         if c is None:
             raise ValidationError("'c' is required for objective='linear': an array of shape "
                                   f"(n,) = ({n},); got None.")
         cv = _as_vector("c", c, n, f"n = {n} states")
         dv = np.zeros(p) if d is None else _as_vector("d", d, p, f"p = {p} inputs")
-        off = check_real("offset", offset)
-    else:
-        if c is not None or d is not None or offset != 0.0:
-            raise ValidationError("'c', 'd' and 'offset' must be left unset for "
-                                  "objective='discrepancy' (the objective is ||x - x0||_2^2); "
-                                  "got a value.")
-        cv, dv = np.zeros(n), np.zeros(p)
+        return cv, dv, check_real("offset", offset)
+    if c is not None or d is not None or offset != 0.0:
+        raise ValidationError("'c', 'd' and 'offset' must be left unset for "
+                              "objective='discrepancy' (the objective is ||x - x0||_2^2); "
+                              "got a value.")
+    return np.zeros(n), np.zeros(p), 0.0
+
+
+def _input_box(u0v: Array, sig: Array,
+               rng_: tuple[float, float] | None) -> tuple[Array, Array]:
+    """Bounds ``w_lo <= u - u0 <= w_hi``: the box, cut to the input range if one is given."""
     w_lo, w_hi = -sig, sig.copy()
     if rng_ is not None:
         lo, hi = rng_
@@ -882,78 +904,116 @@ def lp_bound(model: ImplicitModel, u0: ArrayLike, sigma_u: ArrayLike | float,
                                   f"[{u0v.min():.6g}, {u0v.max():.6g}].")
         w_lo = np.maximum(w_lo, lo - u0v)
         w_hi = np.minimum(w_hi, hi - u0v)
-    # the state box (section 4.2) around the nominal equilibrium
-    sb = state_bounds(model, sig, kk)
-    x0, _ = model.equilibrium(u0v, tol=1e-13, max_iter=100_000, on_nonconvergence="ignore")
-    sigma_x = sb.sigma_x + 1e-9 * np.maximum(1.0, np.abs(x0))  # slack for the solve of x0
-    data = _LPData(u0=u0v, r=model.B @ u0v + model.bias_x, sig=sig,
-                   x_lo=np.maximum(0.0, x0 - sigma_x), x_hi=x0 + sigma_x, w_lo=w_lo,
-                   w_hi=w_hi, k=None if kk is None else float(kk), s=None, h2=None)
-    if relaxation == "triangle":
-        s, q = _triangle(model, data, kk)
-        data = _LPData(**{**data.__dict__, "s": s, "h2": -(q + s * data.r)})
+    return w_lo, w_hi
 
-    lp = _relu_lp(model, kk is not None, relaxation == "triangle")
+
+@dataclass(frozen=True)
+class _LPRun:
+    """One call of :func:`lp_bound`: the model, its LP with the parameters set for this
+    input set, the solvers to try, the nominal equilibrium x0 and the state box."""
+
+    model: ImplicitModel
+    lp: _ReluLP
+    chain: list[str]
+    data: _LPData
+    k: int | None
+    x0: Array
+    sigma_x: Array
+
+    @classmethod
+    def build(cls, model: ImplicitModel, u0v: Array, sig: Array, kk: int | None,
+              rng_: tuple[float, float] | None, relaxation: str,
+              solver: str | Sequence[str] | None) -> _LPRun:
+        w_lo, w_hi = _input_box(u0v, sig, rng_)
+        # the state box (section 4.2) around the nominal equilibrium
+        sb = state_bounds(model, sig, kk)
+        x0, _ = model.equilibrium(u0v, tol=1e-13, max_iter=100_000, on_nonconvergence="ignore")
+        sigma_x = sb.sigma_x + 1e-9 * np.maximum(1.0, np.abs(x0))  # slack for the solve of x0
+        data = _LPData(u0=u0v, r=model.B @ u0v + model.bias_x, sig=sig,
+                       x_lo=np.maximum(0.0, x0 - sigma_x), x_hi=x0 + sigma_x, w_lo=w_lo,
+                       w_hi=w_hi, k=None if kk is None else float(kk), s=None, h2=None)
+        if relaxation == "triangle":
+            s, q = _triangle(model, data, kk)
+            data = _LPData(**{**data.__dict__, "s": s, "h2": -(q + s * data.r)})
+        lp = _relu_lp(model, kk is not None, relaxation == "triangle")
+        _set_parameters(lp, data, kk)
+        return cls(model, lp, _solver_chain(solver), data, kk, x0, sigma_x)
+
+    def solve(self, cvec: Array, dvec: Array) -> tuple[float, float, Array, Array, str, str]:
+        """Solve the LP for the objective (cvec, dvec): (certified bound, the solver's value,
+        its x, its w = u - u0, solver, status)."""
+        lp, model, data = self.lp, self.model, self.data
+        lp.c.value = cvec
+        lp.d.value = dvec
+        used, status = _solve(lp, self.chain)
+        lam = np.maximum(np.asarray(lp.link.dual_value, dtype=float), 0.0)
+        mu = None if lp.chord is None else np.maximum(np.asarray(lp.chord.dual_value,
+                                                                 dtype=float), 0.0)
+        zeros_n = np.zeros(model.n)
+        cert = min(_dual_value(model, lam, mu, cvec, dvec, data),
+                   _dual_value(model, zeros_n, None if mu is None else zeros_n, cvec, dvec,
+                               data))
+        lp_value = float(lp.problem.value) + float(dvec @ data.u0)
+        return (cert, lp_value, np.array(lp.x.value, dtype=float),
+                np.array(lp.w.value, dtype=float), used, status)
+
+    def true_objective(self, W: Array, cv: Array | None,
+                       dv: Array | None) -> tuple[Array, Array]:
+        """The objective at the true equilibria of the inputs ``u0 + W[:, j]``: linear with
+        (cv, dv), or the discrepancy ``||x - x0||_2^2`` when cv is None; and the states."""
+        U = self.data.u0[:, None] + W
+        X, _ = self.model.equilibrium(U, tol=1e-12, max_iter=100_000,
+                                      on_nonconvergence="ignore")
+        if cv is not None:
+            return cv @ X + dv @ U, X
+        return np.sum((X - self.x0[:, None]) ** 2, axis=0), X
+
+
+def _set_parameters(lp: _ReluLP, data: _LPData, kk: int | None) -> None:
     lp.r.value = data.r
     lp.x_lo.value = data.x_lo
     lp.x_hi.value = data.x_hi
-    lp.w_lo.value = w_lo
-    lp.w_hi.value = w_hi
+    lp.w_lo.value = data.w_lo
+    lp.w_hi.value = data.w_hi
     if lp.k is not None:
+        sig = data.sig
         lp.k.value = float(kk)  # type: ignore[arg-type]
         lp.inv_sig.value = np.where(sig > 0, 1.0 / np.where(sig > 0, sig, 1.0), 0.0)
     if lp.s is not None:
         lp.s.value = data.s
         lp.h2.value = data.h2
-    chain = _solver_chain(solver)
-    zeros_n = np.zeros(n)
 
-    def run(cvec: Array, dvec: Array) -> tuple[float, float, Array, Array, str, str]:
-        lp.c.value = cvec
-        lp.d.value = dvec
-        used, status = _solve(lp, chain)
-        lam = np.maximum(np.asarray(lp.link.dual_value, dtype=float), 0.0)
-        mu = None if lp.chord is None else np.maximum(np.asarray(lp.chord.dual_value,
-                                                                 dtype=float), 0.0)
-        cert = min(_dual_value(model, lam, mu, cvec, dvec, data),
-                   _dual_value(model, zeros_n, None if mu is None else zeros_n, cvec, dvec,
-                               data))
-        lp_value = float(lp.problem.value) + float(dvec @ u0v)
-        return (cert, lp_value, np.array(lp.x.value, dtype=float),
-                np.array(lp.w.value, dtype=float), used, status)
 
-    def true_objective(W: Array) -> tuple[Array, Array]:
-        U = u0v[:, None] + W
-        X, _ = model.equilibrium(U, tol=1e-12, max_iter=100_000, on_nonconvergence="ignore")
-        if objective == "linear":
-            return cv @ X + dv @ U, X
-        return np.sum((X - x0[:, None]) ** 2, axis=0), X
+def _linear_bound(run: _LPRun, cv: Array, dv: Array, off: float, relaxation: str) -> LPBound:
+    """``objective="linear"``: one LP, and the better of its two rounded attacks."""
+    bound, lp_value, x_lp, w_lp, used, status = run.solve(cv, dv)
+    W = np.column_stack(_round_to_set(w_lp, run.data, run.k))
+    vals, X = run.true_objective(W, cv, dv)
+    best = int(np.argmax(vals))
+    return LPBound(bound=bound + off, value=float(vals[best]) + off,
+                   lp_value=lp_value + off, x=x_lp,
+                   u=run.data.u0 + W[:, best], x_eq=X[:, best], x0=run.x0,
+                   sigma_x=run.sigma_x, componentwise=None, status=status, solver=used,
+                   objective="linear", relaxation=relaxation, n_solves=1)
 
-    if objective == "linear":
-        bound, lp_value, x_lp, w_lp, used, status = run(cv, dv)
-        W = np.column_stack(_round_to_set(w_lp, data, kk))
-        vals, X = true_objective(W)
-        best = int(np.argmax(vals))
-        return LPBound(bound=bound + off, value=float(vals[best]) + off,
-                       lp_value=lp_value + off, x=x_lp,
-                       u=u0v + W[:, best], x_eq=X[:, best], x0=x0, sigma_x=sigma_x,
-                       componentwise=None, status=status, solver=used, objective=objective,
-                       relaxation=relaxation, n_solves=1)
 
-    # discrepancy: 2n linear LPs, skipping those the box settles
+def _discrepancy_bound(run: _LPRun, relaxation: str) -> LPBound:
+    """``objective="discrepancy"``: 2n linear LPs, skipping those the box settles."""
+    data, x0 = run.data, run.x0
+    n, p = x0.shape[0], data.u0.shape[0]
     up = data.x_hi - x0
     down = x0 - data.x_lo
     up_lp = np.zeros(n)
     down_lp = np.zeros(n)
     cands, xs = [np.zeros(p)], [x0.copy()]
-    used, status, n_solves = chain[0], str(cp.OPTIMAL), 0
+    used, status, n_solves = run.chain[0], str(cp.OPTIMAL), 0
     for i in range(n):
         for sign in (1.0, -1.0):
             if (up[i] if sign > 0 else down[i]) <= 0.0:
                 continue
             e = np.zeros(n)
             e[i] = sign
-            cert, val, x_lp, w_lp, used, status = run(e, np.zeros(p))
+            cert, val, x_lp, w_lp, used, status = run.solve(e, np.zeros(p))
             n_solves += 1
             if sign > 0:
                 up[i] = min(up[i], max(cert - x0[i], 0.0))
@@ -961,15 +1021,15 @@ def lp_bound(model: ImplicitModel, u0: ArrayLike, sigma_u: ArrayLike | float,
             else:
                 down[i] = min(down[i], max(cert + x0[i], 0.0))
                 down_lp[i] = max(val + x0[i], 0.0)
-            for wc in _round_to_set(w_lp, data, kk):
+            for wc in _round_to_set(w_lp, data, run.k):
                 cands.append(wc)
                 xs.append(x_lp)
     W = np.column_stack(cands)
-    vals, X = true_objective(W)
+    vals, X = run.true_objective(W, None, None)
     best = int(np.argmax(vals))
     width = np.maximum(up, down)
     return LPBound(bound=float(np.sum(width ** 2)) * (1.0 + 1e-12), value=float(vals[best]),
                    lp_value=float(np.sum(np.maximum(up_lp, down_lp) ** 2)), x=xs[best],
-                   u=u0v + W[:, best], x_eq=X[:, best], x0=x0, sigma_x=sigma_x,
+                   u=data.u0 + W[:, best], x_eq=X[:, best], x0=x0, sigma_x=run.sigma_x,
                    componentwise=np.column_stack([up, down]), status=status, solver=used,
-                   objective=objective, relaxation=relaxation, n_solves=n_solves)
+                   objective="discrepancy", relaxation=relaxation, n_solves=n_solves)
