@@ -15,45 +15,47 @@ function                   what (paper)
 :func:`save_attack_figure` clean / perturbed / marked images, as Figures 9-11
 =========================  ==============================================================
 
-Command line (section 7.3 on MNIST, and Fashion-MNIST as the stand-in for CIFAR-10)::
-
-    python -m fenchel_idl.analysis.attacks --out DIR [--quick]
-
-trains a scikit-learn ``MLPClassifier`` on each data set, converts it with
-:func:`fenchel_idl.from_mlp`, runs the attacks on test images and writes
-``DIR/attack_table.md`` and PNG figures.
+The Table 1 command that runs these attacks on MNIST and Fashion-MNIST is an application,
+:mod:`fenchel_idl.apps.table1`.
 """
 
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fenchel_idl.validation import as_float_array, as_samples, check_choice, check_int, check_real
-from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
-from fenchel_idl.drivers.gradients import input_gradient
-from fenchel_idl.model.implicit_model import ImplicitModel
 from fenchel_idl.analysis.plots import _save_figure, pyplot
-from fenchel_idl.analysis.robustness import (LPBound, _as_k, _as_model, _as_range, _as_sigma,
-                                             lp_bound, sensitivity_matrix)
+from fenchel_idl.analysis.robustness import (
+    LPBound,
+    _as_k,
+    _as_model,
+    _as_range,
+    _as_sigma,
+    lp_bound,
+    sensitivity_matrix,
+)
+from fenchel_idl.drivers.gradients import input_gradient
+from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+from fenchel_idl.model.implicit_model import ImplicitModel
+from fenchel_idl.validation import as_float_array, as_samples, check_choice, check_int, check_real
 
 __all__ = [
+    "TABLE1_FRACTIONS",
     "AttackResult",
     "AttackTable",
-    "sensitivity_attack",
-    "sensitivity_scores",
-    "gradient_attack",
-    "lp_attack",
     "attack_success_rate",
     "attack_table",
+    "gradient_attack",
+    "lp_attack",
     "save_attack_figure",
-    "TABLE1_FRACTIONS",
+    "sensitivity_attack",
+    "sensitivity_scores",
 ]
 
 Array = NDArray[np.float64]

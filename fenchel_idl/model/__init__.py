@@ -2,21 +2,39 @@
 equilibria, well-posedness, composition and the conversion of feedforward networks.
 """
 
-from fenchel_idl.model.activations import (Activation, ReLU, LeakyReLU, Tanh, Sigmoid, Identity,
-                                           Softmax, Blockwise, get_activation, CvxTerm)
-from fenchel_idl.model.equilibrium import EquilibriumInfo, solve_equilibrium, picard
-from fenchel_idl.model.implicit_model import ImplicitModel, FORMAT_NAME, FORMAT_VERSION
-from fenchel_idl.model.wellposedness import (pf_eigenvalue, induced_norm, norm_matrix,
-                                             is_well_posed, check_well_posed, well_posedness,
-                                             WellPosedness, rescale)
-from fenchel_idl.model.composition import cascade, parallel, concat, feedback
-from fenchel_idl.model.lipschitz import lipschitz_penalty_value
+from fenchel_idl.model.activations import (
+    Activation,
+    Blockwise,
+    CvxTerm,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    get_activation,
+)
+from fenchel_idl.model.composition import cascade, concat, feedback, parallel
+from fenchel_idl.model.equilibrium import EquilibriumInfo, picard, solve_equilibrium
 from fenchel_idl.model.feedforward import from_layers, from_mlp
+from fenchel_idl.model.implicit_model import FORMAT_NAME, FORMAT_VERSION, ImplicitModel
+from fenchel_idl.model.lipschitz import lipschitz_penalty_value
+from fenchel_idl.model.wellposedness import (
+    WellPosedness,
+    check_well_posed,
+    induced_norm,
+    is_well_posed,
+    norm_matrix,
+    pf_eigenvalue,
+    rescale,
+    well_posedness,
+)
 
 __all__ = [
-    "Activation", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Identity", "Softmax", "Blockwise",
-    "get_activation", "CvxTerm", "EquilibriumInfo", "solve_equilibrium", "picard", "ImplicitModel",
-    "FORMAT_NAME", "FORMAT_VERSION", "pf_eigenvalue", "induced_norm", "norm_matrix",
-    "is_well_posed", "check_well_posed", "well_posedness", "WellPosedness", "rescale", "cascade",
-    "parallel", "concat", "feedback", "from_layers", "from_mlp", "lipschitz_penalty_value",
+    "FORMAT_NAME", "FORMAT_VERSION", "Activation", "Blockwise", "CvxTerm", "EquilibriumInfo",
+    "Identity", "ImplicitModel", "LeakyReLU", "ReLU", "Sigmoid", "Softmax", "Tanh",
+    "WellPosedness", "cascade", "check_well_posed", "concat", "feedback", "from_layers",
+    "from_mlp", "get_activation", "induced_norm", "is_well_posed", "lipschitz_penalty_value",
+    "norm_matrix", "parallel", "pf_eigenvalue", "picard", "rescale", "solve_equilibrium",
+    "well_posedness",
 ]

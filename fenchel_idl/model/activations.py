@@ -24,22 +24,23 @@ from typing import Any, ClassVar
 import cvxpy as cp
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import expit, logsumexp, softmax as _softmax, xlogy
+from scipy.special import expit, logsumexp, xlogy
+from scipy.special import softmax as _softmax
 
-from fenchel_idl.validation import check_int, check_real
 from fenchel_idl.errors import InputTypeError, ValidationError
+from fenchel_idl.validation import check_int, check_real
 
 __all__ = [
     "Activation",
-    "ReLU",
-    "LeakyReLU",
-    "Tanh",
-    "Sigmoid",
-    "Identity",
-    "Softmax",
     "Blockwise",
-    "get_activation",
     "CvxTerm",
+    "Identity",
+    "LeakyReLU",
+    "ReLU",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "get_activation",
 ]
 
 Array = NDArray[np.float64]
@@ -611,7 +612,7 @@ def restrict_activation(phi: Activation, idx: Any) -> Activation:
     if not isinstance(phi, Blockwise):
         return phi
     pieces = []
-    idx_set = set(int(i) for i in idx)
+    idx_set = {int(i) for i in idx}
     for sl, act in phi.slices():
         count = sum(1 for i in range(sl.start, sl.stop) if i in idx_set)
         if count:

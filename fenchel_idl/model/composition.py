@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import block_diag
 
-from fenchel_idl.model.activations import Activation, Blockwise
 from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+from fenchel_idl.model.activations import Activation, Blockwise
 from fenchel_idl.model.implicit_model import ImplicitModel
 
-__all__ = ["cascade", "parallel", "concat", "feedback"]
+__all__ = ["cascade", "concat", "feedback", "parallel"]
 
 
 def _check(*models: object) -> None:

@@ -26,12 +26,11 @@ from numpy.typing import NDArray
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from fenchel_idl.validation import check_choice, check_int, check_real
-from fenchel_idl.model.activations import (Activation, Blockwise, blip_structure,
-                                           restrict_activation)
 from fenchel_idl.errors import ConvergenceWarning, EquilibriumError
+from fenchel_idl.model.activations import Activation, Blockwise, blip_structure, restrict_activation
+from fenchel_idl.validation import check_choice, check_int, check_real
 
-__all__ = ["EquilibriumInfo", "solve_equilibrium", "picard"]
+__all__ = ["EquilibriumInfo", "picard", "solve_equilibrium"]
 
 Array = NDArray[np.float64]
 

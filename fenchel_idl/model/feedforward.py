@@ -7,14 +7,15 @@ exact forward pass (back substitution).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from fenchel_idl.validation import as_float_array
-from fenchel_idl.model.activations import Activation, Blockwise, get_activation
 from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+from fenchel_idl.model.activations import Activation, Blockwise, get_activation
 from fenchel_idl.model.implicit_model import ImplicitModel
+from fenchel_idl.validation import as_float_array
 
 __all__ = ["from_layers", "from_mlp"]
 

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fenchel_idl.validation import as_float_array, as_samples
+from fenchel_idl.errors import FenchelIDLError, ModelFileError, ShapeError, ValidationError
 from fenchel_idl.model.activations import Activation, activation_for, get_activation
 from fenchel_idl.model.equilibrium import EquilibriumInfo, Structure, solve_equilibrium, structure
-from fenchel_idl.errors import FenchelIDLError, ModelFileError, ShapeError, ValidationError
+from fenchel_idl.validation import as_float_array, as_samples
 
-__all__ = ["ImplicitModel", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ImplicitModel"]
 
 Array = NDArray[np.float64]
 FORMAT_NAME = "fenchel_idl.ImplicitModel"
@@ -180,7 +180,7 @@ class ImplicitModel(ModelSizes):
         """Topological levels of the state dependency graph (used by :meth:`equilibrium`)."""
         return structure(self.A, self.activation)
 
-    def replace(self, **changes: Any) -> "ImplicitModel":
+    def replace(self, **changes: Any) -> ImplicitModel:
         """Return a copy with some fields replaced (validated again).
 
         Raises
@@ -315,7 +315,7 @@ class ImplicitModel(ModelSizes):
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ImplicitModel":
+    def load(cls, path: str | os.PathLike) -> ImplicitModel:
         """Read a model written by :meth:`save`. Never executes code (no pickle).
 
         Raises

@@ -9,21 +9,26 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fenchel_idl.validation import as_float_array
-from fenchel_idl.model.activations import (Activation, activation_for, blip_structure,
-                                           get_activation, restrict_activation)
 from fenchel_idl.errors import InputTypeError, NotWellPosedError, ShapeError, ValidationError
+from fenchel_idl.model.activations import (
+    Activation,
+    activation_for,
+    blip_structure,
+    get_activation,
+    restrict_activation,
+)
 from fenchel_idl.model.implicit_model import ImplicitModel
+from fenchel_idl.validation import as_float_array
 
 __all__ = [
-    "pf_eigenvalue",
-    "induced_norm",
-    "norm_matrix",
-    "is_well_posed",
-    "check_well_posed",
-    "well_posedness",
     "WellPosedness",
+    "check_well_posed",
+    "induced_norm",
+    "is_well_posed",
+    "norm_matrix",
+    "pf_eigenvalue",
     "rescale",
+    "well_posedness",
 ]
 
 Array = NDArray[np.float64]
