@@ -9,7 +9,7 @@ from a warm (BCD) against a random start.
   (validation, records, model objects), not a different algorithm: both loops perform the
   same fixed-point iterations, which the function checks.
 - :func:`bench_projection` compares the two projection methods of
-  :mod:`fenchel_idl.drivers.projection`.
+  :mod:`fenchel_idl.problem.projection`.
 - :func:`cosine_experiment` runs the paper's pure gradient method from a random start on the
   cosine problem and reports train RMSE and RMSE against the noiseless f on a 1000-point
   grid.
@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fenchel_idl.apps.common import machine_line, problems_dir, pyplot, rmse, write_section
+from fenchel_idl.problem import project_inf_ball
 from fenchel_idl.drivers import (
     RefineOptions,
     RefineResult,
@@ -43,7 +44,6 @@ from fenchel_idl.drivers import (
     init_random,
     load_data,
     load_problem,
-    project_inf_ball,
     refine,
     refine_stage,
     solve_bcd,

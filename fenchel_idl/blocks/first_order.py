@@ -52,10 +52,10 @@ from scipy.special import softmax
 
 from fenchel_idl.blocks.dca import x_step_data
 from fenchel_idl.blocks.solvers import SolveInfo
-from fenchel_idl.drivers.projection import project_l1_rows
+from fenchel_idl.problem.projection import project_l1_rows
 from fenchel_idl.problem.losses import CrossEntropyLoss
 
-__all__ = ["ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply",
+__all__ = ["fista", "fista_info", "ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply",
            "fast_ce_readout", "fast_k_step", "fast_readout_apply", "fast_x_block"]
 
 Array = NDArray[np.float64]
@@ -67,7 +67,7 @@ def fast_blocks_apply(problem) -> bool:
     return problem.activation.name == "relu" and not reads_ab
 
 
-def _fista(grad_obj: Callable, project: Callable, certificate: Callable, x0: Array, L: float,
+def fista(grad_obj: Callable, project: Callable, certificate: Callable, x0: Array, L: float,
            tol: float, max_iter: int, check_every: int = 5):
     """FISTA with gradient-based adaptive restart (O'Donoghue and Candes, "Adaptive restart
     for accelerated gradient schemes", 2015). Returns (x, f, gap, iterations).
@@ -100,6 +100,18 @@ def _fista(grad_obj: Callable, project: Callable, certificate: Callable, x0: Arr
             if gap <= tol * max(1.0, abs(f)):
                 break
     return x, f, gap, it
+
+
+def fista_info(block: str, f: float, gap: float, iters: int, tol: float, t0: float,
+               bound: str = "gap bound") -> SolveInfo:
+    """The SolveInfo of a FISTA solve that stopped at objective f with the certified gap
+    bound ``gap`` after ``iters`` iterations (started at ``time.perf_counter()`` t0): certified
+    when the relative gap is within ``tol``."""
+    rel = gap / max(1.0, abs(f))
+    ok = rel <= tol
+    return SolveInfo(block, "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
+                     time.perf_counter() - t0, 1,
+                     "" if ok else f"{bound} {rel:.2e} above {tol:.1e} after {iters} iterations")
 
 
 def fast_x_block(problem, A, B, b, C, D, d, X, lam, tol: float = 1e-7,
@@ -140,14 +152,9 @@ def fast_x_block(problem, A, B, b, C, D, d, X, lam, tol: float = 1e-7,
     c2 = float(np.linalg.norm(C, 2)) ** 2
     L = (c2 * (0.5 if ce else 1.0) + float(lam.max()) * (1.0 + float(np.linalg.norm(A, 2)) ** 2)
          + float(max(-data.min_eigenvalue, 0.0))) / m
-    Xn, f, gap, iters = _fista(grad_obj, lambda Z: np.maximum(Z, 0.0), certificate, X, L, tol,
+    Xn, f, gap, iters = fista(grad_obj, lambda Z: np.maximum(Z, 0.0), certificate, X, L, tol,
                                max_iter)
-    rel = gap / max(1.0, abs(f))
-    ok = rel <= tol
-    info = SolveInfo("X", "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
-                     time.perf_counter() - t0, 1,
-                     "" if ok else f"gap bound {rel:.2e} above {tol:.1e} after {iters} "
-                                   "iterations")
+    info = fista_info("X", f, gap, iters, tol, t0)
     return Xn, info
 
 
@@ -222,13 +229,8 @@ def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7, rho: float | N
     def certificate(Wc, f, g):
         return ab_min_norm_sq(problem, gammas, Wc, g) / (2.0 * rho)
 
-    Wn, f, gap, iters = _fista(grad_obj, project, certificate, W0, L0 + rho, tol, max_iter)
-    rel = gap / max(1.0, abs(f))
-    ok = rel <= tol
-    info = SolveInfo("AB", "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
-                     time.perf_counter() - t0, 1,
-                     "" if ok else f"gap bound {rel:.2e} above {tol:.1e} after {iters} "
-                                   "iterations")
+    Wn, f, gap, iters = fista(grad_obj, project, certificate, W0, L0 + rho, tol, max_iter)
+    info = fista_info("AB", f, gap, iters, tol, t0)
     b = Wn[:, n + p] if bias else np.zeros(n)
     return Wn[:, :n], Wn[:, n:n + p], b, info
 
@@ -348,14 +350,9 @@ def fast_k_step(problem, G: Array, Hl: Array, K0: Array, curvature: float, prox:
     def certificate(Kc, f, g):
         return readout_min_norm_sq(problem, Kc, g) / (2.0 * rho)
 
-    Kn, f, gap, iters = _fista(grad_obj, readout_projector(problem), certificate, K0,
+    Kn, f, gap, iters = fista(grad_obj, readout_projector(problem), certificate, K0,
                                L0 + rho, tol, max_iter)
-    rel = gap / max(1.0, abs(f))
-    ok = rel <= tol
-    info = SolveInfo("CD", "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
-                     time.perf_counter() - t0, 1,
-                     "" if ok else f"gap bound {rel:.2e} above {tol:.1e} after {iters} "
-                                   "iterations")
+    info = fista_info("CD", f, gap, iters, tol, t0)
     return Kn, info
 
 
@@ -510,14 +507,9 @@ def fast_ce_readout(problem, X: Array, K0: Array | None = None, tol: float = 1e-
         P = softmax(Z, axis=0)
         return f - ce_readout_lower_bound(pb, V, Y, P)
 
-    Kn, f, gap, iters = _fista(grad_obj, readout_projector(pb), certificate, K0, L, tol,
+    Kn, f, gap, iters = fista(grad_obj, readout_projector(pb), certificate, K0, L, tol,
                                max_iter, check_every=10)
     if mu is not None:
         Kn[:, -1] -= Kn[:, :-1] @ mu
-    rel = gap / max(1.0, abs(f))
-    ok = rel <= tol
-    info = SolveInfo("readout", "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel,
-                     None, ok, time.perf_counter() - t0, 1,
-                     "" if ok else f"duality gap {rel:.2e} above {tol:.1e} after {iters} "
-                                   "iterations")
+    info = fista_info("readout", f, gap, iters, tol, t0, "duality gap")
     return Kn, info

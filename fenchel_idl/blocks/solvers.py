@@ -34,7 +34,7 @@ from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import CLARABEL
 from fenchel_idl.errors import InputTypeError, SolverError, SolverWarning, ValidationError
 from fenchel_idl.validation import check_choice, check_real, describe
 
-__all__ = ["SolveInfo", "solve_certified", "CHAINS", "ON_FAILURE"]
+__all__ = ["describe_solve", "SolveInfo", "solve_certified", "CHAINS", "ON_FAILURE"]
 
 ON_FAILURE = ("fallback", "warn", "raise")
 
@@ -241,3 +241,11 @@ def solve_certified(problem: cp.Problem, block: str, cone: str = "qp",
     raise SolverError(f"block {block!r} could not be solved to certified optimality with "
                       f"{[a.solver for a in attempts]}: last status {attempts[-1].status!r} "
                       f"({attempts[-1].note}).", status=attempts[-1].status, attempts=attempts)
+
+
+def describe_solve(info: SolveInfo) -> str:
+    """One line on a solve: solver, gap (or KKT residual), certified or why not."""
+    g = info.gap if info.gap is not None else info.kkt_residual
+    figure = f"gap {g:.2e}" if g is not None else "no gap"
+    return f"{info.solver}, {figure}, " + ("certified" if info.certified
+                                           else f"NOT certified ({info.note or info.status})")

@@ -227,7 +227,7 @@ class ImplicitRegressor(RegressorMixin, _ImplicitEstimator):
         Convex penalties, e.g. ``[{"name": "l1", "weight": 1e-3, "on": "A"}]`` (see
         :mod:`fenchel_idl.problem.penalties`).
     schedule : dict, optional
-        Fields of :class:`fenchel_idl.drivers.bcd.Schedule`. The default is the line search on the
+        Fields of :class:`fenchel_idl.Schedule`. The default is the line search on the
         true objective (the training loss never increases between sweeps);
         ``{"restart": False, "factor": 4}`` is the lam continuation.
     max_sweeps : int >= 1, optional
@@ -256,12 +256,12 @@ class ImplicitRegressor(RegressorMixin, _ImplicitEstimator):
     model_ : ImplicitModel
         The trained model; it takes samples as columns: ``model_.predict(X.T).T`` equals
         ``predict(X)`` for 2-D targets.
-    certificate_ : fenchel_idl.drivers.bcd.Certificate
+    certificate_ : fenchel_idl.Certificate
         What the run certifies: block optimality, monotonicity, well-posedness, the
         relaxation gap, the training metric.
-    history_ : list of fenchel_idl.drivers.bcd.BlockRecord
+    history_ : list of fenchel_idl.BlockRecord
         Every block update.
-    bcd_result_ : fenchel_idl.drivers.bcd.BCDResult
+    bcd_result_ : fenchel_idl.BCDResult
         The whole result of :func:`fenchel_idl.drivers.bcd.solve_bcd`.
     n_iter_ : int
         Number of BCD sweeps run.

@@ -76,28 +76,38 @@ them); use :func:`fenchel_idl.solve_bcd`.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.special import logsumexp, softmax
 
-from fenchel_idl.blocks.gram import GramReadout
-from fenchel_idl.validation import check_choice, check_int, check_real
-from fenchel_idl.errors import InputTypeError, ValidationError
 from fenchel_idl._blas import env_blas_threads
-from fenchel_idl.blocks.first_order import (_fista, ab_min_norm_sq, ab_projector, fast_blocks_apply,
-                                            ce_readout, fast_k_step, fast_readout_apply,
-                                            fast_x_block, pack_cd, unpack_cd)
-from fenchel_idl.problem.losses import CrossEntropyLoss
-from fenchel_idl.model.implicit_model import ImplicitModel
-from fenchel_idl.blocks.solvers import ON_FAILURE, SolveInfo, solve_certified
-from fenchel_idl.blocks.cvxpy_blocks import Blocks, _aggregate
-from fenchel_idl.problem.training_problem import TrainingProblem
+from fenchel_idl.blocks.block_solvers import BlockSolvers, SolvePolicy, State, make_block_solvers
+from fenchel_idl.blocks.first_order import (
+    ab_min_norm_sq,
+    ab_projector,
+    fast_k_step,
+    fast_readout_apply,
+    fista,
+    fista_info,
+    pack_cd,
+    unpack_cd,
+)
+from fenchel_idl.blocks.gram import GramReadout
+from fenchel_idl.blocks.solvers import SolveInfo, describe_solve
+from fenchel_idl.drivers.finish import DescentStats, check_refine, finish
+from fenchel_idl.drivers.records import BCDResult
+from fenchel_idl.drivers.schedule import Schedule
+from fenchel_idl.drivers.state import equilibrium, initial_state, objective, train_metric
+from fenchel_idl.errors import InputTypeError, ValidationError
 from fenchel_idl.model.activations import state_lipschitz
+from fenchel_idl.model.implicit_model import ImplicitModel
+from fenchel_idl.problem.losses import CrossEntropyLoss
+from fenchel_idl.problem.training_problem import TrainingProblem
+from fenchel_idl.validation import check_choice, check_int, check_real
 
 __all__ = ["BatchRecord", "solve_bcd_minibatch"]
 
@@ -244,13 +254,8 @@ def _w_step(problem: TrainingProblem, st: _Stats, W0: Array, prox: float, tol: f
     lmax = float(np.linalg.eigvalsh(G)[-1]) / m
     rho = prox * lmax
     L = float(gam.max()) * lmax + rho
-    Wn, f, gap, iters = _fista(grad_obj, project, certificate, W0, L, tol, max_iter)
-    rel = gap / max(1.0, abs(f))
-    ok = rel <= tol
-    info = SolveInfo("AB", "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
-                     time.perf_counter() - t0, 1,
-                     "" if ok else f"gap bound {rel:.2e} above {tol:.1e} after {iters} "
-                                   "iterations")
+    Wn, f, gap, iters = fista(grad_obj, project, certificate, W0, L, tol, max_iter)
+    info = fista_info("AB", f, gap, iters, tol, t0)
     return Wn, info
 
 
@@ -285,46 +290,6 @@ def _k_surrogate(problem: TrainingProblem, st: _Stats, C, D, d) -> float:
     return _curvature(problem) / (2.0 * problem.m) * quad + pen
 
 
-# ----------------------------------------------------------------------------------------
-# The X_S step (full 1/m scaling)
-# ----------------------------------------------------------------------------------------
-class _BatchView:
-    """The attributes of a TrainingProblem that the batched X solver reads, for columns S.
-
-    ``m`` stays the full m: the X_S objective is the restriction of J, not a rescaling.
-    """
-
-    def __init__(self, problem: TrainingProblem, idx):
-        self.U, self.Y = problem.U[:, idx], problem.Y[:, idx]
-        self.m, self.n, self.loss = problem.m, problem.n, problem.loss
-
-
-def _x_step_cvxpy(blocks: Blocks, s, idx, solve) -> tuple[Array, SolveInfo]:
-    """Blocks.solve_x restricted to the columns idx (same compiled batch problems)."""
-    pb = blocks.problem
-    blocks._ensure_stage(s.lam)
-    U, Y, X = pb.U[:, idx], pb.Y[:, idx], s.X[:, idx]
-    Wall = s.B @ U + s.b[:, None]
-    M = s.lam[:, None] * s.A
-    M = M + M.T
-    ev, Q = np.linalg.eigh(M)
-    Gall = s.lam[:, None] * Wall + (Q * np.maximum(ev, 0.0)) @ Q.T @ X
-    Smv = (Q * np.sqrt(np.maximum(-ev, 0.0))) @ Q.T
-    classify = isinstance(pb.loss, CrossEntropyLoss)
-    Rall = s.D @ U + s.d[:, None] - (0.0 if classify else Y)
-    Xnew = np.empty_like(X)
-    infos = []
-    for j0 in range(0, X.shape[1], blocks.col_batch):
-        j1 = min(j0 + blocks.col_batch, X.shape[1])
-        prob, Xv, Ap, Wp, Gp, Sm, Cp, Rp, CtY = blocks._x_problem(j1 - j0)
-        Ap.value, Sm.value, Cp.value = s.A, Smv, s.C
-        Wp.value, Gp.value, Rp.value = Wall[:, j0:j1], Gall[:, j0:j1], Rall[:, j0:j1]
-        CtY.value = s.C.T @ Y[:, j0:j1] if classify else np.zeros((pb.n, j1 - j0))
-        infos.append(solve(prob, f"X[batch {j0}:{j1}]"))
-        Xnew[:, j0:j1] = Xv.value
-    return Xnew, _aggregate("X", infos)
-
-
 def _batch_terms(problem: TrainingProblem, s, idx, X: Array) -> float:
     """The columns idx's part of J: (1/m) sum_j [l_j + sum_i lam_i F_ij]."""
     U, Y = problem.U[:, idx], problem.Y[:, idx]
@@ -333,14 +298,6 @@ def _batch_terms(problem: TrainingProblem, s, idx, X: Array) -> float:
     frac = X.shape[1] / problem.m
     return problem.loss.value(Y, Yh) * frac + \
         float(s.lam @ problem.activation.fenchel(X, Z).sum(axis=1)) / problem.m
-
-
-def _describe_solve(info: SolveInfo) -> str:
-    """One line on a solve: solver, gap (or KKT residual), certified or why not."""
-    g = info.gap if info.gap is not None else info.kkt_residual
-    figure = f"gap {g:.2e}" if g is not None else "no gap"
-    return f"{info.solver}, {figure}, " + ("certified" if info.certified
-                                           else f"NOT certified ({info.note or info.status})")
 
 
 # ----------------------------------------------------------------------------------------
@@ -431,29 +388,51 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     >>> res.certificate.blocks_certified and res.certificate.monotone
     True
     """
-    from fenchel_idl.drivers.bcd import (BCDResult, Certificate, _equilibrium, _fista_failed,
-                                         initial_state, _metric, refine_stage)
-    from fenchel_idl.drivers.refine import RefineOptions
-    from fenchel_idl.model.wellposedness import pf_eigenvalue
+    batch_size, readout_iter = _check_arguments(
+        problem, batch_size, epochs, seed, ab_prox, cd_prox, readout_iter, tol, gap_tol,
+        monitor, callback, refine, init)
+    policy = SolvePolicy(problem.cone, solver, on_failure, gap_tol)
+    solvers = make_block_solvers(problem, policy, readout_iter=readout_iter)
+    t_start = time.perf_counter()
+    run = _MiniBatch(problem, solvers, batch_size, ab_prox, cd_prox, tol, monitor, callback,
+                     progress)
+    rng = np.random.default_rng(seed)
+    start_model = run.start(init, rng)
+    run.open_bar(epochs)
+    for epoch in range(epochs):
+        run.epoch(epoch, epochs, rng.permutation(problem.m) if shuffle else None, restart)
+    run.close_bar()
+    t_bcd = time.perf_counter() - t_start
+    run.say("final readout at the true equilibrium")
+    done = finish(problem, run.s, solvers.CD, run.stats(), tol=tol,
+                  stage_tol=Schedule().stage_tol, refine=refine, seed=seed, progress=progress)
+    run.say(f"final readout: {describe_solve(done.readout_info)}")
+    return BCDResult(model=done.model, history=run.history, certificate=done.certificate,
+                     start_model=start_model, start_metric=train_metric(problem, start_model),
+                     n_sweeps=epochs, lam=run.s.lam.copy(), equilibrium_losses=run.eq_losses,
+                     refine_history=done.refine_history,
+                     timings={**run.timings, **done.timings, "bcd": t_bcd,
+                              "total": time.perf_counter() - t_start})
 
+
+def _check_arguments(problem, batch_size, epochs, seed, ab_prox, cd_prox, readout_iter, tol,
+                     gap_tol, monitor, callback, refine, init) -> tuple[int, int | None]:
+    """Validate solve_bcd_minibatch's arguments; return (batch size, readout_iter)."""
     if not isinstance(problem, TrainingProblem):
         raise InputTypeError(f"'problem' must be a TrainingProblem; got {type(problem).__name__}.")
     batch_size = min(check_int("batch_size", batch_size, low=1), problem.m)
-    epochs = check_int("epochs", epochs, low=1)
-    seed = check_int("seed", seed, low=0)
-    ab_prox = check_real("ab_prox", ab_prox, 0.0, None, low_open=True)
-    cd_prox = check_real("cd_prox", cd_prox, 0.0, None, low_open=True)
+    check_int("epochs", epochs, low=1)
+    check_int("seed", seed, low=0)
+    check_real("ab_prox", ab_prox, 0.0, None, low_open=True)
+    check_real("cd_prox", cd_prox, 0.0, None, low_open=True)
     if readout_iter is not None:
         readout_iter = check_int("readout_iter", readout_iter, low=1)
-    tol = check_real("tol", tol, 0.0, None)
-    gap_tol = check_real("gap_tol", gap_tol, 0.0, None, low_open=True)
-    check_choice("on_failure", on_failure, ON_FAILURE)
+    check_real("tol", tol, 0.0, None)
+    check_real("gap_tol", gap_tol, 0.0, None, low_open=True)
     check_choice("monitor", monitor, ("epoch", "step"))
     if callback is not None and not callable(callback):
         raise InputTypeError(f"'callback' must be callable; got {type(callback).__name__}.")
-    if refine is not None and not isinstance(refine, (bool, dict, RefineOptions)):
-        raise InputTypeError(f"'refine' must be None, a bool, a dict or RefineOptions; got "
-                             f"{refine!r}.")
+    check_refine(refine)
     if init is not None and not isinstance(init, (str, ImplicitModel)):
         raise InputTypeError(f"'init' must be None, 'random' or an ImplicitModel; got "
                              f"{type(init).__name__}.")
@@ -461,235 +440,192 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     if reads_ab:
         raise ValidationError(f"solve_bcd_minibatch supports penalties on C and D only; the "
                               f"penalties {reads_ab} read A or B. Use solve_bcd for them.")
-    solvers = (solver,) if solver else None
-    t_start = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    pb = problem
-    n, m = pb.n, pb.m
-    fast_x = solver is None and fast_blocks_apply(pb)
-    relu = pb.activation.name == "relu"
-    blocks = Blocks(pb)
-    readout_k = _GramReadout(pb)
-    fast_k = solver is None and fast_readout_apply(pb)
-    squared = not isinstance(pb.loss, CrossEntropyLoss)
-    events: list[dict] = []
+    return batch_size, readout_iter
 
-    def solve(prob, name):
-        # no solver warm start: a solve depends on its data only (as in solve_bcd)
-        infos = solve_certified(prob, name, pb.cone, solvers, on_failure, gap_tol,
-                                warm_start=False)
-        events.extend(inf.to_dict() for inf in infos if not inf.certified)
-        return infos[-1]
 
-    def fista_failed(info: SolveInfo) -> None:
-        _fista_failed(info, events, on_failure)
+class _MiniBatch:
+    """The state of one mini-batch run: the variables, the anchors and statistics of the
+    majorizer H, the history, and the named steps of an epoch."""
 
-    s = initial_state(pb, init, rng)
-    stats = _Stats(pb)
-    everything = np.arange(m)
+    def __init__(self, problem: TrainingProblem, solvers: BlockSolvers, batch_size: int,
+                 ab_prox: float, cd_prox: float, tol: float, monitor: str,
+                 callback: Callable | None, progress: bool):
+        self.pb, self.solvers, self.policy = problem, solvers, solvers.CD.policy
+        self.n_batches = -(-problem.m // batch_size)
+        self.ab_prox, self.cd_prox, self.tol = ab_prox, cd_prox, tol
+        self.monitor, self.callback, self.progress = monitor, callback, progress
+        self.readout_k = _GramReadout(problem)
+        self.fast_k = self.policy.solvers is None and fast_readout_apply(problem)
+        self.history: list[BatchRecord] = []
+        self.eq_losses: list[tuple[int, float]] = []
+        self.timings: dict[str, float] = {}
+        self.rejected, self.step = 0, 0
+        self.max_increase, self.last_improvement = -np.inf, np.inf
+        self.H = self.J = np.nan
+        self.bar: Any = None
+        self.s: State
 
-    def refresh_all():
-        """Anchors at the current (W, K) for every sample; exact statistics; H = J."""
-        Z0 = s.A @ s.X + s.B @ pb.U + s.b[:, None]
-        Yh0 = s.C @ s.X + s.D @ pb.U + s.d[:, None]
-        st = _Stats(pb)
-        st.add(1.0, s.X, st.V(s.X, everything), Z0, Yh0, pb.Y)
-        return st, Z0, Yh0
+    # -- start, progress, result ----------------------------------------------------------
+    def start(self, init: Any, rng: np.random.Generator) -> ImplicitModel:
+        """The start state, with the readout of a random-feature start; its model."""
+        t0 = time.perf_counter()
+        self.s = initial_state(self.pb, init, rng)
+        if init is None or isinstance(init, str):
+            self.say("readout of the random-feature start")
+            self.s, info = self.solvers.CD.solve(self.s)
+            self.timings["start_readout"] = time.perf_counter() - t0
+            self.say(f"start readout: {describe_solve(info)}")
+        s = self.s
+        return self.pb.to_user_model(s.A, s.B, s.b, s.C, s.D, s.d)
 
-    def objective():
-        return float(sum(pb.objective_parts(s.A, s.B, s.b, s.C, s.D, s.d, s.X, s.lam)))
-
-    def readout():
-        """The (C, D) block on all samples at the current X (see the module docstring)."""
-        if squared:
-            st, _, _ = refresh_all()
-            return readout_k.solve(st, s.A, s.B, solve)
-        return ce_readout(pb, s.X, pack_cd(pb, s.C, s.D, s.d),
-                          lambda: blocks.solve_cd(s.X, s.A, s.B, solve), fista_failed,
-                          gap_tol, readout_iter, first_order=fast_k)
-
-    def k_step(st):
-        """The (C, D) step on the majorizer: proximal FISTA, or CVXPY on the Gram root."""
-        if fast_k:
-            K, info = fast_k_step(pb, st.G, st.Hl, pack_cd(pb, s.C, s.D, s.d), _curvature(pb),
-                                  cd_prox, tol=gap_tol)
-            if info.certified:
-                return (*unpack_cd(pb, K), info)
-            fista_failed(info)
-        return readout_k.solve(st, s.A, s.B, solve)
-
-    n_batches = -(-m // batch_size)
-    timings: dict[str, float] = {}
-
-    def say(text: str) -> None:
-        if progress:
+    def say(self, text: str) -> None:
+        if self.progress:
             from tqdm.auto import tqdm
 
             tqdm.write(f"mini-batch BCD: {text}")
 
-    if init is None or isinstance(init, str):
-        say("readout of the random-feature start")
-        s.C, s.D, s.d, start_info = readout()
-        timings["start_readout"] = time.perf_counter() - t_start
-        say(f"start readout: {_describe_solve(start_info)}")
-    start_model = pb.to_user_model(s.A, s.B, s.b, s.C, s.D, s.d)
-    start_metric = _metric(pb, start_model)
-    history: list[BatchRecord] = []
-    rejected = 0
-    max_increase = -np.inf
-    eq_losses: list[tuple[int, float]] = []
-    step = 0
-    H = J = np.nan
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    def open_bar(self, epochs: int) -> None:
+        if self.progress:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs * n_batches, desc="mini-batch BCD", unit="batch")
+            self.bar = tqdm(total=epochs * self.n_batches, desc="mini-batch BCD", unit="batch")
 
-    def record(epoch, block, size, info, accepted, t0):
-        rec = BatchRecord(epoch, step, block, size, float(H),
-                          objective() if monitor == "step" else None,
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def stats(self) -> DescentStats:
+        relaxed = objective(self.pb, self.s)
+        return DescentStats(
+            used=[r for r in self.history if r.accepted and r.block != "restart"],
+            events=self.policy.events, max_increase=self.max_increase, rejected=self.rejected,
+            last_improvement=self.last_improvement, relaxed_objective=float(sum(relaxed)),
+            relaxed_loss=relaxed[0])
+
+    # -- H, J and the records -------------------------------------------------------------
+    def objective(self) -> float:
+        return float(sum(objective(self.pb, self.s)))
+
+    def refresh_all(self) -> None:
+        """Anchors at the current (W, K) for every sample; exact statistics; H = J."""
+        pb, s = self.pb, self.s
+        self.Z0 = s.A @ s.X + s.B @ pb.U + s.b[:, None]
+        self.Yh0 = s.C @ s.X + s.D @ pb.U + s.d[:, None]
+        self.st = _Stats(pb)
+        self.st.add(1.0, s.X, self.st.V(s.X, np.arange(pb.m)), self.Z0, self.Yh0, pb.Y)
+
+    def record(self, epoch: int, block: str, size: int, info: SolveInfo, accepted: bool,
+               t0: float) -> None:
+        rec = BatchRecord(epoch, self.step, block, size, float(self.H),
+                          self.objective() if self.monitor == "step" else None,
                           time.perf_counter() - t0, info.solver, info.status, info.gap,
                           info.kkt_residual, info.certified, accepted)
-        history.append(rec)
-        if callback is not None:
-            callback(rec)
+        self.history.append(rec)
+        if self.callback is not None:
+            self.callback(rec)
 
-    def accept(dH: float) -> bool:
-        nonlocal rejected, max_increase
-        increase = dH / max(1.0, abs(H))
-        if increase <= tol:
-            max_increase = max(max_increase, increase)
+    def accept(self, dH: float) -> bool:
+        """Whether a change dH of H is within the tolerance (then it counts toward the
+        largest increase), else a rejection."""
+        increase = dH / max(1.0, abs(self.H))
+        if increase <= self.tol:
+            self.max_increase = max(self.max_increase, increase)
             return True
-        rejected += 1
+        self.rejected += 1
         return False
 
-    last_improvement = np.inf
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
+    # -- an epoch -------------------------------------------------------------------------
+    def epoch(self, epoch: int, epochs: int, order, restart: bool) -> None:
+        """(Optionally) restart at the true equilibrium, then one pass over the batches in
+        ``order`` (None: in sample order)."""
+        pb, t0 = self.pb, time.perf_counter()
         if restart:
-            s.X, _ = _equilibrium(pb, s, X0=s.X)
-            eq_losses.append((epoch, float(pb.objective_parts(
-                s.A, s.B, s.b, s.C, s.D, s.d, s.X, s.lam)[0])))
-        stats, Z0, Yh0 = refresh_all()
-        H = J = objective()
-        H_epoch_start = H
-        history.append(BatchRecord(epoch, step, "restart", m, H, J, time.perf_counter() - t0,
-                                   "equilibrium" if restart else "-", "optimal", None, None,
-                                   True, True))
-        order = rng.permutation(m) if shuffle else everything
+            self.s.X, _ = equilibrium(pb, self.s, X0=self.s.X)
+            self.eq_losses.append((epoch, float(objective(pb, self.s)[0])))
+        self.refresh_all()
+        self.H = self.J = H_start = self.objective()
+        self.history.append(BatchRecord(epoch, self.step, "restart", pb.m, self.H, self.J,
+                                        time.perf_counter() - t0,
+                                        "equilibrium" if restart else "-", "optimal", None,
+                                        None, True, True))
+        order = np.arange(pb.m) if order is None else order
         # ceil(m / batch_size) batches of balanced sizes (no small last batch)
-        for part in np.array_split(order, n_batches):
+        for part in np.array_split(order, self.n_batches):
             idx = np.sort(part)
-            size = idx.size
-            # -- X_S: an exact block step of J; then the anchors of S are refreshed
-            t0 = time.perf_counter()
-            X_old = s.X[:, idx]
-            V_old = stats.V(X_old, idx)
-            old_terms = _batch_terms(pb, s, idx, X_old)
-            Z_now = s.A @ X_old + s.B @ pb.U[:, idx] + s.b[:, None]
-            Yh_now = s.C @ X_old + s.D @ pb.U[:, idx] + s.d[:, None]
-            stale = (float(s.lam @ divergence_gap(pb, Z_now, Z0[:, idx]).sum(axis=1))
-                     + float(loss_gap(pb, Yh_now, Yh0[:, idx]).sum())) / m
-            info = None
-            if fast_x:
-                X_new, info = fast_x_block(_BatchView(pb, idx), s.A, s.B, s.b, s.C, s.D, s.d,
-                                           X_old, s.lam, tol=gap_tol)
-                if not info.certified:
-                    fista_failed(info)
-            if info is None or not info.certified:
-                X_new, info = _x_step_cvxpy(blocks, s, idx, solve)
-            if relu:
-                X_new = np.maximum(X_new, 0.0)
-            new_terms = _batch_terms(pb, s, idx, X_new)
-            ok = new_terms - old_terms <= tol * max(1.0, abs(H))
-            if not ok:
-                rejected += 1
-                X_new = X_old
-                new_terms = old_terms
+            self.x_step(epoch, idx)
+            self.w_step(epoch, idx.size)
+            self.k_step(epoch, idx.size)
+            self.step += 1
+            if self.bar is not None:
+                self.bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} H {self.H:.4g}")
+                self.bar.update(1)
+        J_end = self.objective()
+        self.last_improvement = (H_start - J_end) / max(1.0, abs(H_start))
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} H {self.H:.4g} J {J_end:.4g}")
+
+    def x_step(self, epoch: int, idx) -> None:
+        """X_S: an exact block step of J on the columns idx; then their anchors are
+        refreshed, which removes their stale gap from H."""
+        pb, s, t0 = self.pb, self.s, time.perf_counter()
+        X_old = s.X[:, idx]
+        V_old = self.st.V(X_old, idx)
+        old_terms = _batch_terms(pb, s, idx, X_old)
+        Z_now = s.A @ X_old + s.B @ pb.U[:, idx] + s.b[:, None]
+        Yh_now = s.C @ X_old + s.D @ pb.U[:, idx] + s.d[:, None]
+        stale = (float(s.lam @ divergence_gap(pb, Z_now, self.Z0[:, idx]).sum(axis=1))
+                 + float(loss_gap(pb, Yh_now, self.Yh0[:, idx]).sum())) / pb.m
+        new, info = self.solvers.X.solve(replace(s, X=X_old), cols=idx)
+        X_new = new.X
+        new_terms = _batch_terms(pb, s, idx, X_new)
+        ok = new_terms - old_terms <= self.tol * max(1.0, abs(self.H))
+        if not ok:
+            self.rejected += 1
+            X_new, new_terms = X_old, old_terms
+        else:
+            self.max_increase = max(self.max_increase,
+                                    (new_terms - old_terms) / max(1.0, abs(self.H)))
+        self.H = self.H - stale + (new_terms - old_terms)
+        Z_new = s.A @ X_new + s.B @ pb.U[:, idx] + s.b[:, None]
+        Yh_new = s.C @ X_new + s.D @ pb.U[:, idx] + s.d[:, None]
+        Y_S = pb.Y[:, idx]
+        self.st.add(-1.0, X_old, V_old, self.Z0[:, idx], self.Yh0[:, idx], Y_S)
+        self.st.add(1.0, X_new, self.st.V(X_new, idx), Z_new, Yh_new, Y_S)
+        s.X[:, idx], self.Z0[:, idx], self.Yh0[:, idx] = X_new, Z_new, Yh_new
+        self.record(epoch, "X", idx.size, info, ok, t0)
+
+    def w_step(self, epoch: int, size: int) -> None:
+        """W = [A, B, b]: a proximal step on the majorizer."""
+        pb, s, t0 = self.pb, self.s, time.perf_counter()
+        W = s.W(pb.bias)
+        W_new, info = _w_step(pb, self.st, W, self.ab_prox, self.policy.gap_tol)
+        if not info.certified:
+            self.policy.uncertified(info)
+        dH = _w_surrogate(pb, self.st, W_new, s.lam) - _w_surrogate(pb, self.st, W, s.lam)
+        ok = info.certified and self.accept(dH)
+        if ok:
+            new = s.with_W(W_new, pb)
+            s.A, s.B, s.b = new.A, new.B, new.b
+            self.H += dH
+        self.record(epoch, "AB", size, info, ok, t0)
+
+    def k_step(self, epoch: int, size: int) -> None:
+        """K = [C, D, d]: the proximal (C, D) step on the majorizer, by FISTA or, with a
+        penalty or when FISTA is not certified, the CVXPY block on the Gram root."""
+        pb, s, t0 = self.pb, self.s, time.perf_counter()
+        info = None
+        if self.fast_k:
+            K, info = fast_k_step(pb, self.st.G, self.st.Hl, pack_cd(pb, s.C, s.D, s.d),
+                                  _curvature(pb), self.cd_prox, tol=self.policy.gap_tol)
+            if info.certified:
+                C, D, d = unpack_cd(pb, K)
             else:
-                max_increase = max(max_increase, (new_terms - old_terms) / max(1.0, abs(H)))
-            # refreshing S's anchors removes its stale gap; the X step changes J_S
-            H = H - stale + (new_terms - old_terms)
-            V_new = stats.V(X_new, idx)
-            Z_new = s.A @ X_new + s.B @ pb.U[:, idx] + s.b[:, None]
-            Yh_new = s.C @ X_new + s.D @ pb.U[:, idx] + s.d[:, None]
-            Y_S = pb.Y[:, idx]
-            stats.add(-1.0, X_old, V_old, Z0[:, idx], Yh0[:, idx], Y_S)
-            stats.add(1.0, X_new, V_new, Z_new, Yh_new, Y_S)
-            s.X[:, idx], Z0[:, idx], Yh0[:, idx] = X_new, Z_new, Yh_new
-            record(epoch, "X", size, info, ok, t0)
-            # -- W = [A, B, b]: a proximal step on the majorizer
-            t0 = time.perf_counter()
-            W = np.hstack([s.A, s.B] + ([s.b[:, None]] if pb.bias else []))
-            W_new, info = _w_step(pb, stats, W, ab_prox, gap_tol)
-            if not info.certified:
-                fista_failed(info)
-            dH = _w_surrogate(pb, stats, W_new, s.lam) - _w_surrogate(pb, stats, W, s.lam)
-            ok = info.certified and accept(dH)
-            if ok:
-                s.A, s.B = W_new[:, :n], W_new[:, n:n + pb.p]
-                s.b = W_new[:, n + pb.p] if pb.bias else np.zeros(n)
-                H += dH
-            record(epoch, "AB", size, info, ok, t0)
-            # -- K = [C, D, d]: the (C, D) block on the majorizer (exact for squared loss)
-            t0 = time.perf_counter()
-            C, D, d, info = k_step(stats)
-            dH = _k_surrogate(pb, stats, C, D, d) - _k_surrogate(pb, stats, s.C, s.D, s.d)
-            ok = accept(dH)
-            if ok:
-                s.C, s.D, s.d = C, D, d
-                H += dH
-            record(epoch, "CD", size, info, ok, t0)
-            step += 1
-            if bar is not None:
-                bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} H {H:.4g}")
-                bar.update(1)
-        J_end = objective()
-        last_improvement = (H_epoch_start - J_end) / max(1.0, abs(H_epoch_start))
-        if bar is not None:
-            bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} H {H:.4g} J {J_end:.4g}")
-    if bar is not None:
-        bar.close()
-    t_bcd = time.perf_counter() - t_start
-    # final optimal readout on the true equilibrium, full data
-    relaxed_parts = pb.objective_parts(s.A, s.B, s.b, s.C, s.D, s.d, s.X, s.lam)
-    s.X, eq_info = _equilibrium(pb, s, X0=s.X)
-    say("final readout at the true equilibrium")
-    t0 = time.perf_counter()
-    s.C, s.D, s.d, readout_info = readout()
-    timings["final_readout"] = time.perf_counter() - t0
-    say(f"final readout: {_describe_solve(readout_info)}")
-    model = pb.to_user_model(s.A, s.B, s.b, s.C, s.D, s.d)
-    refine_history = None
-    if refine:
-        t0 = time.perf_counter()
-        model, refine_history = refine_stage(pb, model, refine, seed, progress)
-        timings["refine"] = time.perf_counter() - t0
-        s.A, s.B, s.b, s.C, s.D, s.d = pb.from_user_model(model)
-        s.X, eq_info = _equilibrium(pb, s, X0=s.X)
-    true_loss = pb.loss.value(pb.Y, s.C @ s.X + s.D @ pb.U + s.d[:, None])
-    gam = state_lipschitz(pb.activation, pb.n)
-    norm_inf = float(np.max(gam * np.abs(s.A).sum(axis=1)))
-    lam_pf = pf_eigenvalue(gam[:, None] * np.abs(s.A))
-    used = [r for r in history if r.accepted and r.block != "restart"]
-    gaps = [g for r in used for g in (r.gap, r.kkt_residual) if g is not None]
-    cert = Certificate(
-        blocks_certified=all(r.certified for r in used) and readout_info.certified,
-        max_gap=float(max(gaps)) if gaps else 0.0, solve_events=events,
-        monotone=bool(max_increase <= tol) if np.isfinite(max_increase) else True,
-        max_increase=float(max_increase) if np.isfinite(max_increase) else 0.0,
-        rejected_updates=rejected, stationary=bool(abs(last_improvement) < 1e-3),
-        last_improvement=float(last_improvement), pf_eigenvalue=lam_pf, norm_inf=norm_inf,
-        kappa=pb.kappa, well_posed=bool(lam_pf < 1 and norm_inf <= pb.kappa + 1e-9),
-        equilibrium_residual=eq_info.residual, relaxed_objective=float(sum(relaxed_parts)),
-        true_loss=float(true_loss), relaxation_gap=float(true_loss - relaxed_parts[0]),
-        readout_certified=readout_info.certified and refine_history is None,
-        train_metric=_metric(pb, model), refined=refine_history is not None)
-    if not eq_info.converged:
-        warnings.warn("the final equilibrium did not converge; see the certificate.",
-                      RuntimeWarning, stacklevel=2)
-    return BCDResult(model=model, history=history, certificate=cert, start_model=start_model,
-                     start_metric=start_metric, n_sweeps=epochs, lam=s.lam.copy(),
-                     equilibrium_losses=eq_losses, refine_history=refine_history,
-                     timings={**timings, "bcd": t_bcd, "total": time.perf_counter() - t_start})
+                self.policy.uncertified(info)
+        if info is None or not info.certified:
+            C, D, d, info = self.readout_k.solve(self.st, s.A, s.B, self.policy.cvxpy)
+        dH = _k_surrogate(pb, self.st, C, D, d) - _k_surrogate(pb, self.st, s.C, s.D, s.d)
+        ok = self.accept(dH)
+        if ok:
+            s.C, s.D, s.d = C, D, d
+            self.H += dH
+        self.record(epoch, "CD", size, info, ok, t0)

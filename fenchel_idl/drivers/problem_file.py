@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fenchel_idl.drivers.bcd import Schedule
+from fenchel_idl.drivers.schedule import Schedule
 from fenchel_idl.drivers.refine import RefineOptions
 from fenchel_idl.errors import FenchelIDLError, ValidationError
 from fenchel_idl.problem import datasets
@@ -61,7 +61,7 @@ def _check_minibatch(table: dict) -> None:
 
 
 def _schedule_keys() -> set[str]:
-    """The keys of [schedule]: the fields of :class:`fenchel_idl.drivers.bcd.Schedule`."""
+    """The keys of [schedule]: the fields of :class:`fenchel_idl.Schedule`."""
     return {f.name for f in dataclasses.fields(Schedule)}
 
 
@@ -98,7 +98,7 @@ def load_problem(path: str | Path) -> ProblemSpec:
     Every section is checked here, before any data is loaded or any work is done: the
     sections [data], [model], [training], [schedule], [solver] and [refine] must be
     tables with known keys (those of [schedule] are the fields of
-    :class:`fenchel_idl.drivers.bcd.Schedule`, those of [refine] the fields of
+    :class:`fenchel_idl.Schedule`, those of [refine] the fields of
     :class:`fenchel_idl.drivers.refine.RefineOptions` and ``kappa``), ``seed`` a nonnegative
     integer and [model] ``n`` a positive integer. The values of [schedule] and [refine]
     are validated by building those records. An optional [demo] table must be a table; its

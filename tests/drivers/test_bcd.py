@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fenchel_idl import is_well_posed
-from fenchel_idl.drivers.bcd import Schedule, solve_bcd
+from fenchel_idl.drivers import Schedule, solve_bcd
 from fenchel_idl.errors import ValidationError
 from fenchel_idl.problem.training_problem import TrainingProblem
 from tests.helpers import small_regression
@@ -88,7 +88,7 @@ def test_readout_weights_against_uniform_lam():
     uniform over the states; the weights are the sweep's only."""
     from collections import Counter
 
-    from fenchel_idl.drivers.bcd import _readout_weights
+    from fenchel_idl.drivers.schedule import readout_weights as _readout_weights
     from fenchel_idl.problem import datasets
 
     ds = datasets.cosine(m=200, seed=2)

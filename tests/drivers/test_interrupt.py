@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -30,9 +31,11 @@ from fenchel_idl import ImplicitModel
 from fenchel_idl.apps import run as run_module
 from fenchel_idl.apps.cli import main as cli_main
 from fenchel_idl.apps.run import run_problem
-from fenchel_idl.drivers import bcd as bcd_module
+from fenchel_idl.drivers import checkpoint as checkpoint_module
+from fenchel_idl.drivers import finish as finish_module
+from fenchel_idl.drivers import state as state_module
 from fenchel_idl.drivers import problem_file
-from fenchel_idl.drivers.bcd import BlockRecord, solve_bcd
+from fenchel_idl.drivers import BlockRecord, solve_bcd
 from fenchel_idl.errors import CheckpointError, TrainingInterrupted
 from fenchel_idl.problem.training_problem import TrainingProblem
 
@@ -65,6 +68,8 @@ name = "CLARABEL"
 pytestmark = pytest.mark.skipif(
     signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
     reason="needs Python's default SIGINT handler (KeyboardInterrupt)")
+# the subprocess tests measure the CPU a run uses after SIGINT from /proc (Linux)
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +116,7 @@ def _assert_usable_checkpoint(ckpt: Path, problem_path: Path, sweep: int) -> Non
     assert not [p for p in ckpt.rglob("*") if p.name.endswith(".tmp")]
     spec = problem_file.load_problem(problem_path)
     problem = problem_file.build_problem(spec, problem_file.load_data(spec)[0])
-    state, meta = bcd_module._load_checkpoint(ckpt, problem)
+    state, meta = checkpoint_module.load_checkpoint(ckpt, problem)
     assert meta["sweep"] == sweep
     assert len(meta["history"]) == 3 * sweep  # X, AB and CD records of every sweep
     assert all(np.all(np.isfinite(v)) for v in state.arrays().values())
@@ -127,22 +132,40 @@ def _env() -> dict:
     return env
 
 
-def _interrupt_when(proc: subprocess.Popen, ready, timeout=120.0) -> float:
-    """Wait for ``ready()``, send SIGINT, wait for the exit; return the seconds it took."""
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a running (or stopped) process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _reaped_children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _interrupt_when(proc: subprocess.Popen, ready, frozen=lambda: None, timeout=120.0):
+    """Wait for ``ready()``; stop the run (SIGSTOP) and read its state with ``frozen()``;
+    then send SIGINT, let it go on (SIGCONT) and wait for its exit. Returns what ``frozen``
+    returned and the CPU seconds the run used after the SIGINT: unlike wall-clock seconds,
+    these do not grow when other processes load the machine."""
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, "the run ended before it could be interrupted"
         assert time.monotonic() < deadline, "the run never reached the point to interrupt"
         time.sleep(0.02)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGINT)
     try:
+        proc.send_signal(signal.SIGSTOP)
+        os.waitpid(proc.pid, os.WUNTRACED)  # returns once the run is stopped
+        state = frozen()
+        before = _cpu_seconds(proc.pid) + _reaped_children_cpu()
+        proc.send_signal(signal.SIGINT)  # pending until the run continues
+        proc.send_signal(signal.SIGCONT)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return time.monotonic() - t0
+    return state, _reaped_children_cpu() - before
 
 
 def _resume_command(message: str) -> list[str]:
@@ -154,6 +177,8 @@ def _resume_command(message: str) -> list[str]:
 
 # -- Ctrl-C of a real run, in a subprocess ---------------------------------------------------
 
+@pytest.mark.interrupt
+@needs_proc
 def test_ctrl_c_during_the_sweeps_then_resume_matches_an_uninterrupted_run(files, tmp_path,
                                                                          reference):
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
@@ -163,15 +188,19 @@ def test_ctrl_c_during_the_sweeps_then_resume_matches_an_uninterrupted_run(files
                                      "--checkpoint", ckpt),
                                 cwd=str(tmp_path), env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=fh)
-        took = _interrupt_when(proc, lambda: (ckpt / "checkpoint.npz").exists())
+        frozen_at, cpu = _interrupt_when(proc, lambda: (ckpt / "checkpoint.npz").exists(),
+                                         lambda: checkpoint_module.checkpoint_sweep(ckpt))
     stderr = err.read_bytes().decode()  # keeps the "\r" of the bar
     assert proc.returncode == 130, stderr
-    assert took < 20.0, f"the run took {took:.1f} s to stop after SIGINT"
+    assert cpu < 20.0, f"the run used {cpu:.1f} s of CPU to stop after SIGINT"
     msg = _message(stderr)
     assert str(ckpt) in msg and "resume with: fenchel-idl run" in msg and "--resume" in msg
     saved = int(re.search(r"the last checkpoint, after sweep (\d+)", msg).group(1))
     done = int(re.search(r"after (\d+) completed sweep", msg).group(1))
     assert 1 <= saved <= done < MAX_SWEEPS, msg
+    # it stops in the sweep SIGINT found it in (stopped while the checkpoint held frozen_at
+    # sweeps): at most that sweep is completed, and saved if its write had begun
+    assert frozen_at <= saved <= done <= frozen_at + 1, (frozen_at, msg)
     # the progress display: the bar of the sweeps, then the message on its own line
     for line in stderr.split("\n"):
         if line and not line.startswith("fenchel-idl:"):
@@ -189,6 +218,8 @@ def test_ctrl_c_during_the_sweeps_then_resume_matches_an_uninterrupted_run(files
     assert [r["sweep"] for r in history] == [k for k in range(MAX_SWEEPS) for _ in range(3)]
 
 
+@pytest.mark.interrupt
+@needs_proc
 def test_ctrl_c_during_refinement_keeps_the_bcd_checkpoint(files, tmp_path):
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     err = tmp_path / "stderr.txt"
@@ -197,10 +228,10 @@ def test_ctrl_c_during_refinement_keeps_the_bcd_checkpoint(files, tmp_path):
                                      "--checkpoint", ckpt),
                                 cwd=str(tmp_path), env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=fh)
-        took = _interrupt_when(proc, lambda: "refine:" in err.read_text())
+        _, cpu = _interrupt_when(proc, lambda: "refine:" in err.read_text())
     stderr = err.read_bytes().decode()  # keeps the "\r" of the bar
     assert proc.returncode == 130, stderr
-    assert took < 20.0
+    assert cpu < 20.0
     msg = _message(stderr)
     assert "in the refinement stage" in msg and "refinement keeps no checkpoint" in msg
     assert f"the last checkpoint, after sweep 3, is in {str(ckpt)!r}" in msg
@@ -241,7 +272,7 @@ def test_ctrl_c_in_the_initial_equilibrium(files, tmp_path, monkeypatch, capsys,
         assert cli_main(args + ["--max-sweeps", "2", "--out", str(tmp_path / "first")]) == 0
         capsys.readouterr()
     before = _digests(ckpt) if resume else {}
-    hits = _raise_sigint_in(monkeypatch, bcd_module, "_equilibrium")
+    hits = _raise_sigint_in(monkeypatch, state_module, "equilibrium")
     assert cli_main(args + (["--resume"] if resume else [])) == 130
     assert len(hits) == 1
     msg = _message(capsys.readouterr().err)
@@ -262,8 +293,8 @@ def test_ctrl_c_in_the_final_readout_then_resume(files, tmp_path, monkeypatch, c
             "--quiet"]
     # every sweep is saved before the final readout: its equilibrium is the first call
     # made when the checkpoint holds all sweeps
-    hits = _raise_sigint_in(monkeypatch, bcd_module, "_equilibrium",
-                            lambda *a, **k: bcd_module.checkpoint_sweep(ckpt) == MAX_SWEEPS)
+    hits = _raise_sigint_in(monkeypatch, finish_module, "equilibrium",
+                            lambda *a, **k: checkpoint_module.checkpoint_sweep(ckpt) == MAX_SWEEPS)
     assert cli_main(args) == 130
     assert len(hits) == 1
     msg = _message(capsys.readouterr().err)
@@ -339,7 +370,7 @@ def test_ctrl_c_in_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, mo
     # nothing half-written: no temporary file, and the history log is cut back to the
     # length the previous checkpoint refers to
     assert not [p for p in ckpt.rglob("*") if p.name.endswith(".tmp")]
-    _, meta = bcd_module._load_checkpoint(ckpt, problem)
+    _, meta = checkpoint_module.load_checkpoint(ckpt, problem)
     assert meta["sweep"] == 2 and len(meta["history"]) == 6
     (log,) = (ckpt / "history").iterdir()
     assert log.stat().st_size == meta["log"]["bytes"]
@@ -374,7 +405,7 @@ def test_a_format_1_checkpoint_still_resumes(tmp_path):
     want = solve_bcd(problem, max_sweeps=4, seed=2)
     ckpt = tmp_path / "ckpt"
     solve_bcd(problem, max_sweeps=2, seed=2, checkpoint=ckpt)
-    _, meta = bcd_module._load_checkpoint(ckpt, problem)
+    _, meta = checkpoint_module.load_checkpoint(ckpt, problem)
     with np.load(ckpt / "checkpoint.npz") as data:
         arrays = {k: data[k] for k in data.files if k != "meta"}
     old = {k: v for k, v in meta.items() if k not in ("log", "history", "events")}
@@ -385,7 +416,7 @@ def test_a_format_1_checkpoint_still_resumes(tmp_path):
     got = solve_bcd(problem, max_sweeps=4, seed=2, checkpoint=ckpt, resume=True)
     _assert_same_model(got.model, want.model)
     assert [r.objective for r in got.history] == [r.objective for r in want.history]
-    _, meta = bcd_module._load_checkpoint(ckpt, problem)  # now written in format 2
+    _, meta = checkpoint_module.load_checkpoint(ckpt, problem)  # now written in format 2
     assert meta["version"] == 2 and len(meta["history"]) == len(want.history)
 
 

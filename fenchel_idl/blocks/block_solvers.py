@@ -1,0 +1,326 @@
+"""One interface for the block solves of BCD: ``solver.solve(state) -> (state, SolveInfo)``.
+
+A :class:`BlockSolver` takes the current :class:`State` of the relaxed problem's variables
+and returns a new state in which its block is replaced by the block's minimizer, with the
+:class:`fenchel_idl.blocks.solvers.SolveInfo` that certifies it. The implementations:
+
+- :class:`CvxpyX`, :class:`CvxpyAB`: the compiled CVXPY blocks of
+  :class:`fenchel_idl.blocks.cvxpy_blocks.Blocks` (or of its parallel subclass
+  :class:`fenchel_idl.blocks.parallel.ParallelBlocks`), by batches of columns or rows;
+- :class:`FirstOrderX`, :class:`FirstOrderAB`: the batched certified first-order solvers of
+  :mod:`fenchel_idl.blocks.first_order` (ReLU, no penalty on A or B);
+- :class:`Fallback`: a first-order solver whose uncertified result is replaced by the CVXPY
+  block;
+- :class:`Readout`: the (C, D) block, by the one readout rule (the Gram form for the squared
+  loss, :func:`fenchel_idl.blocks.first_order.ce_readout` for the cross-entropy).
+
+Every solve goes through one :class:`SolvePolicy`: the solver chain, the failure policy
+(``on_failure``), the gap tolerance, and the list of uncertified attempts that the
+certificate reports.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fenchel_idl.blocks.cvxpy_blocks import Blocks
+from fenchel_idl.blocks.first_order import (
+    ab_prox_weight,
+    ce_readout,
+    fast_ab_block,
+    fast_blocks_apply,
+    fast_readout_apply,
+    fast_x_block,
+    pack_cd,
+)
+from fenchel_idl.blocks.parallel import ParallelBlocks, SolveOptions, make_executor
+from fenchel_idl.blocks.solvers import ON_FAILURE, SolveInfo, solve_certified
+from fenchel_idl.errors import SolverError, ValidationError
+from fenchel_idl.model.activations import state_lipschitz
+from fenchel_idl.problem.losses import CrossEntropyLoss
+from fenchel_idl.problem.training_problem import TrainingProblem
+from fenchel_idl.validation import check_choice
+
+__all__ = [
+    "BlockSolver",
+    "BlockSolvers",
+    "CvxpyAB",
+    "CvxpyX",
+    "Fallback",
+    "FirstOrderAB",
+    "FirstOrderX",
+    "Readout",
+    "SolvePolicy",
+    "State",
+    "make_block_solvers",
+]
+
+Array = NDArray[np.float64]
+
+
+@dataclass
+class State:
+    """The variables of the relaxed problem, in the problem's (standardized) units: the
+    model (A, B, b, C, D, d), the states X of shape (n, m) and the weights lam of shape
+    (n,)."""
+
+    A: Array
+    B: Array
+    b: Array
+    C: Array
+    D: Array
+    d: Array
+    X: Array
+    lam: Array
+
+    def arrays(self) -> dict[str, Array]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def copy(self) -> State:
+        return State(**{k: np.array(v, copy=True) for k, v in self.arrays().items()})
+
+    def W(self, bias: bool) -> Array:
+        """[A, B, b] (without b when the problem has no bias)."""
+        return np.hstack([self.A, self.B] + ([self.b[:, None]] if bias else []))
+
+    def with_W(self, W: Array, problem: TrainingProblem) -> State:
+        """A copy with (A, B, b) taken from W = [A, B, b]."""
+        n, p = problem.n, problem.p
+        b = W[:, n + p] if problem.bias else np.zeros(n)
+        return replace(self, A=W[:, :n], B=W[:, n:n + p], b=b)
+
+
+class SolvePolicy:
+    """How every block is solved and what counts as a failure.
+
+    Parameters
+    ----------
+    cone : str
+        The cone class of the CVXPY blocks (selects the solver chain).
+    solver : str, optional
+        Force one solver (no chain).
+    on_failure : {"fallback", "warn", "raise"}
+        As in :func:`fenchel_idl.blocks.solvers.solve_certified`; with "raise" an
+        uncertified first-order solve raises too.
+    gap_tol : float
+        Tolerance of the certificates.
+
+    Attributes
+    ----------
+    events : list of dict
+        Every solve attempt that was not certified, as ``SolveInfo.to_dict()``.
+    """
+
+    def __init__(self, cone: str, solver: str | None = None, on_failure: str = "fallback",
+                 gap_tol: float = 1e-6):
+        self.cone = cone
+        self.solvers = (solver,) if solver else None
+        self.on_failure = check_choice("on_failure", on_failure, ON_FAILURE)
+        self.gap_tol = gap_tol
+        self.events: list[dict] = []
+
+    @property
+    def options(self) -> SolveOptions:
+        return SolveOptions(self.cone, self.solvers, self.on_failure, self.gap_tol)
+
+    def cvxpy(self, prob, name: str) -> SolveInfo:
+        """Solve a compiled block; returns the record of the solution it holds.
+
+        No solver warm start: a solve then depends on its data only, so a run resumed from
+        a checkpoint (which holds no solver state) equals an uninterrupted one.
+        """
+        infos = solve_certified(prob, name, self.cone, self.solvers, self.on_failure,
+                                self.gap_tol, warm_start=False)
+        self.events.extend(inf.to_dict() for inf in infos if not inf.certified)
+        return infos[-1]
+
+    def uncertified(self, info: SolveInfo) -> None:
+        """Record a first-order solve that missed its certificate; raise under "raise"."""
+        self.events.append(info.to_dict())
+        if self.on_failure == "raise":
+            raise SolverError(f"block {info.block!r} was not certified by {info.solver} "
+                              f"({info.note}).", status=info.status, attempts=[info])
+
+
+class BlockSolver(ABC):
+    """Solves one block: ``solve(state)`` returns the state with that block replaced by its
+    minimizer, and the SolveInfo that certifies it."""
+
+    block: str
+
+    @abstractmethod
+    def solve(self, s: State) -> tuple[State, SolveInfo]: ...
+
+
+def _ab_prox(problem: TrainingProblem, s: State) -> float:
+    """The proximal weight of the (A, B) step at s (:func:`ab_prox_weight`)."""
+    V = np.vstack([s.X, problem.U] + ([np.ones((1, problem.m))] if problem.bias else []))
+    return ab_prox_weight(float(np.linalg.norm(V, 2)) ** 2 / problem.m)
+
+
+class CvxpyX(BlockSolver):
+    """The DCA X step on the compiled CVXPY blocks.
+
+    With ``cols`` the step is restricted to those columns (samples), with the full 1/m
+    scaling: the state's X then holds only those columns, and so does the result's.
+    """
+
+    block = "X"
+
+    def __init__(self, blocks: Blocks, policy: SolvePolicy):
+        self.blocks, self.policy = blocks, policy
+
+    def solve(self, s: State, cols=None) -> tuple[State, SolveInfo]:
+        X, info = self.blocks.solve_x(s.A, s.B, s.b, s.C, s.D, s.d, s.X, s.lam,
+                                      self.policy.cvxpy, cols)
+        if self.blocks.problem.activation.name == "relu":
+            X = np.maximum(X, 0.0)
+        return replace(s, X=X), info
+
+
+class FirstOrderX(BlockSolver):
+    """The DCA X step for ReLU by batched FISTA with its certificate (``cols`` as in
+    :class:`CvxpyX`)."""
+
+    block = "X"
+
+    def __init__(self, problem: TrainingProblem, policy: SolvePolicy):
+        self.problem, self.policy = problem, policy
+
+    def solve(self, s: State, cols=None) -> tuple[State, SolveInfo]:
+        pb = self.problem if cols is None else _Columns(self.problem, cols)
+        X, info = fast_x_block(pb, s.A, s.B, s.b, s.C, s.D, s.d, s.X, s.lam,
+                               tol=self.policy.gap_tol)
+        return replace(s, X=X), info
+
+
+class _Columns:
+    """The attributes of a TrainingProblem that the first-order X step reads, restricted to
+    the columns ``cols``; ``m`` stays the full m (the X_S objective is the restriction of
+    the full objective, not a rescaling)."""
+
+    def __init__(self, problem: TrainingProblem, cols):
+        self.U, self.Y = problem.U[:, cols], problem.Y[:, cols]
+        self.m, self.n, self.loss = problem.m, problem.n, problem.loss
+
+
+class CvxpyAB(BlockSolver):
+    """The proximal (A, B) step on the compiled CVXPY blocks."""
+
+    block = "AB"
+
+    def __init__(self, blocks: Blocks, policy: SolvePolicy):
+        self.blocks, self.policy = blocks, policy
+
+    def solve(self, s: State) -> tuple[State, SolveInfo]:
+        pb = self.blocks.problem
+        A, B, b, info = self.blocks.solve_ab(s.X, s.lam, s.C, s.D, self.policy.cvxpy,
+                                             s.W(pb.bias), _ab_prox(pb, s))
+        return replace(s, A=A, B=B, b=b), info
+
+
+class FirstOrderAB(BlockSolver):
+    """The proximal (A, B) step for ReLU by batched FISTA with its certificate."""
+
+    block = "AB"
+
+    def __init__(self, problem: TrainingProblem, policy: SolvePolicy):
+        self.problem, self.policy = problem, policy
+        self.gammas = state_lipschitz(problem.activation, problem.n)
+
+    def solve(self, s: State) -> tuple[State, SolveInfo]:
+        pb = self.problem
+        A, B, b, info = fast_ab_block(pb, s.X, self.gammas, s.W(pb.bias),
+                                      tol=self.policy.gap_tol, rho=_ab_prox(pb, s))
+        return replace(s, A=A, B=B, b=b), info
+
+
+class Fallback(BlockSolver):
+    """``primary``, and ``backup`` in its place when the primary is not certified (the
+    policy records the miss, or raises)."""
+
+    def __init__(self, primary: BlockSolver, backup: BlockSolver, policy: SolvePolicy):
+        self.primary, self.backup, self.policy = primary, backup, policy
+        self.block = primary.block
+
+    def solve(self, s: State, **kw) -> tuple[State, SolveInfo]:
+        new, info = self.primary.solve(s, **kw)
+        if info.certified:
+            return new, info
+        self.policy.uncertified(info)
+        return self.backup.solve(s, **kw)
+
+
+class Readout(BlockSolver):
+    """The (C, D) block at the states of s: for the squared loss on the Gram matrix of
+    (X, U, 1); for the cross-entropy by :func:`fenchel_idl.blocks.first_order.ce_readout`
+    (first-order when ``first_order`` and the program is large, else the CVXPY block)."""
+
+    block = "CD"
+
+    def __init__(self, blocks: Blocks, policy: SolvePolicy, first_order: bool,
+                 max_iter: int | None = None):
+        self.blocks, self.policy = blocks, policy
+        self.first_order, self.max_iter = first_order, max_iter
+
+    def solve(self, s: State) -> tuple[State, SolveInfo]:
+        pb, blocks, policy = self.blocks.problem, self.blocks, self.policy
+        if isinstance(pb.loss, CrossEntropyLoss):
+            C, D, d, info = ce_readout(
+                pb, s.X, pack_cd(pb, s.C, s.D, s.d),
+                lambda: blocks.solve_cd(s.X, s.A, s.B, policy.cvxpy), policy.uncertified,
+                policy.gap_tol, self.max_iter, first_order=self.first_order)
+        else:
+            C, D, d, info = blocks.solve_cd(s.X, s.A, s.B, policy.cvxpy)
+        return replace(s, C=C, D=D, d=d), info
+
+
+@dataclass
+class BlockSolvers:
+    """The solvers of one run's three blocks, and the compiled blocks they share."""
+
+    X: BlockSolver
+    AB: BlockSolver
+    CD: Readout
+    blocks: Blocks
+
+    def __getitem__(self, block: str) -> BlockSolver:
+        return getattr(self, block)
+
+    def close(self) -> None:
+        """Release a parallel executor's workers (nothing for the serial blocks)."""
+        if isinstance(self.blocks, ParallelBlocks):
+            self.blocks.close()
+
+
+def make_block_solvers(problem: TrainingProblem, policy: SolvePolicy, block_solver: str = "auto",
+                       executor=None, readout_iter: int | None = None) -> BlockSolvers:
+    """The solvers of the X, (A, B) and (C, D) blocks.
+
+    ``block_solver`` "cvxpy" uses the compiled CVXPY blocks only; "fista" the first-order
+    X and (A, B) solvers (it raises when they do not apply); "auto" uses them where they
+    apply (ReLU, no penalty on A or B, no forced solver), with the CVXPY block as fallback.
+    With an ``executor`` (any value :func:`fenchel_idl.blocks.parallel.make_executor`
+    takes) the CVXPY batches run on it; an executor made here is closed by
+    :meth:`BlockSolvers.close`. The cross-entropy readout is first-order unless ``block_solver`` is
+    "cvxpy", a solver is forced or a penalty is declared.
+    """
+    check_choice("block_solver", block_solver, ("auto", "cvxpy", "fista"))
+    fast = block_solver != "cvxpy" and policy.solvers is None and fast_blocks_apply(problem)
+    if block_solver == "fista" and not fast:
+        raise ValidationError("'block_solver'='fista' needs the ReLU activation and no penalty "
+                              "on A or B; use 'auto' or 'cvxpy'.")
+    pool = make_executor(executor)
+    blocks = Blocks(problem) if pool is None else ParallelBlocks(
+        problem, pool, policy.options, policy.events, owns_executor=pool is not executor)
+    x: BlockSolver = CvxpyX(blocks, policy)
+    ab: BlockSolver = CvxpyAB(blocks, policy)
+    if fast:
+        x = Fallback(FirstOrderX(problem, policy), x, policy)
+        ab = Fallback(FirstOrderAB(problem, policy), ab, policy)
+    fast_cd = block_solver != "cvxpy" and policy.solvers is None and fast_readout_apply(problem)
+    return BlockSolvers(x, ab, Readout(blocks, policy, fast_cd, readout_iter), blocks)
