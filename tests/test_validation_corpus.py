@@ -37,8 +37,7 @@ from fenchel_idl.analysis import attacks, compression, robustness
 from fenchel_idl.apps.cli import main as cli_main
 from fenchel_idl.apps.run import run_problem
 from fenchel_idl.blocks.solvers import solve_certified
-from fenchel_idl.drivers import problem_file
-from fenchel_idl.drivers import Schedule, solve_bcd
+from fenchel_idl.drivers import Schedule, problem_file, solve_bcd
 from fenchel_idl.errors import (
     CheckpointError,
     DataNotFoundError,

@@ -31,11 +31,10 @@ from fenchel_idl import ImplicitModel
 from fenchel_idl.apps import run as run_module
 from fenchel_idl.apps.cli import main as cli_main
 from fenchel_idl.apps.run import run_problem
+from fenchel_idl.drivers import BlockRecord, problem_file, solve_bcd
 from fenchel_idl.drivers import checkpoint as checkpoint_module
 from fenchel_idl.drivers import finish as finish_module
 from fenchel_idl.drivers import state as state_module
-from fenchel_idl.drivers import problem_file
-from fenchel_idl.drivers import BlockRecord, solve_bcd
 from fenchel_idl.errors import CheckpointError, TrainingInterrupted
 from fenchel_idl.problem.training_problem import TrainingProblem
 
