@@ -6,20 +6,15 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
-
 
 from fenchel_idl.errors import ValidationError
 
-if TYPE_CHECKING:
-    pass
+__all__ = ["blas_controller", "blas_threads", "env_blas_limit", "env_blas_threads"]
 
 
-# ----------------------------------------------------------------------------------------
-# BLAS threads
-# ----------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
-def _controller():
+def blas_controller():
+    """The threadpoolctl controller of this process (None without threadpoolctl)."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
@@ -48,11 +43,8 @@ def blas_threads(limit: int | None = 1) -> Iterator[None]:
     """Limit the BLAS thread pool within a ``with`` block (``None``: leave it alone).
 
     The products of BCD are thin (an inner dimension of n + p + 1), so they gain little
-    from BLAS threads, and a multithreaded BLAS on a busy machine is much slower: measured
-    on 2 shared cores (``python -m fenchel_idl.apps.bench``), one sweep of the cosine problem
-    at n = 20, m = 5000 took 40 s with OpenBLAS's default 2 threads and 1.1 s with one,
-    and an equilibrium at n = 75, m = 200 0.39 s against 0.001 s. This was the cause of the
-    superlinear growth of the sweep time in m (log-log slope 1.63).
+    from BLAS threads, while a multithreaded BLAS on a busy machine makes them much slower;
+    BCD therefore runs on one BLAS thread unless ``FENCHEL_IDL_BLAS_THREADS`` says otherwise.
 
     Examples
     --------
@@ -61,7 +53,7 @@ def blas_threads(limit: int | None = 1) -> Iterator[None]:
     ...     float(np.ones((2, 3)) @ np.ones(3) @ np.ones(2))
     6.0
     """
-    ctl = _controller() if limit is not None else None
+    ctl = blas_controller() if limit is not None else None
     if ctl is None:
         yield
         return

@@ -55,10 +55,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import cloudpickle
 import numpy as np
+from joblib.externals.loky import get_reusable_executor
 from numpy.typing import NDArray
 
-from fenchel_idl._blas import _controller
+from fenchel_idl._blas import blas_controller
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
 from fenchel_idl.blocks.solvers import SolveInfo, solve_certified
 from fenchel_idl.errors import InputTypeError, SolverError, SolverWarning, ValidationError
@@ -138,7 +140,7 @@ class _InProcessExecutor(BlockExecutor):
 
 
 def _process_init() -> None:
-    ctl = _controller()
+    ctl = blas_controller()
     if ctl is not None:
         ctl.limit(limits=1, user_api="blas")
 
@@ -167,8 +169,6 @@ class ProcessExecutor(BlockExecutor):
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._dir, True)
 
     def _pool(self):
-        from joblib.externals.loky import get_reusable_executor
-
         return get_reusable_executor(max_workers=self.workers, timeout=300,
                                      initializer=_process_init)
 
@@ -318,10 +318,6 @@ _CACHE_SIZE = 2
 
 
 def _serialize(obj: Any) -> bytes:
-    try:
-        import cloudpickle
-    except ImportError:  # pragma: no cover - comes with dask and (vendored) with joblib
-        from joblib.externals import cloudpickle  # type: ignore[no-redef]
     return cloudpickle.dumps(obj)
 
 
