@@ -1,31 +1,28 @@
 """The convex blocks of the relaxed problem (section 6.3) and how each is solved and
-certified: compiled CVXPY blocks, certified first-order solvers, parallel executors.
+certified: one block-solver interface over the compiled CVXPY blocks, the certified
+first-order solvers and the parallel executors, with one failure policy.
 """
 
+from fenchel_idl._blas import blas_threads, env_blas_threads
+from fenchel_idl.blocks.block_solvers import (BlockSolver, BlockSolvers, SolvePolicy, State,
+                                              make_block_solvers)
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
-from fenchel_idl.blocks.first_order import (
-                                            ab_prox_weight,
-                                            ce_readout_lower_bound,
-                                            fast_ab_block,
-                                            fast_blocks_apply,
-                                            fast_ce_readout,
-                                            fast_k_step,
-                                            fast_readout_apply,
-                                            fast_x_block,
-)
-from fenchel_idl.blocks.parallel import (
-                                            BlockExecutor,
-                                            DaskExecutor,
-                                            ParallelBlocks,
-                                            ProcessExecutor,
-                                            SolveOptions,
-                                            make_executor,
-)
-from fenchel_idl.blocks.solvers import CHAINS, ON_FAILURE, SolveInfo, solve_certified
+from fenchel_idl.blocks.first_order import (ab_prox_weight, ce_readout_lower_bound,
+                                            fast_ab_block, fast_blocks_apply, fast_ce_readout,
+                                            fast_k_step, fast_readout_apply, fast_x_block)
+from fenchel_idl.blocks.parallel import (BlockExecutor, DaskExecutor, ParallelBlocks,
+                                         ProcessExecutor, SolveOptions, make_executor)
+from fenchel_idl.blocks.solvers import (CHAINS, ON_FAILURE, SolveInfo, describe_solve,
+                                        solve_certified)
 
 __all__ = [
-    "SolveInfo", "Blocks", "solve_certified", "CHAINS", "ON_FAILURE", "ab_prox_weight",
-    "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply", "fast_ce_readout",
-    "fast_k_step", "fast_readout_apply", "fast_x_block", "BlockExecutor", "DaskExecutor",
-    "ParallelBlocks", "ProcessExecutor", "SolveOptions", "make_executor",
+    # the interface and its policy
+    "BlockSolver", "BlockSolvers", "State", "SolvePolicy", "make_block_solvers",
+    "SolveInfo", "solve_certified", "describe_solve", "CHAINS", "ON_FAILURE",
+    # the compiled CVXPY blocks and the first-order solvers
+    "Blocks", "ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply",
+    "fast_ce_readout", "fast_k_step", "fast_readout_apply", "fast_x_block",
+    # executors and BLAS threads
+    "BlockExecutor", "DaskExecutor", "ParallelBlocks", "ProcessExecutor", "SolveOptions",
+    "make_executor", "blas_threads", "env_blas_threads",
 ]

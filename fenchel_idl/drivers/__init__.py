@@ -4,7 +4,7 @@ estimators.
 """
 
 from fenchel_idl.drivers.bcd import solve_bcd
-from fenchel_idl.drivers.checkpoint import HISTORY_DIR, checkpoint_sweep
+from fenchel_idl.drivers.checkpoint import HISTORY_DIR, checkpoint_sweep, load_checkpoint
 from fenchel_idl.drivers.estimators import ImplicitClassifier, ImplicitRegressor
 from fenchel_idl.drivers.finish import refine_stage
 from fenchel_idl.drivers.gradients import Gradients, input_gradient, loss_gradients, solve_adjoint
@@ -20,7 +20,7 @@ from fenchel_idl.drivers.state import initial_state
 __all__ = [
     # BCD and its records
     "solve_bcd", "solve_bcd_minibatch", "Schedule", "BCDResult", "BlockRecord", "BatchRecord",
-    "Certificate", "initial_state", "checkpoint_sweep", "HISTORY_DIR",
+    "Certificate", "initial_state", "checkpoint_sweep", "load_checkpoint", "HISTORY_DIR",
     # refinement and gradients
     "refine", "refine_stage", "RefineOptions", "RefineResult", "RefineHistory", "EpochRecord",
     "PARAMETERS", "init_random", "Gradients", "loss_gradients", "input_gradient",
