@@ -44,8 +44,9 @@ import cvxpy as cp
 import numpy as np
 from joblib.externals.loky import get_reusable_executor
 
+from fenchel_idl.analysis import pyplot
 from fenchel_idl.apps.bench_refine import bench_projection, bench_refine_epoch, heldout_cosine
-from fenchel_idl.apps.common import machine_line, problems_dir, pyplot, rmse, write_section
+from fenchel_idl.apps.common import machine_line, problems_dir, rmse, write_section
 from fenchel_idl.blocks import (
     Blocks,
     ParallelBlocks,

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fenchel_idl.apps.common import machine_line, problems_dir, pyplot, rmse, write_section
-from fenchel_idl.problem import project_inf_ball
+from fenchel_idl.analysis import pyplot
+from fenchel_idl.apps.common import machine_line, problems_dir, rmse, write_section
 from fenchel_idl.drivers import (
     RefineOptions,
     RefineResult,
@@ -49,7 +49,7 @@ from fenchel_idl.drivers import (
     solve_bcd,
 )
 from fenchel_idl.model import ImplicitModel
-from fenchel_idl.problem import datasets
+from fenchel_idl.problem import datasets, project_inf_ball
 from fenchel_idl.validation import check_int
 
 __all__ = ["COSINE_SETTINGS", "bench_projection", "bench_refine_epoch", "cosine_data",

@@ -10,10 +10,9 @@ from typing import Any
 
 from numpy.typing import ArrayLike
 
-from fenchel_idl.analysis.plots import _plt as pyplot  # until analysis exports pyplot()
 from fenchel_idl.problem import prediction_metric
 
-__all__ = ["RESULTS_PATH", "machine_line", "model_metric", "problems_dir", "pyplot", "read_section",
+__all__ = ["RESULTS_PATH", "machine_line", "model_metric", "problems_dir", "read_section",
            "rmse", "score", "write_section"]
 
 #: The results document of the checkout.

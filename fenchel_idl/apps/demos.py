@@ -75,12 +75,13 @@ from fenchel_idl.analysis import (
     lipschitz_penalty_value,
     low_rank,
     perturbation_bound,
+    pyplot,
     reduce,
     selected_features,
     sensitivity_matrix,
 )
 from fenchel_idl.apps import common
-from fenchel_idl.apps.common import pyplot, score
+from fenchel_idl.apps.common import score
 from fenchel_idl.drivers import (
     bcd_options,
     build_problem,

@@ -65,11 +65,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fenchel_idl._blas import env_blas_threads
-from fenchel_idl.analysis import plot_convergence
+from fenchel_idl.analysis import plot_convergence, pyplot
 from fenchel_idl.apps.common import (
     machine_line,
     problems_dir,
-    pyplot,
     score,
     write_section,
 )

@@ -34,8 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+from fenchel_idl.analysis import pyplot
 from fenchel_idl.apps.cli import main as cli_main
-from fenchel_idl.apps.common import pyplot
 from fenchel_idl.drivers import (
     HISTORY_DIR,
     bcd,
