@@ -126,10 +126,9 @@ class Blocks:
             self.Xcd.value, self.Acd.value, self.Bcd.value = X, A, B
             prob, (Cv, Dv, dv) = self.cd, self.cd_vars
         else:
-            # CVXPY's DPP tensor for C @ X grows like (q m)(n m): measured 4 GB and 61 s for
-            # the first digits cross-entropy solve at n = 10, out of memory at n = 64. Past
-            # _CD_DPP_MAX the block is rebuilt with X, A, B as constants (0.5 GB at n = 64;
-            # the compile is small next to the exponential-cone solve).
+            # CVXPY's DPP parameter tensor for C @ X grows like (q m)(n m), so past
+            # _CD_DPP_MAX the block is rebuilt with X, A, B as constants (the compile is
+            # small next to the exponential-cone solve).
             prob, (Cv, Dv, dv) = self._cd_problem(X, A, B)
         info = solve(prob, "CD")
         d = dv.value[:, 0] if dv is not None else np.zeros(self.problem.q)

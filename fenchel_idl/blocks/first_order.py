@@ -3,10 +3,10 @@
 
 For the most common problem (ReLU, no penalty on A or B) both blocks are smooth convex
 problems over simple sets, and the general CVXPY blocks of :mod:`fenchel_idl.problem.training_problem`
-spend their time in interpreter and solver overhead (measured: about 0.7 s per Clarabel
-solve of a 50-sample X batch at n = 75). Here every block is solved for all samples (X)
-or all rows (A, B) at once by FISTA with adaptive restart, in a few matrix products per
-iteration, and each solve carries a certificate:
+spend their time in interpreter and solver overhead, one small conic program per batch
+or row. Here every block is solved for all samples (X) or all rows (A, B) at once by
+FISTA with adaptive restart, in a few matrix products per iteration, and each solve
+carries a certificate:
 
 - **X block** (DCA majorizer, see :mod:`fenchel_idl.problem.training_problem`)::
 
@@ -26,9 +26,9 @@ iteration, and each solve carries a certificate:
   The proximal term makes each row rho-strongly convex, so the same bound
   ``||g||^2 / (2 rho)`` holds, with g the minimal-norm element of grad + N_K(w) (computed
   in closed form per ball, up to a one-dimensional minimization). Without it the only
-  certificate is the Frank-Wolfe gap, which needs the suboptimality squared and was
-  measured to cost about 10^5 iterations. lam_i scales a row's divergence and does not move
-  its minimizer, so it is left out.
+  certificate is the Frank-Wolfe gap, which needs the suboptimality squared and so many
+  more iterations. lam_i scales a row's divergence and does not move its minimizer, so it
+  is left out.
 
 Both are verified against the CVXPY blocks in the tests.
 
@@ -75,9 +75,8 @@ def fista(grad_obj: Callable, project: Callable, certificate: Callable, x0: Arra
     One gradient per iteration, at the extrapolated point; the momentum restarts when the
     gradient-mapping step points against the last move, (y - x+)^T (x+ - x) > 0. The
     objective, its gradient at the iterate and the certificate are evaluated every
-    ``check_every`` iterations. (The function-value restart used before needed the
-    gradient at the iterate as well, two per iteration: measured 1.5 times slower on the
-    (A, B) blocks of the digits and cosine benchmarks, with the same iteration counts.)
+    ``check_every`` iterations. (A function-value restart would need the gradient at the
+    iterate as well, two gradients per iteration, for the same iteration counts.)
     """
     x = project(x0)
     f, g = grad_obj(x)
@@ -167,8 +166,8 @@ def _min_norm_l1(g: Array, w: Array, radius: Array) -> Array:
     convex, piecewise-quadratic function of mu is minimized exactly: its derivative
     vanishes where N mu + b = sum_off (|g_i| - mu)_+, with N the size of the support and
     b = sum_supp sign(w_i) g_i, a root found by sorting |g_i| off the support (as for the
-    projection on the l1 ball), vectorized over rows. (A golden-section search took 36% of
-    the (A, B) block's time at digits scale.)
+    projection on the l1 ball), vectorized over rows: exact, and cheaper than an iterative
+    line search over mu.
     """
     sgn = np.sign(w)
     on = np.abs(np.abs(w).sum(axis=1) - radius) <= 1e-12 * np.maximum(radius, 1.0)
@@ -279,9 +278,9 @@ def ab_prox_weight(L: float) -> float:
     """Weight rho of the proximal term of the (A, B) block: 1e-5 times the curvature bound
     ||V||^2 / m of its smooth part.
 
-    Measured on the cosine problem (n = 20, 16 sweeps): 1e-3 L held the rows near their
-    start (train RMSE 0.797 -> 0.789, ||A||_inf 0.006), 1e-5 L let them move (0.797 -> 0.758,
-    ||A||_inf = kappa) at 1.1 s for the run, and 1e-6 L was no better and 20 times slower.
+    A larger weight holds the rows near their start (the fit barely improves); a smaller one
+    weakens the strong convexity the gap bound relies on, so the solves take many more
+    iterations for no better fit.
     """
     return 1e-5 * L
 
@@ -392,32 +391,20 @@ def ce_readout_lower_bound(problem, V: Array, Y: Array, P: Array) -> float:
 
 #: Up to this size of the exponential-cone program (:func:`ce_program_size`) the
 #: cross-entropy readout is Clarabel's (the CVXPY block), past it FISTA's
-#: (:func:`fast_ce_readout`). Measured, one readout at the random-feature start to a 1e-6
-#: gap, size = q m (n + p + 1), separable labels: at 360 Clarabel 0.02 s, at 22,500 0.5 s
-#: and at 45,000 1.7 s, where FISTA ran its whole budget without a certificate (4-8 s,
-#: relative gaps 3e-6 to 4e-3: the optimum lies on the C ball at a loss near 0). There the
-#: primal is not the trouble but the bound: on two such draws (q = 3, m = 300, n = 40, p = 9)
-#: FISTA's objective was within 1e-8 of Clarabel's while its gap stayed at 7e-6 and 4e-6;
-#: the optimal set is nearly flat (the two K differ by 15 and 23 in max norm), and the
-#: softmax of a primal point is a poor dual point: at Clarabel's own K the bound's gap is
-#: 9e-7 and 2e-4. One draw of random labels at 22,500 was certified by neither (FISTA 3e-4,
-#: Clarabel 6e-6). Past the threshold FISTA wins: 0.4 s against 1.0 s at 125,000, 0.7 s
-#: against 6.8 s at 250,000, a 210-image digits fit at 153,300 in 6 s against 15 s, digits
-#: (m = 1438, n = 64) 2.4 s against 68 s.
+#: (:func:`fast_ce_readout`). Small programs are cheap for Clarabel, while FISTA's dual
+#: certificate is weak there (the optimal set is nearly flat and the softmax of a primal
+#: point is a poor dual point), so it often cannot certify; large ones are faster by FISTA.
 _CE_FISTA_MIN_SIZE = 50_000
 
 #: Largest number of exponential cones (q m) for which an uncertified FISTA readout falls
-#: back to the CVXPY block. Measured: 1-2 min and 0.5 GB at digits scale (q m = 14,380);
-#: 14 GB, and still running after 12 CPU-minutes, at q m = 100,000 (MNIST, 10,000 images).
-#: Past it the FISTA readout is kept and its record says it is not certified, with its gap.
+#: back to the CVXPY block: the exponential-cone program's time and memory grow with the
+#: number of cones and do not fit at MNIST scale. Past it the FISTA readout is kept and its
+#: record says it is not certified, with its gap.
 _CE_CVXPY_MAX_CONES = 20_000
 
-#: Iteration budget of the first-order readout before it falls back. Measured at digits
-#: scale (m = 1438, n = 20, solve_bcd, one sweep): with 5000, three seeds of five stopped at
-#: gaps near 3e-6 and fell back to Clarabel, 35-51 s per run; with 20 000 every readout
-#: certified, 7-8 s per run (about 0.7 ms per iteration). solve_bcd_minibatch on digits
-#: (n = 64, one epoch): 4.1 s with 20 000, 130 s with its former 2000 (both readouts fell
-#: back to Clarabel, 64 s each).
+#: Iteration budget of the first-order readout before it falls back: large enough that the
+#: readout certifies at digits scale, since a fallback to Clarabel costs far more than the
+#: extra iterations.
 _CE_READOUT_ITER = 20_000
 
 
@@ -467,7 +454,7 @@ def fast_ce_readout(problem, X: Array, K0: Array | None = None, tol: float = 1e-
                     max_iter: int = _CE_READOUT_ITER) -> tuple[Array, SolveInfo]:
     """The cross-entropy (C, D) block on all samples, by FISTA over the balls, certified by
     the duality gap of :func:`ce_readout_lower_bound` (no CVXPY: the exponential-cone
-    program has 10 m cones and does not fit memory at MNIST scale).
+    program has q m cones and does not fit memory at MNIST scale).
 
     Returns K = [C, D, d] and the record; the gap is relative, (f - lower) / max(1, |f|).
     """
@@ -483,8 +470,7 @@ def fast_ce_readout(problem, X: Array, K0: Array | None = None, tol: float = 1e-
         # With a free bias d, K v = [C, D] (v - mu) + (d + [C, D] mu): solving for
         # d' = d + [C, D] mu on centred features changes neither the objective nor the balls,
         # and removes the mean direction that dominates ||V|| for nonnegative inputs (pixels,
-        # ReLU states). Measured on 5,000 MNIST images (n = 128): duality gap 3.0e-2 after 1000
-        # iterations without centring, 1.7e-5 with it (and 1e-6, certified, in 17 s).
+        # ReLU states), which makes the problem badly conditioned.
         mu = V[:-1].mean(axis=1)
         V[:-1] -= mu[:, None]
         K0[:, -1] += K0[:, :-1] @ mu
@@ -492,9 +478,8 @@ def fast_ce_readout(problem, X: Array, K0: Array | None = None, tol: float = 1e-
     L = 0.5 * float(np.linalg.norm(V, 2)) ** 2 / m
 
     def grad_obj(Kc):
-        # log-sum-exp inline: scipy.special.logsumexp costs 0.2 ms a call in argument
-        # handling, more than half of a tiny problem's iteration (measured: 137 s of 249 s
-        # over 660,000 calls at q = 3, m = 20)
+        # log-sum-exp inline: scipy.special.logsumexp's argument handling costs more than
+        # the arithmetic of a tiny problem's iteration
         Z = Kc @ V
         mx = Z.max(axis=0)
         E = np.exp(Z - mx)

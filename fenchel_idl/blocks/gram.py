@@ -14,8 +14,8 @@ e.g. a dead state) and Yt = S^+ Hl^T,
 
 a least-squares problem on k "virtual samples", compiled once with Parameters. The CVXPY
 block on all m samples compiles a parameter tensor with q n m entries and re-applies it at
-every solve: measured 22.7 s per solve at digits scale (n = 64, m = 1797) against 13 s for
-the naive problem rebuilt each time; this form takes milliseconds plus O(k^2 m) for G.
+every solve, which is slower than rebuilding the problem each time; this form costs a
+k-sample solve plus O(k^2 m) for G.
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ on A or B) stay in the parent process: they take a few matrix products per itera
 splitting them would change their iterates (the certificate is per block, not per batch).
 With those problems an executor is used only by the CVXPY fallback.
 
-This module also holds :func:`blas_threads`, which BCD uses to run its thin matrix
-products on one BLAS thread (see its docstring for the measurement).
+The worker processes run BLAS on one thread, as BCD itself does (see
+:func:`fenchel_idl._blas.blas_threads` for why).
 """
 
 from __future__ import annotations
@@ -157,8 +157,8 @@ class ProcessExecutor(BlockExecutor):
     scikit-learn): they do not re-run the user's main script (the stdlib ``spawn`` and
     ``forkserver`` methods do, and then need an ``if __name__ == "__main__"`` guard), they
     stay alive between runs (idle timeout 300 s), so a second run skips the start-up
-    (about 3.5 s, measured: importing CVXPY) and reuses the compiled block problems of
-    the same problem, and they run BLAS on one thread.
+    (importing CVXPY) and reuses the compiled block problems of the same problem, and they
+    run BLAS on one thread.
     """
 
     kind = "processes"

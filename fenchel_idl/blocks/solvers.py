@@ -13,7 +13,7 @@ KKT residual) is within tolerance. A failed, inaccurate or uncertified solve is 
 by the ``on_failure`` policy:
 
 - ``"fallback"`` (default): retry with the next solver of the chain for the block's cone;
-  raise :class:`fenchel_idl.SolverError` when none certifies;
+  raise :class:`fenchel_idl.errors.SolverError` when none certifies;
 - ``"warn"``: like fallback, but when no solver certifies keep the best solution found
   (recorded as uncertified), move its record to the end of the returned list, and emit a
   :class:`fenchel_idl.errors.SolverWarning`; raise only when none returned a solution;

@@ -147,7 +147,7 @@ class Certificate:
 
 @dataclass
 class BCDResult:
-    """The result of :func:`solve_bcd`.
+    """The result of :func:`fenchel_idl.solve_bcd`.
 
     Attributes
     ----------
