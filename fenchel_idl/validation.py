@@ -98,7 +98,8 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) ->
     return value
 
 
-def as_samples(name: str, value: Any, rows: int, rows_name: str) -> tuple[NDArray[np.float64], bool]:
+def as_samples(name: str, value: Any, rows: int,
+               rows_name: str) -> tuple[NDArray[np.float64], bool]:
     """Return (2-D array with ``rows`` rows, was_1d) for samples-as-columns data."""
     arr = as_float_array(name, value, ndim=(1, 2))
     was_1d = arr.ndim == 1

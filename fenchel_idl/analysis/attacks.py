@@ -362,10 +362,10 @@ def lp_attack(model: ImplicitModel, U: ArrayLike, sigma_u: ArrayLike | float, *,
     - ``c`` given: the state objective ``c^T x``;
     - ``target`` given: the output margin ``y_t - y_l`` (``c = C_t - C_l``,
       ``d = D_t - D_l``, offset ``bias_y[t] - bias_y[l]``; the records' ``bound`` and
-      ``value`` are then margins and the attack succeeds when ``value > 0``), where l is the sample's label (or the model's prediction at u0
-      when ``labels`` is None). ``target="any"`` tries every class t != l and keeps the
-      attack with the largest true margin; ``"runner_up"`` takes the second-largest
-      output at u0;
+      ``value`` are then margins and the attack succeeds when ``value > 0``), where l is
+      the sample's label (or the model's prediction at u0 when ``labels`` is None).
+      ``target="any"`` tries every class t != l and keeps the attack with the largest true
+      margin; ``"runner_up"`` takes the second-largest output at u0;
     - neither: the largest state discrepancy ``||x - x0||_2^2`` (the paper's choice,
       ``objective="discrepancy"``; up to 2n LPs per sample).
 

@@ -2,7 +2,7 @@
 (C, D) block without penalties).
 
 For the most common problem (ReLU, no penalty on A or B) both blocks are smooth convex
-problems over simple sets, and the general CVXPY blocks of :mod:`fenchel_idl.problem.training_problem`
+problems over simple sets, and the general CVXPY blocks of :mod:`fenchel_idl.blocks.cvxpy_blocks`
 spend their time in interpreter and solver overhead, one small conic program per batch
 or row. Here every block is solved for all samples (X) or all rows (A, B) at once by
 FISTA with adaptive restart, in a few matrix products per iteration, and each solve
@@ -55,7 +55,8 @@ from fenchel_idl.blocks.solvers import SolveInfo
 from fenchel_idl.problem.projection import project_l1_rows
 from fenchel_idl.problem.losses import CrossEntropyLoss
 
-__all__ = ["fista", "fista_info", "ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply",
+__all__ = ["fista", "fista_info", "ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block",
+           "fast_blocks_apply",
            "fast_ce_readout", "fast_k_step", "fast_readout_apply", "fast_x_block"]
 
 Array = NDArray[np.float64]

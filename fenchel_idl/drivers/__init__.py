@@ -8,10 +8,10 @@ from fenchel_idl.drivers.checkpoint import HISTORY_DIR, checkpoint_sweep, load_c
 from fenchel_idl.drivers.estimators import ImplicitClassifier, ImplicitRegressor
 from fenchel_idl.drivers.finish import refine_stage
 from fenchel_idl.drivers.gradients import Gradients, input_gradient, loss_gradients, solve_adjoint
-from fenchel_idl.drivers.minibatch import BatchRecord, solve_bcd_minibatch
+from fenchel_idl.drivers.minibatch import solve_bcd_minibatch
 from fenchel_idl.drivers.problem_file import (ProblemSpec, bcd_options, build_problem, load_data,
                                               load_problem)
-from fenchel_idl.drivers.records import BCDResult, BlockRecord, Certificate
+from fenchel_idl.drivers.records import BatchRecord, BCDResult, BlockRecord, Certificate
 from fenchel_idl.drivers.refine import (PARAMETERS, EpochRecord, RefineHistory, RefineOptions,
                                         RefineResult, init_random, refine)
 from fenchel_idl.drivers.schedule import Schedule

@@ -26,7 +26,7 @@ from fenchel_idl._blas import env_blas_threads
 from fenchel_idl.blocks.block_solvers import BlockSolvers, SolvePolicy, State, make_block_solvers
 from fenchel_idl.drivers.checkpoint import interrupted, load_checkpoint, new_log, save_checkpoint
 from fenchel_idl.drivers.finish import DescentStats, check_refine, finish
-from fenchel_idl.drivers.records import BCDResult, BlockRecord
+from fenchel_idl.drivers.records import BCDResult, BlockRecord, outcome
 from fenchel_idl.drivers.schedule import Schedule, adapt_lam, line_search, readout_weights
 from fenchel_idl.drivers.state import equilibrium, initial_state, objective, train_metric
 from fenchel_idl.errors import InputTypeError, ValidationError
@@ -309,9 +309,8 @@ class _Descent:
         else:
             self.rejected += 1
         self.record(BlockRecord(self.sweep, self.stage, name, self.J, self.loss, self.div,
-                                self.pen, time.perf_counter() - t0, info.solver, info.status,
-                                info.gap, info.kkt_residual, info.certified, accepted,
-                                float(self.s.lam.mean())))
+                                self.pen, time.perf_counter() - t0, float(self.s.lam.mean()),
+                                **outcome(info, accepted)))
 
     def line_search_step(self, base: State, J_before: float) -> float:
         """The line search along the sweep's (A, B) step; the accepted point, at its
@@ -323,9 +322,8 @@ class _Descent:
         self.evaluate()
         self.stage += 1
         self.record(BlockRecord(self.sweep, self.stage, "LS", self.J, self.loss, self.div,
-                                self.pen, time.perf_counter() - t0, info.solver, info.status,
-                                info.gap, info.kkt_residual, info.certified, step > 0,
-                                float(self.s.lam.mean()), step, n_eval))
+                                self.pen, time.perf_counter() - t0, float(self.s.lam.mean()),
+                                step, n_eval, **outcome(info, step > 0)))
         return step
 
     def end_stage(self) -> None:

@@ -3,7 +3,7 @@
 
 They follow the scikit-learn API: samples are **rows** here, as everywhere in
 scikit-learn; ``fit`` transposes them into the package's samples-as-columns layout once,
-builds a :class:`fenchel_idl.problem.training_problem.TrainingProblem` (the Fenchel-relaxed problem of
+builds a :class:`fenchel_idl.TrainingProblem` (the Fenchel-relaxed problem of
 section 6.3) and trains it with :func:`fenchel_idl.drivers.bcd.solve_bcd`; ``predict`` solves the
 equilibrium ``x = phi(A x + B u)`` of the trained :class:`fenchel_idl.ImplicitModel` and
 transposes back.
@@ -221,7 +221,7 @@ class ImplicitRegressor(RegressorMixin, _ImplicitEstimator):
         them).
     bounds : dict, optional
         Radii of the norm balls on B, C, D in standardized units, e.g. ``{"C": 20.0}``
-        (see :class:`fenchel_idl.problem.training_problem.Bounds`); missing keys keep their defaults. The
+        (see :class:`fenchel_idl.Bounds`); missing keys keep their defaults. The
         classifier's defaults are ``{"C": 5.0, "D": 5.0}``.
     penalties : list, optional
         Convex penalties, e.g. ``[{"name": "l1", "weight": 1e-3, "on": "A"}]`` (see

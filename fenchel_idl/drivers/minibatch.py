@@ -1,6 +1,6 @@
 """Mini-batch BCD for large m: incremental majorization-minimization on the relaxed problem.
 
-The relaxed objective of :class:`fenchel_idl.problem.training_problem.TrainingProblem` (section 6.3) is a
+The relaxed objective of :class:`fenchel_idl.TrainingProblem` (section 6.3) is a
 sum over samples (columns j) plus a penalty,
 
     J(X, W, K) = (1/m) sum_j [ l(y_j, K v_j) + sum_i lam_i F(x_ij, (W v_j)_i) ] + P(K),
@@ -10,7 +10,7 @@ sweeps over batches S of samples and, for each batch, updates X_S, then W, then 
 and K carried from batch to batch. What makes this a sound method:
 
 - **X_S step: an exact block-coordinate step of J.** J is separable over samples, so the
-  DCA step of :mod:`fenchel_idl.problem.training_problem` restricted to the columns S (the other columns
+  DCA step of :mod:`fenchel_idl.blocks.dca` restricted to the columns S (the other columns
   fixed) is a block-coordinate step of the full J; it never increases J. It is solved
   and certified as in :func:`fenchel_idl.solve_bcd` (batched FISTA for ReLU, the CVXPY
   X block otherwise), scaled by the full 1/m.
@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -99,7 +99,7 @@ from fenchel_idl.blocks.first_order import (
 from fenchel_idl.blocks.gram import GramReadout
 from fenchel_idl.blocks.solvers import SolveInfo, describe_solve
 from fenchel_idl.drivers.finish import DescentStats, check_refine, finish
-from fenchel_idl.drivers.records import BCDResult
+from fenchel_idl.drivers.records import BatchRecord, BCDResult, outcome
 from fenchel_idl.drivers.schedule import Schedule
 from fenchel_idl.drivers.state import equilibrium, initial_state, objective, train_metric
 from fenchel_idl.errors import InputTypeError, ValidationError
@@ -109,51 +109,12 @@ from fenchel_idl.problem.losses import CrossEntropyLoss
 from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.validation import check_choice, check_int, check_real
 
-__all__ = ["BatchRecord", "solve_bcd_minibatch"]
+__all__ = ["solve_bcd_minibatch"]
 
 Array = NDArray[np.float64]
 
 #: Curvature bound of the softmax cross-entropy in yhat (Boehning: Hessian <= 1/2 I).
 _CE_CURVATURE = 0.5
-
-@dataclass(frozen=True)
-class BatchRecord:
-    """One block update of :func:`solve_bcd_minibatch`.
-
-    Attributes
-    ----------
-    epoch, step : int
-        The epoch, and the batch step within the run (0, 1, ...).
-    block : str
-        "X", "AB", "CD" (or "restart" for the start of an epoch).
-    batch : int
-        Number of samples of the batch.
-    surrogate : float
-        H after the update: the majorizer of the relaxed objective that the method
-        decreases (H >= J; H = J at the start of every epoch).
-    objective : float or None
-        The relaxed objective J after the update, computed on the full data when
-        ``monitor="step"`` (and for "restart" records); None otherwise.
-    time : float
-    solver, status : str
-    gap, kkt_residual : float or None
-    certified, accepted : bool
-    """
-
-    epoch: int
-    step: int
-    block: str
-    batch: int
-    surrogate: float
-    objective: float | None
-    time: float
-    solver: str
-    status: str
-    gap: float | None
-    kkt_residual: float | None
-    certified: bool
-    accepted: bool
-
 
 # ----------------------------------------------------------------------------------------
 # The majorizers
@@ -518,8 +479,7 @@ class _MiniBatch:
                t0: float) -> None:
         rec = BatchRecord(epoch, self.step, block, size, float(self.H),
                           self.objective() if self.monitor == "step" else None,
-                          time.perf_counter() - t0, info.solver, info.status, info.gap,
-                          info.kkt_residual, info.certified, accepted)
+                          time.perf_counter() - t0, **outcome(info, accepted))
         self.history.append(rec)
         if self.callback is not None:
             self.callback(rec)
@@ -544,10 +504,10 @@ class _MiniBatch:
             self.eq_losses.append((epoch, float(objective(pb, self.s)[0])))
         self.refresh_all()
         self.H = self.J = H_start = self.objective()
-        self.history.append(BatchRecord(epoch, self.step, "restart", pb.m, self.H, self.J,
-                                        time.perf_counter() - t0,
-                                        "equilibrium" if restart else "-", "optimal", None,
-                                        None, True, True))
+        self.history.append(BatchRecord(
+            epoch, self.step, "restart", pb.m, self.H, self.J, time.perf_counter() - t0,
+            solver="equilibrium" if restart else "-", status="optimal", gap=None,
+            kkt_residual=None, certified=True, accepted=True))
         order = np.arange(pb.m) if order is None else order
         # ceil(m / batch_size) batches of balanced sizes (no small last batch)
         for part in np.array_split(order, self.n_batches):

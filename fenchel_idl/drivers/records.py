@@ -15,14 +15,46 @@ from numpy.typing import NDArray
 
 from fenchel_idl.model.implicit_model import ImplicitModel
 
-__all__ = ["BCDResult", "BlockRecord", "Certificate"]
+__all__ = ["BCDResult", "BatchRecord", "BlockRecord", "Certificate", "SolveOutcome", "outcome"]
 
 Array = NDArray[np.float64]
 
 
+@dataclass(frozen=True, kw_only=True)
+class SolveOutcome:
+    """What every history record says about its block solve.
+
+    Attributes
+    ----------
+    solver, status : str
+        The solver that produced the kept solution, and its status.
+    gap, kkt_residual : float or None
+        Its relative duality gap and KKT residual, where known.
+    certified : bool
+        The solve met its certificate.
+    accepted : bool
+        The update was kept (it did not raise the monotone quantity).
+    """
+
+    solver: str
+    status: str
+    gap: float | None
+    kkt_residual: float | None
+    certified: bool
+    accepted: bool
+
+
+def outcome(info, accepted: bool) -> dict:
+    """The :class:`SolveOutcome` fields of a record, from a SolveInfo."""
+    return {"solver": info.solver, "status": info.status, "gap": info.gap,
+            "kkt_residual": info.kkt_residual, "certified": info.certified, "accepted": accepted}
+
+
 @dataclass(frozen=True)
-class BlockRecord:
-    """One block update in the history."""
+class BlockRecord(SolveOutcome):
+    """One block update of :func:`fenchel_idl.solve_bcd` (with the fields of
+    :class:`SolveOutcome`); "LS" records are line searches, with their step and number of
+    evaluations."""
 
     sweep: int
     stage: int
@@ -32,15 +64,40 @@ class BlockRecord:
     divergence: float
     penalty: float
     time: float
-    solver: str
-    status: str
-    gap: float | None
-    kkt_residual: float | None
-    certified: bool
-    accepted: bool
     lam_mean: float
     step: float | None = None
     evaluations: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchRecord(SolveOutcome):
+    """One block update of :func:`fenchel_idl.solve_bcd_minibatch`.
+
+    Attributes
+    ----------
+    epoch, step : int
+        The epoch, and the batch step within the run (0, 1, ...).
+    block : str
+        "X", "AB", "CD" (or "restart" for the start of an epoch).
+    batch : int
+        Number of samples of the batch.
+    surrogate : float
+        H after the update: the majorizer of the relaxed objective that the method
+        decreases (H >= J; H = J at the start of every epoch).
+    objective : float or None
+        The relaxed objective J after the update, computed on the full data when
+        ``monitor="step"`` (and for "restart" records); None otherwise.
+    time : float
+        Seconds the update took.
+    """
+
+    epoch: int
+    step: int
+    block: str
+    batch: int
+    surrogate: float
+    objective: float | None
+    time: float
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "Activation", "Blockwise", "CvxTerm", "EquilibriumInfo",
     "Identity", "ImplicitModel", "LeakyReLU", "ReLU", "Sigmoid", "Softmax", "Tanh",
     "WellPosedness", "cascade", "check_well_posed", "concat", "feedback", "from_layers",
-    "from_mlp", "get_activation", "state_lipschitz", "induced_norm", "is_well_posed", "lipschitz_penalty_value",
+    "from_mlp", "get_activation", "state_lipschitz",
+    "induced_norm", "is_well_posed", "lipschitz_penalty_value",
     "norm_matrix", "parallel", "pf_eigenvalue", "picard", "rescale", "solve_equilibrium",
     "well_posedness",
 ]
