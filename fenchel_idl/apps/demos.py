@@ -92,8 +92,7 @@ from fenchel_idl.drivers import (
     solve_bcd,
 )
 from fenchel_idl.errors import InputTypeError, NotWellPosedError, ValidationError
-from fenchel_idl.model import ImplicitModel, pf_eigenvalue
-from fenchel_idl.model.activations import state_lipschitz  # not exported by fenchel_idl.model
+from fenchel_idl.model import ImplicitModel, pf_eigenvalue, state_lipschitz
 from fenchel_idl.problem import datasets, get_penalty
 from fenchel_idl.validation import check_int, check_real, describe
 

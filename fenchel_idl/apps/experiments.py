@@ -64,7 +64,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fenchel_idl._blas import env_blas_threads
 from fenchel_idl.analysis import plot_convergence, pyplot
 from fenchel_idl.apps.common import (
     machine_line,
@@ -72,6 +71,7 @@ from fenchel_idl.apps.common import (
     score,
     write_section,
 )
+from fenchel_idl.blocks import env_blas_threads
 from fenchel_idl.drivers import (
     bcd_options,
     build_problem,

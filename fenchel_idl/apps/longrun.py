@@ -38,9 +38,9 @@ from fenchel_idl.analysis import pyplot
 from fenchel_idl.apps.cli import main as cli_main
 from fenchel_idl.drivers import (
     HISTORY_DIR,
-    bcd,
     build_problem,
     checkpoint_sweep,
+    load_checkpoint,
     load_data,
     load_problem,
 )
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         name = spec.name
         problem = build_problem(spec, load_data(spec)[0])
         t0 = time.perf_counter()
-        loaded = bcd._load_checkpoint(ckpt, problem)  # wants drivers.load_checkpoint
+        loaded = load_checkpoint(ckpt, problem)
         check = {"loads": loaded is not None, "load_s": time.perf_counter() - t0}
         if loaded is not None:
             check.update(sweep=loaded[1]["sweep"], records=len(loaded[1]["history"]))
