@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fenchel_idl.drivers.schedule import Schedule
 from fenchel_idl.drivers.refine import RefineOptions
+from fenchel_idl.drivers.schedule import Schedule
 from fenchel_idl.errors import FenchelIDLError, ValidationError
 from fenchel_idl.problem import datasets
 from fenchel_idl.problem.training_problem import TrainingProblem
