@@ -440,7 +440,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
-def _fs_table(rows: Sequence[FeatureSelectionRow]) -> str:
+def _feature_selection_table(rows: Sequence[FeatureSelectionRow]) -> str:
     return _table(["weight", "pixels kept (of 64)", "train acc", "test acc",
                    "test acc, refit on kept pixels", "mask"],
                   [[_g(r.weight), str(r.n_features), _pct(r.train_accuracy),
@@ -448,7 +448,7 @@ def _fs_table(rows: Sequence[FeatureSelectionRow]) -> str:
                     f"`{r.mask_file}`"] for r in rows])
 
 
-def _rs_table(rows: Sequence[RowSparsityRow]) -> str:
+def _row_sparsity_table(rows: Sequence[RowSparsityRow]) -> str:
     return _table(["weight", "states", "after reduce", "removed (constant / unread)",
                    "test acc", "max abs diff", "predict CPU ms original / reduced",
                    "speed-up (CPU)", "speed-up (wall)"],
@@ -460,7 +460,7 @@ def _rs_table(rows: Sequence[RowSparsityRow]) -> str:
                     f"{r.speedup:.2f}x", f"{r.speedup_wall:.2f}x"] for r in rows])
 
 
-def _lr_table(rows: Sequence[LowRankRow]) -> str:
+def _low_rank_table(rows: Sequence[LowRankRow]) -> str:
     def bound(r: LowRankRow, b: float | None) -> str:
         return _e(b) if b is not None else f"n/a (lambda_PF = {r.bound_pf:.3g} >= 1)"
 
@@ -478,7 +478,7 @@ def _lr_table(rows: Sequence[LowRankRow]) -> str:
                     + ("" if r.converged else " (not converged)")] for r in rows])
 
 
-def _rb_table(rows: Sequence[RobustRow]) -> str:
+def _robust_table(rows: Sequence[RobustRow]) -> str:
     return _table(["weight", "rho (Lipschitz bound)", "||S||_inf", "bound (4.7)",
                    "largest local gain", "implicit share of rho", "train acc", "test acc",
                    "blocks certified"],
@@ -491,8 +491,8 @@ def _rb_table(rows: Sequence[RobustRow]) -> str:
 
 
 _ROW_TABLES: dict[str, Callable[[Any], str]] = {
-    "feature_selection": _fs_table, "row_sparsity": _rs_table, "low_rank": _lr_table,
-    "robust": _rb_table}
+    "feature_selection": _feature_selection_table, "row_sparsity": _row_sparsity_table, "low_rank": _low_rank_table,
+    "robust": _robust_table}
 
 
 # ------------------------------------------------------------------------------------------
@@ -952,11 +952,11 @@ def feature_selection_demo(out: str | Path, problem: str | Path | None = None, *
                       title="Feature selection on the digits (section 5.1, penalty (5.1))",
                       problem=st.spec.path, quick=bool(quick), settings=settings,
                       trained=tuple(trained), rows=tuple(rows), figures=figures,
-                      notes=tuple(_fs_notes(rows, train.p)),
+                      notes=tuple(_feature_selection_notes(rows, train.p)),
                       seconds=time.perf_counter() - t_start)
 
 
-def _fs_notes(rows: Sequence[FeatureSelectionRow], p: int) -> list[str]:
+def _feature_selection_notes(rows: Sequence[FeatureSelectionRow], p: int) -> list[str]:
     notes = []
     fewest = min(rows, key=lambda r: (r.n_features, -r.weight))
     if fewest.n_features == max(r.n_features for r in rows):
@@ -1125,10 +1125,10 @@ def row_sparsity_demo(out: str | Path, problem: str | Path | None = None, *,
                       title="Row sparsity and model reduction (section 5.2)",
                       problem=st.spec.path, quick=bool(quick), settings=settings,
                       trained=tuple(trained), rows=tuple(rows), figures=figures,
-                      notes=tuple(_rs_notes(rows)), seconds=time.perf_counter() - t_start)
+                      notes=tuple(_row_sparsity_notes(rows)), seconds=time.perf_counter() - t_start)
 
 
-def _rs_notes(rows: Sequence[RowSparsityRow]) -> list[str]:
+def _row_sparsity_notes(rows: Sequence[RowSparsityRow]) -> list[str]:
     notes = []
     worst = max(r.max_abs_diff for r in rows)
     notes.append(f"The reduced models predict what the originals predict: the largest "
@@ -1276,7 +1276,7 @@ def low_rank_demo(out: str | Path, problem: str | Path | None = None, *,
                                              "Theorem 5.1)",
                       problem=st.spec.path, quick=bool(quick), settings=settings,
                       trained=tuple(trained), rows=tuple(rows), figures=figures,
-                      notes=tuple(_lr_notes(rows, spectra)),
+                      notes=tuple(_low_rank_notes(rows, spectra)),
                       seconds=time.perf_counter() - t_start)
 
 
@@ -1316,7 +1316,7 @@ def _low_rank_row(model: ImplicitModel, w: float, k: int, U: Array, labels: Any,
                       iterations_dense=int(it_dense), iterations_low_rank=int(info_t.iterations))
 
 
-def _lr_notes(rows: Sequence[LowRankRow], spectra: Sequence[tuple[float, Array, float]]
+def _low_rank_notes(rows: Sequence[LowRankRow], spectra: Sequence[tuple[float, Array, float]]
               ) -> list[str]:
     notes = []
     bounded = [r for r in rows if r.state_bound is not None]
@@ -1473,7 +1473,7 @@ def robust_demo(out: str | Path, problem: str | Path | None = None, *, quick: bo
                                            "(section 4.3)",
                       problem=st.spec.path, quick=bool(quick), settings=settings,
                       trained=tuple(trained), rows=tuple(rows), figures=figures,
-                      notes=tuple(_rb_notes(rows)), seconds=time.perf_counter() - t_start)
+                      notes=tuple(_robust_notes(rows)), seconds=time.perf_counter() - t_start)
 
 
 def _state_path_share(model: ImplicitModel, rho: float) -> float:
@@ -1481,7 +1481,7 @@ def _state_path_share(model: ImplicitModel, rho: float) -> float:
     return max(rho - d, 0.0) / rho if rho > 0 else 0.0
 
 
-def _rb_notes(rows: Sequence[RobustRow]) -> list[str]:
+def _robust_notes(rows: Sequence[RobustRow]) -> list[str]:
     notes = []
     base = rows[0]
     low = min(rows, key=lambda r: r.rho)
