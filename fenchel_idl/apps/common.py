@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +13,32 @@ from numpy.typing import ArrayLike
 
 from fenchel_idl.problem import prediction_metric
 
-__all__ = ["RESULTS_PATH", "machine_line", "model_metric", "problems_dir", "read_section",
-           "rmse", "score", "write_section"]
+__all__ = ["RESULTS_PATH", "SHIPPED_PROBLEMS", "machine_line", "model_metric", "problems_dir",
+           "read_section", "rmse", "score", "write_section"]
+
+#: The folder inside the installed package that holds the shipped problem files: setuptools'
+#: ``package-dir`` (pyproject.toml) installs the top-level ``problems/`` folder there.
+SHIPPED_PROBLEMS = "_shipped_problems"
 
 #: The results document of the checkout.
 RESULTS_PATH = Path(__file__).resolve().parents[2] / "docs" / "results.md"
 
 
 def problems_dir(given: str | Path | None = None) -> Path:
-    """The directory of the problem files: ``given``, else ``problems/`` of the checkout,
-    else ``problems/`` of the working directory."""
+    """The directory of the problem files.
+
+    In order: ``given``; the problem files shipped inside the installed package (the
+    ``problems/`` folder of the checkout, installed as ``fenchel_idl/_shipped_problems`` by
+    a wheel); the ``problems/`` folder of the source checkout holding this package; and
+    ``problems/`` of the working directory (returned even when missing, so that the error
+    names it).
+    """
     if given is not None:
         return Path(given)
-    for base in (Path(__file__).resolve().parents[2] / "problems", Path.cwd() / "problems"):
+    shipped = resources.files("fenchel_idl") / SHIPPED_PROBLEMS
+    candidates = [shipped] if isinstance(shipped, Path) else []
+    candidates += [Path(__file__).resolve().parents[2] / "problems", Path.cwd() / "problems"]
+    for base in candidates:
         if base.is_dir():
             return base
     return Path.cwd() / "problems"
