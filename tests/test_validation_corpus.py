@@ -101,6 +101,12 @@ n = 3
 """
 
 
+def _csv(tmp: Path, text: str) -> str:
+    """Write ``data.csv`` beside the problem file; the [data] lines that read it."""
+    (tmp / "data.csv").write_text(text)
+    return "[data]\nsource = 'csv'\npath = 'data.csv'\n"
+
+
 def _toml(tmp: Path, text: str) -> Path:
     path = tmp / "problem.toml"
     path.write_text(text)
@@ -680,7 +686,30 @@ CASES = [
          ValidationError, r"\[data\].*'cosine'"),
     case("pf-run-unknown-source", lambda t: run_problem(
         _toml(t, _GOOD_TOML.replace('"cosine"', '"imagenet"')), progress=False, max_sweeps=1),
-         ValidationError, r"'name'.*got 'imagenet'"),
+         ValidationError, r"\[data\] 'source' must be one of .*'csv', 'npz', 'npy'; got "
+                          r"'imagenet'"),
+    case("pf-source-file-name", lambda t: problem_file.load_problem(
+        _toml(t, _GOOD_TOML.replace('"cosine"', '"diabetes.npz"'))),
+         ValidationError, r"\[data\] 'source'.*got 'diabetes\.npz'.*source = 'npz' and "
+                          r"path = 'diabetes\.npz'"),
+    case("pf-csv-no-path", lambda t: problem_file.load_problem(
+        _toml(t, "[data]\nsource = 'csv'\ntarget = 'y'\n[model]\nn = 3\n")),
+         ValidationError, r"\[data\] source = 'csv' needs 'path'"),
+    case("pf-csv-missing-file", lambda t: run_problem(
+        _toml(t, "[data]\nsource = 'csv'\npath = 'no.csv'\ntarget = 'y'\n[model]\nn = 3\n"),
+        progress=False, max_sweeps=1),
+         DataNotFoundError, r"\[data\] 'path' = 'no\.csv'.*no\.csv' does not exist"),
+    case("pf-csv-unknown-column", lambda t: run_problem(
+        _toml(t, _csv(t, "a,b,y\n1,2,3\n4,5,6\n")
+              + "target = 'z'\n[model]\nn = 3\n"), progress=False, max_sweeps=1),
+         ValidationError, r"\[data\] 'path'.*no column 'z'.*\['a', 'b', 'y'\]"),
+    case("pf-csv-not-a-number", lambda t: run_problem(
+        _toml(t, _csv(t, "a,b,y\n1,2,3\n4,x,6\n")
+              + "target = 'y'\n[model]\nn = 3\n"), progress=False, max_sweeps=1),
+         ValidationError, r"column 'b' holds 'x' on line 3.*not a number"),
+    case("pf-csv-task", lambda t: problem_file.load_problem(
+        _toml(t, _csv(t, "a,y\n1,2\n") + "task = 'clasification'\n[model]\nn = 3\n")),
+         ValidationError, r"\[data\] 'task' must be one of.*got 'clasification'"),
     case("pf-run-data-option", lambda t: run_problem(
         _toml(t, _GOOD_TOML.replace("m = 20", "mm = 20")), progress=False, max_sweeps=1),
          ValidationError, r"'cosine'.*\['mm'\]"),

@@ -22,7 +22,7 @@ from typing import Any
 
 from fenchel_idl.drivers.refine import RefineOptions
 from fenchel_idl.drivers.schedule import Schedule
-from fenchel_idl.errors import FenchelIDLError, ValidationError
+from fenchel_idl.errors import DataNotFoundError, FenchelIDLError, ValidationError
 from fenchel_idl.problem import datasets
 from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.validation import check_int, check_real, describe
@@ -40,6 +40,10 @@ _TABLES = ("data", "model", "training", "schedule", "minibatch", "solver", "refi
 _MODEL_KEYS = {"n", "activation", "kappa", "bias"}
 _TRAINING_KEYS = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol"}
 _SOLVER_KEYS = {"name", "on_failure", "gap_tol"}
+#: [data] of a file source (source = "csv", "npz" or "npy"): the options of
+#: :func:`fenchel_idl.problem.datasets.load_file`, the file(s) and the test split
+_FILE_DATA_KEYS = {"source", "path", "test_path", "test_fraction", "target", "inputs", "task",
+                   "delimiter", "header"}
 #: [minibatch]: train with :func:`fenchel_idl.solve_bcd_minibatch` and these of its options
 _MINIBATCH_INTS = {"batch_size": 1, "epochs": 1, "readout_iter": 1}
 _MINIBATCH_REALS = ("ab_prox", "cd_prox")
@@ -137,9 +141,7 @@ def load_problem(path: str | Path) -> ProblemSpec:
                               f"([[penalties]] sections); got {describe(penalties)}.")
     seed = _checked(where, lambda: check_int("seed", raw.get("seed", 0), low=0))
     data = dict(raw.get("data", {}))
-    if "source" not in data:
-        raise ValidationError(f"{where} needs [data] source = one of "
-                              f"{sorted(datasets.DATASET_NAMES)}.")
+    _check_data(where, data)
     model = dict(raw.get("model", {}))
     if "n" not in model:
         raise ValidationError(f"{where} needs [model] n (number of states).")
@@ -175,6 +177,50 @@ def load_problem(path: str | Path) -> ProblemSpec:
                        minibatch=minibatch)
 
 
+def _sources() -> str:
+    """The values of [data] source, for messages."""
+    return (f"one of {sorted(datasets.DATASET_NAMES)} or "
+            + ", ".join(repr(f) for f in datasets.FILE_FORMATS))
+
+
+def _check_data(where: str, data: dict) -> None:
+    """[data]: a known ``source``; for a file source, known keys, a ``path``, at most one
+    test split, and a valid ``task``. The options of a built-in set are checked by its
+    loader."""
+    if "source" not in data:
+        raise ValidationError(f"{where} needs [data] source = {_sources()}.")
+    source = data["source"]
+    key = source.strip().lower().replace("-", "_") if isinstance(source, str) else None
+    if key in datasets.DATASET_NAMES:
+        return
+    if key not in datasets.FILE_FORMATS:
+        hint = ""
+        if isinstance(source, str) and Path(source).suffix.lower().lstrip(".") in \
+                datasets.FILE_FORMATS:
+            hint = (f" To read the file, write source = {Path(source).suffix.lower()[1:]!r} "
+                    f"and path = {source!r}.")
+        raise ValidationError(f"{where}: [data] 'source' must be {_sources()}; got "
+                              f"{describe(source)}.{hint}")
+    data["source"] = key
+    _check_keys("data", data, _FILE_DATA_KEYS)
+    for name in ("path", "test_path", "delimiter"):
+        if name in data and not isinstance(data[name], str):
+            raise ValidationError(f"{where}: [data] '{name}' must be a string; got "
+                                  f"{describe(data[name])}.")
+    if "path" not in data:
+        raise ValidationError(f"{where}: [data] source = {key!r} needs 'path', the {key} "
+                              "file (relative to the problem file's directory, or absolute).")
+    if "test_path" in data and "test_fraction" in data:
+        raise ValidationError(f"{where}: [data] takes 'test_path' (a separate test file) or "
+                              "'test_fraction' (a held-out share), not both.")
+    if "header" in data and not isinstance(data["header"], bool):
+        raise ValidationError(f"{where}: [data] 'header' must be true or false; got "
+                              f"{describe(data['header'])}.")
+    if data.get("task", "regression") not in datasets.TASKS:
+        raise ValidationError(f"{where}: [data] 'task' must be one of {list(datasets.TASKS)} "
+                              f"(or left out, to infer it); got {describe(data['task'])}.")
+
+
 def _check_keys(section: str, table: dict, allowed: set[str]) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -195,19 +241,70 @@ def _checked(where: str, check: Callable[[], Any]) -> Any:
 
 def load_data(spec: ProblemSpec) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """(train, test) data sets of the [data] table: ``test`` is the official test split
-    (``test_split`` images of an MNIST-like set), a ``test_fraction`` held out with the
-    file's seed, or None."""
+    (``test_split`` images of an MNIST-like set), the separate ``test_path`` file of a file
+    source, a ``test_fraction`` held out with the file's seed, or None.
+
+    Raises
+    ------
+    DataNotFoundError
+        A data file named by ``path`` or ``test_path`` does not exist (the message names
+        the key and the resolved path).
+    ValidationError
+        Data a loader refuses (for a file: an unknown target column, a value that is not a
+        number, ...), named with the [data] key of the file.
+    """
     opts = dict(spec.data)
     source = opts.pop("source")
     test_fraction = opts.pop("test_fraction", None)
     test_split = opts.pop("test_split", None)  # for MNIST-like sets: load the official test set
-    ds = datasets.load(source, **opts)
     test = None
+    if source in datasets.FILE_FORMATS:
+        ds, test = _load_files(spec, source, opts)
+    else:
+        ds = datasets.load(source, **opts)
     if test_split is not None:
         test = datasets.load(source, **{**opts, "split": "test", "n": test_split})
     elif test_fraction:
         ds, test = datasets.train_test_split(ds, float(test_fraction), seed=spec.seed)
     return ds, test
+
+
+def _load_files(spec: ProblemSpec, fmt: str, opts: dict
+                ) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """The data file ``path`` of [data] and its ``test_path`` file (or None), the paths read
+    relative to the problem file's directory. The test file is read with the training
+    file's columns, task and classes."""
+    base = Path(spec.path).resolve().parent
+    test_path = opts.pop("test_path", None)
+    train = _read_data_file(spec, "path", base, fmt, opts)
+    if test_path is None:
+        return train, None
+    same = {**opts, "task": train.task, "classes": train.info.get("classes")}
+    if fmt != "npz":  # the same columns; npz names its arrays by the same keys already
+        same.update(inputs=train.info["inputs"], target=train.info["target"])
+    test = _read_data_file(spec, "test_path", base, fmt, {**same, "path": test_path})
+    if test.p != train.p:
+        raise ValidationError(f"problem file {spec.path!r}: [data] the 'test_path' file has "
+                              f"{test.p} inputs; the 'path' file has {train.p}.")
+    return train, test
+
+
+def _read_data_file(spec: ProblemSpec, key: str, base: Path, fmt: str, opts: dict
+                    ) -> datasets.Dataset:
+    """Load the file of [data] ``key`` (relative to ``base``); errors name the key."""
+    opts = dict(opts)
+    given = opts.pop("path")
+    path = Path(given).expanduser()
+    path = path if path.is_absolute() else base / path
+    where = f"problem file {spec.path!r}: [data] '{key}'"
+    if not path.is_file():
+        raise DataNotFoundError(f"{where} = {given!r}: the {fmt} file {str(path)!r} does not "
+                                "exist (a relative path is read from the problem file's "
+                                "directory).")
+    try:
+        return datasets.load_file(path, file_format=fmt, **opts)
+    except FenchelIDLError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
 
 
 def build_problem(spec: ProblemSpec, ds: datasets.Dataset) -> TrainingProblem:

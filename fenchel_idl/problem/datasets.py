@@ -26,9 +26,11 @@ The image files are read from the first of these directories that holds them (se
 
 from __future__ import annotations
 
+import csv
 import gzip
 import inspect
 import os
+import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +41,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fenchel_idl.errors import DataNotFoundError, InputTypeError, ShapeError, ValidationError
+from fenchel_idl.errors import (
+    DataNotFoundError,
+    FenchelIDLError,
+    InputTypeError,
+    ShapeError,
+    ValidationError,
+)
 from fenchel_idl.model.feedforward import from_layers
 from fenchel_idl.model.implicit_model import ImplicitModel
 from fenchel_idl.model.wellposedness import check_well_posed
@@ -48,14 +56,19 @@ from fenchel_idl.validation import as_float_array, check_choice, check_int, chec
 __all__ = [
     "DATASET_NAMES",
     "DATA_ENV",
+    "FILE_FORMATS",
+    "MAX_INFERRED_CLASSES",
+    "TASKS",
     "Dataset",
     "cosine",
     "cosine_function",
     "cosine_grid",
     "data_directories",
     "digits",
+    "from_arrays",
     "load",
     "load_fashion_mnist",
+    "load_file",
     "load_mnist",
     "one_hot",
     "read_idx",
@@ -939,3 +952,360 @@ def load(name: str, **options: Any) -> Dataset:
         raise ValidationError(f"data set {key!r} does not take the option(s) {unknown}; its "
                               f"options are {allowed}.")
     return loader(**options)
+
+
+# -- your own data: arrays and files ---------------------------------------------------------
+
+FILE_FORMATS: tuple[str, ...] = ("csv", "npz", "npy")
+"""The file formats read by :func:`load_file`."""
+
+TASKS: tuple[str, ...] = ("classification", "regression")
+
+MAX_INFERRED_CLASSES = 20
+"""A single integer-valued target with at most this many distinct values is inferred to be
+class labels (see :func:`from_arrays`); state ``task="regression"`` for a count target."""
+
+_SUFFIX_FORMATS = {".csv": "csv", ".npz": "npz", ".npy": "npy"}
+_KINDS = {"csv": "CSV", "npz": "npz", "npy": "npy"}
+#: the names of the arrays of an npz file, when ``inputs`` or ``target`` is not given
+_NPZ_DEFAULTS = {"inputs": "X", "target": "y"}
+
+Column = str | int
+
+
+def _infer_task(y: Array) -> str:
+    """Classification for one target column of integers with few distinct values."""
+    if y.shape[1] != 1 or not np.all(y == np.round(y)):
+        return "regression"
+    return "classification" if np.unique(y).size <= MAX_INFERRED_CLASSES else "regression"
+
+
+def _class_labels(y: Array, classes: ArrayLike | None) -> tuple[IntArray, NDArray[Any]]:
+    """Labels in ``[0, K)`` for integer class values ``y`` of shape (m, 1), and the K values."""
+    if y.shape[1] != 1:
+        raise ValidationError(f"classification needs one target column (the class labels); "
+                              f"got {y.shape[1]} target columns.")
+    values = y[:, 0]
+    if not np.all(values == np.round(values)):
+        bad = values[values != np.round(values)][0]
+        raise ValidationError(f"classification needs integer class labels in 'target'; got "
+                              f"the value {bad!r}. State task = 'regression' for real targets.")
+    values = values.astype(np.int64)
+    known = np.unique(values) if classes is None else np.asarray(classes, dtype=np.int64)
+    unknown = np.setdiff1d(values, known)
+    if unknown.size:
+        raise ValidationError(f"'target' holds the class values {unknown.tolist()}, which are "
+                              f"not among the classes {known.tolist()} of the training data.")
+    return np.searchsorted(known, values).astype(np.int64), known
+
+
+def from_arrays(X: ArrayLike, y: ArrayLike, *, task: str | None = None,
+                classes: ArrayLike | None = None, name: str = "data", description: str = "",
+                info: Mapping[str, Any] | None = None) -> Dataset:
+    """A :class:`Dataset` from arrays in row layout (samples are rows, as users store them).
+
+    Parameters
+    ----------
+    X : array_like of shape (m, p) or (m,)
+        Inputs, one sample per row (1-D: one input).
+    y : array_like of shape (m,) or (m, q)
+        Targets, one sample per row.
+    task : {"classification", "regression"}, optional
+        Inferred when omitted: classification when ``y`` is one column of integers with at
+        most :data:`MAX_INFERRED_CLASSES` distinct values, regression otherwise.
+    classes : array_like of int, optional
+        For classification: the class values, in label order (by default the sorted
+        distinct values of ``y``). Give a training set's ``info["classes"]`` to label a
+        test set the same way.
+    name, description : str
+    info : mapping, optional
+        Provenance; ``task`` and, for classification, ``classes`` are added.
+
+    Returns
+    -------
+    Dataset
+        ``U = X.T`` of shape (p, m); for regression ``Y = y.T`` of shape (q, m); for
+        classification ``labels`` in ``[0, K)`` (index of the value in ``classes``) and
+        one-hot ``Y`` of shape (K, m), the class values as ``class_names``.
+
+    Raises
+    ------
+    InputTypeError
+        Non-numeric arrays.
+    ShapeError
+        X and y with different numbers of rows, or arrays with more than 2 dimensions.
+    ValidationError
+        Non-finite values, a bad ``task``, class labels that are not integers, several
+        target columns for classification, or values outside ``classes``.
+
+    Examples
+    --------
+    >>> ds = from_arrays([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]], [1, 0, 1])
+    >>> ds.U.shape, ds.task, ds.labels.tolist(), ds.class_names
+    ((2, 3), 'classification', [1, 0, 1], ('0', '1'))
+    """
+    X = as_float_array("inputs", X, ndim=(1, 2))
+    y = as_float_array("target", y, ndim=(1, 2))
+    X = X[:, None] if X.ndim == 1 else X
+    y = y[:, None] if y.ndim == 1 else y
+    if X.shape[0] != y.shape[0]:
+        raise ShapeError(f"'inputs' and 'target' must have the same number of rows (samples); "
+                         f"got {X.shape[0]} and {y.shape[0]}.")
+    task = _infer_task(y) if task is None else check_choice("task", task, TASKS)
+    info = dict(info or {}, task=task)
+    U = _readonly(np.ascontiguousarray(X.T))
+    if task == "regression":
+        return Dataset(U=U, Y=_readonly(np.ascontiguousarray(y.T)), name=name,
+                       description=description, info=info)
+    labels, known = _class_labels(y, classes)
+    info["classes"] = known.tolist()
+    return Dataset(U=U, Y=one_hot(labels, known.size), labels=labels, name=name,
+                   description=description, class_names=tuple(str(c) for c in known),
+                   info=info)
+
+
+def _file_format(path: Path, file_format: str | None) -> str:
+    if file_format is not None:
+        return check_choice("file_format", file_format, FILE_FORMATS)
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValidationError(f"'file_format' must be one of {list(FILE_FORMATS)} when the "
+                              f"suffix of {str(path)!r} does not tell it; got None.")
+    return fmt
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a CSV file with their line numbers, fields stripped."""
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        rows = [(reader.line_num, [f.strip() for f in row]) for row in reader
+                if any(f.strip() for f in row)]
+    if not rows:
+        raise ValidationError(f"CSV file {str(path)!r} holds no rows.")
+    return rows
+
+
+def _read_csv(path: Path, delimiter: str, header: bool | None
+              ) -> tuple[Array, list[Column]]:
+    """The values of a CSV file as an (m, k) array, and the names of its k columns (their
+    indices when it has no header). ``header=None``: the first row is a header when one of
+    its fields is not a number."""
+    rows = _csv_rows(path, delimiter)
+    first = rows[0][1]
+    if header is None:
+        header = not all(_is_number(f) for f in first)
+    names: list[Column] = list(first) if header else list(range(len(first)))
+    if header:
+        dupes = sorted({n for n in first if first.count(n) > 1})
+        if dupes:
+            raise ValidationError(f"CSV file {str(path)!r} has duplicate column names {dupes}.")
+        rows = rows[1:]
+    if not rows:
+        raise ValidationError(f"CSV file {str(path)!r} holds a header but no data rows.")
+    for line, row in rows:
+        if len(row) != len(names):
+            raise ValidationError(f"CSV file {str(path)!r}: line {line} has {len(row)} fields; "
+                                  f"the file has {len(names)} columns.")
+    try:
+        table = np.array([row for _, row in rows], dtype=np.float64)
+    except ValueError:
+        for j, col in enumerate(names):
+            for line, row in rows:
+                if not _is_number(row[j]):
+                    raise ValidationError(
+                        f"CSV file {str(path)!r}: column {col!r} holds {row[j]!r} on line "
+                        f"{line}, which is not a number (every value must be numeric)."
+                    ) from None
+        raise
+    _check_finite(table, names, f"CSV file {str(path)!r}", [line for line, _ in rows])
+    return table, names
+
+
+def _check_finite(table: Array, names: Sequence[Column], where: str,
+                  lines: Sequence[int] | None = None) -> None:
+    """Refuse NaN and inf, naming the column and the row (the file's line, when known)."""
+    bad = ~np.isfinite(table)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        row = f"line {lines[i]}" if lines is not None else f"sample (row) {i}"
+        raise ValidationError(f"{where}: column {names[j]!r} holds {table[i, j]} on {row}; "
+                              "every value must be finite.")
+
+
+def _column(spec: Any, names: Sequence[Column], key: str, where: str) -> int:
+    """The index of the column ``spec`` (a name, or an index, negative from the end)."""
+    k = len(names)
+    if isinstance(spec, str):
+        if spec not in names:
+            listed = [n for n in names if isinstance(n, str)]
+            raise ValidationError(f"{where} has no column {spec!r} ('{key}'); its columns are "
+                                  + (f"{listed}." if listed else f"unnamed: give an index in "
+                                     f"[0, {k})."))
+        return list(names).index(spec)
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        if not -k <= spec < k:
+            raise ValidationError(f"'{key}' column index {spec} is out of range: {where} has "
+                                  f"{k} columns (indices 0..{k - 1}, or negative from the end).")
+        return int(spec) % k
+    raise InputTypeError(f"'{key}' must be a column name, a column index or a list of them; "
+                         f"got {spec!r} ({type(spec).__name__}).")
+
+
+def _columns(spec: Any, names: Sequence[Column], key: str, where: str) -> list[int]:
+    specs = spec if isinstance(spec, (list, tuple)) else [spec]
+    if not specs:
+        raise ValidationError(f"'{key}' must name at least one column; got an empty list.")
+    idx = [_column(s, names, key, where) for s in specs]
+    if len(set(idx)) != len(idx):
+        raise ValidationError(f"'{key}' names a column twice; got {list(specs)}.")
+    return idx
+
+
+def _split_table(table: Array, names: Sequence[Column], target: Any, inputs: Any,
+                 where: str) -> tuple[Array, Array, list[Column], list[Column]]:
+    """Inputs and targets of an (m, k) table: the ``target`` columns, and the ``inputs``
+    columns (by default every other column)."""
+    if target is None:
+        raise ValidationError(f"'target' is required for {where}: give the name or the index "
+                              f"of the target column (columns: {list(names)}).")
+    t_idx = _columns(target, names, "target", where)
+    if inputs is None:
+        i_idx = [j for j in range(len(names)) if j not in t_idx]
+    else:
+        i_idx = _columns(inputs, names, "inputs", where)
+    both = sorted(set(t_idx) & set(i_idx))
+    if both:
+        raise ValidationError(f"'inputs' and 'target' share the column(s) "
+                              f"{[names[j] for j in both]} of {where}.")
+    if not i_idx:
+        raise ValidationError(f"{where} has no input column besides the target(s).")
+    return (table[:, i_idx], table[:, t_idx], [names[j] for j in i_idx],
+            [names[j] for j in t_idx])
+
+
+def _read_npy(path: Path) -> Array:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise ValidationError(f"npy file {str(path)!r} cannot be read: {exc}") from None
+    if arr.ndim != 2:
+        raise ShapeError(f"npy file {str(path)!r} must hold one 2-D array (samples as rows, "
+                         f"inputs and target(s) as columns); got shape {arr.shape}.")
+    arr = as_float_array(f"the array of {str(path)!r}", arr, finite=False)
+    _check_finite(arr, range(arr.shape[1]), f"npy file {str(path)!r}")
+    return arr
+
+
+def _read_npz(path: Path, inputs: Any, target: Any
+              ) -> tuple[Array, Array, list[Column], list[Column]]:
+    """The arrays ``inputs`` (default "X") and ``target`` (default "y") of an npz file."""
+    keys = {"inputs": _NPZ_DEFAULTS["inputs"] if inputs is None else inputs,
+            "target": _NPZ_DEFAULTS["target"] if target is None else target}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {}
+            for key, name in keys.items():
+                if not isinstance(name, str):
+                    raise InputTypeError(f"'{key}' must name an array of the npz file (a "
+                                         f"str); got {name!r}.")
+                if name not in archive.files:
+                    raise ValidationError(f"npz file {str(path)!r} has no array {name!r} "
+                                          f"('{key}'); its arrays are {archive.files}.")
+                arrays[key] = archive[name]
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, FenchelIDLError):
+            raise
+        raise ValidationError(f"npz file {str(path)!r} cannot be read: {exc}") from None
+    out = []
+    for key, arr in arrays.items():
+        arr = as_float_array(f"{key} {keys[key]!r} of {str(path)!r}", arr, ndim=(1, 2),
+                             finite=False)
+        arr = arr[:, None] if arr.ndim == 1 else arr
+        _check_finite(arr, [f"{keys[key]}[:, {j}]" for j in range(arr.shape[1])],
+                      f"npz file {str(path)!r}")
+        out.append(arr)
+    return out[0], out[1], [keys["inputs"]], [keys["target"]]
+
+
+def load_file(path: str | os.PathLike, target: Column | Sequence[Column] | None = None, *,
+              inputs: Any = None, task: str | None = None, classes: ArrayLike | None = None,
+              file_format: str | None = None, delimiter: str = ",",
+              header: bool | None = None) -> Dataset:
+    """Load your own data set from a CSV, npz or npy file (samples are rows in the file).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file; its format is ``file_format`` or, by default, its suffix
+        (``.csv``, ``.npz``, ``.npy``).
+    target : str, int or list of them
+        CSV and npy: the target column(s), by name (CSV with a header) or index (negative
+        from the end); required. npz: the name of the target array (default ``"y"``).
+    inputs : optional
+        CSV and npy: the input columns (names or indices; default every column that is not
+        a target). npz: the name of the input array (default ``"X"``).
+    task : {"classification", "regression"}, optional
+        Inferred when omitted, as in :func:`from_arrays`.
+    classes : array_like of int, optional
+        The class values of a training set (its ``info["classes"]``), for a test file.
+    file_format : {"csv", "npz", "npy"}, optional
+    delimiter : str
+        The CSV field separator.
+    header : bool, optional
+        Whether the CSV's first row holds column names; by default it does when one of its
+        fields is not a number.
+
+    Returns
+    -------
+    Dataset
+        Samples as columns (``U`` of shape (p, m)), named after the file; ``info`` holds
+        the file, its format, and the ``inputs`` and ``target`` columns that were read.
+
+    Raises
+    ------
+    DataNotFoundError
+        No file at ``path``.
+    ValidationError
+        A missing or unknown target column (the columns are listed), a value that is not a
+        number (its column and line are named), a non-finite value, a file that cannot be
+        read, or a bad ``task``.
+    InputTypeError
+        ``target`` or ``inputs`` of the wrong type.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "d.csv").write_text("a,b,y\\n1,2,0.5\\n3,4,1.5\\n5,6,2.5\\n")
+    >>> ds = load_file(folder / "d.csv", target="y")
+    >>> ds.U.tolist(), ds.Y.tolist(), ds.task
+    ([[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]], [[0.5, 1.5, 2.5]], 'regression')
+    """
+    path = Path(path).expanduser()
+    fmt = _file_format(path, file_format)
+    if not path.is_file():
+        raise DataNotFoundError(f"'path' must name an existing {_KINDS[fmt]} file; "
+                                f"{str(path)!r} does not exist.")
+    where = f"{_KINDS[fmt]} file {str(path)!r}"
+    if fmt == "npz":
+        X, y, in_names, t_names = _read_npz(path, inputs, target)
+    else:
+        if fmt == "csv":
+            table, names = _read_csv(path, delimiter, header)
+        else:
+            table = _read_npy(path)
+            names = list(range(table.shape[1]))
+        X, y, in_names, t_names = _split_table(table, names, target, inputs, where)
+    return from_arrays(X, y, task=task, classes=classes, name=path.stem,
+                       description=f"{fmt} file {path.name}: inputs {in_names}, target "
+                                   f"{t_names}.",
+                       info={"path": str(path), "file_format": fmt, "inputs": in_names,
+                             "target": t_names})
