@@ -7,18 +7,21 @@ import numpy as np
 import pytest
 
 from fenchel_idl import is_well_posed
-from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+from fenchel_idl.errors import DataNotFoundError, InputTypeError, ShapeError, ValidationError
 from fenchel_idl.problem.datasets import (
     DATA_ENV,
     DATASET_NAMES,
+    MAX_INFERRED_CLASSES,
     Dataset,
     cosine,
     cosine_function,
     cosine_grid,
     data_directories,
     digits,
+    from_arrays,
     load,
     load_fashion_mnist,
+    load_file,
     load_mnist,
     one_hot,
     read_idx,
@@ -432,3 +435,127 @@ def test_dataset_record_validation_and_immutability():
 def test_one_hot():
     np.testing.assert_array_equal(one_hot(np.array([1, 0, 1]), 2), [[0, 1, 0], [1, 0, 1]])
     assert one_hot(np.array([], dtype=int), 4).shape == (4, 0)
+
+
+# -- your own data: from_arrays and load_file ------------------------------------------------
+
+def _write_csv(path, header, table):
+    lines = ([",".join(header)] if header else []) + [",".join(repr(float(v)) for v in row)
+                                                      for row in table]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_load_file_csv_named_target_is_the_transposed_columns(tmp_path, rng):
+    table = np.round(rng.normal(size=(7, 4)), 6)
+    path = _write_csv(tmp_path / "d.csv", ["a", "y", "b", "c"], table)
+    ds = load_file(path, target="y")
+    np.testing.assert_array_equal(ds.U, table[:, [0, 2, 3]].T)
+    np.testing.assert_array_equal(ds.Y, table[:, [1]].T)
+    assert ds.task == "regression" and ds.labels is None and ds.name == "d"
+    assert ds.info["inputs"] == ["a", "b", "c"] and ds.info["target"] == ["y"]
+    several = load_file(path, target=["c", "a"], inputs=["b"])
+    np.testing.assert_array_equal(several.Y, table[:, [3, 0]].T)
+    np.testing.assert_array_equal(several.U, table[:, [2]].T)
+
+
+def test_load_file_csv_index_target_without_header(tmp_path, rng):
+    table = np.round(rng.normal(size=(5, 3)), 6)
+    path = _write_csv(tmp_path / "plain.csv", None, table)
+    for target in (1, -2):
+        ds = load_file(path, target=target)
+        np.testing.assert_array_equal(ds.U, table[:, [0, 2]].T)
+        np.testing.assert_array_equal(ds.Y, table[:, [1]].T)
+    assert load_file(path, target=1).info["inputs"] == [0, 2]
+    with_header = load_file(_write_csv(tmp_path / "h.csv", ["a", "b", "c"], table), target=2)
+    np.testing.assert_array_equal(with_header.Y, table[:, [2]].T)
+
+
+def test_load_file_npz_and_npy(tmp_path, rng):
+    X, y = rng.normal(size=(6, 3)), rng.normal(size=6)
+    np.savez(tmp_path / "d.npz", X=X, y=y, inputs=2 * X, t=np.c_[y, -y])
+    ds = load_file(tmp_path / "d.npz")
+    np.testing.assert_array_equal(ds.U, X.T)
+    np.testing.assert_array_equal(ds.Y, y[None, :])
+    named = load_file(tmp_path / "d.npz", inputs="inputs", target="t")
+    np.testing.assert_array_equal(named.U, 2 * X.T)
+    np.testing.assert_array_equal(named.Y, np.c_[y, -y].T)
+    table = np.c_[X, y]
+    np.save(tmp_path / "d.npy", table)
+    arr = load_file(tmp_path / "d.npy", target=-1)
+    np.testing.assert_array_equal(arr.U, X.T)
+    np.testing.assert_array_equal(arr.Y, y[None, :])
+    # the suffix is not needed when the format is stated
+    (tmp_path / "d.npy").rename(tmp_path / "d.bin")
+    np.testing.assert_array_equal(load_file(tmp_path / "d.bin", target=3, file_format="npy").U,
+                                  X.T)
+
+
+def test_task_inference_and_class_values(tmp_path, rng):
+    X = rng.normal(size=(9, 2))
+    values = np.array([3, 7, 3, 5, 7, 7, 3, 5, 5])
+    ds = from_arrays(X, values)
+    assert ds.task == "classification" and ds.class_names == ("3", "5", "7")
+    np.testing.assert_array_equal(ds.labels, np.searchsorted([3, 5, 7], values))
+    np.testing.assert_array_equal(ds.Y, np.eye(3)[ds.labels].T)
+    assert ds.info["classes"] == [3, 5, 7]
+    assert from_arrays(X, values, task="regression").task == "regression"
+    assert from_arrays(X, values + 0.5).task == "regression"          # not integers
+    assert from_arrays(X, np.c_[values, values]).task == "regression"  # several targets
+    many = np.arange(MAX_INFERRED_CLASSES + 1)
+    assert from_arrays(np.ones((many.size, 1)), many).task == "regression"
+    assert from_arrays(np.ones((many.size - 1, 1)), many[:-1]).task == "classification"
+    # a test set labelled with the training set's classes, even when one class is absent
+    test = from_arrays(X[:2], [7, 5], classes=ds.info["classes"])
+    np.testing.assert_array_equal(test.labels, [2, 1])
+    assert test.q == 3
+    with pytest.raises(ValidationError, match=r"class values \[4\].*classes \[3, 5, 7\]"):
+        from_arrays(X[:1], [4], classes=[3, 5, 7])
+    with pytest.raises(ValidationError, match=r"integer class labels.*0\.5"):
+        from_arrays(X[:2], [1, 0.5], task="classification")
+    with pytest.raises(ValidationError, match=r"one target column.*got 2"):
+        from_arrays(X, np.c_[values, values], task="classification")
+    with pytest.raises(ShapeError, match=r"same number of rows.*9 and 2"):
+        from_arrays(X, [1, 2])
+
+
+@pytest.mark.parametrize("text, kwargs, exc, match", [
+    ("a,b,y\n1,2,3\n", {"target": "z"}, ValidationError,
+     r"no column 'z' \('target'\); its columns are \['a', 'b', 'y'\]"),
+    ("a,b,y\n1,2,3\n", {}, ValidationError, r"'target' is required.*\['a', 'b', 'y'\]"),
+    ("a,b,y\n1,2,3\n", {"target": 3}, ValidationError, r"'target' column index 3.*3 columns"),
+    ("a,b,y\n1,2,3\n", {"target": 1.5}, InputTypeError, r"'target' must be a column name"),
+    ("a,b,y\n1,2,3\n", {"target": "y", "inputs": ["a", "y"]}, ValidationError,
+     r"share the column\(s\) \['y'\]"),
+    ("a,b,y\n1,2,3\n4,five,6\n", {"target": "y"}, ValidationError,
+     r"column 'b' holds 'five' on line 3, which is not a number"),
+    ("a,b,y\n1,2,3\n4,nan,6\n", {"target": "y"}, ValidationError,
+     r"column 'b' holds nan on line 3; every value must be finite"),
+    ("a,b,y\n1,2,3\n4,5\n", {"target": "y"}, ValidationError, r"line 3 has 2 fields.*3 col"),
+    ("a,a,y\n1,2,3\n", {"target": "y"}, ValidationError, r"duplicate column names \['a'\]"),
+    ("a,b,y\n", {"target": "y"}, ValidationError, r"header but no data rows"),
+    ("1,2,3\n", {"target": "y"}, ValidationError, r"no column 'y'.*unnamed.*\[0, 3\)"),
+    ("a,b,y\n1,2,3\n", {"target": "y", "task": "ordinal"}, ValidationError,
+     r"'task' must be one of"),
+])
+def test_load_file_csv_bad_input(tmp_path, text, kwargs, exc, match):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(exc, match=match):
+        load_file(path, **kwargs)
+
+
+def test_load_file_bad_files(tmp_path):
+    with pytest.raises(DataNotFoundError, match=r"existing CSV file.*nope\.csv.*not exist"):
+        load_file(tmp_path / "nope.csv", target="y")
+    with pytest.raises(ValidationError, match=r"'file_format' must be one of.*d\.dat"):
+        load_file(tmp_path / "d.dat", target=0)
+    np.savez(tmp_path / "d.npz", X=np.ones((2, 2)), y=np.ones(2))
+    with pytest.raises(ValidationError, match=r"no array 'labels' \('target'\).*\['X', 'y'\]"):
+        load_file(tmp_path / "d.npz", target="labels")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValidationError, match=r"junk\.npz.*cannot be read"):
+        load_file(tmp_path / "junk.npz")
+    np.save(tmp_path / "flat.npy", np.ones(4))
+    with pytest.raises(ShapeError, match=r"one 2-D array.*\(4,\)"):
+        load_file(tmp_path / "flat.npy", target=0)
