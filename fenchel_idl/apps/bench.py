@@ -647,16 +647,18 @@ def bench_section(results: dict, command: str, quick: bool) -> str:
     return "\n".join(text + ["```text", *results["lines"], "```"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fenchel_idl.apps.bench`` (also ``fenchel-idl bench``)."""
-    ap = argparse.ArgumentParser(prog="python -m fenchel_idl.apps.bench", description=__doc__,
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``fenchel-idl bench`` (also ``python -m fenchel_idl.apps.bench``); ``prog`` names the
+    command in its help and in the results section."""
+    ap = argparse.ArgumentParser(prog=prog or "python -m fenchel_idl.apps.bench",
+                                 description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes only")
     ap.add_argument("--out", default=None, help="directory for the scaling plot")
     ap.add_argument("--results", default=None,
                     help="results document whose 'bench' section to rewrite")
     args = ap.parse_args(argv)
-    command = "python -m fenchel_idl.apps.bench " + " ".join(
+    command = f"{ap.prog} " + " ".join(
         sys.argv[1:] if argv is None else list(argv))
     benchmark(args.quick, args.out, args.results, command.strip())
     return 0

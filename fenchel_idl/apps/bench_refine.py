@@ -433,10 +433,11 @@ def cosine_section(res: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fenchel_idl.apps.bench_refine``: the warm-against-random comparison."""
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``fenchel-idl bench-refine`` (also ``python -m fenchel_idl.apps.bench_refine``): the
+    warm-against-random comparison; ``prog`` names the command in its help and section."""
     parser = argparse.ArgumentParser(
-        prog="python -m fenchel_idl.apps.bench_refine",
+        prog=prog or "python -m fenchel_idl.apps.bench_refine",
         description="The cosine problem file by BCD and refinement against refinement from a "
                     "random start, in one process.")
     parser.add_argument("out", nargs="?", default=None,
@@ -448,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="results document whose 'cosine' section to rewrite")
     args = parser.parse_args(argv)
     res = warm_vs_random(args.out, args.problem, quick=args.quick)
-    command = "python -m fenchel_idl.apps.bench_refine " + " ".join(
+    command = f"{parser.prog} " + " ".join(
         sys.argv[1:] if argv is None else list(argv))
     text = cosine_section(res, command.strip())
     print(text)

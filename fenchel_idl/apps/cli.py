@@ -1,71 +1,227 @@
-"""Command line: ``fenchel-idl run PROBLEM.toml --out DIR`` and ``fenchel-idl bench``."""
+"""The command-line tool ``fenchel-idl``: one command, a subcommand per application.
+
+::
+
+    fenchel-idl [--verbose | --quiet] COMMAND [options]
+    fenchel-idl COMMAND --help
+
+================  ================================================================
+command           what it does (module, also run as ``python -m fenchel_idl.apps.X``)
+================  ================================================================
+``run``           train a problem file; write model, history, certificate and plots
+                  (the main job; :mod:`~fenchel_idl.apps.run`, this module)
+``experiments``   the experiments of section 7 with their baselines
+                  (:mod:`~fenchel_idl.apps.experiments`)
+``demos``         feature selection, row sparsity, low rank and robust training
+                  (:mod:`~fenchel_idl.apps.demos`)
+``attacks``       the attacks of section 7.3, Table 1 (:mod:`~fenchel_idl.apps.table1`)
+``bench``         benchmarks against baselines run in the same process
+                  (:mod:`~fenchel_idl.apps.bench`)
+``bench-refine``  the cosine problem: BCD and refinement against refinement from a
+                  random start (:mod:`~fenchel_idl.apps.bench_refine`)
+``results``       regenerate the results document ``docs/results.md``
+                  (:mod:`~fenchel_idl.apps.results`)
+================  ================================================================
+
+Each subcommand's ``--help`` lists its own options. ``--verbose`` and ``--quiet`` come
+before the subcommand (``run`` also takes them after it). They set the level of the
+``fenchel_idl`` logger, to which the library writes everything that is not a progress bar:
+INFO by default, WARNING with ``--quiet`` (which also turns the progress bars off), DEBUG
+with ``--verbose``. The tool adds the one handler, a plain one on stderr; the library itself
+never configures logging.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fenchel_idl.apps.bench import benchmark
+from fenchel_idl.apps import bench, bench_refine, demos, experiments, results, table1
+from fenchel_idl.apps.common import problems_dir
 from fenchel_idl.apps.run import run_problem
 from fenchel_idl.drivers import checkpoint_sweep, load_problem
 from fenchel_idl.errors import FenchelIDLError
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "configure_logging", "main"]
+
+#: The subcommands other than ``run``: name -> (one-line help, the application's
+#: ``main(argv, prog)``, which parses the rest of the command line itself).
+COMMANDS: dict[str, tuple[str, Callable[..., int]]] = {
+    "experiments": ("the experiments of section 7 with their baselines; writes report.md",
+                    experiments.main),
+    "demos": ("feature selection, row sparsity, low rank and robust training on the digits",
+              demos.main),
+    "attacks": ("the attacks of section 7.3 on MNIST and Fashion-MNIST (Table 1)",
+                table1.main),
+    "bench": ("benchmarks: ratios against baselines run in the same process", bench.main),
+    "bench-refine": ("the cosine problem: BCD and refinement against refinement alone",
+                     bench_refine.main),
+    "results": ("regenerate the results document (docs/results.md)", results.main),
+}
+
+_RUN_HELP = "train a problem file; write model, history, certificate and plots"
+
+#: The logger the library writes to (children such as ``fenchel_idl.drivers`` included).
+LOGGER = "fenchel_idl"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fenchel-idl", description=(
-        "Train implicit models by block-coordinate descent on the Fenchel-relaxed problem."))
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train a problem file and write model, history, "
-                                     "certificate and plots")
-    run.add_argument("problem", help="a TOML problem file (see problems/)")
-    run.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
-    run.add_argument("--checkpoint", default=None, help="checkpoint directory (written after "
-                                                        "every sweep)")
-    run.add_argument("--resume", action="store_true", help="resume from --checkpoint")
-    run.add_argument("--max-sweeps", type=int, default=None,
-                     help="override max_sweeps (the epochs, with [minibatch])")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-    bench = sub.add_parser("bench", help="benchmarks: ratios against baselines run in the "
-                                         "same process")
-    bench.add_argument("--quick", action="store_true", help="small sizes only")
-    bench.add_argument("--out", default=None, help="directory for the scaling plot")
-    bench.add_argument("--results", default=None,
-                       help="results document whose 'bench' section to rewrite "
-                            "(docs/results.md)")
-    args = parser.parse_args(argv)
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a record is emitted,
+    so that a stderr redirected or captured after the tool started receives the lines."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+class _Formatter(logging.Formatter):
+    """The message alone at INFO; other levels say their name first (``warning: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+def configure_logging(verbose: bool = False, quiet: bool = False) -> logging.Logger:
+    """Set up the ``fenchel_idl`` logger for the command line and return it.
+
+    Level INFO, WARNING with ``quiet``, DEBUG with ``verbose`` (``verbose`` wins when both
+    are given); one plain handler on stderr, replacing the one an earlier call added (so the
+    tool can run several times in one process without doubling its lines).
+    """
+    logger = logging.getLogger(LOGGER)
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(_Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    return logger
+
+
+def _add_log_flags(parser: argparse.ArgumentParser, quiet_help: str) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="debug messages and the solvers' own output")
+    group.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
+
+
+def _tool_parser() -> argparse.ArgumentParser:
+    helps = {"run": _RUN_HELP, **{name: text for name, (text, _) in COMMANDS.items()}}
+    width = max(map(len, helps))
+    lines = [f"  {name:<{width}}  {text}" for name, text in helps.items()]
+    parser = argparse.ArgumentParser(
+        prog="fenchel-idl", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Implicit deep learning through convex optimization: train implicit\n"
+                    "models by block-coordinate descent on the Fenchel-relaxed problem.",
+        epilog="commands:\n" + "\n".join(lines) + "\n\n'fenchel-idl COMMAND --help' lists "
+               "the options of a command.\n--verbose and --quiet go before the command ('run' "
+               "also takes them after it).")
+    _add_log_flags(parser, "warnings and errors only; no progress bars")
+    parser.add_argument("command", nargs="?", choices=("run", *COMMANDS), metavar="COMMAND",
+                        help="the command (listed below)")
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="...",
+                        help="the options of the command")
+    return parser
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fenchel-idl run",
+        description="Train the problem of a problem file by BCD (and its refinement stage) "
+                    "and write model, history, certificate and plots: the main job.")
+    parser.add_argument("problem", help="a TOML problem file, or the name of one shipped with "
+                                        f"the package (cosine_regression, ... in "
+                                        f"{problems_dir()})")
+    parser.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint directory (written "
+                                                           "after every sweep)")
+    parser.add_argument("--resume", action="store_true", help="resume from --checkpoint")
+    parser.add_argument("--max-sweeps", type=int, default=None,
+                        help="override max_sweeps (the epochs, with [minibatch])")
+    _add_log_flags(parser, "no progress bar; warnings and errors only")
+    return parser
+
+
+def _problem_path(given: str) -> str:
+    """``given`` when it is a file; else the shipped problem file of that name (with or
+    without ``.toml``) when there is one; else ``given`` (whose loading then fails with a
+    message naming it)."""
+    if Path(given).is_file() or Path(given).name != given:
+        return given
+    for name in (given, given + ".toml"):
+        if (problems_dir() / name).is_file():
+            return str(problems_dir() / name)
+    return given
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fenchel-idl``; returns the exit status (argparse exits on bad usage or ``--help``)."""
+    parser = _tool_parser()
+    tool = parser.parse_args(argv)
+    if tool.command is None:
+        parser.error(f"name a command: {', '.join(('run', *COMMANDS))}")
+    if tool.command != "run":
+        configure_logging(tool.verbose, tool.quiet)
+        rest = list(tool.args)
+        if tool.command == "demos" and tool.quiet and "--no-progress" not in rest:
+            rest.append("--no-progress")
+        return _guarded(lambda: COMMANDS[tool.command][1](rest, prog=f"fenchel-idl "
+                                                                     f"{tool.command}"),
+                        tool.command, None)
+    args = _run_parser().parse_args(tool.args)
+    args.verbose = args.verbose or tool.verbose
+    args.quiet = (args.quiet or tool.quiet) and not args.verbose
+    configure_logging(args.verbose, args.quiet)
+    return _guarded(lambda: _run(args), "run", args)
+
+
+def _guarded(command: Callable[[], int | None], name: str,
+             run_args: argparse.Namespace | None) -> int:
+    """Run ``command``; a package error becomes one line and status 2, Ctrl-C status 130."""
     try:
-        if args.command == "run":
-            out = args.out or str(Path("runs") / load_problem(args.problem).name)
-            result, summary = run_problem(args.problem, out, progress=not args.quiet,
-                                          checkpoint=args.checkpoint, resume=args.resume,
-                                          max_sweeps=args.max_sweeps)
-            print(result.certificate)
-            print(f"start (random features): {summary['start_train']}   trained: "
-                  f"{summary['train']}" + (f"   test: {summary['test']}" if "test" in summary
-                                           else ""))
-            print(f"{result.n_sweeps} sweeps in {summary['time_s']:.1f} s; wrote "
-                  + ", ".join(summary["written"]))
-        else:
-            command = "fenchel-idl bench" + (" --quick" if args.quick else "")
-            benchmark(args.quick, args.out, args.results, command)
+        return command() or 0
     except FenchelIDLError as exc:
-        print(f"fenchel-idl: error: {exc}", file=sys.stderr)
+        where = "" if name == "run" else f" {name}"
+        print(f"fenchel-idl{where}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(_interrupt_message(exc, args), file=sys.stderr)
+        print(_interrupt_message(exc, run_args), file=sys.stderr)
         return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``fenchel-idl run``: train, print the certificate and the metrics."""
+    args.problem = _problem_path(args.problem)
+    out = args.out or str(Path("runs") / load_problem(args.problem).name)
+    result, summary = run_problem(args.problem, out, progress=not args.quiet,
+                                  checkpoint=args.checkpoint, resume=args.resume,
+                                  max_sweeps=args.max_sweeps)
+    print(result.certificate)
+    print(f"start (random features): {summary['start_train']}   trained: "
+          f"{summary['train']}" + (f"   test: {summary['test']}" if "test" in summary
+                                   else ""))
+    print(f"{result.n_sweeps} sweeps in {summary['time_s']:.1f} s; wrote "
+          + ", ".join(summary["written"]))
     return 0
 
 
-def _interrupt_message(exc: KeyboardInterrupt, args: argparse.Namespace) -> str:
+def _interrupt_message(exc: KeyboardInterrupt, args: argparse.Namespace | None) -> str:
     """One line for Ctrl-C: where the run stopped, which checkpoint is on disk, and the
     command that resumes it. The checkpoint is read back from disk, so the line is right
     whatever was running (data loading, a sweep, a checkpoint write, the refinement)."""
-    if args.command != "run":
+    if args is None:
         return "fenchel-idl: interrupted."
     phase = getattr(exc, "phase", None)
     epoch = getattr(exc, "epoch", None)
@@ -81,6 +237,7 @@ def _interrupt_message(exc: KeyboardInterrupt, args: argparse.Namespace) -> str:
     cmd += ["--out", args.out] if args.out else []
     cmd += ["--max-sweeps", str(args.max_sweeps)] if args.max_sweeps else []
     cmd += ["--quiet"] if args.quiet else []
+    cmd += ["--verbose"] if args.verbose else []
     saved = checkpoint_sweep(args.checkpoint)
     if saved is None:
         return (f"fenchel-idl: interrupted{where}; no checkpoint had been written to "

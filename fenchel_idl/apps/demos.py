@@ -1650,10 +1650,11 @@ def run_demos(out: str | Path, *, quick: bool = False, only: str | Sequence[str]
     return tuple(reports)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fenchel_idl.apps.demos --out DIR [--quick] [--only NAME ...]``."""
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``fenchel-idl demos --out DIR [--quick] [--only NAME ...]`` (also ``python -m
+    fenchel_idl.apps.demos``); ``prog`` names the command in its help."""
     parser = argparse.ArgumentParser(
-        prog="python -m fenchel_idl.apps.demos",
+        prog=prog or "python -m fenchel_idl.apps.demos",
         description="Feature selection, row sparsity, low rank (section 5) and robust "
                     "training (section 4.3) on the 8x8 digits; writes DIR/demos.md, "
                     "DIR/demos.json, PNG figures and the models.")

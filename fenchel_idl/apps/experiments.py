@@ -889,10 +889,11 @@ def run_experiments(names: Sequence[str], *, mode: str = "default", seeds: int |
     return results, report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fenchel_idl.apps.experiments``; returns the exit status."""
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``fenchel-idl experiments`` (also ``python -m fenchel_idl.apps.experiments``); returns
+    the exit status. ``prog`` names the command in its help and in the report."""
     parser = argparse.ArgumentParser(
-        prog="python -m fenchel_idl.apps.experiments",
+        prog=prog or "python -m fenchel_idl.apps.experiments",
         description="Run the experiments of section 7 of 'Implicit Deep Learning' with "
                     "baselines (matched MLP, linear/logistic) and write report.md.")
     group = parser.add_mutually_exclusive_group()
@@ -921,7 +922,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [n for n, e in EXPERIMENTS.items() if mode != "default" or not e.long]
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds must be >= 1; got {args.seeds}")
-    command = "python -m fenchel_idl.apps.experiments " + " ".join(
+    command = f"{parser.prog} " + " ".join(
         sys.argv[1:] if argv is None else list(argv))
     try:
         _, report = run_experiments(names, mode=mode, seeds=args.seeds, out=args.out,

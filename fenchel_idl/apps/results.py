@@ -62,9 +62,10 @@ def regenerate(sections: Sequence[str] = SECTIONS, path: str | Path | None = Non
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fenchel_idl.apps.results``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m fenchel_idl.apps.results",
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``fenchel-idl results`` (also ``python -m fenchel_idl.apps.results``); returns the exit
+    status. ``prog`` names the command in its help."""
+    parser = argparse.ArgumentParser(prog=prog or "python -m fenchel_idl.apps.results",
                                      description="Regenerate the results document.")
     parser.add_argument("--quick", action="store_true",
                         help="every command in its quick mode (a pipeline check)")

@@ -55,9 +55,9 @@ class _Set:
     shape: tuple[int, ...]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=_PROG,
+        prog=prog,
         description="Section 7.3: sensitivity, gradient and LP attacks on feedforward ReLU "
                     "networks (scikit-learn MLPClassifier) as implicit models.")
     parser.add_argument("--out", required=True, help="output directory")
@@ -167,9 +167,12 @@ def _lp_attacks(name: str, st: _Set, lp_idx: Array, relaxation: str, out: Path) 
                          f"{2 * len(lp_idx)} correctly classified images.")]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the attacks of section 7.3 on MNIST and Fashion-MNIST; see the module docstring."""
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``fenchel-idl attacks`` (also ``python -m fenchel_idl.apps.table1``): the attacks of
+    section 7.3 on MNIST and Fashion-MNIST; see the module docstring. ``prog`` names the
+    command in its help and in the table."""
+    parser = _parser(prog or _PROG)
+    args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sizes = _sizes(args)
@@ -186,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok = np.flatnonzero(np.argmax(st.model.predict(st.U), axis=0) == st.labels)[:5]
         _sensitivity_figure(name, st, ok, out, rng)
         lines += _lp_attacks(name, st, ok[:sizes.n_lp], args.relaxation, out)
-    lines += ["", f"Total time {time.time() - t_start:.1f} s. Command: {_PROG} --out "
+    lines += ["", f"Total time {time.time() - t_start:.1f} s. Command: {parser.prog} --out "
               f"{args.out}" + (" --quick" if args.quick else "")]
     (out / "attack_table.md").write_text("\n".join(lines) + "\n")
     print(f"[attacks] wrote {out / 'attack_table.md'}", flush=True)

@@ -1,0 +1,179 @@
+"""The command-line tool: one ``fenchel-idl`` with a subcommand per application, each with
+its own ``--help``; the logging flags; and the package list of pyproject.toml."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from fenchel_idl.apps import cli
+from fenchel_idl.apps.cli import COMMANDS, configure_logging, main
+from fenchel_idl.apps.common import SHIPPED_PROBLEMS, problems_dir
+from fenchel_idl.errors import ValidationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: One option of each subcommand that its --help must list (its own parser's options).
+OWN_OPTIONS = {
+    "run": ["--max-sweeps", "--checkpoint", "--resume", "problem"],
+    "experiments": ["--quick", "--full", "--only", "--seeds"],
+    "demos": ["--no-progress", "--only", "--problems"],
+    "attacks": ["--lp-images", "--relaxation", "--n-train"],
+    "bench": ["--quick", "--results"],
+    "bench-refine": ["--problem", "--quick", "--results"],
+    "results": ["--only", "--runs"],
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_logger():
+    """Each test leaves the ``fenchel_idl`` logger as it found it."""
+    logger = logging.getLogger("fenchel_idl")
+    level, handlers = logger.level, list(logger.handlers)
+    yield
+    logger.setLevel(level)
+    logger.handlers[:] = handlers
+
+
+def test_every_command_is_listed():
+    assert set(OWN_OPTIONS) == {"run", *COMMANDS}
+
+
+@pytest.mark.parametrize("command", sorted(OWN_OPTIONS))
+def test_each_command_help_lists_its_own_options(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: fenchel-idl {command} ")
+    for option in OWN_OPTIONS[command]:
+        assert option in out, (command, option)
+
+
+def test_tool_help_lists_the_commands_and_log_flags(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--verbose" in out and "--quiet" in out
+    for command in OWN_OPTIONS:
+        assert f"\n  {command} " in out, command
+
+
+def test_unknown_command_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["trian", "problems/cosine_regression.toml"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'trian'" in err and "'run'" in err and "'experiments'" in err
+
+
+def test_no_command_names_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--quiet"])
+    assert exit_.value.code == 2
+    assert "name a command: run, experiments" in capsys.readouterr().err
+
+
+def test_unknown_option_of_a_command_is_an_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["experiments", "--quikc"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "fenchel-idl experiments: error:" in err and "--quikc" in err
+
+
+@pytest.mark.parametrize(("flags", "level"), [([], logging.INFO), (["--quiet"], logging.WARNING),
+                                              (["-q"], logging.WARNING),
+                                              (["--verbose"], logging.DEBUG),
+                                              (["-v"], logging.DEBUG)])
+def test_log_flags_set_the_logger_level(flags, level, monkeypatch):
+    seen = {}
+
+    def fake(argv, prog):
+        seen.update(argv=argv, prog=prog, level=logging.getLogger("fenchel_idl").level)
+        return 0
+
+    monkeypatch.setitem(COMMANDS, "bench", (COMMANDS["bench"][0], fake))
+    assert main([*flags, "bench", "--quick"]) == 0
+    assert seen == {"argv": ["--quick"], "prog": "fenchel-idl bench", "level": level}
+
+
+@pytest.mark.parametrize(("flags", "level", "progress"), [
+    (["run", "P"], logging.INFO, True),
+    (["--quiet", "run", "P"], logging.WARNING, False),
+    (["run", "P", "--quiet"], logging.WARNING, False),
+    (["run", "P", "--verbose"], logging.DEBUG, True),
+    (["-v", "run", "P"], logging.DEBUG, True)])
+def test_run_takes_the_log_flags_before_or_after(flags, level, progress, monkeypatch):
+    seen = {}
+
+    def fake(args):
+        seen.update(level=logging.getLogger("fenchel_idl").level, progress=not args.quiet)
+        return 0
+
+    monkeypatch.setattr(cli, "_run", fake)
+    assert main(flags) == 0
+    assert seen == {"level": level, "progress": progress}
+
+
+def test_quiet_demos_have_no_progress_bars(monkeypatch):
+    seen = {}
+    monkeypatch.setitem(COMMANDS, "demos", ("", lambda argv, prog: seen.setdefault("a", argv)))
+    main(["--quiet", "demos", "--out", "x"])
+    assert seen["a"] == ["--out", "x", "--no-progress"]
+
+
+def test_configure_logging_one_plain_stderr_handler(capsys):
+    logger = configure_logging()
+    configure_logging(verbose=True)  # a second call replaces the handler
+    ours = [h for h in logger.handlers if h.__class__.__name__ == "_StderrHandler"]
+    assert len(ours) == 1 and logger.level == logging.DEBUG
+    logging.getLogger("fenchel_idl.drivers").info("sweep 3: objective 0.5")
+    logging.getLogger("fenchel_idl.drivers").warning("slow")
+    err = capsys.readouterr().err
+    assert "sweep 3: objective 0.5\n" in err and "warning: slow\n" in err
+
+
+def test_package_errors_of_a_command_are_one_line(monkeypatch, capsys):
+    def fail(argv, prog):
+        raise ValidationError("'seeds' must be >= 1; got 0.")
+
+    monkeypatch.setitem(COMMANDS, "experiments", ("", fail))
+    assert main(["experiments"]) == 2
+    assert capsys.readouterr().err == "fenchel-idl experiments: error: 'seeds' must be >= 1; " \
+                                      "got 0.\n"
+
+
+def test_run_finds_a_shipped_problem_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli._problem_path("cosine_regression") == str(problems_dir()
+                                                         / "cosine_regression.toml")
+    assert cli._problem_path("cosine_regression.toml") == str(problems_dir()
+                                                              / "cosine_regression.toml")
+    assert cli._problem_path("sub/cosine_regression.toml") == "sub/cosine_regression.toml"
+    assert cli._problem_path("nope") == "nope"
+
+
+def test_problems_dir_in_a_checkout():
+    assert problems_dir() == ROOT / "problems"
+    assert problems_dir("elsewhere") == Path("elsewhere")
+
+
+def test_pyproject_ships_every_package_and_the_problem_files():
+    """The package list of pyproject.toml is explicit (setuptools' find cannot discover the
+    mapped problems/ folder): it must name every package of the checkout."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = f"fenchel_idl.{SHIPPED_PROBLEMS}"
+    packages = {".".join(init.parent.relative_to(ROOT).parts)
+                for init in (ROOT / "fenchel_idl").rglob("__init__.py")}
+    assert set(config["packages"]) == {*packages, shipped}
+    assert config["package-dir"] == {shipped: "problems"}
