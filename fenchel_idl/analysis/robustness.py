@@ -32,10 +32,14 @@ iteration is stopped by ``max_iter``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import sys
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -624,11 +628,53 @@ def _solver_chain(solver: str | Sequence[str] | None) -> list[str]:
     return chain
 
 
+_LOG = logging.getLogger("fenchel_idl.analysis")
+# HiGHS writes its banner once per process; after one silenced solve nothing needs silencing
+_HIGHS_BANNER = {"silenced": False}
+
+
+@contextlib.contextmanager
+def _quiet_stdout(active: bool) -> Iterator[None]:
+    """Send what is written to the process's standard output (file descriptor 1, which C code
+    writes to and Python's ``sys.stdout`` redirects do not reach) to the null device.
+
+    HiGHS writes its banner to standard output when its first instance is made, before any
+    option can be set; that is the only output of the LP solvers run without ``verbose``.
+    Standard error (Python's warnings) is left alone.
+    """
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no standard output to silence
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+
+
 def _solve(lp: _ReluLP, chain: list[str]) -> tuple[str, str]:
+    """Solve the LP with the first solver of ``chain`` that reaches a certified optimum.
+
+    The solvers' output (and HiGHS's banner) is shown only when the ``fenchel_idl`` logger
+    is at DEBUG (``fenchel-idl --verbose``).
+    """
     attempts = []
+    verbose = _LOG.isEnabledFor(logging.DEBUG)
     for name in chain:
+        silence = not verbose and name == "HIGHS" and not _HIGHS_BANNER["silenced"]
         try:
-            lp.problem.solve(solver=name)
+            with _quiet_stdout(silence):
+                lp.problem.solve(solver=name, verbose=verbose)
+            _HIGHS_BANNER["silenced"] |= silence
         except (cp.error.SolverError, ValueError, ArithmeticError) as exc:
             attempts.append(f"{name}: {type(exc).__name__}: {exc}")
             continue
