@@ -123,3 +123,14 @@ def test_quick_experiment_from_the_wheel(installed):
     report = (out / "report.md").read_text()
     assert "cosine_regression" in report and "skipped" not in report
     assert (out / "results.json").is_file()
+
+
+def test_own_data_example_by_name_from_the_wheel(installed):
+    """The shipped CSV example, named without a path: the tool finds the installed problem
+    file, whose data path resolves next to it inside the installed package."""
+    _, tool, env, work = installed
+    out = work / "diabetes"
+    proc = _check([str(tool), "--quiet", "run", "diabetes_csv", "--out", str(out),
+                   "--max-sweeps", "2"], work, env)
+    assert "test: {'rmse'" in proc.stdout
+    assert (out / "model.npz").is_file()
