@@ -26,6 +26,7 @@ from fenchel_idl._blas import env_blas_threads
 from fenchel_idl.blocks.block_solvers import BlockSolvers, SolvePolicy, State, make_block_solvers
 from fenchel_idl.drivers.checkpoint import interrupted, load_checkpoint, new_log, save_checkpoint
 from fenchel_idl.drivers.finish import DescentStats, check_refine, finish
+from fenchel_idl.drivers.progress import Progress
 from fenchel_idl.drivers.records import BCDResult, BlockRecord, outcome
 from fenchel_idl.drivers.schedule import Schedule, adapt_lam, line_search, readout_weights
 from fenchel_idl.drivers.state import equilibrium, initial_state, objective, train_metric
@@ -77,7 +78,9 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     resume : bool
         Resume from the checkpoint in ``checkpoint`` if there is one.
     progress : bool
-        Show one progress line per sweep.
+        Show a progress bar over the sweeps when stderr is a terminal; otherwise write one
+        INFO line per sweep, and why the sweeps stopped, to the ``fenchel_idl.drivers``
+        logger.
     block_solver : {"auto", "cvxpy", "fista"}
         How the X and (A, B) blocks are solved: "cvxpy" always uses the compiled CVXPY
         blocks; "fista" the batched certified solvers of :mod:`fenchel_idl.blocks.first_order`
@@ -185,6 +188,7 @@ class _Descent:
         self.sweep = self.stage = self.stage_sweeps = self.rejected = 0
         self.max_increase = -np.inf
         self.last_improvement = np.inf
+        self.stop_reason: str | None = None
         self.s: State
 
     # -- start and checkpoints ------------------------------------------------------------
@@ -223,29 +227,35 @@ class _Descent:
     # -- the loop -------------------------------------------------------------------------
     def descend(self, max_sweeps: int, ckpt: Path | None, log: dict, progress: bool) -> None:
         """Sweep until ``max_sweeps`` or the schedule stops, checkpointing every sweep."""
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=max_sweeps, initial=self.sweep, desc="BCD", unit="sweep")
+        shown = Progress(progress, "BCD")
+        shown.open(max_sweeps, "sweep", initial=self.sweep)
         try:
             while self.sweep < max_sweeps and self.stage < self.schedule.stages:
                 t_sweep = time.perf_counter()
                 self.sweep_once()
-                if bar is not None:
-                    # stage == schedule.stages is the stop signal (stationary or at equilibrium)
-                    where = (f"stage {self.stage}" if self.stage < self.schedule.stages
-                             else "stopping")
-                    bar.set_postfix_str(f"{where} obj {self.J:.4g} loss {self.loss:.4g} div "
-                                        f"{self.div:.3g} {time.perf_counter() - t_sweep:.1f}s")
-                    bar.update(1)
+                t = time.perf_counter() - t_sweep
+                stop = self.stopping(max_sweeps)
+                shown.update(f"obj {self.J:.4g}, loss {self.loss:.4g}, div {self.div:.3g}, "
+                             f"{t:.1f} s" + ("" if stop is None else f"; stopping: {stop}"))
+                shown.line(f"sweep {self.sweep}/{max_sweeps}: objective {self.J:.4g}, loss "
+                           f"{self.loss:.4g}, {t:.1f} s")
                 if ckpt is not None:
                     log = self.save(ckpt, log)
         except KeyboardInterrupt:
             raise interrupted("bcd", self.sweep, ckpt) from None
         finally:
-            if bar is not None:
-                bar.close()
+            shown.close()
+        shown.say(f"stopped after {self.sweep} sweeps: {self.stopping(max_sweeps)}")
+
+    def stopping(self, max_sweeps: int) -> str | None:
+        """Why the sweeps stop here (None while they go on). The schedule's stop signal is
+        ``stage == schedule.stages``: set when the line search finds no improving step even
+        at lam_max, when every state is at equilibrium, or after the last lam stage."""
+        if self.stage >= self.schedule.stages:
+            return self.stop_reason or f"the last of {self.schedule.stages} lam stages ended"
+        if self.sweep >= max_sweeps:
+            return f"max_sweeps={max_sweeps} reached"
+        return None
 
     def sweep_once(self) -> None:
         """One sweep: the block steps, then the line search and the lam change, or the
@@ -275,7 +285,8 @@ class _Descent:
             # the weights are the sweep's; lam adapts unweighted
             self.s.lam, stationary = adapt_lam(lam_base.copy(), step, sch)
             if stationary:
-                self.stage = sch.stages  # no improving step even at lam_max
+                self.stage = sch.stages
+                self.stop_reason = "stationary (no improving step, even at lam_max)"
         self.sweep += 1
         self.stage_sweeps += 1
         self.last_improvement = (J_before - self.J) / max(1.0, abs(J_before))
@@ -333,7 +344,8 @@ class _Descent:
         per_unit = pb.divergence(s.X, s.A @ s.X + s.B @ pb.U + s.b[:, None])
         high = per_unit > sch.div_tol
         if not np.any(high) and self.stage > 0:
-            self.stage = sch.stages  # every state at equilibrium: done
+            self.stage = sch.stages
+            self.stop_reason = "every state at equilibrium"
         else:
             grow = high if sch.per_unit else np.ones_like(high)
             s.lam = np.where(grow, np.minimum(s.lam * sch.factor, sch.lam_max), s.lam)

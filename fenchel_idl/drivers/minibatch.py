@@ -99,6 +99,7 @@ from fenchel_idl.blocks.first_order import (
 from fenchel_idl.blocks.gram import GramReadout
 from fenchel_idl.blocks.solvers import SolveInfo, describe_solve
 from fenchel_idl.drivers.finish import DescentStats, check_refine, finish
+from fenchel_idl.drivers.progress import Progress
 from fenchel_idl.drivers.records import BatchRecord, BCDResult, outcome
 from fenchel_idl.drivers.schedule import Schedule
 from fenchel_idl.drivers.state import equilibrium, initial_state, objective, train_metric
@@ -324,7 +325,9 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         :func:`fenchel_idl.solve_bcd` (the certificate then says that the readout is no
         longer the certified one).
     progress : bool
-        A progress bar over the batches, with H and J, and a line per readout stage.
+        A progress bar over the batches, with H and J, and a line per readout stage, when
+        stderr is a terminal; otherwise one INFO line per epoch and per readout stage to the
+        ``fenchel_idl.drivers`` logger.
 
     Returns
     -------
@@ -358,11 +361,11 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     run = _MiniBatch(problem, solvers, batch_size, ab_prox, cd_prox, tol, monitor, callback,
                      progress)
     rng = np.random.default_rng(seed)
+    run.shown.open(epochs * run.n_batches, "batch")  # first: the start readout says where
     start_model = run.start(init, rng)
-    run.open_bar(epochs)
     for epoch in range(epochs):
         run.epoch(epoch, epochs, rng.permutation(problem.m) if shuffle else None, restart)
-    run.close_bar()
+    run.shown.close()
     t_bcd = time.perf_counter() - t_start
     run.say("final readout at the true equilibrium")
     done = finish(problem, run.s, solvers.CD, run.stats(), tol=tol,
@@ -414,7 +417,7 @@ class _MiniBatch:
         self.pb, self.solvers, self.policy = problem, solvers, solvers.CD.policy
         self.n_batches = -(-problem.m // batch_size)
         self.ab_prox, self.cd_prox, self.tol = ab_prox, cd_prox, tol
-        self.monitor, self.callback, self.progress = monitor, callback, progress
+        self.monitor, self.callback = monitor, callback
         self.readout_k = _GramReadout(problem)
         self.fast_k = self.policy.solvers is None and fast_readout_apply(problem)
         self.history: list[BatchRecord] = []
@@ -423,7 +426,7 @@ class _MiniBatch:
         self.rejected, self.step = 0, 0
         self.max_increase, self.last_improvement = -np.inf, np.inf
         self.H = self.J = np.nan
-        self.bar: Any = None
+        self.shown = Progress(progress, "mini-batch BCD")
         self.s: State
 
     # -- start, progress, result ----------------------------------------------------------
@@ -440,20 +443,8 @@ class _MiniBatch:
         return self.pb.to_user_model(s.A, s.B, s.b, s.C, s.D, s.d)
 
     def say(self, text: str) -> None:
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            tqdm.write(f"mini-batch BCD: {text}")
-
-    def open_bar(self, epochs: int) -> None:
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=epochs * self.n_batches, desc="mini-batch BCD", unit="batch")
-
-    def close_bar(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        """A message above the progress bar, or an INFO log line without one."""
+        self.shown.say(text)
 
     def stats(self) -> DescentStats:
         relaxed = objective(self.pb, self.s)
@@ -516,13 +507,12 @@ class _MiniBatch:
             self.w_step(epoch, idx.size)
             self.k_step(epoch, idx.size)
             self.step += 1
-            if self.bar is not None:
-                self.bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} H {self.H:.4g}")
-                self.bar.update(1)
+            self.shown.update(f"epoch {epoch + 1}/{epochs} H {self.H:.4g}")
         J_end = self.objective()
         self.last_improvement = (H_start - J_end) / max(1.0, abs(H_start))
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} H {self.H:.4g} J {J_end:.4g}")
+        self.shown.postfix(f"epoch {epoch + 1}/{epochs} H {self.H:.4g} J {J_end:.4g}")
+        self.shown.line(f"epoch {epoch + 1}/{epochs}: majorizer H {self.H:.4g}, objective J "
+                        f"{J_end:.4g}, {time.perf_counter() - t0:.1f} s")
 
     def x_step(self, epoch: int, idx) -> None:
         """X_S: an exact block step of J on the columns idx; then their anchors are

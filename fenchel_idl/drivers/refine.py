@@ -46,6 +46,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from fenchel_idl._blas import blas_threads, env_blas_limit
 from fenchel_idl.drivers.gradients import solve_adjoint
+from fenchel_idl.drivers.progress import Progress
 from fenchel_idl.errors import (
     ConvergenceWarning,
     InputTypeError,
@@ -672,7 +673,8 @@ def refine(model: ImplicitModel, U: ArrayLike, Y: ArrayLike, loss: str | Loss = 
         ``callback(record, model)`` after every epoch, with the :class:`EpochRecord` and the
         current model; returning True stops the run (``stop_reason="callback"``).
     progress : bool, default False
-        Show a tqdm progress bar.
+        Show a tqdm progress bar when stderr is a terminal; otherwise write about ten INFO
+        lines (and the stop reason) to the ``fenchel_idl.drivers`` logger.
     **overrides
         Any field of :class:`RefineOptions` (``epochs=50, lr=1e-3, ...``), applied on top of
         ``options``. So ``refine(model, U, Y, loss=..., penalties=..., kappa=...,
@@ -784,10 +786,10 @@ def _train(run: _Refiner, pens: tuple[Penalty, ...],
         best = {k: v.copy() for k, v in run.params.items()}
         best_value = initial_loss + (_penalty_value(pens, run.params) if pens else 0.0)
     lr = opts.lr
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=opts.epochs, desc="refine", unit="epoch")
+    shown = Progress(progress, "refine")
+    shown.open(opts.epochs, "epoch")
+    # without a bar, about ten log lines: epochs are many and fast
+    log_every = -(-opts.epochs // 10)
     t0 = time.perf_counter()
     epoch = 0
     # non-finite values are detected and reported (NumericalWarning); numpy's own overflow
@@ -822,9 +824,11 @@ def _train(run: _Refiner, pens: tuple[Penalty, ...],
                     best_value, best_epoch = rec.objective, epoch
                     best = {k: v.copy() for k, v in run.params.items()}
                 lr *= opts.lr_decay
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{full if opts.evaluate else batch_loss:.4g}")
+                shown.update(f"loss={full if opts.evaluate else batch_loss:.4g}")
+                if epoch % log_every == 0 or epoch == opts.epochs:
+                    shown.line(f"epoch {epoch}/{opts.epochs}: loss "
+                               f"{full if opts.evaluate else batch_loss:.4g}, "
+                               f"{rec.time:.1f} s")
                 if callback is not None and callback(rec, run.model()) is True:
                     stop_reason = "callback"
                     break
@@ -833,8 +837,8 @@ def _train(run: _Refiner, pens: tuple[Penalty, ...],
                                       f"{opts.epochs}; refinement keeps no checkpoint.",
                                       phase="refine", epoch=epoch) from None
         finally:
-            if bar is not None:
-                bar.close()
+            shown.close()
+    shown.say(f"stopped after {epoch} epochs ({stop_reason}); keeping epoch {best_epoch}")
     if best is not None:
         for k, v in best.items():
             run.params[k][...] = v
