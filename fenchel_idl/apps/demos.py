@@ -768,7 +768,8 @@ def _bar(progress: Any, total: int, desc: str) -> Any:
         raise InputTypeError(f"'progress' must be a bool; got {describe(progress)}.")
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", disable=None if progress else True, leave=True)
+    return tqdm(total=total, desc=desc, unit="step", disable=None if progress else True,
+                leave=True)
 
 
 def _base_settings(st: _Settings, train: Any, test: Any) -> dict[str, Any]:
