@@ -491,8 +491,8 @@ def _robust_table(rows: Sequence[RobustRow]) -> str:
 
 
 _ROW_TABLES: dict[str, Callable[[Any], str]] = {
-    "feature_selection": _feature_selection_table, "row_sparsity": _row_sparsity_table, "low_rank": _low_rank_table,
-    "robust": _robust_table}
+    "feature_selection": _feature_selection_table, "row_sparsity": _row_sparsity_table,
+    "low_rank": _low_rank_table, "robust": _robust_table}
 
 
 # ------------------------------------------------------------------------------------------
