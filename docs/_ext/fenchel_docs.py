@@ -32,7 +32,7 @@ LAYERS = ["fenchel_idl.errors", "fenchel_idl.validation", "fenchel_idl.model",
 # numpydoc sections whose unindented lines are "name : type" items, which napoleon parses.
 ITEM_SECTIONS = {"parameters", "other parameters", "returns", "yields", "receives", "raises",
                  "warns", "attributes", "methods", "see also", "keyword arguments"}
-CODE = re.compile(r"(``.+?``|:[\w:.+-]+:`[^`]*`|`[^`]*`_{0,2})")
+CODE = re.compile(r"(:[\w:.+-]+:`[^`]*`|`[^`]*`_{0,2})")
 MARKUP = [(re.compile(r"\|"), r"\|"),
           (re.compile(r"(?<=\w)_(?!\w)"), r"\_"),
           (re.compile(r"(?<=[(\[, ])(\*{1,2})(?=[A-Za-z_]\w*\s*[)\],])"),
@@ -101,14 +101,24 @@ class PublicMembers(PublicNames):
         return self.parse(lines)
 
 
-def escape(text: str) -> str:
+def escape(text: str, in_code: bool = False) -> str:
     """``text`` with the prose characters that reStructuredText reads as markup escaped,
-    inline code and roles left as they are."""
-    parts = CODE.split(text)
-    for index in range(0, len(parts), 2):
-        for pattern, replacement in MARKUP:
-            parts[index] = pattern.sub(replacement, parts[index])
-    return "".join(parts)
+    inline code and roles left as they are. ``in_code``: the line starts inside an inline
+    literal opened on the line before (see :func:`opens_code`)."""
+    pieces = text.split("``")
+    for index, piece in enumerate(pieces):
+        if (index % 2 == 0) != in_code:
+            parts = CODE.split(piece)
+            for part in range(0, len(parts), 2):
+                for pattern, replacement in MARKUP:
+                    parts[part] = pattern.sub(replacement, parts[part])
+            pieces[index] = "".join(parts)
+    return "``".join(pieces)
+
+
+def opens_code(text: str, in_code: bool) -> bool:
+    """Whether an inline literal is still open after ``text`` (it spans lines)."""
+    return in_code != (text.count("``") % 2 == 1)
 
 
 def indent_of(line: str) -> int:
@@ -131,6 +141,7 @@ def adapt(lines: list[str]) -> list[str]:
     blank = False         # whether the previous line was blank
     literal = None        # a literal block or directive: the lines deeper stay as they are
     doctest = False       # a doctest block, which runs to the next blank line
+    in_code = False       # an inline literal continues from the line before
     for index, line in enumerate(lines):
         text, indent = line.strip(), indent_of(line)
         following = lines[index + 1].strip() if index + 1 < len(lines) else ""
@@ -151,10 +162,12 @@ def adapt(lines: list[str]) -> list[str]:
             if not paragraph or blank or indent < base:
                 bullet = BULLET.match(text)
                 base, paragraph = indent + (bullet.end() if bullet else 0), True
+                in_code = False
             if text.startswith(".. "):
                 literal, paragraph = indent, False
             else:
-                line = line[:indent] + escape(line[indent:])
+                line = line[:indent] + escape(line[indent:], in_code)
+                in_code = opens_code(text, in_code)
                 if text.endswith("::"):
                     literal, paragraph = base, False
         blank = False
