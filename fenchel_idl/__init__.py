@@ -10,7 +10,7 @@ Conventions, stated once: the paper's letters are kept (A, B, C, D, U, X, Y, phi
 of inputs, n of states, q of outputs and m of samples. The scikit-learn wrappers use rows
 for samples, as scikit-learn does, and convert at their boundary only.
 
-The package is layered; each layer imports only from the layers above it in this list:
+The package is layered; each layer imports only from the layers listed before it:
 
 - :mod:`fenchel_idl.model`: the model, activations, equilibria, well-posedness (sections 2-3);
 - :mod:`fenchel_idl.problem`: losses, penalties, the relaxed training problem, data sets;
