@@ -241,7 +241,9 @@ class Blocks:
                      np.sqrt(prox)))
                    for i0, i1, _ in self._row_batches()]
         rows, infos = self._solve_batches("AB", batches, solve)
-        Wall = np.vstack(rows)
+        Wall = np.empty((n, Vval.shape[0]))  # C order, whatever order the solver returns
+        for (_, params), W in zip(batches, rows):
+            Wall[params[0]:params[1]] = W
         b = Wall[:, n + p] if pb.bias else np.zeros(n)
         return Wall[:, :n], Wall[:, n:n + p], b, _aggregate("AB", infos)
 
@@ -306,7 +308,12 @@ class Blocks:
             batches.append((f"X[{j0}:{j1}]", (A, data.S_minus_root, C, data.W[:, j0:j1],
                                               data.G[:, j0:j1], R[:, j0:j1], CtY)))
         parts, infos = self._solve_batches("X", batches, solve)
-        return np.hstack(parts), _aggregate("X", infos)
+        Xnew = np.empty_like(X)  # C order, whatever order the solver returns
+        j0 = 0
+        for part in parts:
+            Xnew[:, j0:j0 + part.shape[1]] = part
+            j0 += part.shape[1]
+        return Xnew, _aggregate("X", infos)
 
     def solve_x_columns(self, params: tuple, name: str,
                         solve: Callable) -> tuple[Array, SolveInfo]:
