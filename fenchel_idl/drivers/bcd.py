@@ -25,13 +25,12 @@ import numpy as np
 from fenchel_idl._blas import env_blas_threads
 from fenchel_idl.blocks.block_solvers import BlockSolvers, SolvePolicy, State, make_block_solvers
 from fenchel_idl.drivers.checkpoint import interrupted, load_checkpoint, new_log, save_checkpoint
-from fenchel_idl.drivers.finish import DescentStats, check_refine, finish
+from fenchel_idl.drivers.finish import DescentStats, check_run_options, finish
 from fenchel_idl.drivers.progress import Progress
 from fenchel_idl.drivers.records import BCDResult, BlockRecord, outcome
 from fenchel_idl.drivers.schedule import Schedule, adapt_lam, line_search, readout_weights
 from fenchel_idl.drivers.state import equilibrium, initial_state, objective, train_metric
 from fenchel_idl.errors import InputTypeError, ValidationError
-from fenchel_idl.model.implicit_model import ImplicitModel
 from fenchel_idl.problem.penalties import Custom
 from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.validation import check_int, check_real
@@ -146,12 +145,7 @@ def _check_arguments(problem, max_sweeps, tol, seed, gap_tol, callback, init, re
     check_real("tol", tol, 0.0, None)
     check_int("seed", seed, low=0)
     check_real("gap_tol", gap_tol, 0.0, None, low_open=True)
-    if callback is not None and not callable(callback):
-        raise InputTypeError(f"'callback' must be callable; got {type(callback).__name__}.")
-    if init is not None and not isinstance(init, (str, ImplicitModel)):
-        raise InputTypeError(f"'init' must be None, 'random' or an ImplicitModel; got "
-                             f"{type(init).__name__}.")
-    check_refine(refine)
+    check_run_options(callback, init, refine)
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise InputTypeError(f"'checkpoint' must be a directory path; got "
                              f"{type(checkpoint).__name__}.")

@@ -27,7 +27,7 @@ from fenchel_idl.model.implicit_model import ImplicitModel
 from fenchel_idl.model.wellposedness import pf_eigenvalue
 from fenchel_idl.problem.training_problem import TrainingProblem
 
-__all__ = ["DescentStats", "Finished", "check_refine", "finish", "refine_stage"]
+__all__ = ["DescentStats", "Finished", "check_run_options", "finish", "refine_stage"]
 
 
 @dataclass
@@ -67,13 +67,18 @@ class Finished:
     model: ImplicitModel
     certificate: Certificate
     refine_history: Any
-    state: State
     readout_info: SolveInfo
     timings: dict
 
 
-def check_refine(refine: Any) -> None:
-    """Raise unless ``refine`` is None, a bool, a dict or RefineOptions."""
+def check_run_options(callback: Any, init: Any, refine: Any) -> None:
+    """The arguments both drivers take: ``callback`` callable or None, ``init`` None,
+    "random" or an ImplicitModel, ``refine`` None, a bool, a dict or RefineOptions."""
+    if callback is not None and not callable(callback):
+        raise InputTypeError(f"'callback' must be callable; got {type(callback).__name__}.")
+    if init is not None and not isinstance(init, (str, ImplicitModel)):
+        raise InputTypeError(f"'init' must be None, 'random' or an ImplicitModel; got "
+                             f"{type(init).__name__}.")
     if refine is not None and not isinstance(refine, (bool, dict, RefineOptions)):
         raise InputTypeError(f"'refine' must be None, a bool, a dict or RefineOptions; got "
                              f"{refine!r}.")
@@ -148,7 +153,7 @@ def finish(problem: TrainingProblem, s: State, readout: BlockSolver, stats: Desc
     if not eq_info.converged:
         warnings.warn("the final equilibrium did not converge; see the certificate.",
                       ConvergenceWarning, stacklevel=3)
-    return Finished(model, cert, refine_history, final, readout_info, timings)
+    return Finished(model, cert, refine_history, readout_info, timings)
 
 
 def _certificate(problem: TrainingProblem, final: State, model: ImplicitModel,

@@ -98,7 +98,7 @@ from fenchel_idl.blocks.first_order import (
 )
 from fenchel_idl.blocks.gram import GramReadout
 from fenchel_idl.blocks.solvers import SolveInfo, describe_solve
-from fenchel_idl.drivers.finish import DescentStats, check_refine, finish
+from fenchel_idl.drivers.finish import DescentStats, check_run_options, finish
 from fenchel_idl.drivers.progress import Progress
 from fenchel_idl.drivers.records import BatchRecord, BCDResult, outcome
 from fenchel_idl.drivers.schedule import Schedule
@@ -394,12 +394,7 @@ def _check_arguments(problem, batch_size, epochs, seed, ab_prox, cd_prox, readou
     check_real("tol", tol, 0.0, None)
     check_real("gap_tol", gap_tol, 0.0, None, low_open=True)
     check_choice("monitor", monitor, ("epoch", "step"))
-    if callback is not None and not callable(callback):
-        raise InputTypeError(f"'callback' must be callable; got {type(callback).__name__}.")
-    check_refine(refine)
-    if init is not None and not isinstance(init, (str, ImplicitModel)):
-        raise InputTypeError(f"'init' must be None, 'random' or an ImplicitModel; got "
-                             f"{type(init).__name__}.")
+    check_run_options(callback, init, refine)
     reads_ab = [pn.name for pn in problem.penalties if set(pn.matrices) & {"A", "B"}]
     if reads_ab:
         raise ValidationError(f"solve_bcd_minibatch supports penalties on C and D only; the "
