@@ -763,6 +763,16 @@ def _check_out(out: Any) -> Path:
     return path
 
 
+def _start(name: str, out: Any, problem: Any, quick: Any) -> tuple:
+    """What every demo does first: (start time, checked output directory, settings,
+    training set, test set)."""
+    t_start = time.perf_counter()
+    out = _check_out(out)
+    st = _settings(name, problem, quick)
+    train, test = _data(st)
+    return t_start, out, st, train, test
+
+
 def _bar(progress: Any, total: int, desc: str) -> Any:
     if not isinstance(progress, (bool, np.bool_)):
         raise InputTypeError(f"'progress' must be a bool; got {describe(progress)}.")
@@ -902,10 +912,7 @@ def feature_selection_demo(out: str | Path, problem: str | Path | None = None, *
     ValidationError
         A bad problem file or ``[demo]`` table (the message names the key).
     """
-    t_start = time.perf_counter()
-    out = _check_out(out)
-    st = _settings("feature_selection", problem, quick)
-    train, test = _data(st)
+    t_start, out, st, train, test = _start("feature_selection", out, problem, quick)
     shape = tuple(train.image_shape or (train.p, 1))
     if len(shape) != 2:
         raise ValidationError(f"feature selection masks need 2-D images; got image_shape "
@@ -1079,10 +1086,7 @@ def row_sparsity_demo(out: str | Path, problem: str | Path | None = None, *,
     InputTypeError, ValidationError
         As :func:`feature_selection_demo`.
     """
-    t_start = time.perf_counter()
-    out = _check_out(out)
-    st = _settings("row_sparsity", problem, quick)
-    train, test = _data(st)
+    t_start, out, st, train, test = _start("row_sparsity", out, problem, quick)
     repeats, n_check = st.extra["timing_repeats"], st.extra["check_samples"]
     rng = np.random.default_rng(st.spec.seed)
     U_check = np.hstack([np.asarray(test.U), rng.uniform(0.0, 1.0, (train.p, n_check))])
@@ -1241,10 +1245,7 @@ def low_rank_demo(out: str | Path, problem: str | Path | None = None, *,
     InputTypeError, ValidationError
         As :func:`feature_selection_demo`.
     """
-    t_start = time.perf_counter()
-    out = _check_out(out)
-    st = _settings("low_rank", problem, quick)
-    train, test = _data(st)
+    t_start, out, st, train, test = _start("low_rank", out, problem, quick)
     ranks, repeats = st.extra["ranks"], st.extra["timing_repeats"]
     U_te = np.asarray(test.U)
     U_time = np.hstack([np.asarray(train.U), U_te])
@@ -1441,10 +1442,7 @@ def robust_demo(out: str | Path, problem: str | Path | None = None, *, quick: bo
     InputTypeError, ValidationError
         As :func:`feature_selection_demo`.
     """
-    t_start = time.perf_counter()
-    out = _check_out(out)
-    st = _settings("robust", problem, quick)
-    train, test = _data(st)
+    t_start, out, st, train, test = _start("robust", out, problem, quick)
     U_te = np.asarray(test.U)
     bar = _bar(progress, len(st.weights), "robust")
     trained, rows = [], []
