@@ -404,12 +404,14 @@ def state_bounds(model: ImplicitModel, sigma_u: ArrayLike | float,
     kk = _as_k(k, model.p)
     nm = _norm_matrices(model)
     _require_pf(model, nm.NA)
-    if kk is None:
-        v = nm.NB @ sigma
-    else:
-        v = _top_k_sum(nm.NB * sigma[None, :], kk)
-    eta, it, conv = _least_fixed_point(nm.NA, v[:, None])
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+        v = nm.NB @ sigma if kk is None else _top_k_sum(nm.NB * sigma[None, :], kk)
+        eta, it, conv = _least_fixed_point(nm.NA, v[:, None])
     eta = eta[:, 0]
+    if not np.all(np.isfinite(eta)):
+        raise ValidationError(f"'sigma_u' (largest radius {float(np.max(sigma)):.3g}) is too "
+                              "large: the state bound overflows float64; use smaller radii or "
+                              "scale the inputs.")
     sigma_x = np.repeat(eta, nm.sizes)
     norm_inf = float(np.max(nm.NA.sum(axis=1))) if nm.NA.size else 0.0
     delta = float(np.max(v)) if v.size else 0.0
