@@ -24,7 +24,14 @@ import numpy as np
 
 from fenchel_idl._blas import env_blas_threads
 from fenchel_idl.blocks.block_solvers import BlockSolvers, SolvePolicy, State, make_block_solvers
-from fenchel_idl.drivers.checkpoint import interrupted, load_checkpoint, new_log, save_checkpoint
+from fenchel_idl.drivers.checkpoint import (
+    checkpoint_lock,
+    interrupted,
+    load_checkpoint,
+    new_log,
+    run_settings,
+    save_checkpoint,
+)
 from fenchel_idl.drivers.finish import DescentStats, check_run_options, finish
 from fenchel_idl.drivers.progress import Progress
 from fenchel_idl.drivers.records import BCDResult, BlockRecord, outcome
@@ -113,12 +120,16 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     """
     schedule = _check_arguments(problem, max_sweeps, tol, seed, gap_tol, callback, init,
                                 refine, checkpoint, resume, schedule)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    lock = checkpoint_lock(ckpt)  # one run at a time per checkpoint directory
     policy = SolvePolicy(problem.cone, solver, on_failure, gap_tol)
     solvers = make_block_solvers(problem, policy, block_solver, executor)
-    ckpt = Path(checkpoint) if checkpoint is not None else None
     t_start = time.perf_counter()
     try:
         run = _Descent(problem, solvers, schedule, tol, callback)
+        run.settings = run_settings(tol=tol, schedule=schedule, seed=seed, solver=solver,
+                                    on_failure=on_failure, gap_tol=gap_tol,
+                                    block_solver=block_solver, init=init)
         start_model, log = run.start(init, seed, ckpt, resume)
         run.descend(max_sweeps, ckpt, log, progress)
         t_bcd = time.perf_counter() - t_start
@@ -128,6 +139,7 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
                       on_interrupt=lambda phase, exc: interrupted(phase, run.sweep, ckpt, exc))
     finally:
         solvers.close()
+        lock.release()
     return BCDResult(model=done.model, history=run.history, certificate=done.certificate,
                      start_model=start_model, start_metric=train_metric(problem, start_model),
                      n_sweeps=run.sweep, lam=run.s.lam.copy(),
@@ -182,6 +194,7 @@ class _Descent:
         self.sweep = self.stage = self.stage_sweeps = self.rejected = 0
         self.max_increase = -np.inf
         self.last_improvement = np.inf
+        self.settings: dict = {}  # run_settings(...), checked against a checkpoint
         self.stop_reason: str | None = None
         self.s: State
 
@@ -191,7 +204,8 @@ class _Descent:
         checkpoint's state when resuming; returns (start model, history-log metadata)."""
         pb, log = self.problem, new_log()
         try:
-            loaded = load_checkpoint(ckpt, pb) if (ckpt is not None and resume) else None
+            loaded = (load_checkpoint(ckpt, pb, self.settings) if (ckpt is not None and resume)
+                      else None)
             self.s = initial_state(pb, init, np.random.default_rng(seed))
             if init is None or isinstance(init, str):
                 self.s, _ = self.solvers.CD.solve(self.s)
@@ -216,7 +230,7 @@ class _Descent:
                 "max_increase": self.max_increase if np.isfinite(self.max_increase)
                 else -1e300}
         return save_checkpoint(ckpt, self.problem, self.s, meta, self.history,
-                               self.solvers.CD.policy.events, log)
+                               self.solvers.CD.policy.events, log, self.settings)
 
     # -- the loop -------------------------------------------------------------------------
     def descend(self, max_sweeps: int, ckpt: Path | None, log: dict, progress: bool) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -427,3 +428,97 @@ def test_different_seed_gives_a_different_start(job):
     a = solve_bcd(job.make_problem(), max_sweeps=1, seed=1)
     b = solve_bcd(job.make_problem(), max_sweeps=1, seed=2)
     assert not np.array_equal(a.start_model.B, b.start_model.B)
+
+
+# -- (e) integrity of the history log, settings of a resume, one run per directory ----------
+
+def _log_file(ckpt: Path) -> Path:
+    (log,) = (ckpt / "history").iterdir()
+    return log
+
+
+def test_a_hand_edited_history_record_is_refused(job, saved):
+    """Flipping one block's "certified" in the log would change the final certificate."""
+    ckpt, _ = saved
+    log = _log_file(ckpt)
+    text = log.read_text()
+    assert '"certified": true' in text
+    log.write_text(text.replace('"certified": true', '"certified": false', 1))
+    with pytest.raises(CheckpointError, match=r"history log.*failed its checksum") as info:
+        job.run(checkpoint=ckpt, resume=True)
+    assert str(log) in str(info.value) and "delete" in str(info.value)
+
+
+def test_an_edited_checkpoint_with_valid_zip_is_refused(job, saved):
+    """A rewritten checkpoint.npz (valid zip CRCs) with one array changed by 1e-12."""
+    ckpt, names = saved
+    _edit_checkpoint(ckpt, names, edit_array=lambda a: a + 1e-12)
+    with pytest.raises(CheckpointError, match=r"failed its checksum"):
+        job.run(checkpoint=ckpt, resume=True)
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"seed": 6}, r"seed: 5 -> 6"),
+    ({"gap_tol": 1e-7}, r"gap_tol: 1e-06 -> 1e-07"),
+    ({"tol": 1e-5}, r"tol: 1e-06 -> 1e-05"),
+    ({"schedule": {"stage_tol": 0.0, "line_search": False}},
+     r"schedule\.line_search: True -> False"),
+    ({"solver": "SCS"}, r"solver: None -> 'SCS'"),
+    ({"block_solver": "cvxpy"}, r"block_solver: 'auto' -> 'cvxpy'"),
+    ({"on_failure": "warn"}, r"on_failure: 'fallback' -> 'warn'"),
+], ids=["seed", "gap_tol", "tol", "line_search", "solver", "block_solver", "on_failure"])
+def test_resume_with_other_settings_is_refused_and_names_them(job, saved, change, named):
+    ckpt, _ = saved
+    before = _files(ckpt)
+    kw = {"max_sweeps": job.MAX_SWEEPS, "seed": job.SEED, "schedule": job.SCHEDULE, **change}
+    with pytest.raises(CheckpointError, match=r"other settings") as info:
+        solve_bcd(job.make_problem(), checkpoint=ckpt, resume=True, **kw)
+    assert re.search(named, str(info.value)), str(info.value)
+    assert str(ckpt) in str(info.value)
+    assert _files(ckpt) == before, "a refused resume leaves the checkpoint as it was"
+
+
+def test_resume_with_the_same_settings_and_more_sweeps_is_allowed(job, saved, reference):
+    """max_sweeps (and refine) act after the checkpointed sweeps: changing them is fine."""
+    ckpt, _ = saved
+    _assert_same_model(job.summary(job.run(checkpoint=ckpt, resume=True)), reference)
+
+
+def test_a_second_run_on_a_locked_directory_is_refused(job, tmp_path):
+    """A second process is refused while the first holds the directory; after the first is
+    killed (SIGKILL: the system drops its lock) a resume goes ahead."""
+    ckpt = tmp_path / "ckpt"
+    out = tmp_path / "hung.npz"
+    proc = _spawn(job, "hang", ckpt, out, 2, "AB")
+    ready = Path(str(out) + ".ready")
+    deadline = time.monotonic() + 120
+    try:
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the job never reached the chosen block"
+            time.sleep(0.05)
+        before = _files(ckpt)
+        second = _run(job, "run", ckpt, tmp_path / "second.npz")
+        assert second.returncode != 0
+        assert "CheckpointError" in second.stderr and "in use by another" in second.stderr
+        assert str(ckpt) in second.stderr
+        assert _files(ckpt) == before, "the refused run must not touch the checkpoint"
+        with pytest.raises(CheckpointError, match=r"in use by another"):
+            job.run(checkpoint=ckpt, resume=True)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    resumed = _run(job, "resume", ckpt, tmp_path / "resumed.npz")
+    assert resumed.returncode == 0, resumed.stderr
+    assert int(_load(tmp_path / "resumed.npz")["first_sweep"]) == 2
+
+
+def test_the_lock_is_released_after_a_run_and_after_an_error(job, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    job.run(checkpoint=ckpt, max_sweeps=1)
+    with pytest.raises(CheckpointError, match="other settings"):
+        solve_bcd(job.make_problem(), max_sweeps=2, seed=9, checkpoint=ckpt, resume=True)
+    job.run(checkpoint=ckpt, resume=True, max_sweeps=2)  # not blocked by either run

@@ -414,8 +414,8 @@ def test_a_format_1_checkpoint_still_resumes(tmp_path):
     got = solve_bcd(problem, max_sweeps=4, seed=2, checkpoint=ckpt, resume=True)
     _assert_same_model(got.model, want.model)
     assert [r.objective for r in got.history] == [r.objective for r in want.history]
-    _, meta = checkpoint_module.load_checkpoint(ckpt, problem)  # now written in format 2
-    assert meta["version"] == 2 and len(meta["history"]) == len(want.history)
+    _, meta = checkpoint_module.load_checkpoint(ckpt, problem)  # now in the current format
+    assert meta["version"] == 3 and "sha256" in meta and len(meta["history"]) == len(want.history)
 
 
 # -- steady memory and checkpoint size over many sweeps -------------------------------------
