@@ -21,6 +21,7 @@ __all__ = [
     "EquilibriumError",
     "ModelFileError",
     "CheckpointError",
+    "OutputError",
     "DataNotFoundError",
     "TrainingInterrupted",
     "ConvergenceWarning",
@@ -80,6 +81,11 @@ class ModelFileError(FenchelIDLError, ValueError):
 
 class CheckpointError(FenchelIDLError, ValueError):
     """A checkpoint is corrupt or belongs to another problem or data set."""
+
+
+class OutputError(FenchelIDLError, OSError):
+    """Results could not be written to an output directory (a full disk, a file removed or
+    made read-only during the run); the message says what is left there."""
 
 
 class DataNotFoundError(FenchelIDLError, FileNotFoundError):
