@@ -59,6 +59,8 @@ def solve_adjoint(model: ImplicitModel, Z: Array, G: Array, tol: float = 1e-10,
     G : ndarray of shape (q, m)
         dL/dYhat.
 
+    The iteration runs in the dtype of Z (float32 operands give a float32 V).
+
     Returns
     -------
     V : ndarray of shape (n, m)
@@ -69,13 +71,13 @@ def solve_adjoint(model: ImplicitModel, Z: Array, G: Array, tol: float = 1e-10,
     AT = model.A.T
     rhs = model.C.T @ G
     if phi.componentwise:
-        Psi = phi.derivative(Z)
+        Psi = phi.derivative(Z).astype(Z.dtype, copy=False)
 
         def step(V):
             return Psi * (AT @ V + rhs)
     else:
         def step(V):
-            return phi.vjp(Z, AT @ V + rhs)
+            return phi.vjp(Z, AT @ V + rhs).astype(Z.dtype, copy=False)
     V = step(np.zeros_like(Z))
     for it in range(1, max_iter + 1):
         Vn = step(V)

@@ -79,6 +79,11 @@ PARAMETERS = ("A", "B", "C", "D", "bias_x", "bias_y")
 """Names of the trainable arrays, in the order of :class:`fenchel_idl.ImplicitModel`."""
 
 _OPTIMIZERS = ("adam", "sgd")
+_DTYPES = ("float64", "float32")
+
+#: Smallest relative tolerance of the fixed-point iterations in float32: its rounding
+#: (about 6e-8 per operation, summed over a row of A) stalls the steps near 1e-6.
+_F32_TOL = 1e-5
 
 
 # -- options ---------------------------------------------------------------------------------
@@ -137,10 +142,33 @@ class RefineOptions:
         Compute the full training loss after every epoch (one extra forward pass on all
         samples). When False, :attr:`EpochRecord.loss` is NaN and only the running mini-batch
         loss is recorded.
-    keep_best : bool, default False
+    keep_best : bool or None, default None (True when ``evaluate``)
         Return the parameters with the lowest training objective (loss + penalties) seen at
         the end of an epoch or before the first step, instead of the last ones; so polishing
-        a BCD model never makes its training objective worse. Needs ``evaluate=True``.
+        a BCD model never makes its training objective worse (checked once more in float64
+        at the end). Needs ``evaluate=True``.
+    backtrack : bool or None, default None (True when ``evaluate``)
+        When an epoch ends with a training objective above ``(1 + backtrack_tol)`` times the
+        best one seen so far (the step blew up), return to the best parameters, restart the
+        optimizer's moments and multiply the learning rate by ``backtrack_factor``. Needs
+        ``evaluate=True``.
+    backtrack_factor : float in (0, 1), default 0.5
+    backtrack_tol : float >= 0, default 0.1
+        The relative rise that counts as a blow-up; small rises are the noise of stochastic
+        steps and are left alone.
+    dtype : {"float64", "float32"}, default "float64"
+        Precision of the epochs (forward and adjoint iterations, steps). In float32 the
+        fixed-point tolerances are raised to at least 1e-5 (float32 keeps about 7 digits).
+        The returned model is float64 either way: its A is projected onto the kappa ball
+        in float64 and its objective (``history.final_objective``) is evaluated in float64.
+    rank : int >= 1 or None, default None
+        Low-rank training: A = L R^T with L, R of shape (n, rank), started from the
+        truncated SVD of the model's A and trained by their gradients
+        ``dL/dL = (dL/dA) R``, ``dL/dR = (dL/dA)^T L``. Each factor is projected onto its own
+        ball (rows of L, columns of R in l1) whose radii multiply to the well-posedness
+        radius, so ``||A||_inf <= ||L||_inf ||R^T||_inf <= kappa`` holds at every step.
+        Needs ``"A"`` in ``params``, a row-wise ball (componentwise activations), and no
+        penalty on A.
     blas_threads : int >= 1, "auto" or None, default None
         Limit the BLAS thread pool during refinement (through ``threadpoolctl``, a
         scikit-learn dependency). None takes the limit of the environment variable
@@ -181,8 +209,13 @@ class RefineOptions:
     max_iter: int = 2000
     projection: str = "sort"
     evaluate: bool = True
-    keep_best: bool = False
+    keep_best: bool | None = None
     blas_threads: int | str | None = None
+    backtrack: bool | None = None
+    backtrack_factor: float = 0.5
+    backtrack_tol: float = 0.1
+    dtype: str = "float64"
+    rank: int | None = None
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, low=0)
@@ -202,7 +235,12 @@ class RefineOptions:
         for p in params:
             check_choice("params", p, PARAMETERS)
         object.__setattr__(self, "params", tuple(k for k in PARAMETERS if k in params))
-        for name in ("refit_output", "shuffle", "warm_start", "evaluate", "keep_best"):
+        for name in ("keep_best", "backtrack"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, isinstance(self.evaluate, (bool, np.bool_))
+                                   and bool(self.evaluate))
+        for name in ("refit_output", "shuffle", "warm_start", "evaluate", "keep_best",
+                     "backtrack"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise InputTypeError(f"'{name}' must be a bool; got {getattr(self, name)!r}.")
         check_real("refit_ridge", self.refit_ridge, 0.0, None)
@@ -216,9 +254,19 @@ class RefineOptions:
                 raise ValidationError(f"'blas_threads' must be a positive integer, 'auto' or "
                                       f"None; got {self.blas_threads!r}.")
             check_int("blas_threads", self.blas_threads, low=1)
-        if self.keep_best and not self.evaluate:
-            raise ValidationError("'keep_best' needs evaluate=True (the full training loss of "
-                                  "every epoch); got keep_best=True with evaluate=False.")
+        for name in ("keep_best", "backtrack"):
+            if getattr(self, name) and not self.evaluate:
+                raise ValidationError(f"'{name}' needs evaluate=True (the full training loss "
+                                      f"of every epoch); got {name}=True with evaluate=False.")
+        check_real("backtrack_factor", self.backtrack_factor, 0.0, 1.0, low_open=True,
+                   high_open=True)
+        check_real("backtrack_tol", self.backtrack_tol, 0.0, None)
+        check_choice("dtype", self.dtype, _DTYPES)
+        if self.rank is not None:
+            check_int("rank", self.rank, low=1)
+            if "A" not in self.params:
+                raise ValidationError(f"'rank' trains A as L R^T and needs 'A' in params; got "
+                                      f"params={list(self.params)}.")
 
     def replace(self, **changes: Any) -> RefineOptions:
         """A copy with some options changed; unknown names raise :class:`ValidationError`."""
@@ -271,6 +319,10 @@ class EpochRecord:
         Mean fixed-point iterations per mini-batch.
     converged : bool
         Whether every forward and adjoint solve of the epoch reached its tolerance.
+    backtracked : bool
+        The epoch's objective rose above the backtracking threshold: the parameters went
+        back to the best epoch's and the learning rate was cut (see ``backtrack``). Loss and
+        objective are the rejected epoch's; ``norm`` is that of the parameters kept.
     """
 
     epoch: int
@@ -284,6 +336,7 @@ class EpochRecord:
     forward_iterations: float
     adjoint_iterations: float
     converged: bool
+    backtracked: bool = False
 
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(EpochRecord))
@@ -308,6 +361,13 @@ class RefineHistory:
     best_epoch : int
         Epoch whose parameters were returned with ``keep_best=True`` (0: the starting
         point); otherwise the last epoch run.
+    initial_objective : float
+        Training objective (loss + penalties) of the starting point after the initial
+        projection, in float64 on all samples: what the refinement started from.
+    final_objective : float
+        The same for the returned model (after ``refit_output``). With ``keep_best`` it is
+        never above ``initial_objective``; without it a higher value is also announced by a
+        :class:`fenchel_idl.errors.ConvergenceWarning`.
 
     Examples
     --------
@@ -320,6 +380,13 @@ class RefineHistory:
     initial_projection: float
     stop_reason: str
     best_epoch: int = 0
+    initial_objective: float = float("nan")
+    final_objective: float = float("nan")
+
+    @property
+    def worsened(self) -> bool:
+        """Whether the returned model's training objective is above its start's."""
+        return bool(self.final_objective > self.initial_objective)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -360,7 +427,9 @@ class RefineHistory:
         """Plain lists and floats, for JSON."""
         out: dict[str, Any] = {k: self.column(k).tolist() for k in _RECORD_FIELDS}
         out.update(initial_loss=self.initial_loss, initial_projection=self.initial_projection,
-                   stop_reason=self.stop_reason, best_epoch=self.best_epoch)
+                   stop_reason=self.stop_reason, best_epoch=self.best_epoch,
+                   initial_objective=self.initial_objective,
+                   final_objective=self.final_objective)
         return out
 
 
@@ -511,35 +580,101 @@ class _AdjointOperands:
     activation: Activation
 
 
+def _picard_native(A: Array, b: Array, phi: Activation, X0: Array | None, tol: float,
+                   max_iter: int) -> tuple[Array, int, bool]:
+    """Picard iteration (2.6) in the dtype of ``b`` (float32 epochs), with the stopping rule
+    of :func:`fenchel_idl.model.equilibrium.picard`: the iterate whose image was computed last
+    is returned. Returns (X, iterations, converged)."""
+    X = np.zeros_like(b) if X0 is None else X0.astype(b.dtype, copy=True)
+    if not X.size:
+        return X, 1, True
+    Xn = np.empty_like(X)
+    for it in range(1, max_iter + 1):
+        np.matmul(A, X, out=Xn)
+        Xn += b
+        Xn[...] = phi(Xn)
+        step = float(np.max(np.abs(Xn - X)))
+        scale = float(np.max(np.abs(Xn)))
+        if not (np.isfinite(step) and np.isfinite(scale)):
+            return Xn, it, False
+        done = step <= tol * max(1.0, scale)
+        if done or it == max_iter:
+            return X, it, done
+        X, Xn = Xn, X
+    raise AssertionError("unreachable")  # the loop always returns at it == max_iter
+
+
+def _balanced_factors(A: Array, rank: int, radii: Array, seed: int) -> tuple[Array, Array]:
+    """(L, R) of shape (n, rank) with L R^T the rank-``rank`` truncated SVD of A, scaled so
+    that the largest row l1 norm of L relative to ``radii`` equals the largest column l1 norm
+    of R. A zero A gives L = 0 and a random R (a zero R would have a zero gradient)."""
+    Uv, s, Vt = np.linalg.svd(A)
+    k = min(rank, len(s))
+    L = np.zeros((A.shape[0], rank))
+    R = np.zeros((A.shape[0], rank))
+    L[:, :k] = Uv[:, :k] * np.sqrt(s[:k])
+    R[:, :k] = Vt[:k].T * np.sqrt(s[:k])
+    alpha = float(np.max(np.abs(L).sum(axis=1) / radii))
+    c = float(np.max(np.abs(R).sum(axis=0)))
+    if alpha > 0 and c > 0:
+        t = np.sqrt(alpha / c)
+        return L / t, R * t
+    R = np.random.default_rng(seed).standard_normal(R.shape)
+    return np.zeros_like(L), 0.5 * R / np.abs(R).sum(axis=0)
+
+
 class _Refiner:
     """The mutable state of one :func:`refine` run: parameters, optimizer, warm starts.
 
-    Private; :func:`refine` validates everything before building one.
+    Private; :func:`refine` validates everything before building one. The epochs run in
+    ``opts.dtype``; ``start`` keeps the (projected) starting parameters in float64. With
+    ``opts.rank`` the factors L, R live in ``factors`` and ``params["A"]`` is kept equal to
+    L R^T. Rows of L lie in l1 balls of the well-posedness radii, columns of R in the unit l1
+    ball, so ``||A_i||_1 <= ||L_i||_1 max_j ||R_j||_1 <= r_i``.
     """
 
     def __init__(self, model: ImplicitModel, U: Array, Y: Array, loss: Loss,
                  opts: RefineOptions, kappa: float, penalties: tuple[Penalty, ...]):
-        self.template, self.U, self.Y, self.loss, self.opts = model, U, Y, loss, opts
-        self.kappa, self.phi = kappa, model.activation
-        self.params = {k: np.array(getattr(model, k), dtype=np.float64, copy=True)
-                       for k in PARAMETERS}
+        self.template, self.loss, self.opts = model, loss, opts
+        self.kappa, self.phi, self.dtype = kappa, model.activation, np.dtype(opts.dtype)
+        params = {k: np.array(getattr(model, k), dtype=np.float64, copy=True)
+                  for k in PARAMETERS}
         self.radii, self.exact_ball = well_posed_radii(self.phi, model.n, kappa)
         self.trained = opts.params
-        self.penalties = _check_penalties(penalties, self.params, self.trained)
-        A0 = self.params["A"]
-        self.params["A"] = self.project(A0)
-        self.initial_projection = float(np.linalg.norm(self.params["A"] - A0))
-        self.optimizer: _Adam | _SGD
-        trained = {k: self.params[k] for k in self.trained}
-        if opts.optimizer == "adam":
-            self.optimizer = _Adam(trained, opts.beta1, opts.beta2, opts.eps)
+        self.penalties = _check_penalties(penalties, params, self.trained)
+        A0 = params["A"]
+        factors: dict[str, Array] = {}
+        if opts.rank is not None:
+            L, R = _balanced_factors(A0, opts.rank, self.radii, opts.seed)
+            factors = {"L": L, "R": R}
+            self.project_factors(factors)
+            params["A"] = factors["L"] @ factors["R"].T
         else:
-            self.optimizer = _SGD(trained, opts.momentum)
+            params["A"] = self.project(A0)
+        self.initial_projection = float(np.linalg.norm(params["A"] - A0))
+        self.start = {k: v.copy() for k, v in {**params, **factors}.items()}
+        self.U64, self.Y64 = U, Y
+        self.params = {k: v.astype(self.dtype) for k, v in params.items()}
+        self.factors = {k: v.astype(self.dtype) for k, v in factors.items()}
+        self.U, self.Y = U.astype(self.dtype, copy=False), Y.astype(self.dtype, copy=False)
+        low = _F32_TOL if self.dtype == np.float32 else 0.0
+        self.tol, self.adjoint_tol = max(opts.tol, low), max(opts.adjoint_tol, low)
+        # the arrays the optimizer updates (shared with params and factors)
+        self.variables = {k: self.params[k] for k in self.trained if not (k == "A" and factors)}
+        self.variables.update(self.factors)
+        self.optimizer: _Adam | _SGD = self.new_optimizer()
         m = U.shape[1]
         self.batch_size = m if opts.batch_size is None else min(opts.batch_size, m)
         self.rng = np.random.default_rng(opts.seed)
-        self.Xstore: Array | None = np.zeros((model.n, m)) if opts.warm_start else None
+        self.Xstore: Array | None = (np.zeros((model.n, m), dtype=self.dtype)
+                                     if opts.warm_start else None)
         self.failures = 0
+
+    def new_optimizer(self) -> _Adam | _SGD:
+        """A fresh optimizer (zero moments) on the trained arrays."""
+        if self.opts.optimizer == "adam":
+            return _Adam(self.variables, self.opts.beta1, self.opts.beta2, self.opts.eps)
+        return _SGD(self.variables, self.opts.momentum)
 
     # -- pieces of a step ------------------------------------------------------------------
     def project(self, A: Array) -> Array:
@@ -547,6 +682,20 @@ class _Refiner:
         if self.exact_ball:
             return project_rows(A, self.radii, self.opts.projection)
         return project_well_posed(A, self.kappa, self.phi, self.opts.projection)
+
+    def project_factors(self, factors: dict[str, Array]) -> None:
+        """Rows of L onto their l1 balls (radii r_i), columns of R onto the unit l1 ball, in
+        place; their product then lies in the well-posedness ball."""
+        L, R = factors["L"], factors["R"]
+        L[...] = project_rows(L, self.radii, self.opts.projection)
+        R[...] = project_rows(R.T, np.ones(R.shape[1]), self.opts.projection).T
+
+    def snapshot(self) -> dict[str, Array]:
+        return {k: v.copy() for k, v in {**self.params, **self.factors}.items()}
+
+    def restore(self, saved: dict[str, Array]) -> None:
+        for k, v in saved.items():
+            (self.factors if k in ("L", "R") else self.params)[k][...] = v
 
     def model(self) -> ImplicitModel:
         """The current parameters as an (immutable, validated) model."""
@@ -556,7 +705,10 @@ class _Refiner:
         """Picard iteration (2.6): returns (X, B U + bias_x, iterations, converged)."""
         P = self.params
         b = P["B"] @ U + P["bias_x"][:, None]
-        X, it, _, ok = picard(P["A"], b, self.phi, X0, self.opts.tol, self.opts.max_iter)
+        if self.dtype == np.float64:
+            X, it, _, ok = picard(P["A"], b, self.phi, X0, self.tol, self.opts.max_iter)
+        else:
+            X, it, ok = _picard_native(P["A"], b, self.phi, X0, self.tol, self.opts.max_iter)
         self.failures += not ok
         return X, b, it, ok
 
@@ -571,13 +723,50 @@ class _Refiner:
             self.Xstore[...] = X
         return self.loss.value(self.Y, self.output(X, self.U))
 
+    def objective64(self, P: dict[str, Array], pens: tuple[Penalty, ...]) -> float:
+        """Loss plus penalties of the float64 parameters ``P`` on all samples, from a cold
+        start at the forward tolerance: the figure the start and the result are judged by."""
+        b = P["B"] @ self.U64 + P["bias_x"][:, None]
+        X, _, _, _ = picard(P["A"], b, self.phi, None, self.opts.tol, self.opts.max_iter)
+        Yhat = P["C"] @ X + P["D"] @ self.U64 + P["bias_y"][:, None]
+        return self.loss.value(self.Y64, Yhat) + (_penalty_value(pens, P) if pens else 0.0)
+
+    def to_float64(self) -> None:
+        """Parameters back to float64, A projected onto the ball in float64 (from the factors
+        with ``rank``), so that the returned model satisfies the bound exactly."""
+        self.params = {k: v.astype(np.float64) for k, v in self.params.items()}
+        if self.factors:
+            self.factors = {k: v.astype(np.float64) for k, v in self.factors.items()}
+            self.project_factors(self.factors)
+            self.params["A"] = self.factors["L"] @ self.factors["R"].T
+        elif self.dtype != np.float64:
+            self.params["A"] = self.project(self.params["A"])
+
+    def gradients(self, idx: NDArray[np.int64], X: Array, b: Array, G: Array,
+                  Ub: Array) -> tuple[dict[str, Array], int, bool]:
+        """Gradients of the batch loss on the trained arrays (adjoint (6.5)-(6.6))."""
+        P = self.params
+        Z = P["A"] @ X + b
+        operands = _AdjointOperands(P["A"], P["C"], self.phi)
+        V, ait, aok = solve_adjoint(operands, Z, G,  # type: ignore[arg-type]
+                                    tol=self.adjoint_tol, max_iter=self.opts.max_iter)
+        self.failures += not aok
+        grads = {"A": lambda: V @ X.T, "B": lambda: V @ Ub.T, "C": lambda: G @ X.T,
+                 "D": lambda: G @ Ub.T, "bias_x": lambda: V.sum(axis=1),
+                 "bias_y": lambda: G.sum(axis=1)}
+        out = {k: grads[k]() for k in self.variables if k in grads}
+        if self.factors:
+            gA = grads["A"]()
+            out.update(L=gA @ self.factors["R"], R=gA.T @ self.factors["L"])
+        return out, ait, aok
+
     def step(self, idx: NDArray[np.int64], lr: float) -> tuple[float, int, int, bool]:
         """One projected (proximal) gradient step on the batch ``idx``.
 
         Returns (batch loss before the step, forward iterations, adjoint iterations, all
         converged). A non-finite batch loss returns at once, without a step.
         """
-        P, opts = self.params, self.opts
+        P = self.params
         Ub, Yb = self.U[:, idx], self.Y[:, idx]
         X0 = self.Xstore[:, idx] if self.Xstore is not None else None
         X, b, it, ok = self.forward(Ub, X0)
@@ -587,20 +776,15 @@ class _Refiner:
         value = self.loss.value(Yb, Yhat)
         if not np.isfinite(value):
             return value, it, 0, ok
-        G = self.loss.grad(Yb, Yhat)
-        Z = P["A"] @ X + b
-        operands = _AdjointOperands(P["A"], P["C"], self.phi)
-        V, ait, aok = solve_adjoint(operands, Z, G,  # type: ignore[arg-type]
-                                    tol=opts.adjoint_tol, max_iter=opts.max_iter)
-        self.failures += not aok
-        grads = {"A": lambda: V @ X.T, "B": lambda: V @ Ub.T, "C": lambda: G @ X.T,
-                 "D": lambda: G @ Ub.T, "bias_x": lambda: V.sum(axis=1),
-                 "bias_y": lambda: G.sum(axis=1)}
-        self.optimizer.step(P, {k: grads[k]() for k in self.trained}, lr)
+        grads, ait, aok = self.gradients(idx, X, b, self.loss.grad(Yb, Yhat), Ub)
+        self.optimizer.step(self.variables, grads, lr)
         for pen in self.penalties:
             for k, v in pen.prox({k: P[k] for k in pen.matrices}, lr).items():
                 P[k][...] = v
-        if "A" in self.trained:
+        if self.factors:
+            self.project_factors(self.factors)
+            np.matmul(self.factors["L"], self.factors["R"].T, out=P["A"])
+        elif "A" in self.trained:
             P["A"][...] = self.project(P["A"])
         return value, it, ait, ok and aok
 
@@ -624,8 +808,12 @@ class _Refiner:
         return total / m, fwd / max(steps, 1), adj / max(steps, 1), conv, finite
 
     def refit_output(self, ridge: float) -> None:
-        X, _, _, _ = self.forward(self.U, self.Xstore)
-        C, D, by = _ridge_output(X, self.U, self.Y, ridge)
+        """Least-squares (C, D, bias_y) on the float64 equilibrium of all samples."""
+        P = self.params
+        b = P["B"] @ self.U64 + P["bias_x"][:, None]
+        X, _, _, ok = picard(P["A"], b, self.phi, self.Xstore, self.opts.tol, self.opts.max_iter)
+        self.failures += not ok
+        C, D, by = _ridge_output(X, self.U64, self.Y64, ridge)
         self.params.update(C=C, D=D, bias_y=by)
 
 
@@ -752,13 +940,17 @@ def refine(model: ImplicitModel, U: ArrayLike, Y: ArrayLike, loss: str | Loss = 
         if on_output:
             raise ValidationError(f"'refit_output' solves an unpenalized least-squares problem "
                                   f"for (C, D), but penalties {on_output} act on C or D.")
+    _check_rank(opts, pens, model, kap)
     limit = (env_blas_limit() if opts.blas_threads is None
              else None if opts.blas_threads == "auto" else int(opts.blas_threads))
     with blas_threads(limit):
         run = _Refiner(model, U2, Y2, L, opts, kap, pens)
+        initial = run.objective64(run.start, pens)
         history = _train(run, pens, callback, progress)
+        run.to_float64()
         if opts.refit_output:
             run.refit_output(opts.refit_ridge)
+        history = _settle(run, history, pens, initial)
     if run.failures:
         warnings.warn(f"{run.failures} forward or adjoint fixed-point solves hit max_iter="
                       f"{opts.max_iter} during refinement; gradients were inexact. Raise "
@@ -771,20 +963,76 @@ def refine(model: ImplicitModel, U: ArrayLike, Y: ArrayLike, loss: str | Loss = 
     return RefineResult(out, history, kap, opts)
 
 
+def _check_rank(opts: RefineOptions, pens: tuple[Penalty, ...], model: ImplicitModel,
+                kappa: float) -> None:
+    """Low-rank training needs a row-wise ball and no penalty on A (its prox acts on A)."""
+    if opts.rank is None:
+        return
+    on_A = [p.name for p in pens if "A" in p.matrices]
+    if on_A:
+        raise ValidationError(f"'rank' trains A through its factors L R^T; penalties {on_A} "
+                              "act on A itself. Drop them or train without 'rank'.")
+    if not well_posed_radii(model.activation, model.n, kappa)[1]:
+        raise ValidationError(f"'rank' needs a well-posedness ball of row-wise l1 norms "
+                              f"(componentwise activations); got {model.activation!r}.")
+
+
+def _settle(run: _Refiner, history: RefineHistory, pens: tuple[Penalty, ...],
+            initial: float) -> RefineHistory:
+    """Judge the returned model against its start in float64: with ``keep_best`` a model
+    whose objective is above the start's is replaced by the start; otherwise it warns."""
+    final = run.objective64(run.params, pens)
+    best_epoch = history.best_epoch
+    if not final <= initial:
+        if run.opts.keep_best:
+            run.params = {k: run.start[k].copy() for k in PARAMETERS}
+            final, best_epoch = initial, 0
+        else:
+            warnings.warn(f"refinement ended with a training objective of {final:.6g}, above "
+                          f"its start ({initial:.6g}); pass keep_best=True to keep the better "
+                          "model, or lower lr.", ConvergenceWarning, stacklevel=3)
+    return dataclasses.replace(history, initial_objective=float(initial),
+                               final_objective=float(final), best_epoch=best_epoch)
+
+
+@dataclass
+class _Best:
+    """The best epoch seen so far (objective, epoch number, saved parameters)."""
+
+    value: float
+    epoch: int = 0
+    saved: dict[str, Array] | None = None
+
+
+def _judge(run: _Refiner, best: _Best, objective: float, epoch: int, lr: float
+           ) -> tuple[bool, float]:
+    """Track the best epoch and backtrack after a blow-up; returns (backtracked, next lr)."""
+    opts = run.opts
+    if best.saved is None:
+        best.epoch = epoch
+    elif objective < best.value:
+        best.value, best.epoch, best.saved = objective, epoch, run.snapshot()
+    elif opts.backtrack and objective > best.value + opts.backtrack_tol * abs(best.value):
+        run.restore(best.saved)
+        run.optimizer = run.new_optimizer()
+        return True, lr * opts.backtrack_factor * opts.lr_decay
+    return False, lr * opts.lr_decay
+
+
 def _train(run: _Refiner, pens: tuple[Penalty, ...],
            callback: Callable[[EpochRecord, ImplicitModel], Any] | None,
            progress: bool) -> RefineHistory:
-    """The epoch loop of :func:`refine`: records, callback, progress bar, divergence."""
+    """The epoch loop of :func:`refine`: records, callback, progress bar, best epoch,
+    backtracking, divergence."""
     opts = run.opts
     initial = run.full_loss() if (opts.evaluate or opts.warm_start) else float("nan")
     initial_loss = initial if opts.evaluate else float("nan")
     records: list[EpochRecord] = []
     stop_reason = "epochs"
-    last_good = {k: v.copy() for k, v in run.params.items()}
-    best, best_epoch, best_value = None, 0, np.inf
-    if opts.keep_best:
-        best = {k: v.copy() for k, v in run.params.items()}
-        best_value = initial_loss + (_penalty_value(pens, run.params) if pens else 0.0)
+    last_good = run.snapshot()
+    best = _Best(initial_loss + (_penalty_value(pens, run.params) if pens else 0.0))
+    if opts.keep_best or opts.backtrack:
+        best.saved = run.snapshot()
     lr = opts.lr
     shown = Progress(progress, "refine")
     shown.open(opts.epochs, "epoch")
@@ -800,8 +1048,7 @@ def _train(run: _Refiner, pens: tuple[Penalty, ...],
                 batch_loss, fwd, adj, conv, finite = run.epoch(lr)
                 full = run.full_loss() if (finite and opts.evaluate) else float("nan")
                 if not finite or (opts.evaluate and not np.isfinite(full)):
-                    for k, v in last_good.items():
-                        run.params[k][...] = v
+                    run.restore(last_good)
                     stop_reason = "diverged"
                     warnings.warn(f"the training loss became non-finite in epoch {epoch} "
                                   f"(lr={lr:g} is probably too large); refinement stopped and "
@@ -809,21 +1056,16 @@ def _train(run: _Refiner, pens: tuple[Penalty, ...],
                                   NumericalWarning, stacklevel=3)
                     break
                 pen_val = _penalty_value(pens, run.params) if pens else 0.0
+                used = lr
+                backtracked, lr = _judge(run, best, full + pen_val, epoch, lr)
+                norm = _norm(run.params["A"], run.phi)  # of the parameters kept
                 rec = EpochRecord(epoch=epoch, loss=full, batch_loss=batch_loss,
                                   penalty=pen_val, objective=full + pen_val,
-                                  time=time.perf_counter() - t0, lr=lr,
-                                  norm=_norm(run.params["A"], run.phi),
+                                  time=time.perf_counter() - t0, lr=used, norm=norm,
                                   forward_iterations=fwd, adjoint_iterations=adj,
-                                  converged=conv)
+                                  converged=conv, backtracked=backtracked)
                 records.append(rec)
-                for k, v in run.params.items():
-                    last_good[k][...] = v
-                if best is None:
-                    best_epoch = epoch
-                elif rec.objective < best_value:
-                    best_value, best_epoch = rec.objective, epoch
-                    best = {k: v.copy() for k, v in run.params.items()}
-                lr *= opts.lr_decay
+                last_good = run.snapshot()
                 shown.update(f"loss={full if opts.evaluate else batch_loss:.4g}")
                 if epoch % log_every == 0 or epoch == opts.epochs:
                     shown.line(f"epoch {epoch}/{opts.epochs}: loss "
@@ -838,12 +1080,13 @@ def _train(run: _Refiner, pens: tuple[Penalty, ...],
                                       phase="refine", epoch=epoch) from None
         finally:
             shown.close()
-    shown.say(f"stopped after {epoch} epochs ({stop_reason}); keeping epoch {best_epoch}")
-    if best is not None:
-        for k, v in best.items():
-            run.params[k][...] = v
+    shown.say(f"stopped after {epoch} epochs ({stop_reason}); keeping epoch {best.epoch}")
+    if opts.keep_best and best.saved is not None:
+        run.restore(best.saved)
+    else:
+        best.epoch = len(records)
     return RefineHistory(tuple(records), float(initial_loss), run.initial_projection,
-                         stop_reason, best_epoch)
+                         stop_reason, best.epoch)
 
 
 # -- random start ----------------------------------------------------------------------------
