@@ -54,6 +54,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -65,6 +66,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fenchel_idl.analysis import plot_convergence, pyplot
+from fenchel_idl.apps.bench_refine import COSINE_SETTINGS
 from fenchel_idl.apps.common import (
     machine_line,
     problems_dir,
@@ -75,6 +77,7 @@ from fenchel_idl.blocks import env_blas_threads
 from fenchel_idl.drivers import (
     bcd_options,
     build_problem,
+    init_random,
     load_data,
     load_problem,
     refine,
@@ -85,10 +88,12 @@ from fenchel_idl.problem import datasets, prediction_metric
 
 __all__ = [
     "EXPERIMENTS",
+    "VALIDATION_FRACTION",
     "Experiment",
     "ExperimentResult",
     "SeedRun",
     "Target",
+    "choose_sweeps",
     "experiments_section",
     "main",
     "run_experiment",
@@ -117,11 +122,16 @@ class Target:
     value : float
     text : str
         The claim in words, for the report.
+    of : {"final", "bcd"}
+        Which implicit model the claim is about: the final one (BCD, then the problem
+        file's refinement) or the BCD model alone (every block certified, no gradient
+        stage).
     """
 
     kind: str
     value: float
     text: str
+    of: str = "final"
 
     def met(self, implicit: float, mlp: float, higher_is_better: bool) -> bool:
         """Whether mean metrics ``implicit`` and ``mlp`` satisfy the target."""
@@ -181,6 +191,14 @@ class Experiment:
         fields of this record (``refine_samples``, ``mlp_epochs``).
     note : str
         What differs from the paper, for the report.
+    select_sweeps : bool
+        Choose the number of BCD sweeps (1 to the problem file's ``max_sweeps``) on a
+        validation split of the training set (:data:`VALIDATION_FRACTION`), then train on
+        the whole training set with that count (:func:`choose_sweeps`); the test set is
+        scored only at the end. Otherwise the problem file's ``max_sweeps`` is used.
+    random_init : mapping
+        Keyword arguments of :func:`fenchel_idl.drivers.init_random` (``scale``,
+        ``bias_scale``) for the refinement from a random start.
     """
 
     name: str
@@ -199,6 +217,8 @@ class Experiment:
     refine_samples: int | None = None
     quick: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     note: str = ""
+    select_sweeps: bool = False
+    random_init: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def tune_epochs(self) -> int:
@@ -211,6 +231,9 @@ class Experiment:
 
 
 _MLP_LRS = (1e-3, 3e-3, 1e-2)
+
+#: Share of the training set held out to choose the BCD sweep count (``select_sweeps``).
+VALIDATION_FRACTION = 0.2
 
 #: What the two synthetic experiments of section 7.2.1 share: 5 runs, an MLP of 10 + 10 units.
 _SYNTHETIC = {
@@ -236,6 +259,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         # the refinement is full-batch (batch_size = m); the MLP keeps batches of 20, its
         # stronger setting on this problem (full-batch Adam, step size tuned, fits worse)
         mlp_batches=(20,),
+        # the random start of the refinement spreads the ReLU kinks over the inputs' range,
+        # as the tuned pure-gradient settings of the cosine benchmark do
+        random_init={"scale": COSINE_SETTINGS["init_scale"],
+                     "bias_scale": COSINE_SETTINGS["init_bias_scale"]},
         target=Target("at_most", 0.56, "train RMSE <= 0.56 (paper: implicit 0.56, NN 0.65; "
                                        "noise std 0.577)"),
         quick={"model": {"n": 21}, "training": {"max_sweeps": 2}, "refine": {"epochs": 20},
@@ -260,12 +287,13 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment(
         name="digits", figure="- (sanity check)", metric="accuracy",
         paper_implicit=None, paper_nn=None, runs=5, mlp_hidden=(20,), mlp_epochs=100,
-        mlp_batches=(16, 32, 64),
-        target=Target("vs_mlp", 0.0, "implicit >= MLP"),
-        quick={"data": {"n": 300}, "model": {"n": 10}, "training": {"max_sweeps": 1},
+        mlp_batches=(16, 32, 64), select_sweeps=True,
+        target=Target("vs_mlp", 0.0, "BCD alone >= MLP", of="bcd"),
+        quick={"data": {"n": 300}, "model": {"n": 10}, "training": {"max_sweeps": 2},
                "refine": {"epochs": 3}, "experiment": {"mlp_hidden": (10,), "mlp_epochs": 20}},
         note="Not in the paper: scikit-learn's 8x8 digits, a small image set that runs in "
-             "minutes."),
+             "minutes. The BCD sweep count is chosen on a validation split of the training "
+             "set; the target is about BCD alone."),
     Experiment(
         name="mnist", figure="Fig. 7 (sec. 7.2.2)", metric="accuracy",
         paper_implicit=0.976, paper_nn=0.972,
@@ -301,14 +329,25 @@ class SeedRun:
     implicit_start, implicit_bcd : float
         The metric of the random-feature start and of the model after BCD (before
         refinement).
+    implicit_random : float
+        The metric of the refinement from a random start (:func:`fenchel_idl.init_random`),
+        with the problem file's refinement options (the same epochs); nan without one.
+    train, test : dict
+        The metric of each model ("start", "bcd", "final", "random", "mlp", "linear") on
+        the BCD training set and on the test set (for the cosine problem: RMSE against
+        the noiseless f on a grid).
     extra : dict
         Other metrics (for regression: RMSE against the noiseless function on a grid).
-    curve_implicit, curve_mlp : list of (epoch, metric)
-        The metric over refinement epochs (epoch 0: after BCD) and over Adam epochs.
+    curve_implicit, curve_random, curve_mlp : list of (epoch, metric)
+        The metric over refinement epochs (epoch 0: after BCD), over the epochs of the
+        refinement from a random start, and over Adam epochs.
     times : dict
-        Wall times in seconds: "bcd", "refine", "mlp", "linear".
+        Wall times in seconds: "start" (the random-feature start, up to the first block
+        update of BCD), "bcd" (the whole BCD run, start included), "refine", "random",
+        "mlp", "linear".
     certificate : dict
-        Part of the BCD certificate: well_posed, blocks_certified, relaxation_gap, ...
+        Part of the certificate of the BCD model (before refinement): well_posed,
+        blocks_certified, true_loss, relaxed_objective, relaxation_gap, n_sweeps, ...
     """
 
     seed: int
@@ -317,8 +356,12 @@ class SeedRun:
     linear: float
     implicit_start: float
     implicit_bcd: float
+    implicit_random: float = float("nan")
+    train: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     curve_implicit: list = field(default_factory=list)
+    curve_random: list = field(default_factory=list)
     curve_mlp: list = field(default_factory=list)
     times: dict = field(default_factory=dict)
     certificate: dict = field(default_factory=dict)
@@ -337,8 +380,12 @@ class ExperimentResult:
     time: float = 0.0
 
     def stat(self, key: str) -> tuple[float, float]:
-        """(mean, std) over seeds of ``key`` ("implicit", "mlp", ...); std is 0 for 1 seed."""
-        vals = np.array([getattr(r, key) for r in self.runs], dtype=float)
+        """(mean, std) over seeds of ``key`` ("implicit", "mlp", ...; "train.bcd" for an
+        entry of a dict field, "times.bcd", "certificate.relaxation_gap"); std is 0 for 1
+        seed."""
+        name, _, sub = key.partition(".")
+        vals = np.array([getattr(r, name)[sub] if sub else getattr(r, name)
+                         for r in self.runs], dtype=float)
         if vals.size == 0:
             return float("nan"), float("nan")
         return float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0
@@ -347,8 +394,10 @@ class ExperimentResult:
     def met(self) -> bool | None:
         if self.skipped or not self.runs:
             return None
-        return self.experiment.target.met(self.stat("implicit")[0], self.stat("mlp")[0],
-                                          self.experiment.higher_is_better)
+        target = self.experiment.target
+        key = "implicit_bcd" if target.of == "bcd" else "implicit"
+        return target.met(self.stat(key)[0], self.stat("mlp")[0],
+                          self.experiment.higher_is_better)
 
     def to_dict(self) -> dict:
         return {"experiment": dataclasses.asdict(self.experiment), "mode": self.mode,
@@ -406,54 +455,146 @@ def _model_metric(metric: str, model, ds) -> float:
 
 # -- one seed ---------------------------------------------------------------------------------
 
-def _train_implicit(exp: Experiment, spec, train, refine_set, test, seed: int,
-                    eval_points: int = 40) -> tuple[dict, Any, Any]:
-    """BCD, then the optional refinement on ``refine_set`` with a test-metric curve."""
-    problem = build_problem(spec, train)
+def _solve_bcd(problem, opts: Mapping[str, Any], seed: int) -> tuple[Any, float, float, int]:
+    """:func:`fenchel_idl.solve_bcd` without refinement; returns (result, wall seconds,
+    seconds of the random-feature start, number of warnings).
+
+    The start's time is measured up to the first block update (the time of that update,
+    which its record carries, taken off), so it includes building the blocks.
+    """
     t0 = time.perf_counter()
+    first: list[float] = []
+
+    def mark(rec) -> None:
+        if not first:
+            first.append(time.perf_counter() - float(rec.time) - t0)
+
     with warnings.catch_warnings(record=True) as caught:
         # solver notes ("inaccurate", fallbacks) are recorded in the certificate
         warnings.simplefilter("always")
-        result = solve_bcd(problem, **{**bcd_options(spec, refine=False), "seed": seed})
-    t_bcd = time.perf_counter() - t0
-    model = result.model
+        result = solve_bcd(problem, **{**opts, "seed": seed}, callback=mark)
+    seconds = time.perf_counter() - t0
+    return result, seconds, (first[0] if first else seconds), len(caught)
+
+
+def choose_sweeps(spec, train, *, metric: str = "accuracy", seed: int = 0,
+                  fraction: float = VALIDATION_FRACTION) -> dict[str, Any]:
+    """The number of BCD sweeps with the best validation metric.
+
+    A stratified split (:func:`fenchel_idl.problem.datasets.train_test_split`, seeded with
+    the problem's seed) holds out ``fraction`` of ``train``. BCD runs on the rest with the
+    problem file's settings, one sweep at a time up to its ``max_sweeps``: each step resumes
+    the previous one from its checkpoint (:func:`fenchel_idl.solve_bcd` with ``checkpoint``
+    and ``resume``), so the model scored after k sweeps is the model, with its final
+    readout, that a run of k sweeps returns. The test set is not used.
+
+    Parameters
+    ----------
+    spec : ProblemSpec
+    train : Dataset
+        The training set.
+    metric : {"accuracy", "rmse"}
+    seed : int
+        Seed of the BCD start.
+    fraction : float in (0, 1)
+
+    Returns
+    -------
+    dict
+        ``sweeps`` (the chosen count; the fewest among equal scores), ``curve`` (list of
+        (sweeps, validation metric)), ``seconds``, ``m_fit`` and ``m_val``.
+    """
+    fit, val = datasets.train_test_split(train, fraction, seed=spec.seed)
+    problem = build_problem(spec, fit)
+    opts = bcd_options(spec, refine=False)
+    top = int(opts.pop("max_sweeps"))
+    opts["seed"] = seed
+    curve: list[tuple[int, float]] = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as ckpt, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # solver notes are in each run's certificate
+        for k in range(1, top + 1):
+            result = solve_bcd(problem, **opts, max_sweeps=k, checkpoint=ckpt, resume=True)
+            curve.append((int(result.n_sweeps), _model_metric(metric, result.model, val)))
+            if result.n_sweeps < k:  # the schedule stopped: more sweeps change nothing
+                break
+    sign = 1.0 if metric == "accuracy" else -1.0
+    best = int(np.argmax([sign * v for _, v in curve]))
+    return {"sweeps": curve[best][0], "curve": curve, "seconds": time.perf_counter() - t0,
+            "m_fit": fit.m, "m_val": val.m}
+
+
+def _refine_run(exp: Experiment, spec, problem, model, refine_set, scored, seed: int,
+                eval_points: int) -> tuple[Any, float, list]:
+    """The problem file's refinement of ``model`` on ``refine_set``; returns (model, wall
+    seconds, curve of the metric on ``scored`` over epochs)."""
+    opts = dict(spec.refine)
+    kappa = opts.pop("kappa", problem.kappa)
+    opts.setdefault("seed", seed)
+    epochs = int(opts.get("epochs", 100))
+    every = max(1, epochs // eval_points)
+    curve: list[tuple[int, float]] = []
+
+    def record(rec, current):
+        if rec.epoch % every == 0 or rec.epoch == epochs:
+            curve.append((int(rec.epoch), _model_metric(exp.metric, current, scored)))
+
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence notes are in the history
+        res = refine(model, refine_set.U, refine_set.Y, loss=problem.loss.name,
+                     penalties=list(problem.penalties), kappa=kappa, callback=record, **opts)
+    return res.model, time.perf_counter() - t0, curve
+
+
+def _train_implicit(exp: Experiment, spec, train, refine_set, test, seed: int,
+                    max_sweeps: int, eval_points: int = 40) -> tuple[dict, Any, Any]:
+    """The four implicit models of one seed: the random-feature start and BCD alone (one
+    BCD run of ``max_sweeps``), BCD then the problem file's refinement on ``refine_set``,
+    and the same refinement from a random start; metrics, wall times and the BCD
+    certificate."""
+    problem = build_problem(spec, train)
+    opts = {**bcd_options(spec, refine=False), "max_sweeps": int(max_sweeps)}
+    result, t_bcd, t_start, warned = _solve_bcd(problem, opts, seed)
     metric = exp.metric
     scored = train if metric == "rmse" else test  # section 7.1 reports the training RMSE
-    out = {"start": _model_metric(metric, result.start_model, scored),
-           "bcd": _model_metric(metric, model, scored), "t_bcd": t_bcd, "t_refine": 0.0}
-    curve = [(0, out["bcd"])]
+    model = result.model
+    out: dict[str, Any] = {
+        "start": _model_metric(metric, result.start_model, scored),
+        "bcd": _model_metric(metric, model, scored), "random": float("nan"),
+        "times": {"start": t_start, "bcd": t_bcd, "refine": 0.0, "random": 0.0},
+        "train": {"start": _model_metric(metric, result.start_model, train),
+                  "bcd": _model_metric(metric, model, train)},
+        "test": {"start": _model_metric(metric, result.start_model, test),
+                 "bcd": _model_metric(metric, model, test)},
+        "curve_random": []}
+    out["curve"] = [(0, out["bcd"])]
     if spec.refine is not None:
-        opts = dict(spec.refine)
-        kappa = opts.pop("kappa", problem.kappa)
-        opts.setdefault("seed", seed)
-        epochs = int(opts.get("epochs", 100))
-        every = max(1, epochs // eval_points)
-
-        def record(rec, current):
-            if rec.epoch % every == 0 or rec.epoch == epochs:
-                curve.append((int(rec.epoch), _model_metric(metric, current, scored)))
-
-        Yref = refine_set.Y
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # convergence notes are in the history
-            rres = refine(model, refine_set.U, Yref, loss=problem.loss.name,
-                          penalties=list(problem.penalties), kappa=kappa, callback=record,
-                          **opts)
-        out["t_refine"] = time.perf_counter() - t0
-        model = rres.model
+        model, out["times"]["refine"], curve = _refine_run(
+            exp, spec, problem, model, refine_set, scored, seed, eval_points)
+        out["curve"] += curve
+        start = init_random(train.p, train.q, int(spec.model["n"]), kappa=problem.kappa,
+                            activation=spec.model.get("activation", "relu"), seed=seed,
+                            **dict(exp.random_init))
+        rnd, out["times"]["random"], out["curve_random"] = _refine_run(
+            exp, spec, problem, start, refine_set, scored, seed, eval_points)
+        out["random"] = _model_metric(metric, rnd, scored)
+        out["train"]["random"] = _model_metric(metric, rnd, train)
+        out["test"]["random"] = _model_metric(metric, rnd, test)
     out["final"] = _model_metric(metric, model, scored)
-    if metric == "rmse":
-        out["test_rmse"] = _model_metric("rmse", model, test)
+    out["train"]["final"] = _model_metric(metric, model, train)
+    out["test"]["final"] = _model_metric(metric, model, test)
     cert = result.certificate
     out["certificate"] = {"well_posed": bool(cert.well_posed),
                           "blocks_certified": bool(cert.blocks_certified),
+                          "true_loss": float(cert.true_loss),
+                          "relaxed_objective": float(cert.relaxed_objective),
                           "relaxation_gap": float(cert.relaxation_gap),
+                          "stationary": bool(cert.stationary),
                           "pf_eigenvalue": float(cert.pf_eigenvalue),
                           "n_sweeps": int(result.n_sweeps),
                           "uncertified_solves": len(cert.solve_events),
-                          "warnings": len(caught)}
-    out["curve"] = curve
+                          "warnings": warned}
     return out, result, model
 
 
@@ -537,7 +678,10 @@ class _RowsView:
         return self.y.shape[0]
 
 
-def _train_linear(exp: Experiment, X: Array, y: Array, Xs: Array, scored) -> float:
+def _train_linear(exp: Experiment, X: Array, y: Array, Xs: Array, scored, train,
+                  test) -> tuple[float, float, float]:
+    """Logistic or linear regression on (X, y); its metric on ``scored``, ``train`` and
+    ``test``."""
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
     with warnings.catch_warnings():
@@ -545,7 +689,9 @@ def _train_linear(exp: Experiment, X: Array, y: Array, Xs: Array, scored) -> flo
         est = LogisticRegression(max_iter=1000) if exp.metric == "accuracy" else \
             LinearRegression()
         est.fit(X, y)
-    return _sk_metric(exp.metric, est, Xs, scored)
+    return (_sk_metric(exp.metric, est, Xs, scored),
+            _sk_metric(exp.metric, est, train.X_rows, train),
+            _sk_metric(exp.metric, est, test.X_rows, test))
 
 
 # -- one experiment ---------------------------------------------------------------------------
@@ -621,32 +767,54 @@ def run_experiment(exp: Experiment, problem_path: str | Path, *, mode: str = "de
     res.settings["mlp_batch"] = batch
     res.settings["mlp_batch_grid"] = list(exp.mlp_batches) if exp.mlp_batches else None
     res.settings["mlp_tuning_time"] = time.perf_counter() - t0
+    sweeps = int(res.settings["max_sweeps"])
+    if exp.select_sweeps:
+        say(f"[{exp.name}] choosing the BCD sweep count (1 to {sweeps}) on a validation "
+            "split of the training set ...")
+        chosen = choose_sweeps(spec, train, metric=exp.metric, seed=spec.seed)
+        sweeps = chosen["sweeps"]
+        res.settings["sweep_selection"] = chosen
+        say(f"[{exp.name}] validation {exp.metric} by sweeps: "
+            + ", ".join(f"{s}: {v:.4f}" for s, v in chosen["curve"])
+            + f"; chosen {sweeps} ({chosen['seconds']:.1f} s)")
+    res.settings["sweeps"] = sweeps
     first_bcd = first_model = first_mlp = None
     for j in range(k):
         seed = spec.seed + j
-        imp, bcd_result, model = _train_implicit(exp, spec, train, refine_set, test, seed)
+        imp, bcd_result, model = _train_implicit(exp, spec, train, refine_set, test, seed,
+                                                 sweeps)
         t0 = time.perf_counter()
         mlp_final, mlp_curve, net = _train_mlp(exp, X, y, Xs, scored, lr, seed,
                                                exp.mlp_epochs)
         t_mlp = time.perf_counter() - t0
         t0 = time.perf_counter()
-        linear = _train_linear(exp, X, y, Xs, scored)
+        linear, linear_train, linear_test = _train_linear(exp, X, y, Xs, scored, train, test)
         t_lin = time.perf_counter() - t0
         extra = {}
+        mlp_test = _sk_metric(exp.metric, net, test.X_rows, test)
         if exp.metric == "rmse":
-            extra["implicit_rmse_vs_f"] = imp["test_rmse"]
-            extra["mlp_rmse_vs_f"] = _sk_metric("rmse", net, test.X_rows, test)
+            extra["implicit_rmse_vs_f"] = imp["test"]["final"]
+            extra["mlp_rmse_vs_f"] = mlp_test
         run = SeedRun(seed=seed, implicit=imp["final"], mlp=mlp_final, linear=linear,
-                      implicit_start=imp["start"], implicit_bcd=imp["bcd"], extra=extra,
-                      curve_implicit=imp["curve"], curve_mlp=mlp_curve,
-                      times={"bcd": imp["t_bcd"], "refine": imp["t_refine"], "mlp": t_mlp,
-                             "linear": t_lin},
+                      implicit_start=imp["start"], implicit_bcd=imp["bcd"],
+                      implicit_random=imp["random"],
+                      train={**imp["train"], "mlp": _sk_metric(exp.metric, net,
+                                                               train.X_rows, train),
+                             "linear": linear_train},
+                      test={**imp["test"], "mlp": mlp_test, "linear": linear_test},
+                      extra=extra, curve_implicit=imp["curve"],
+                      curve_random=imp["curve_random"], curve_mlp=mlp_curve,
+                      times={**imp["times"], "mlp": t_mlp, "linear": t_lin},
                       certificate=imp["certificate"])
         res.runs.append(run)
-        say(f"[{exp.name}] seed {seed}: implicit {run.implicit:.4f} (start "
-            f"{run.implicit_start:.4f}, BCD {run.implicit_bcd:.4f}), MLP {run.mlp:.4f}, "
-            f"linear {run.linear:.4f}; BCD {imp['t_bcd']:.1f} s, refine "
-            f"{imp['t_refine']:.1f} s, MLP {t_mlp:.1f} s")
+        t = run.times
+        say(f"[{exp.name}] seed {seed}: start {run.implicit_start:.4f}, BCD alone "
+            f"{run.implicit_bcd:.4f} ({t['bcd']:.1f} s), BCD + refinement "
+            f"{run.implicit:.4f} (+{t['refine']:.1f} s), random start + refinement "
+            f"{run.implicit_random:.4f} ({t['random']:.1f} s), MLP {run.mlp:.4f} "
+            f"({t_mlp:.1f} s), linear {run.linear:.4f}; relaxation gap "
+            f"{run.certificate['relaxation_gap']:+.3g} (true loss "
+            f"{run.certificate['true_loss']:.3g})")
         if j == 0:
             first_bcd, first_model, first_mlp = bcd_result, model, net
     res.time = time.perf_counter() - t_start
@@ -673,6 +841,7 @@ def _plots(res: ExperimentResult, out: Path, bcd_result, model, net, train, test
     label = "test accuracy" if exp.metric == "accuracy" else "training RMSE"
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, name, color in (("curve_implicit", "implicit (epoch 0: after BCD)", "tab:blue"),
+                             ("curve_random", "implicit from a random start", "tab:green"),
                              ("curve_mlp", f"MLP {exp.mlp_hidden} (Adam)", "tab:orange")):
         curves = [getattr(r, key) for r in res.runs if getattr(r, key)]
         if not curves:
@@ -750,9 +919,15 @@ def write_report(results: Sequence[ExperimentResult], out: str | Path, *, mode: 
 
 def experiments_section(results: Sequence[ExperimentResult], *, mode: str, command: str = "",
                         total_time: float | None = None) -> str:
-    """The results-document section: the summary table of :func:`write_report`."""
-    return "\n".join(["## Experiments of section 7", "",
-                      *_summary(results, mode=mode, command=command, total_time=total_time)])
+    """The results-document section: the summary table of :func:`write_report`, then each
+    experiment's table of four implicit models and the relaxation gap at the end of BCD."""
+    lines = ["## Experiments of section 7", "",
+             *_summary(results, mode=mode, command=command, total_time=total_time)]
+    for r in results:
+        if r.skipped or not r.runs:
+            continue
+        lines += [f"### {r.experiment.name}", "", *_four_rows(r)]
+    return "\n".join(lines)
 
 
 def _summary(results: Sequence[ExperimentResult], *, mode: str, command: str,
@@ -763,49 +938,126 @@ def _summary(results: Sequence[ExperimentResult], *, mode: str, command: str,
     lines = [f"Mode: **{mode}**{where}.", f"{machine_line()}{total}", ""]
     lines += [("Metric: test accuracy (classification) or training RMSE (cosine, as in "
                "section 7.1). Values are mean ± standard deviation over seeds (model seeds; "
-               "the data are fixed by the problem file). \"paper\" gives the paper's "
-               "implicit / neural network numbers (average best accuracy over 5 runs); ours "
-               "are the accuracies at the last epoch, not the best over epochs (which would "
-               "select on the test set)."), ""]
+               "the data are fixed by the problem file). \"BCD alone\" is the model that "
+               "block-coordinate descent returns, every block a certified convex solve and "
+               "no gradient stage; \"BCD + refinement\" adds the problem file's gradient "
+               "refinement; \"random start\" is that refinement (same epochs) from a random "
+               "model. \"paper\" gives the paper's implicit / neural network numbers (average "
+               "best accuracy over 5 runs); ours are the accuracies at the last epoch, not "
+               "the best over epochs (which would select on the test set)."), ""]
     if mode == "quick":
         lines += [("**Quick mode: small subsets, few sweeps and epochs, one seed. The numbers "
                    "check that the pipeline runs; they are not results.**"), ""]
-    lines += [("| experiment | paper figure | metric | implicit | MLP (matched size) | "
-               "linear / logistic | paper (implicit / NN) | target | met? |"),
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [("| experiment | paper figure | metric | BCD alone | BCD + refinement | "
+               "random start + refinement | MLP (matched size) | linear / logistic | "
+               "paper (implicit / NN) | target | met? |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         e = r.experiment
         if r.skipped:
-            lines.append(f"| {e.name} | {e.figure} | {e.metric} | skipped | | | {_paper(e)} | "
-                         f"{e.target.text} | - |")
+            lines.append(f"| {e.name} | {e.figure} | {e.metric} | skipped | | | | | "
+                         f"{_paper(e)} | {e.target.text} | - |")
             continue
         k = len(r.runs)
-        cells = [_fmt(*r.stat(key), k, e.metric) for key in ("implicit", "mlp", "linear")]
+        cells = [_fmt(*r.stat(key), k, e.metric)
+                 for key in ("implicit_bcd", "implicit", "implicit_random", "mlp", "linear")]
         met = {True: "yes", False: "**no**", None: "-"}[r.met]
-        lines.append(f"| {e.name} | {e.figure} | {e.metric} | {cells[0]} | {cells[1]} | "
-                     f"{cells[2]} | {_paper(e)} | {e.target.text} | {met} |")
+        lines.append(f"| {e.name} | {e.figure} | {e.metric} | {' | '.join(cells)} | "
+                     f"{_paper(e)} | {e.target.text} | {met} |")
+    lines.append("")
+    return lines
+
+
+#: The rows of an experiment's table: (key of SeedRun.train/test/times, label).
+_MODELS = (("start", "random-feature start (A = 0, random B, optimal readout)"),
+           ("bcd", "BCD alone"),
+           ("final", "BCD + refinement"),
+           ("random", "refinement from a random start"))
+
+
+def _row_time(r: ExperimentResult, key: str) -> str:
+    """Mean wall time per seed of one row (BCD + refinement: both stages)."""
+    if key == "final":
+        vals = [run.times["bcd"] + run.times["refine"] for run in r.runs]
+    else:
+        vals = [run.times[key] for run in r.runs]
+    return f"{np.mean(vals):.1f} s"
+
+
+def _four_rows(r: ExperimentResult) -> list[str]:
+    """The table of the four implicit models of one experiment (and the two baselines),
+    measured in the same run, and the relaxation gap of the BCD model."""
+    e, s, k = r.experiment, r.settings, len(r.runs)
+    if e.metric == "accuracy":
+        heads = ("train accuracy", "test accuracy")
+    else:
+        heads = ("train RMSE", "RMSE against f (1000-point grid)")
+    certified = sum(bool(run.certificate.get("blocks_certified")) for run in r.runs)
+    sweeps = [run.certificate.get("n_sweeps", 0) for run in r.runs]
+    chosen = " chosen on a validation split" if "sweep_selection" in s else ""
+    refine = s.get("refine") or {}
+    epochs = refine.get("epochs", "-")
+    labels = {
+        "start": _MODELS[0][1],
+        "bcd": (f"**BCD alone** ({min(sweeps)}-{max(sweeps)} sweeps" if min(sweeps) !=
+                max(sweeps) else f"**BCD alone** ({sweeps[0]} sweep(s)")
+               + f"{chosen}; every block certified in {certified} of {k} seed(s))",
+        "final": f"BCD + refinement ({epochs} epochs)",
+        "random": f"refinement from a random start ({epochs} epochs)"}
+    lines = [f"| model | {heads[0]} | {heads[1]} | wall time per seed |", "|---|---|---|---|"]
+    for key, _ in _MODELS:
+        if key == "random" and s.get("refine") is None:
+            lines.append(f"| {labels[key]} | - | - | - (no [refine] table) |")
+            continue
+        cells = [_fmt(*r.stat(f"{part}.{key}"), k, e.metric) for part in ("train", "test")]
+        lines.append(f"| {labels[key]} | {cells[0]} | {cells[1]} | {_row_time(r, key)} |")
+    for key, label in (("mlp", f"baseline: MLP {tuple(e.mlp_hidden)}, Adam"),
+                       ("linear", "baseline: logistic regression" if e.metric == "accuracy"
+                        else "baseline: linear regression")):
+        cells = [_fmt(*r.stat(f"{part}.{key}"), k, e.metric) for part in ("train", "test")]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {_row_time(r, key)} |")
+    gap, true = r.stat("certificate.relaxation_gap")[0], r.stat("certificate.true_loss")[0]
+    share = f" ({100 * gap / true:.1f}% of the true loss)" if true > 0 else ""
+    lines += ["", (f"Relaxation gap at the end of BCD (certificate of the BCD model: training "
+                   f"loss at the true equilibrium minus the loss part of the relaxed objective, "
+                   f"standardized units), mean over seeds: {gap:+.3g}{share}; true loss "
+                   f"{true:.3g}, relaxed objective "
+                   f"{r.stat('certificate.relaxed_objective')[0]:.3g}.")]
+    sel = s.get("sweep_selection")
+    if sel:
+        curve = ", ".join(f"{n}: {v:.4f}" for n, v in sel["curve"])
+        lines += ["", (f"BCD sweep count chosen on a validation split ({sel['m_val']} of the "
+                       f"{sel['m_val'] + sel['m_fit']} training samples held out, BCD on the "
+                       f"other {sel['m_fit']}; the test set unused): validation {e.metric} "
+                       f"after k sweeps {curve}; chosen k = {sel['sweeps']} "
+                       f"({sel['seconds']:.0f} s, once for all seeds), then BCD on all "
+                       f"training samples.")]
     lines.append("")
     return lines
 
 
 def _details(r: ExperimentResult) -> list[str]:
-    """The report's section of one experiment: settings, one row per seed, plots."""
+    """The report's section of one experiment: settings, the four models, one row per
+    seed, plots."""
     e = r.experiment
     lines = [f"## {e.name}", ""]
     if r.skipped:
         return lines + [f"Skipped: {r.skipped}", ""]
-    lines += [e.note, "", *_settings_lines(r), ""]
-    lines += [("| seed | random-feature start | after BCD | implicit (final) | MLP | "
-               "linear | well-posed | blocks certified | BCD s | refine s | MLP s |"),
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [e.note, "", *_settings_lines(r), "", *_four_rows(r)]
+    lines += [("| seed | start | BCD alone | BCD + refinement | random start + refinement | "
+               "MLP | linear | well-posed | blocks certified | sweeps | true loss | "
+               "relaxation gap | BCD s | refine s | random s | MLP s |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     yes = {True: "yes", False: "no"}
     for run in r.runs:
         c, t = run.certificate, run.times
         lines.append(f"| {run.seed} | {run.implicit_start:.4f} | {run.implicit_bcd:.4f} | "
-                     f"{run.implicit:.4f} | {run.mlp:.4f} | {run.linear:.4f} | "
-                     f"{yes[bool(c.get('well_posed'))]} | "
-                     f"{yes[bool(c.get('blocks_certified'))]} | {t['bcd']:.1f} | "
-                     f"{t['refine']:.1f} | {t['mlp']:.1f} |")
+                     f"{run.implicit:.4f} | {run.implicit_random:.4f} | {run.mlp:.4f} | "
+                     f"{run.linear:.4f} | {yes[bool(c.get('well_posed'))]} | "
+                     f"{yes[bool(c.get('blocks_certified'))]} | {c.get('n_sweeps')} | "
+                     f"{c.get('true_loss', float('nan')):.4g} | "
+                     f"{c.get('relaxation_gap', float('nan')):+.3g} | {t['bcd']:.1f} | "
+                     f"{t['refine']:.1f} | {t['random']:.1f} | {t['mlp']:.1f} |")
     if e.metric == "rmse":
         f_imp = np.mean([run.extra["implicit_rmse_vs_f"] for run in r.runs])
         f_mlp = np.mean([run.extra["mlp_rmse_vs_f"] for run in r.runs])
@@ -822,7 +1074,9 @@ def _settings_lines(r: ExperimentResult) -> list[str]:
     scored = s["m_test"] if s["scored_on"] == "test set" else s["m_bcd"]
     return [
         (f"- problem file: `{s['problem_file']}`; n = {s['n']} states, kappa = {s['kappa']}; "
-         f"BCD on m = {s['m_bcd']} samples (p = {s['p']}), at most {s['max_sweeps']} sweep(s)"),
+         f"BCD on m = {s['m_bcd']} samples (p = {s['p']}), at most {s['sweeps']} sweep(s)"
+         + (f" (chosen on a validation split among 1 to {s['max_sweeps']})"
+            if "sweep_selection" in s else "")),
         (f"- refinement: {_refine_text(s)}; baselines trained on the same {s['m_refine']} "
          f"samples; metric on the {s['scored_on']} ({scored} samples)"),
         (f"- MLP {tuple(s['mlp_hidden'])}, Adam, {s['mlp_epochs']} epochs, batch "

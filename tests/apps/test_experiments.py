@@ -8,6 +8,7 @@ slow; run it with::
 or directly: ``python -m fenchel_idl.apps.experiments --quick --out runs/quick``.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def test_quick_run_writes_report(tmp_path, capsys):
                  "--out", str(tmp_path)])
     assert code == 0
     report = (tmp_path / "report.md").read_text()
-    assert "| experiment | paper figure | metric | implicit | MLP (matched size) |" in report
+    assert ("| experiment | paper figure | metric | BCD alone | BCD + refinement | "
+            "random start + refinement | MLP (matched size) |") in report
     for name in ("synthetic_network", "synthetic_implicit"):
         row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
         assert "Fig. " in row and ("yes" in row or "no" in row)
@@ -73,6 +75,24 @@ def test_quick_run_writes_report(tmp_path, capsys):
     run = results[0]["runs"][0]
     assert 0.5 <= run["implicit"] <= 1.0 and 0.0 <= run["mlp"] <= 1.0
     assert run["certificate"]["well_posed"]
+    # the four implicit models of the same run, each with its test figure and wall time
+    section = report.split("## synthetic_network")[1].split("## synthetic_implicit")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    labels = ("random-feature start", "**BCD alone**", "BCD + refinement",
+              "refinement from a random start")
+    for label, key in zip(labels, ("start", "bcd", "final", "random")):
+        row = next(line for line in rows if line.startswith(f"| {label}"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == f"{run['train'][key]:.3f}" and cells[2] == f"{run['test'][key]:.3f}"
+        assert cells[3].endswith(" s")
+    assert run["test"]["bcd"] == run["implicit_bcd"] and run["test"]["final"] == run["implicit"]
+    assert run["test"]["random"] == run["implicit_random"]
+    t = run["times"]
+    assert 0.0 < t["start"] < t["bcd"] and t["random"] > 0.0
+    # the relaxation gap of the BCD model is reported, as its certificate states it
+    cert = run["certificate"]
+    assert f"{cert['relaxation_gap']:+.3g}" in section and "Relaxation gap" in section
+    assert cert["true_loss"] > 0.0
     assert "wrote" in capsys.readouterr().out
 
 
@@ -101,7 +121,6 @@ def test_quick_run_of_every_experiment(tmp_path):
 def test_mlp_batch_search_picks_the_best_validation_pair():
     """With ``mlp_batches`` the batch size is searched jointly with the step size: the pair
     returned is the one whose MLP, retrained here on the same split, scores best."""
-    import dataclasses
 
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier
@@ -128,3 +147,44 @@ def test_mlp_batch_search_picks_the_best_validation_pair():
     # without a batch grid the experiment's own batch is kept
     assert _tune_mlp(dataclasses.replace(exp, mlp_batches=None, mlp_batch=40), X, y, 5,
                      seed=3)[1] == 40
+
+
+def test_target_of_bcd_checks_the_bcd_model():
+    """A target about BCD alone is judged on the BCD model, not the refined one."""
+    from fenchel_idl.apps.experiments import ExperimentResult, SeedRun
+
+    exp = EXPERIMENTS["digits"]
+    assert exp.target.of == "bcd" and exp.select_sweeps
+    runs = [SeedRun(seed=0, implicit=0.99, mlp=0.95, linear=0.9, implicit_start=0.9,
+                    implicit_bcd=0.94)]
+    assert ExperimentResult(exp, "default", runs=runs).met is False
+    runs[0].implicit_bcd = 0.951
+    assert ExperimentResult(exp, "default", runs=runs).met is True
+    final = dataclasses.replace(exp, target=Target("vs_mlp", 0.0, "", of="final"))
+    runs[0].implicit_bcd = 0.5
+    assert ExperimentResult(final, "default", runs=runs).met is True
+
+
+def test_choose_sweeps_scores_the_model_a_run_of_k_sweeps_returns():
+    """Each point of the validation curve is the model of an uninterrupted BCD run of that
+    many sweeps (re-run here without checkpoints), scored on the held-out part of the
+    training set only; the count chosen is the best point (the fewest sweeps on ties)."""
+    from fenchel_idl.apps.common import score
+    from fenchel_idl.apps.experiments import choose_sweeps
+    from fenchel_idl.drivers import bcd_options, build_problem, load_data, solve_bcd
+    from fenchel_idl.problem import datasets
+
+    spec = _patched(load_problem(PROBLEMS / "synthetic_network.toml"),
+                    {"data": {"m": 150}, "model": {"n": 4}, "training": {"max_sweeps": 3}})
+    train, _ = load_data(spec)
+    chosen = choose_sweeps(spec, train, metric="accuracy", seed=1)
+    fit, val = datasets.train_test_split(train, 0.2, seed=spec.seed)
+    assert (chosen["m_fit"], chosen["m_val"]) == (fit.m, val.m) and fit.m + val.m == train.m
+    assert 1 <= len(chosen["curve"]) <= 3
+    opts = bcd_options(spec, refine=False)
+    for k, value in chosen["curve"]:
+        res = solve_bcd(build_problem(spec, fit), **{**opts, "max_sweeps": k, "seed": 1})
+        assert res.n_sweeps == k
+        assert value == score(res.model, val.U, val.labels, "classification")
+    values = [v for _, v in chosen["curve"]]
+    assert chosen["sweeps"] == chosen["curve"][values.index(max(values))][0]
