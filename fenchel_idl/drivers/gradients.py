@@ -68,8 +68,8 @@ def solve_adjoint(model: ImplicitModel, Z: Array, G: Array, tol: float = 1e-10,
     converged : bool
     """
     phi = model.activation
-    AT = model.A.T
-    rhs = model.C.T @ G
+    AT = model.A.T.astype(Z.dtype, copy=False)
+    rhs = (model.C.T @ G).astype(Z.dtype, copy=False)
     if phi.componentwise:
         Psi = phi.derivative(Z).astype(Z.dtype, copy=False)
 

@@ -107,3 +107,20 @@ def test_adjoint_matches_dense_formula(rng):
         V[:, j] = (model.C @ np.linalg.solve(np.eye(7) - Psi @ model.A, Psi)).T @ G[:, j]
     np.testing.assert_allclose(g.A, V @ X.T, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(g.bias_x, V.sum(axis=1), rtol=1e-9, atol=1e-12)
+
+
+def test_solve_adjoint_keeps_float32_and_agrees_with_float64(rng):
+    from fenchel_idl.drivers.gradients import solve_adjoint
+
+    model = random_model(rng, n=9, p=3, q=2, kappa=0.6)
+    U = rng.standard_normal((3, 25))
+    X, _ = model.equilibrium(U)
+    Z = model.A @ X + model.state_input(U)
+    G = rng.standard_normal((2, 25))
+    V64, _, ok64 = solve_adjoint(model, Z, G, tol=1e-12)
+    V32, _, ok32 = solve_adjoint(model, Z.astype(np.float32), G, tol=1e-5)
+    assert ok64 and ok32 and V32.dtype == np.float32 and V64.dtype == np.float64
+    # V64 solves V = Psi o (A^T V + C^T G): an independent check of the fixed point
+    Psi = (Z > 0).astype(float)
+    assert np.allclose(V64, Psi * (model.A.T @ V64 + model.C.T @ G), atol=1e-10)
+    assert np.max(np.abs(V32 - V64)) <= 1e-4 * max(1.0, np.max(np.abs(V64)))

@@ -16,7 +16,13 @@ from fenchel_idl.drivers.refine import (
     init_random,
     refine,
 )
-from fenchel_idl.errors import InputTypeError, NumericalWarning, ShapeError, ValidationError
+from fenchel_idl.errors import (
+    ConvergenceWarning,
+    InputTypeError,
+    NumericalWarning,
+    ShapeError,
+    ValidationError,
+)
 from fenchel_idl.model import Blockwise, norm_matrix
 from fenchel_idl.problem.penalties import L1, Custom, LipschitzBound, NotSupportedInRefinement
 from fenchel_idl.problem.projection import project_inf_ball
@@ -286,3 +292,112 @@ def test_blas_threads_auto_and_env_default_are_accepted():
 
     assert RefineOptions(blas_threads="auto").blas_threads == "auto"
     assert RefineOptions().blas_threads is None  # the FENCHEL_IDL_BLAS_THREADS limit
+
+
+# -- safe defaults, float32, low rank ----------------------------------------------------------
+
+def numpy_objective(model, U, Y, l1_A=0.0):
+    """Squared-loss training objective by a plain numpy Picard loop (ReLU), an independent
+    forward pass: 0.5 ||C X + D U + bias_y - Y||^2 / m + l1_A ||A||_1."""
+    A, b = model.A, model.B @ U + model.bias_x[:, None]
+    X = np.zeros((model.n, U.shape[1]))
+    for _ in range(10000):
+        Xn = np.maximum(A @ X + b, 0.0)
+        if np.max(np.abs(Xn - X)) <= 1e-14 * max(1.0, np.max(np.abs(Xn))):
+            break
+        X = Xn
+    R = model.C @ Xn + model.D @ U + model.bias_y[:, None] - Y
+    return 0.5 * np.sum(R ** 2) / U.shape[1] + l1_A * np.abs(A).sum()
+
+
+@pytest.fixture(scope="module")
+def bcd_cosine():
+    """A BCD model of the README's tour problem (smaller: n = 12, two sweeps)."""
+    import warnings as w
+
+    from fenchel_idl import TrainingProblem, datasets, solve_bcd
+    ds = datasets.cosine(m=120, seed=0)
+    problem = TrainingProblem(ds.U, ds.Y, n=12, kappa=0.5, lam=300.0,
+                              bounds={"B": 5.0, "C": 60.0, "D": 20.0},
+                              penalties=[{"name": "l1", "weight": 1e-4, "on": "A"}])
+    with w.catch_warnings():
+        w.simplefilter("ignore")
+        res = solve_bcd(problem, max_sweeps=2)
+    return res.model, problem
+
+
+@pytest.mark.parametrize("settings", [{}, {"epochs": 100, "lr": 0.001}, {"epochs": 60, "lr": 0.01},
+                                      {"epochs": 40, "lr": 0.05, "optimizer": "sgd"}])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_refinement_from_bcd_never_ends_above_its_start(bcd_cosine, settings, seed):
+    """With the default options (keep_best and backtracking on), the returned model's training
+    objective, by an independent numpy forward pass, is never above the BCD model's."""
+    model, problem = bcd_cosine
+    U, Y = problem.U_raw, problem.Y_raw
+    settings = {"epochs": 30, **settings}
+    res = refine(model, U, Y, penalties=list(problem.penalties), kappa=problem.kappa,
+                 seed=seed, **settings)
+    start, end = numpy_objective(model, U, Y, 1e-4), numpy_objective(res.model, U, Y, 1e-4)
+    assert end <= start * (1 + 1e-9)
+    h = res.history
+    assert h.initial_objective == pytest.approx(start, rel=1e-7)
+    assert h.final_objective == pytest.approx(end, rel=1e-7)
+    assert not h.worsened and res.options.keep_best and res.options.backtrack
+
+
+def test_backtracking_cuts_the_step_and_a_worse_end_warns(regression):
+    U, Y = regression
+    polished = refine(init_random(2, 2, 10, kappa=0.5, seed=0), U, Y, kappa=0.5, epochs=20,
+                      lr=1e-2).model
+    res = refine(polished, U, Y, kappa=0.5, epochs=6, optimizer="sgd", lr=3.0)
+    h = res.history
+    assert h.column("backtracked").any()
+    lrs = h.column("lr")
+    for i in np.flatnonzero(h.column("backtracked")[:-1]):
+        assert lrs[i + 1] == pytest.approx(0.5 * lrs[i])
+    assert h.final_objective <= h.initial_objective
+    with pytest.warns(ConvergenceWarning, match="above its start"):
+        bad = refine(polished, U, Y, kappa=0.5, epochs=3, optimizer="sgd", lr=3.0,
+                     keep_best=False, backtrack=False)
+    assert bad.history.worsened
+    assert bad.history.final_objective == pytest.approx(
+        numpy_objective(bad.model, U, Y), rel=1e-7)
+    with pytest.raises(ValidationError, match="'backtrack' needs evaluate=True"):
+        RefineOptions(backtrack=True, evaluate=False)
+    assert RefineOptions(evaluate=False).keep_best is False
+
+
+def test_float32_epochs_return_a_float64_model_in_the_ball(regression):
+    U, Y = regression
+    start = init_random(2, 2, 12, kappa=0.5, seed=0)
+    r64 = refine(start, U, Y, kappa=0.5, epochs=15, batch_size=10, lr=1e-2)
+    r32 = refine(start, U, Y, kappa=0.5, epochs=15, batch_size=10, lr=1e-2, dtype="float32")
+    for k in ("A", "B", "C", "D", "bias_x", "bias_y"):
+        assert getattr(r32.model, k).dtype == np.float64
+    assert wp_norm(r32.model) <= 0.5 * (1 + 1e-12)
+    assert r32.history.final_objective == pytest.approx(numpy_objective(r32.model, U, Y),
+                                                        rel=1e-7)
+    # the same trajectory up to float32 rounding
+    assert r32.history.final_objective == pytest.approx(r64.history.final_objective, rel=1e-3)
+    with pytest.raises(ValidationError, match="dtype"):
+        RefineOptions(dtype="float16")
+
+
+def test_low_rank_training_keeps_the_rank_and_the_ball(regression):
+    U, Y = regression
+    start = init_random(2, 2, 12, kappa=0.5, seed=2)
+    res = refine(start, U, Y, kappa=0.5, epochs=40, batch_size=10, lr=1e-2, rank=3)
+    A = res.model.A
+    assert np.linalg.matrix_rank(A, tol=1e-10) <= 3
+    assert wp_norm(res.model) <= 0.5 * (1 + 1e-12)
+    assert is_well_posed(res.model)
+    # the truncated start is the best rank-3 approximation of A (Eckart-Young)
+    s = np.linalg.svd(start.A, compute_uv=False)
+    assert res.history.initial_projection >= np.sqrt(np.sum(s[3:] ** 2)) * (1 - 1e-9)
+    assert res.history.final_objective < 0.5 * res.history.initial_objective
+    assert res.history.final_objective == pytest.approx(numpy_objective(res.model, U, Y),
+                                                        rel=1e-7)
+    with pytest.raises(ValidationError, match="penalties"):
+        refine(start, U, Y, kappa=0.5, epochs=1, rank=3, penalties=[L1(1e-3, on="A")])
+    with pytest.raises(ValidationError, match="'A' in params"):
+        RefineOptions(rank=2, params=("C", "D"))
