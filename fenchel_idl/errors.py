@@ -20,12 +20,14 @@ __all__ = [
     "SolverError",
     "EquilibriumError",
     "ModelFileError",
+    "ResourceError",
     "CheckpointError",
     "OutputError",
     "DataNotFoundError",
     "TrainingInterrupted",
     "ConvergenceWarning",
     "NumericalWarning",
+    "NotWellPosedWarning",
     "SolverWarning",
 ]
 
@@ -79,6 +81,14 @@ class ModelFileError(FenchelIDLError, ValueError):
     """A model file is corrupt, truncated, tampered with, or not a fenchel_idl model."""
 
 
+class ResourceError(ValidationError, MemoryError):
+    """Sizes that would need more memory than the limit (available memory, or the
+    ``FENCHEL_IDL_MEMORY_LIMIT`` environment variable); refused before anything is allocated.
+
+    It derives from ``ValueError`` (the sizes are bad values) and from ``MemoryError``.
+    """
+
+
 class CheckpointError(FenchelIDLError, ValueError):
     """A checkpoint is corrupt or belongs to another problem or data set."""
 
@@ -130,6 +140,12 @@ class ConvergenceWarning(UserWarning):
 
 class NumericalWarning(UserWarning):
     """Data or parameters are in a numerically delicate range (badly scaled, kappa near 1)."""
+
+
+class NotWellPosedWarning(UserWarning):
+    """An equilibrium was found, but the model is not well-posed where it was solved: the
+    equation x = phi(A x + B u) may have other solutions, so the result depends on the
+    starting point X0."""
 
 
 class SolverWarning(RuntimeWarning):

@@ -3,13 +3,20 @@ parameter, what was expected and what came. Shared by the library and its applic
 
 from __future__ import annotations
 
+import math
+import os
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+from fenchel_idl.errors import InputTypeError, ResourceError, ShapeError, ValidationError
+
+#: Environment variable that overrides the memory limit of :func:`check_memory`: a number of
+#: bytes, optionally with a suffix K, M, G or T (powers of 1024), e.g. ``"8G"``.
+MEMORY_LIMIT_ENV = "FENCHEL_IDL_MEMORY_LIMIT"
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def describe(value: Any) -> str:
@@ -91,6 +98,14 @@ def check_int(name: str, value: Any, low: int | None = None, high: int | None = 
     return v
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` as a bool if it is one (``bool`` or ``numpy.bool_``), or raise: a
+    string such as ``"false"`` or a number is refused, not read by its truth value."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputTypeError(f"'{name}' must be a bool (True or False); got {describe(value)}.")
+    return bool(value)
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
     """Return ``value`` if it is one of ``choices``, or raise."""
     if not isinstance(value, str) or value not in choices:
@@ -109,3 +124,86 @@ def as_samples(name: str, value: Any, rows: int,
         raise ShapeError(f"'{name}' must have {rows} rows ({rows_name}; samples are columns); "
                          f"got shape {arr.shape if not was_1d else (arr.shape[0],)}.")
     return arr, was_1d
+
+
+def _parse_bytes(text: str) -> int:
+    """A byte count such as ``"123"``, ``"512M"`` or ``"8G"``; raises ValidationError."""
+    t = text.strip().upper().removesuffix("B")
+    unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
+    try:
+        value = float(t[:-1] if unit else t) * _UNITS[unit]
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValidationError(f"the environment variable {MEMORY_LIMIT_ENV} must be a positive "
+                              f"number of bytes, optionally with K, M, G or T; got {text!r}.")
+    return int(value)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now: MemAvailable of /proc/meminfo, else the free physical
+    pages of ``os.sysconf``; None when neither can be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def memory_limit() -> int | None:
+    """The memory limit of :func:`check_memory` in bytes: the environment variable
+    ``FENCHEL_IDL_MEMORY_LIMIT`` when set, else the available memory (None: unknown)."""
+    text = os.environ.get(MEMORY_LIMIT_ENV)
+    return available_memory() if text is None or not text.strip() else _parse_bytes(text)
+
+
+def array_bytes(*shapes: tuple[int, ...], itemsize: int = 8) -> int:
+    """Bytes of float arrays of the given shapes (exact integers: no overflow)."""
+    return sum(math.prod(int(d) for d in shape) for shape in shapes) * itemsize
+
+
+def format_bytes(nbytes: float) -> str:
+    """``nbytes`` in a readable unit, e.g. ``'1.5 GiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def check_memory(what: str, nbytes: int, limit: int | None = None) -> int:
+    """Refuse, before anything is allocated, a job whose memory estimate exceeds the limit.
+
+    Parameters
+    ----------
+    what : str
+        What needs the memory, with its sizes, as the message should name it (for example
+        ``"TrainingProblem with n = 10000000 states and m = 200 samples"``).
+    nbytes : int
+        The estimate in bytes (see :func:`array_bytes`).
+    limit : int, optional
+        The limit in bytes; default :func:`memory_limit` (available memory, or the
+        ``FENCHEL_IDL_MEMORY_LIMIT`` environment variable). No check when it is unknown.
+
+    Returns
+    -------
+    int
+        ``nbytes``.
+
+    Raises
+    ------
+    ResourceError
+        The estimate exceeds the limit; the message gives both.
+    """
+    limit = memory_limit() if limit is None else limit
+    if limit is not None and nbytes > limit:
+        raise ResourceError(f"{what} needs about {format_bytes(nbytes)} of memory; the limit is "
+                            f"{format_bytes(limit)} (the available memory; set the environment "
+                            f"variable {MEMORY_LIMIT_ENV} to change it). Use smaller sizes.")
+    return nbytes

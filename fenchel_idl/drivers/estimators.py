@@ -42,6 +42,7 @@ from sklearn.utils.validation import check_is_fitted
 from fenchel_idl.drivers.bcd import solve_bcd
 from fenchel_idl.errors import ConvergenceWarning, InputTypeError, ValidationError
 from fenchel_idl.problem.training_problem import TrainingProblem
+from fenchel_idl.validation import array_bytes, check_memory
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -113,6 +114,8 @@ class _ImplicitEstimator(BaseEstimator):
             raise self._bad("n_states", "an int in the range [1, inf)", InputTypeError)
         if self.n_states < 1:
             raise self._bad("n_states", "an int in the range [1, inf)")
+        check_memory(f"{type(self).__name__} with n_states = {self.n_states} (two n x n "
+                     "matrices)", array_bytes(*[(self.n_states, self.n_states)] * 2))
         if isinstance(self.activation, str) and self.activation not in _ACTIVATIONS:
             raise self._bad("activation", f"one of {list(_ACTIVATIONS)} or an Activation")
         if not _is_real(self.kappa):
@@ -278,6 +281,9 @@ class ImplicitRegressor(RegressorMixin, _ImplicitEstimator):
         ``ValueError``.
     InputTypeError
         (from ``fit``) Hyperparameters of the wrong type; also a ``TypeError``.
+    ResourceError
+        (from ``fit``) Sizes (``n_states``, the data) whose training would need more memory
+        than the limit, refused before anything is allocated; also a ``MemoryError``.
 
     Warns
     -----

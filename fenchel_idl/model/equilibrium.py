@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from fenchel_idl.errors import ConvergenceWarning, EquilibriumError
+from fenchel_idl.errors import ConvergenceWarning, EquilibriumError, NotWellPosedWarning
 from fenchel_idl.model.activations import Activation, Blockwise, blip_structure, restrict_activation
 from fenchel_idl.validation import check_choice, check_int, check_real
 
@@ -42,14 +42,16 @@ class EquilibriumInfo:
     Attributes
     ----------
     converged : bool
-        Whether every iterative part reached the tolerance.
+        Whether the returned X is an equilibrium: every iterative part reached the
+        tolerance and the residual is finite and within the tolerance.
     iterations : int
         Largest number of fixed-point iterations used by an iterative component (0 when
         the solve was exact).
     residual : float
         ``max |X - phi(A X + B U)|`` at the returned X, relative to ``max(1, max |X|)``.
     method : str
-        "exact" (triangular back substitution), "picard", "anderson" or "mixed".
+        "exact" (triangular back substitution), "picard", "anderson" or "mixed" (some
+        components iterated, including scalar self loops that are not well-posed).
     """
 
     converged: bool
@@ -272,65 +274,125 @@ def solve_equilibrium(A: Array, b: Array, phi: Activation, struct: Structure | N
     ------
     EquilibriumError
         With ``on_nonconvergence="raise"`` when the iteration does not converge.
+
+    Warns
+    -----
+    ConvergenceWarning
+        With ``on_nonconvergence="warn"`` (the default) when no equilibrium was found (the
+        iteration diverged, hit ``max_iter``, or left a residual above ``tol``).
+    NotWellPosedWarning
+        Unless ``on_nonconvergence="ignore"``: an equilibrium was found, but a scalar self
+        loop with ``A_ii * Lip(phi) >= 1`` makes it possibly non-unique, so it depends on X0.
     """
     check_choice("method", method, ("auto", "picard", "anderson"))
     check_choice("on_nonconvergence", on_nonconvergence, ("warn", "raise", "ignore"))
     tol = check_real("tol", tol, 0.0, None, low_open=True)
     max_iter = check_int("max_iter", max_iter, low=1)
-    n, m = b.shape
     res = None  # the residual, when the iteration already knows it exactly
+    ill: list[tuple[int, float]] = []  # scalar self loops where uniqueness fails
     if method == "picard":
         X, iters, res, conv = picard(A, b, phi, X0, tol, max_iter)
         used = "picard"
     else:
         if struct is None:
             struct = structure(A, phi)
-        X = np.zeros((n, m)) if X0 is None else np.array(X0, dtype=float, copy=True)
-        iters, conv = 0, True
         anderson = 5 if method == "anderson" else 0
         single_level = len(struct.levels) == 1 and struct.levels[0].singles.size == 0
         if single_level:  # the common dense case: one Picard loop on everything
             X, iters, r, conv = picard(A, b, phi, X0, tol, max_iter, anderson)
             res = None if anderson else r
         else:
-            for lv in struct.levels:
-                if lv.singles.size:
-                    idx = lv.singles
-                    c = A[idx] @ X - lv.singles_diag[:, None] * X[idx] + b[idx]
-                    X[idx] = _solve_singles(phi, idx, lv.singles_diag, c)
-                if lv.iterative.size:
-                    idx = lv.iterative
-                    rest = A[np.ix_(idx, idx)]
-                    c = A[idx] @ X - rest @ X[idx] + b[idx]
-                    sub_phi = restrict_activation(phi, idx)
-                    Xi, it, _, ok = picard(rest, c, sub_phi, X[idx] if X0 is not None else None,
-                                           tol, max_iter, anderson)
-                    X[idx] = Xi
-                    iters = max(iters, it)
-                    conv = conv and ok
-        used = "exact" if struct.exact else (("anderson" if anderson else "picard")
-                                              if single_level else "mixed")
+            X, iters, conv = _solve_levels(A, b, phi, struct, X0, tol, max_iter, anderson, ill)
+        used = "exact" if struct.exact and not ill else (
+            ("anderson" if anderson else "picard") if single_level else "mixed")
     finite = bool(np.all(np.isfinite(X)))
     if not finite:
         res = float("inf")  # diverged
     elif res is None:
         res = _residual(X, A @ X + b, phi)
-    info = EquilibriumInfo(converged=bool(conv), iterations=int(iters), residual=res, method=used)
+    # the step test of the iteration and the residual of the returned X differ by a factor
+    # (1 + tol) at most; beyond it, or not finite, the result is not an equilibrium
+    conv = bool(conv) and finite and res <= tol * (1.0 + tol)
+    info = EquilibriumInfo(converged=conv, iterations=int(iters), residual=res, method=used)
     if not conv:
-        if not finite:
-            msg = (f"equilibrium iteration diverged: the state became NaN or inf after "
-                   f"{iters} iterations (it did not converge); the model is probably not "
-                   "well-posed (check fenchel_idl.well_posedness(model)).")
-        else:
-            msg = (f"equilibrium iteration did not converge in max_iter={max_iter} iterations "
-                   f"(relative residual {res:.3e}, tol={tol:g}); the model may not be "
-                   "well-posed or kappa may be close to 1. Raise max_iter, use "
-                   "method='anderson', or check fenchel_idl.well_posedness(model).")
-        if on_nonconvergence == "raise":
-            raise EquilibriumError(msg)
-        if on_nonconvergence == "warn":
-            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        _report_failure(finite, iters, res, tol, max_iter, on_nonconvergence)
+    elif ill and on_nonconvergence != "ignore":
+        _warn_not_unique(ill, X0 is not None)
     return X, info
+
+
+def _solve_levels(A: Array, b: Array, phi: Activation, struct: Structure, X0: Array | None,
+                  tol: float, max_iter: int, anderson: int,
+                  ill: list[tuple[int, float]]) -> tuple[Array, int, bool]:
+    """Solve level by level: scalar states in closed form, larger components by Picard.
+
+    A scalar self loop ``x = phi(a x + c)`` with ``a * Lip(phi) >= 1`` may have several
+    solutions or none, so the closed form does not apply: it is iterated by Picard from X0
+    (zero by default) like a larger component, and its (state, a) pairs are appended to
+    ``ill``. Returns (X, largest iteration count, converged).
+    """
+    n, m = b.shape
+    X = np.zeros((n, m)) if X0 is None else np.array(X0, dtype=float, copy=True)
+    iters, conv = 0, True
+    for lv in struct.levels:
+        if lv.singles.size:
+            idx, diag = lv.singles, lv.singles_diag
+            c = A[idx] @ X - diag[:, None] * X[idx] + b[idx]
+            sub = restrict_activation(phi, idx)
+            bad = (diag != 0) & ~np.asarray(sub.scalar_well_posed(diag), dtype=bool)
+            good = ~bad
+            if np.any(good):
+                X[idx[good]] = _solve_singles(phi, idx[good], diag[good], c[good])
+            if np.any(bad):
+                k = idx[bad]
+                with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported
+                    Xk, it, _, ok = picard(np.diag(diag[bad]), c[bad],
+                                           restrict_activation(phi, k), X[k], tol, max_iter)
+                X[k] = Xk
+                iters, conv = max(iters, it), conv and ok
+                ill.extend((int(i), float(a)) for i, a in zip(k, diag[bad]))
+        if lv.iterative.size:
+            idx = lv.iterative
+            rest = A[np.ix_(idx, idx)]
+            c = A[idx] @ X - rest @ X[idx] + b[idx]
+            sub_phi = restrict_activation(phi, idx)
+            Xi, it, _, ok = picard(rest, c, sub_phi, X[idx] if X0 is not None else None,
+                                   tol, max_iter, anderson)
+            X[idx] = Xi
+            iters = max(iters, it)
+            conv = conv and ok
+    return X, iters, conv
+
+
+def _report_failure(finite: bool, iters: int, res: float, tol: float, max_iter: int,
+                    on_nonconvergence: str) -> None:
+    """Raise or warn (per ``on_nonconvergence``) that no equilibrium was found."""
+    if not finite:
+        msg = (f"equilibrium iteration diverged: the state became NaN or inf after "
+               f"{iters} iterations (it did not converge); the model is probably not "
+               "well-posed (check fenchel_idl.well_posedness(model)).")
+    else:
+        msg = (f"equilibrium iteration did not converge in max_iter={max_iter} iterations "
+               f"(relative residual {res:.3e}, tol={tol:g}): the returned states are not a "
+               "fixed point. The model may not be well-posed or kappa may be close to 1. "
+               "Raise max_iter, use method='anderson', or check "
+               "fenchel_idl.well_posedness(model).")
+    if on_nonconvergence == "raise":
+        raise EquilibriumError(msg)
+    if on_nonconvergence == "warn":
+        warnings.warn(msg, ConvergenceWarning, stacklevel=4)
+
+
+def _warn_not_unique(ill: list[tuple[int, float]], has_x0: bool) -> None:
+    """Warn that scalar self loops with a * Lip(phi) >= 1 make the equilibrium non-unique."""
+    shown = ", ".join(f"x[{i}] (A[{i},{i}] = {a:.6g})" for i, a in ill[:5])
+    more = f" and {len(ill) - 5} more" if len(ill) > 5 else ""
+    start = "the given X0" if has_x0 else "X0 = 0"
+    warnings.warn(f"the model is not well-posed: the self loop(s) of {shown}{more} have "
+                  "A[i,i] * Lip(phi) >= 1, so x = phi(A x + B u) may have several solutions; "
+                  f"the returned equilibrium is the Picard limit from {start} and depends on "
+                  "X0 (see fenchel_idl.well_posedness(model)).", NotWellPosedWarning,
+                  stacklevel=4)
 
 
 def _solve_singles(phi: Activation, idx, diag, c):

@@ -51,7 +51,14 @@ from fenchel_idl.errors import (
 from fenchel_idl.model.feedforward import from_layers
 from fenchel_idl.model.implicit_model import ImplicitModel
 from fenchel_idl.model.wellposedness import check_well_posed
-from fenchel_idl.validation import as_float_array, check_choice, check_int, check_real
+from fenchel_idl.validation import (
+    array_bytes,
+    as_float_array,
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+)
 
 __all__ = [
     "DATASET_NAMES",
@@ -317,6 +324,8 @@ def one_hot(labels: ArrayLike, num_classes: int) -> Array:
     """
     q = check_int("num_classes", num_classes, low=1)
     lab = np.asarray(labels)
+    check_memory(f"one-hot targets of {q} classes and {lab.size} samples",
+                 array_bytes((q, lab.size)))
     if lab.ndim != 1:
         raise ShapeError(f"'labels' must be a 1-D array; got shape {lab.shape}.")
     if lab.size and not np.issubdtype(lab.dtype, np.integer):
@@ -461,6 +470,7 @@ def cosine(m: int = 200, noise: float = 1.0, seed: int = 0) -> Dataset:
     ((1, 5), (1, 5), (5, 1), (5,))
     """
     m = check_int("m", m, low=1)
+    check_memory(f"the cosine data set with m = {m} samples", array_bytes(*[(m, 2)] * 4))
     noise = check_real("noise", noise, low=0.0)
     (rng,) = _rngs(seed, 1)
     draws = rng.uniform(size=(m, 2))  # row i holds sample i: prefix-stable in m
@@ -493,6 +503,7 @@ def cosine_grid(num: int = 1000) -> Dataset:
     (1000, -5.0, 5.0)
     """
     num = check_int("num", num, low=2)
+    check_memory(f"the cosine grid with num = {num} points", array_bytes(*[(num,)] * 4))
     u = np.linspace(-5.0, 5.0, num)
     return Dataset(U=u[None, :], Y=cosine_function(u)[None, :], name="cosine_grid",
                    description=f"f(u) = 5 cos(pi u) exp(-|u|/2) on {num} points of [-5, 5].",
@@ -573,8 +584,11 @@ def synthetic_from_network(m: int = 1000, seed: int = 0, hidden: Sequence[int] =
     ((5, 100), (2, 100), (100,))
     """
     m = check_int("m", m, low=1)
+    _check_synthetic_memory(m, 1)
     noise = check_real("label_noise", label_noise, 0.0, 0.5)
     widths = _widths(hidden)
+    check_memory(f"a generator network with widths {widths}",
+                 array_bytes(*[(w, w) for w in widths]))
     rng_model, *rest = _rngs(seed, 4)
     sizes = [_SYNTH_P, *widths, _SYNTH_Q]
     weights = [rng_model.standard_normal((sizes[i + 1], sizes[i])) * np.sqrt(2.0 / sizes[i])
@@ -629,6 +643,7 @@ def synthetic_from_implicit(m: int = 1000, seed: int = 0, n: int = 20, kappa: fl
     """
     m = check_int("m", m, low=1)
     n = check_int("n", n, low=1)
+    _check_synthetic_memory(m, n)
     kappa = check_real("kappa", kappa, 0.0, 1.0, low_open=True, high_open=True)
     noise = check_real("label_noise", label_noise, 0.0, 0.5)
     rng_model, *rest = _rngs(seed, 4)
@@ -643,6 +658,14 @@ def synthetic_from_implicit(m: int = 1000, seed: int = 0, n: int = 20, kappa: fl
                         f"5 standard normal inputs labelled by argmax of a random ReLU implicit "
                         f"model with n = {n}, ||A||_inf = {kappa:g}, balanced at its median "
                         f"(section 7.2.1).", {"seed": int(seed), "n": n, "kappa": kappa})
+
+
+def _check_synthetic_memory(m: int, n: int) -> None:
+    """Refuse a synthetic set whose inputs, one-hot targets, generator (n states) and
+    equilibria need more memory than the limit."""
+    check_memory(f"a synthetic data set with m = {m} samples and a generator of n = {n} "
+                 "states", array_bytes((n, n), (_SYNTH_P, m), (_SYNTH_P, m), (_SYNTH_Q, m),
+                                       (n, _CALIBRATION_SIZE), *[(n, m)] * 3, (m,), (m,)))
 
 
 def _widths(hidden: Any) -> tuple[int, ...]:

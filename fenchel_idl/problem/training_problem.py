@@ -45,7 +45,14 @@ from fenchel_idl.problem.penalties import (
     check_penalty_convex,
     get_penalty,
 )
-from fenchel_idl.validation import as_float_array, check_int, check_real
+from fenchel_idl.validation import (
+    array_bytes,
+    as_float_array,
+    check_bool,
+    check_int,
+    check_memory,
+    check_real,
+)
 
 __all__ = ["Bounds", "TrainingProblem"]
 
@@ -90,6 +97,13 @@ def _one_hot_targets(Y: Any, m: int) -> Array:
         if arr.min() < 0:
             raise ValidationError(f"'Y' class labels must be in [0, q); got {arr.min()}.")
         q = int(arr.max()) + 1
+        if q > _max_classes(m):
+            raise ValidationError(f"'Y' class labels must be 0, 1, ..., q - 1 with q at most "
+                                  f"{_max_classes(m)} for {m} samples; got the label "
+                                  f"{q - 1}, which would make {q} classes, most of them "
+                                  "without samples. Relabel with np.unique(Y, "
+                                  "return_inverse=True).")
+        check_memory(f"one-hot targets of {q} classes and {m} samples", array_bytes((q, m)))
         out = np.zeros((max(q, 2), m))
         out[arr, np.arange(m)] = 1.0
         return out
@@ -105,6 +119,13 @@ def _one_hot_targets(Y: Any, m: int) -> Array:
                               "per column) or integer labels; got a matrix with column sums in "
                               f"[{Yf.sum(axis=0).min():g}, {Yf.sum(axis=0).max():g}].")
     return Yf
+
+
+def _max_classes(m: int) -> int:
+    """The largest number of classes accepted for m integer labels: twice the sample count
+    plus 100 (a label far beyond it is a mistake, and its one-hot matrix and cross-entropy
+    block would be huge)."""
+    return 2 * m + 100
 
 
 def _input_matrix(U: Any) -> Array:
@@ -123,7 +144,11 @@ def _target_matrix(Y: Any, m: int, classify: bool) -> Array:
     if classify:
         return _one_hot_targets(Y, m)
     Y = as_float_array("Y", Y, ndim=(1, 2))
-    return Y[None, :] if Y.ndim == 1 else Y
+    Y = Y[None, :] if Y.ndim == 1 else Y
+    if Y.shape[0] < 1:
+        raise ShapeError(f"'Y' must have at least one target row (q >= 1; samples are "
+                         f"columns); got shape {Y.shape}.")
+    return Y
 
 
 def _training_activation(activation: Any, n: int) -> Activation:
@@ -183,10 +208,41 @@ def _convex_penalties(penalties: Sequence[Any], constraints: Sequence[Any],
 
 def _centre_scale(M: Array) -> tuple[Array, Array]:
     """Row means and spreads of M; a row whose spread is negligible against its own size is
-    constant and keeps the scale 1."""
-    sd = M.std(axis=1)
-    return M.mean(axis=1), np.where(sd > 1e-12 * np.maximum(np.abs(M).max(axis=1), 1e-300),
-                                    sd, 1.0)
+    constant and keeps the scale 1.
+
+    Rows of extreme size (largest entry above 1e150 or below 1e-150) are divided by that
+    size before the mean and the spread are taken and multiplied back after, so that the
+    squares of the spread neither overflow (data near 1e200) nor underflow (near 1e-300).
+    """
+    size = np.abs(M).max(axis=1)
+    if np.all((size == 0) | ((size > 1e-150) & (size < 1e150))):
+        sd = M.std(axis=1)
+        return M.mean(axis=1), np.where(sd > 1e-12 * np.maximum(size, 1e-300), sd, 1.0)
+    s = np.where(size > 0, size, 1.0)
+    Ms = M / s[:, None]
+    sd_rel = Ms.std(axis=1)
+    return Ms.mean(axis=1) * s, np.where(sd_rel > 1e-12, sd_rel * s, 1.0)
+
+
+def _check_scales(sd_u: Array, sd_y: Array) -> None:
+    """Refuse scalings whose model in raw units would overflow: the trained model divides
+    by sd_u and multiplies by sd_y (:meth:`TrainingProblem.to_user_model`)."""
+    worst = float(np.max(sd_y)) / float(np.min(sd_u))
+    if not (np.isfinite(1e6 / np.min(sd_u)) and np.isfinite(1e6 * worst)):
+        raise ValidationError(f"the scales of the data are too far apart for float64: 'U' "
+                              f"has a row spread of {float(np.min(sd_u)):.3g} and 'Y' of "
+                              f"{float(np.max(sd_y)):.3g}; the model in raw units would "
+                              "overflow. Rescale U or Y (e.g. to unit size) before training.")
+
+
+def _check_problem_memory(n: int, p: int, q: int, m: int) -> None:
+    """Refuse, before anything of size n is allocated, a problem whose training needs more
+    memory than the limit: the model matrices, a few copies of the states X (n, m), the
+    data, and a dense (n, m) block problem (the X block)."""
+    need = array_bytes((n, n), (n, n), (n, p), (q, n), (q, p), (p, m), (q, m), (p, m), (q, m),
+                       *[(n, m)] * 8)
+    check_memory(f"a training problem with n = {n} states, p = {p} inputs, q = {q} outputs "
+                 f"and m = {m} samples", need)
 
 
 class TrainingProblem:
@@ -225,9 +281,15 @@ class TrainingProblem:
     ------
     ValidationError
         kappa outside (0, 1), negative lam, an unknown loss/activation/penalty name, labels
-        that are not one-hot or in range.
+        that are not one-hot or in range (or so large that most classes have no sample),
+        data whose scales cannot be represented in raw units.
     ShapeError
-        U and Y with different sample counts, lam of the wrong length.
+        U and Y with different sample counts, Y without rows, lam of the wrong length.
+    InputTypeError
+        ``bias`` or ``standardize`` not a bool (a string such as "false" is refused).
+    ResourceError
+        Sizes whose training would need more memory than the limit
+        (:func:`fenchel_idl.validation.check_memory`), refused before allocating.
     NotConvexError
         A penalty or constraint that is not DCP, refused before anything is solved.
 
@@ -254,12 +316,13 @@ class TrainingProblem:
         if Y.shape[1] != m:
             raise ShapeError(f"'U' and 'Y' must have the same number of samples (columns); got "
                              f"U {U.shape} and Y {Y.shape}.")
+        _check_problem_memory(self.n, p, Y.shape[0], m)
         self.kappa = check_real("kappa", kappa, 0.0, 1.0, low_open=True, high_open=True)
         self.activation: Activation = _training_activation(activation, self.n)
         self.lam0 = _lam_vector(lam, self.n)
         self.bounds = _as_bounds(bounds)
-        self.bias = bool(bias)
-        self.standardize = bool(standardize)
+        self.bias = check_bool("bias", bias)
+        self.standardize = check_bool("standardize", standardize)
         q = Y.shape[0]
         shapes = {"A": (self.n, self.n), "B": (self.n, p), "C": (q, self.n), "D": (q, p)}
         self.penalties: tuple[Penalty, ...] = _convex_penalties(penalties, constraints, shapes)
@@ -276,7 +339,7 @@ class TrainingProblem:
         else:
             self.mu_u, self.sd_u = np.zeros(U.shape[0]), np.ones(U.shape[0])
             scale = float(np.abs(U).max()) if U.size else 0.0
-            if scale > 1e3:
+            if scale > 1e3 or 0.0 < scale < 1e-3:
                 warnings.warn(f"'U' has entries up to {scale:.3g} and standardize=False: the norm "
                               "balls and lam are then badly scaled for these data; use "
                               "standardize=True.", NumericalWarning, stacklevel=3)
@@ -294,6 +357,7 @@ class TrainingProblem:
             self.mu_y, self.sd_y = _centre_scale(Y)
         else:
             self.mu_y, self.sd_y = np.zeros(Y.shape[0]), np.ones(Y.shape[0])
+        _check_scales(self.sd_u, self.sd_y)
         self.U = (U - self.mu_u[:, None]) / self.sd_u[:, None]
         self.Y = Y if classify else (Y - self.mu_y[:, None]) / self.sd_y[:, None]
 
