@@ -52,8 +52,9 @@ from fenchel_idl.model import ImplicitModel
 from fenchel_idl.problem import datasets, project_inf_ball
 from fenchel_idl.validation import check_int
 
-__all__ = ["COSINE_SETTINGS", "bench_projection", "bench_refine_epoch", "cosine_data",
-           "cosine_experiment", "cosine_section", "heldout_cosine", "main", "warm_vs_random"]
+__all__ = ["COSINE_SETTINGS", "bench_mnist_epoch", "bench_projection", "bench_refine_epoch",
+           "cosine_data", "cosine_experiment", "cosine_section", "heldout_cosine", "main",
+           "mnist_section", "warm_vs_random"]
 
 Array = NDArray[np.float64]
 
@@ -163,18 +164,28 @@ def _project_sort(A: Array, kappa: float) -> Array:
     return A
 
 
+#: Smallest fixed-point tolerance of float32 epochs (as in fenchel_idl.drivers.refine).
+_F32_TOL = 1e-5
+
+
 def _reference(model: ImplicitModel, U: Array, Y: Array, kappa: float, opts: RefineOptions
                ) -> tuple[dict[str, Array], list[int]]:
-    """The refinement loop in plain numpy (ReLU, squared loss, Adam, warm starts)."""
+    """The refinement loop in plain numpy (ReLU, squared loss, Adam, warm starts), in
+    ``opts.dtype`` (the projected start is computed in float64, then cast)."""
+    dt = np.dtype(opts.dtype)
     P = {k: np.array(getattr(model, k), dtype=float) for k in ("A", "B", "C", "D", "bias_x",
                                                                "bias_y")}
     P["A"] = _project_sort(P["A"], kappa)
+    P = {k: v.astype(dt) for k, v in P.items()}
+    U, Y = U.astype(dt), Y.astype(dt)
+    low = _F32_TOL if dt == np.float32 else 0.0
+    opts = opts.replace(tol=max(opts.tol, low), adjoint_tol=max(opts.adjoint_tol, low))
     mom = {k: np.zeros_like(v) for k, v in P.items()}
     vel = {k: np.zeros_like(v) for k, v in P.items()}
     m = U.shape[1]
     rng = np.random.default_rng(opts.seed)
     b1, b2, eps, lr, t = opts.beta1, opts.beta2, opts.eps, opts.lr, 0
-    Xs, _ = _picard(P["A"], P["B"] @ U + P["bias_x"][:, None], np.zeros((model.n, m)),
+    Xs, _ = _picard(P["A"], P["B"] @ U + P["bias_x"][:, None], np.zeros((model.n, m), dt),
                     opts.tol, opts.max_iter)
     iterations = []
     for _ in range(opts.epochs):
@@ -187,7 +198,7 @@ def _reference(model: ImplicitModel, U: Array, Y: Array, kappa: float, opts: Ref
             Xs[:, idx] = X
             Z = P["A"] @ X + b
             G = (P["C"] @ X + P["D"] @ Ub + P["bias_y"][:, None] - Yb) / len(idx)
-            V, ait = _adjoint(P["A"].T, (Z > 0).astype(float), P["C"].T @ G, opts.adjoint_tol,
+            V, ait = _adjoint(P["A"].T, (Z > 0).astype(dt), P["C"].T @ G, opts.adjoint_tol,
                               opts.max_iter)
             iterations += [it, ait]
             grads = {"A": V @ X.T, "B": V @ Ub.T, "C": G @ X.T, "D": G @ Ub.T,
@@ -213,8 +224,11 @@ def _one_blas_thread() -> AbstractContextManager[Any]:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def bench_refine_epoch(repeats: int = 3, epochs: int = 1, batch_size: int = 20) -> dict[str, Any]:
-    """Time refinement epochs on the cosine problem against the plain numpy loop.
+def bench_refine_epoch(repeats: int = 3, epochs: int = 1, batch_size: int = 20,
+                       dtype: str = "float64", data: tuple[Array, Array] | None = None,
+                       n: int | None = None) -> dict[str, Any]:
+    """Time refinement epochs on the cosine problem (or ``data`` = (U, Y) with ``n``
+    states) against the plain numpy loop, both in ``dtype``.
 
     Both run ``epochs`` epochs from the same random start (n = 75, kappa = 0.5, ReLU, Adam,
     ``batch_size``), interleaved ``repeats`` times (alternating which goes first); the best
@@ -233,10 +247,16 @@ def bench_refine_epoch(repeats: int = 3, epochs: int = 1, batch_size: int = 20) 
     repeats = check_int("repeats", repeats, low=1)
     epochs = check_int("epochs", epochs, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
-    U, Y, _, _ = cosine_data()
     kappa = COSINE_SETTINGS["kappa"]
-    start = _cosine_start(COSINE_SETTINGS)
-    opts = RefineOptions(epochs=epochs, batch_size=batch_size, lr=1e-2, seed=0)
+    if data is None:
+        U, Y, _, _ = cosine_data()
+        start = _cosine_start(COSINE_SETTINGS)
+    else:
+        U, Y = data
+        start = init_random(U.shape[0], Y.shape[0], check_int("n", n, low=1), kappa=kappa)
+    # the reference loop keeps the last epoch: no best-epoch bookkeeping, no backtracking
+    opts = RefineOptions(epochs=epochs, batch_size=batch_size, lr=1e-2, seed=0, dtype=dtype,
+                         keep_best=False, backtrack=False)
     t_pkg, t_ref = np.inf, np.inf
     res: RefineResult | None = None
     ref: dict[str, Array] = {}
@@ -255,7 +275,28 @@ def bench_refine_epoch(repeats: int = 3, epochs: int = 1, batch_size: int = 20) 
     diff = max(float(np.max(np.abs(getattr(res.model, k) - ref[k]))) for k in ref)
     return {"refine_seconds": t_pkg, "numpy_seconds": t_ref, "ratio": t_pkg / t_ref,
             "max_param_difference": diff, "epochs": epochs, "batch_size": batch_size,
-            "n": COSINE_SETTINGS["n"], "m": U.shape[1], "repeats": repeats}
+            "n": start.n, "m": U.shape[1], "repeats": repeats, "dtype": dtype}
+
+
+def bench_mnist_epoch(samples: int | None = None, n: int = 128, batch_size: int = 128,
+                      repeats: int = 1) -> dict[str, Any]:
+    """One refinement epoch on MNIST (``samples`` training images, all by default; squared
+    loss on one-hot labels, ReLU, Adam) at n states, in float64 and in float32, each against
+    the plain numpy loop in the same dtype (:func:`bench_refine_epoch`).
+
+    Returns
+    -------
+    dict
+        ``float64`` and ``float32``: the :func:`bench_refine_epoch` results; ``speedup``:
+        float64 refine seconds / float32 refine seconds.
+    """
+    ds = datasets.load_mnist("train", n=samples)
+    out: dict[str, Any] = {}
+    for dtype in ("float64", "float32"):
+        out[dtype] = bench_refine_epoch(repeats=repeats, epochs=1, batch_size=batch_size,
+                                        dtype=dtype, data=(ds.U, ds.Y), n=n)
+    out["speedup"] = out["float64"]["refine_seconds"] / out["float32"]["refine_seconds"]
+    return out
 
 
 def bench_projection(n: int = 75, kappa: float = 0.5, repeats: int = 20,
@@ -433,6 +474,18 @@ def cosine_section(res: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
+def mnist_section(res: dict[str, Any]) -> str:
+    """The lines of a :func:`bench_mnist_epoch` result: epoch seconds of refine and of the
+    plain numpy loop in each dtype, their ratio, and the float32 speed-up."""
+    r64 = res["float64"]
+    lines = [f"MNIST refinement epoch, m = {r64['m']}, n = {r64['n']}, batch {r64['batch_size']}",
+             "| dtype | refine (s) | plain numpy loop (s) | ratio |", "|---|---|---|---|"]
+    lines += [f"| {d} | {res[d]['refine_seconds']:.2f} | {res[d]['numpy_seconds']:.2f} | "
+              f"{res[d]['ratio']:.2f} |" for d in ("float64", "float32")]
+    lines.append(f"float32 speed-up of refine: {res['speedup']:.2f}x")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``fenchel-idl bench-refine`` (also ``python -m fenchel_idl.apps.bench_refine``): the
     warm-against-random comparison; ``prog`` names the command in its help and section."""
@@ -447,7 +500,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 sweeps and 20 epochs")
     parser.add_argument("--results", default=None,
                         help="results document whose 'cosine' section to rewrite")
+    parser.add_argument("--mnist", type=int, default=None, metavar="SAMPLES",
+                        help="only time one MNIST refinement epoch on SAMPLES images (0: all), "
+                             "float64 and float32, against the plain numpy loop")
     args = parser.parse_args(argv)
+    if args.mnist is not None:
+        print(mnist_section(bench_mnist_epoch(samples=args.mnist or None)))
+        return 0
     res = warm_vs_random(args.out, args.problem, quick=args.quick)
     command = f"{parser.prog} " + " ".join(
         sys.argv[1:] if argv is None else list(argv))
