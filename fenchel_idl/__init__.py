@@ -24,11 +24,11 @@ The names below are the common ones; each layer's ``__all__`` lists all of its p
 """
 
 from fenchel_idl import errors
-from fenchel_idl.analysis import (lipschitz_bound, low_rank, lp_bound, reduce,
-                                  selected_features, sensitivity_matrix)
+from fenchel_idl.analysis import (from_torch, lipschitz_bound, low_rank, lp_bound, reduce,
+                                  selected_features, sensitivity_matrix, to_torch)
 from fenchel_idl.drivers import (BCDResult, Certificate, ImplicitClassifier, ImplicitRegressor,
-                                 RefineOptions, Schedule, load_problem, refine, solve_bcd,
-                                 solve_bcd_minibatch)
+                                 RefineOptions, Schedule, fit_states, load_problem, refine,
+                                 solve_bcd, solve_bcd_minibatch)
 from fenchel_idl.errors import FenchelIDLError
 from fenchel_idl.model import (ImplicitModel, cascade, check_well_posed, concat, feedback,
                                from_layers, from_mlp, is_well_posed, parallel, pf_eigenvalue,
@@ -47,10 +47,12 @@ __all__ = [
     "Nuclear", "LipschitzBound", "Custom", "datasets",
     # training
     "solve_bcd", "solve_bcd_minibatch", "Schedule", "BCDResult", "Certificate", "refine",
-    "RefineOptions", "load_problem", "ImplicitRegressor", "ImplicitClassifier",
+    "RefineOptions", "load_problem", "ImplicitRegressor", "ImplicitClassifier", "fit_states",
     # analysis (sections 4-5)
     "sensitivity_matrix", "lipschitz_bound", "lp_bound", "reduce", "low_rank",
     "selected_features",
+    # PyTorch interop (the torch extra)
+    "to_torch", "from_torch",
     # errors
     "errors", "FenchelIDLError",
 ]

@@ -40,6 +40,7 @@ from fenchel_idl.analysis.robustness import (
     sensitivity_matrix,
     state_bounds,
 )
+from fenchel_idl.analysis.torch_interop import from_torch, to_torch
 
 __all__ = [
     "LP_SOLVERS",
@@ -57,6 +58,7 @@ __all__ = [
     "StateBounds",
     "attack_success_rate",
     "attack_table",
+    "from_torch",
     "gradient_attack",
     "lipschitz_bound",
     "lipschitz_penalty_value",
@@ -76,4 +78,5 @@ __all__ = [
     "sensitivity_matrix",
     "sensitivity_scores",
     "state_bounds",
+    "to_torch",
 ]

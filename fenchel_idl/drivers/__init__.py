@@ -16,6 +16,8 @@ from fenchel_idl.drivers.refine import (PARAMETERS, EpochRecord, RefineHistory, 
                                         RefineResult, init_random, refine)
 from fenchel_idl.drivers.schedule import Schedule
 from fenchel_idl.drivers.state import initial_state
+from fenchel_idl.drivers.state_fit import (RowCertificate, StateFit, fit_states,
+                                            fit_states_from_settings, teacher_model)
 
 __all__ = [
     # BCD and its records
@@ -28,4 +30,6 @@ __all__ = [
     # problem files and estimators
     "ProblemSpec", "load_problem", "load_data", "build_problem", "bcd_options",
     "ImplicitRegressor", "ImplicitClassifier",
+    # state-driven fitting to a teacher network
+    "fit_states", "fit_states_from_settings", "StateFit", "RowCertificate", "teacher_model",
 ]

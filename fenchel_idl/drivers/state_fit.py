@@ -1,0 +1,444 @@
+"""State-driven implicit modeling: fit an implicit model to the hidden states of a trained
+network, one certified convex program per state.
+
+Given a teacher (a feedforward network, seen as the implicit model of section 3.2) and
+inputs U of shape (p, m), its states X = phi(A_t X + B_t U + b_t) and pre-activations
+Z = A_t X + B_t U + b_t are collected. Each state row i is then refitted by the convex
+program
+
+    min_{a, b, c}  1/(2m) ||a X + b U + c 1^T - z_i||^2 + l1_A ||a||_1 + l1_B ||b||_1
+    s.t.           gamma_i ||a||_1 <= kappa,
+
+where gamma_i is the Lipschitz constant of the row's activation: together the rows give
+||N(A, gamma)||_inf <= kappa < 1, so the fitted model is well-posed (Remark 2.4) whatever
+the fit. The program depends on the data only through the Gram matrix of v_j = (x_j, u_j, 1),
+so its size does not grow with m: with G / m = R^T R (eigendecomposition, which covers a
+singular G) and R^T t = V z_i / m, the fit is 1/2 ||R w - t||^2 plus a constant.
+
+Each row is solved by :func:`fenchel_idl.blocks.solvers.solve_certified` (one compiled DPP
+problem, re-solved with the row's t), and the row that is returned, after exact zeros are
+set where the solver left entries below ``zero_tol``, is certified again by a duality gap
+computed here from the Fenchel dual of the program:
+
+    max_theta  -1/2 ||theta||^2 - theta^T t - kappa_i (||R_a^T theta||_inf - l1_A)_+
+    s.t.       ||R_b^T theta||_inf <= l1_B,  R_c^T theta = 0,
+
+at theta = R w - t made dual feasible (projected onto R_c^T theta = 0, and onto
+R_b^T theta = 0 too when l1_B = 0, then scaled into the l1_B box). Weak duality makes it a
+lower bound for any theta, so the gap bounds the returned row's suboptimality.
+
+The readout (C, D) is then refitted by the certified Gram readout
+(:class:`fenchel_idl.blocks.gram.GramReadout`, squared loss) to the teacher's outputs at the
+fitted model's own equilibrium states, or the teacher's readout is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cvxpy as cp
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fenchel_idl.blocks.cvxpy_terms import check_compiled
+from fenchel_idl.blocks.gram import GramReadout
+from fenchel_idl.blocks.solvers import ON_FAILURE, SolveInfo, describe_solve, solve_certified
+from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+from fenchel_idl.model.activations import Blockwise, state_lipschitz
+from fenchel_idl.model.feedforward import from_layers, from_mlp
+from fenchel_idl.model.implicit_model import ImplicitModel
+from fenchel_idl.model.wellposedness import pf_eigenvalue, rescale
+from fenchel_idl.problem.training_problem import TrainingProblem
+from fenchel_idl.validation import as_float_array, check_choice, check_int, check_real
+
+__all__ = ["READOUTS", "RowCertificate", "StateFit", "fit_states", "fit_states_from_settings",
+           "teacher_model"]
+
+Array = NDArray[np.float64]
+
+#: How the readout (C, D) of the fitted model is made: "teacher" refits it to the teacher's
+#: outputs (certified least squares on the Gram matrix), "keep" keeps the teacher's.
+READOUTS = ("teacher", "keep")
+
+#: Samples per chunk when the statistics are accumulated (bounds the memory of V).
+_CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class RowCertificate:
+    """The certificate of one fitted state row.
+
+    Attributes
+    ----------
+    objective : float
+        The row's objective at the returned (a_i, b_i, c_i).
+    lower : float
+        A lower bound on the row's optimum (the Fenchel dual value).
+    gap : float
+        (objective - lower) / max(1, |objective|).
+    certified : bool
+        gap <= tol and the solver's own record certified.
+    residual : float
+        RMS of a_i X + b_i U + c_i - z_i over the samples, relative to the RMS of z_i.
+    solve : SolveInfo
+        The record of the solver run that produced the row.
+    """
+
+    objective: float
+    lower: float
+    gap: float
+    certified: bool
+    residual: float
+    solve: SolveInfo
+
+
+@dataclass(frozen=True)
+class StateFit:
+    """The result of :func:`fit_states`.
+
+    Attributes
+    ----------
+    model : ImplicitModel
+        The fitted model (raw inputs, as the teacher).
+    teacher : ImplicitModel
+        The teacher as an implicit model (rescaled when its ||A||_inf exceeded kappa).
+    rows : tuple of RowCertificate
+        One per state, in the order of the states.
+    readout : SolveInfo or None
+        The readout's record (None with ``readout="keep"``).
+    sparsity_A, sparsity_B : float
+        Fraction of exact zeros in the fitted A and B.
+    samples : int
+        Number of samples the programs were built from.
+    time : float
+        Wall time in seconds.
+    """
+
+    model: ImplicitModel
+    teacher: ImplicitModel
+    rows: tuple[RowCertificate, ...]
+    readout: SolveInfo | None
+    sparsity_A: float
+    sparsity_B: float
+    samples: int
+    time: float
+
+    @property
+    def certified(self) -> bool:
+        """Every row and the readout certified."""
+        return all(r.certified for r in self.rows) and (self.readout is None
+                                                        or self.readout.certified)
+
+    @property
+    def max_gap(self) -> float:
+        """The largest relative duality gap over the rows."""
+        return max(r.gap for r in self.rows)
+
+    def summary(self) -> str:
+        """A few lines: rows certified, worst gap, fit residuals, sparsity, readout, time."""
+        res = np.array([r.residual for r in self.rows])
+        ok = sum(r.certified for r in self.rows)
+        lines = [(f"state rows: {ok}/{len(self.rows)} certified, largest duality gap "
+                 f"{self.max_gap:.2e}"),
+                 f"relative fit residual: median {np.median(res):.3g}, max {res.max():.3g}",
+                 (f"sparsity: A {self.sparsity_A:.1%} zeros, B {self.sparsity_B:.1%} zeros; "
+                 f"||A||_inf = {_inf_norm(self.model.A):.4g}"),
+                 "readout: " + ("teacher's kept" if self.readout is None
+                                else describe_solve(self.readout)),
+                 f"{self.samples} samples, {self.time:.1f} s"]
+        return "\n".join(lines)
+
+
+def _inf_norm(A: Array) -> float:
+    """||A||_inf, the largest row l1 norm."""
+    return float(np.abs(A).sum(axis=1).max())
+
+
+def teacher_model(teacher: Any) -> ImplicitModel:
+    """The teacher as an implicit model: an ImplicitModel as is, a fitted scikit-learn MLP
+    through :func:`fenchel_idl.from_mlp`, a list of weight matrices (W_0, ..., W_L) or a dict
+    of :func:`fenchel_idl.from_layers` keywords (weights, biases, activations).
+
+    Raises
+    ------
+    InputTypeError
+        None of these.
+    """
+    if isinstance(teacher, ImplicitModel):
+        return teacher
+    if hasattr(teacher, "coefs_"):
+        return from_mlp(teacher)
+    if isinstance(teacher, Mapping):
+        unknown = set(teacher) - {"weights", "biases", "activations"}
+        if unknown or "weights" not in teacher:
+            raise ValidationError("'teacher' as a dict must have the key 'weights' and "
+                                  "optionally 'biases', 'activations'; got keys "
+                                  f"{sorted(teacher)}.")
+        return from_layers(**teacher)
+    if isinstance(teacher, (list, tuple)):
+        return from_layers(list(teacher))
+    raise InputTypeError("'teacher' must be an ImplicitModel, a fitted scikit-learn MLP, a list "
+                         f"of weight matrices or a dict of from_layers keywords; got "
+                         f"{type(teacher).__name__}.")
+
+
+def _prepare_teacher(teacher: Any, kappa: float) -> ImplicitModel:
+    """The teacher's implicit model; when its ||A||_inf exceeds kappa and the activation allows
+    it (ReLU-like), the equivalent diagonally rescaled model of section 2.5 with
+    ||A'||_inf < kappa (rescaling A / kappa, which needs lambda_PF(|A|) < kappa), so that the
+    teacher's own rows lie inside the ball the fit keeps."""
+    model = teacher_model(teacher)
+    phi = model.activation
+    if (_inf_norm(model.A) <= kappa or not phi.componentwise
+            or not phi.positively_homogeneous or pf_eigenvalue(np.abs(model.A)) >= kappa):
+        return model
+    scaled = rescale(model.replace(A=model.A / kappa))
+    return scaled.replace(A=scaled.A * kappa)
+
+
+def _statistics(model: ImplicitModel, U: Array) -> tuple[Array, Array, Array]:
+    """G = V V^T, H = Z V^T and zz = (||z_i||^2)_i for V = (X; U; 1) at the teacher's states
+    X and its pre-activations Z, accumulated over chunks of samples."""
+    n, p = model.n, model.p
+    k = n + p + 1
+    G = np.zeros((k, k))
+    H = np.zeros((n, k))
+    zz = np.zeros(n)
+    for j0 in range(0, U.shape[1], _CHUNK):
+        Uc = U[:, j0:j0 + _CHUNK]
+        X, _ = model.equilibrium(Uc, on_nonconvergence="raise")
+        Z = model.A @ X + model.state_input(Uc)
+        V = np.vstack([X, Uc, np.ones((1, Uc.shape[1]))])
+        G += V @ V.T
+        H += Z @ V.T
+        zz += np.sum(Z * Z, axis=1)
+    return G, H, zz
+
+
+def _root(G: Array) -> tuple[Array, Array, Array]:
+    """(R, Q_r, root) with G = R^T R, R = diag(root) Q_r^T over the eigenvalues above
+    1e-12 of the largest."""
+    ev, Q = np.linalg.eigh(G)
+    keep = ev > 1e-12 * max(float(ev[-1]), 1e-300)
+    root = np.sqrt(ev[keep])
+    return root[:, None] * Q[:, keep].T, Q[:, keep], root
+
+
+class _RowProgram:
+    """The row program of the module docstring, compiled once; ``solve(t, radius)`` fits
+    one row. Also computes the returned row's own duality gap (:meth:`certify`)."""
+
+    def __init__(self, R: Array, n: int, p: int, l1_A: float, l1_B: float):
+        r, k = R.shape
+        self.R, self.n, self.p, self.l1_A, self.l1_B = R, n, p, l1_A, l1_B
+        self.w = cp.Variable(k, name="w")
+        self.t = cp.Parameter(r, name="t")
+        self.radius = cp.Parameter(nonneg=True, name="radius")
+        a, b = self.w[:n], self.w[n:n + p]
+        obj = 0.5 * cp.sum_squares(R @ self.w - self.t)
+        if l1_A > 0:
+            obj = obj + l1_A * cp.norm1(a)
+        if l1_B > 0:
+            obj = obj + l1_B * cp.norm1(b)
+        self.prob = cp.Problem(cp.Minimize(obj), [cp.norm1(a) <= self.radius])
+        check_compiled("state row", self.prob)
+        # columns of R whose dual constraint is an equality: c, and b without a penalty
+        eq = R[:, n + p:] if l1_B > 0 else R[:, n:]
+        Qe, se, _ = np.linalg.svd(eq, full_matrices=False)
+        self.eq_basis = Qe[:, se > 1e-12 * max(float(se[0]), 1e-300)] if se.size else Qe
+
+    def solve(self, t: Array, radius: float, tol: float, on_failure: str, solvers):
+        self.t.value, self.radius.value = t, radius
+        info = solve_certified(self.prob, "state row", "socp", solvers, on_failure, tol)[-1]
+        return np.array(self.w.value, dtype=float), info
+
+    def primal(self, w: Array, t: Array) -> float:
+        n, p = self.n, self.p
+        res = self.R @ w - t
+        return float(0.5 * res @ res + self.l1_A * np.abs(w[:n]).sum()
+                     + self.l1_B * np.abs(w[n:n + p]).sum())
+
+    def lower(self, w: Array, t: Array, radius: float) -> float:
+        """The dual value at theta = R w - t made feasible (module docstring)."""
+        n, p = self.n, self.p
+        theta = self.R @ w - t
+        theta = theta - self.eq_basis @ (self.eq_basis.T @ theta)
+        s = self.R.T @ theta
+        if self.l1_B > 0:
+            top = float(np.abs(s[n:n + p]).max()) if p else 0.0
+            if top > self.l1_B:
+                theta, s = theta * (self.l1_B / top), s * (self.l1_B / top)
+        excess = max(float(np.abs(s[:n]).max()) - self.l1_A, 0.0)
+        return float(-0.5 * theta @ theta - theta @ t - radius * excess)
+
+
+def _fit_row(prog: _RowProgram, t: Array, radius: float, const: float, zero_tol: float,
+             tol: float, on_failure: str, solvers) -> tuple[Array, RowCertificate]:
+    """Solve one row; set the entries of (a, b) below zero_tol times the largest to exact
+    zeros when the row's own gap stays within tol (else keep the row as solved); certify the
+    returned row. ``const`` is the objective's constant (1/(2m) ||z_i||^2 - ||t||^2 / 2)."""
+    w, info = prog.solve(t, radius, tol, on_failure, solvers)
+    n, p = prog.n, prog.p
+    wz = w.copy()
+    scale = max(float(np.abs(w[:n + p]).max()), 1e-300)
+    wz[:n + p][np.abs(wz[:n + p]) <= zero_tol * scale] = 0.0
+    for cand in (wz, w):
+        f, lo = prog.primal(cand, t) + const, prog.lower(cand, t, radius) + const
+        gap = max(f - lo, 0.0) / max(1.0, abs(f))
+        if gap <= tol:
+            break
+    fit = f - prog.l1_A * np.abs(cand[:n]).sum() - prog.l1_B * np.abs(cand[n:n + p]).sum()
+    zz = max(2.0 * const + float(t @ t), 1e-300)  # ||z_i||^2 / m
+    cert = RowCertificate(float(f), float(lo), float(gap), bool(info.certified and gap <= tol),
+                          float(np.sqrt(max(2.0 * fit, 0.0) / zz)), info)
+    return cand, cert
+
+
+def _check_settings(kappa, l1_A, l1_B, readout, samples, tol, zero_tol, on_failure):
+    kappa = check_real("kappa", kappa, 0.0, 1.0, low_open=True, high_open=True)
+    l1_A = check_real("l1_A", l1_A, 0.0, None)
+    l1_B = check_real("l1_B", l1_B, 0.0, None)
+    check_choice("readout", readout, READOUTS)
+    if samples is not None:
+        check_int("samples", samples, low=1)
+    check_real("tol", tol, 0.0, None, low_open=True)
+    check_real("zero_tol", zero_tol, 0.0, 1.0)
+    check_choice("on_failure", on_failure, ON_FAILURE)
+    return kappa, l1_A, l1_B
+
+
+def fit_states(teacher: Any, U: ArrayLike, *, kappa: float = 0.5, l1_A: float = 1e-3,
+               l1_B: float = 1e-3, readout: str = "teacher", samples: int | None = None,
+               seed: int = 0, tol: float = 1e-6, zero_tol: float = 1e-6,
+               on_failure: str = "fallback", solver: str | None = None) -> StateFit:
+    """Fit a well-posed implicit model to a teacher's hidden states, one certified convex
+    program per state (see the module docstring).
+
+    Parameters
+    ----------
+    teacher : ImplicitModel, fitted scikit-learn MLP, list of weights or dict
+        See :func:`teacher_model`. A teacher whose ||A||_inf exceeds kappa is replaced by its
+        rescaled equivalent (:func:`fenchel_idl.rescale`, ReLU-like activations).
+    U : array_like of shape (p, m)
+        Inputs, samples as columns.
+    kappa : float in (0, 1)
+        Radius of the well-posedness ball ||N(A, gamma)||_inf <= kappa.
+    l1_A, l1_B : float >= 0
+        Weights of the l1 penalties on the rows of A and of B.
+    readout : {"teacher", "keep"}
+        Refit (C, D) to the teacher's outputs at the fitted model's states (certified least
+        squares), or keep the teacher's readout.
+    samples : int, optional
+        Fit on a seeded random subset of this many columns of U (all of them by default).
+    tol : float
+        Tolerance of every certificate (relative duality gap).
+    zero_tol : float in [0, 1]
+        Entries of a row of (A, B) below zero_tol times the row's largest are set to exact
+        zeros, when the row's own duality gap stays within tol (otherwise the row is kept as
+        solved).
+    on_failure : {"fallback", "warn", "raise"}
+        As in :func:`fenchel_idl.blocks.solve_certified`.
+    solver : str, optional
+        Force one CVXPY solver.
+
+    Returns
+    -------
+    StateFit
+
+    Raises
+    ------
+    ValidationError, InputTypeError, ShapeError
+        Bad settings, teacher or inputs.
+    SolverError
+        A row could not be certified (with ``on_failure`` "fallback" or "raise").
+    """
+    t0 = time.perf_counter()
+    kappa, l1_A, l1_B = _check_settings(kappa, l1_A, l1_B, readout, samples, tol, zero_tol,
+                                        on_failure)
+    model = _prepare_teacher(teacher, kappa)
+    U = as_float_array("U", U, ndim=2)
+    if U.shape[0] != model.p:
+        raise ShapeError(f"'U' must have p = {model.p} rows (inputs, samples as columns); got "
+                         f"shape {U.shape}.")
+    if samples is not None and samples < U.shape[1]:
+        idx = np.sort(np.random.default_rng(seed).choice(U.shape[1], samples, replace=False))
+        U = U[:, idx]
+    m, n, p = U.shape[1], model.n, model.p
+    G, H, zz = _statistics(model, U)
+    R, Qr, root = _root(G / m)
+    T = (H / m) @ Qr / root[None, :]  # row i: t_i with R^T t_i = H_i / m
+    prog = _RowProgram(R, n, p, l1_A, l1_B)
+    radii = kappa / state_lipschitz(model.activation, n)
+    const = 0.5 * (zz / m - np.sum(T * T, axis=1))
+    W = np.zeros((n, n + p + 1))
+    rows = []
+    solvers = (solver,) if solver else None
+    for i in range(n):
+        W[i], cert = _fit_row(prog, T[i], float(radii[i]), float(const[i]), zero_tol, tol,
+                              on_failure, solvers)
+        rows.append(cert)
+    fitted = model.replace(A=W[:, :n], B=W[:, n:n + p], bias_x=W[:, n + p])
+    fitted, rec = _readout(fitted, model, U, readout, tol, on_failure, solvers)
+    A, B = fitted.A, fitted.B
+    return StateFit(fitted, model, tuple(rows), rec, float(np.mean(A == 0)),
+                    float(np.mean(B == 0)), m, time.perf_counter() - t0)
+
+
+def _readout(fitted: ImplicitModel, teacher: ImplicitModel, U: Array, readout: str, tol: float,
+             on_failure: str, solvers) -> tuple[ImplicitModel, SolveInfo | None]:
+    """(C, D, bias_y) refitted to the teacher's outputs at the fitted model's equilibrium
+    states (the certified Gram readout, squared loss, no balls), or kept."""
+    if readout == "keep":
+        return fitted, None
+    n, p, q, m = fitted.n, fitted.p, fitted.q, U.shape[1]
+    k = n + p + 1
+    G = np.zeros((k, k))
+    Hl = np.zeros((q, k))
+    for j0 in range(0, m, _CHUNK):
+        Uc = U[:, j0:j0 + _CHUNK]
+        X, _ = fitted.equilibrium(Uc, on_nonconvergence="raise")
+        V = np.vstack([X, Uc, np.ones((1, Uc.shape[1]))])
+        G += V @ V.T
+        Hl += teacher.predict(Uc) @ V.T
+    # the problem only carries the sizes, m and the (absent) balls: a placeholder sample
+    # of the right shapes, since the Gram statistics are computed above
+    pb = TrainingProblem(np.zeros((p, 1)), np.zeros((q, 1)), n, loss="squared",
+                         activation=_plain_activation(fitted), kappa=0.5,
+                         bounds={"B": None, "C": None, "D": None}, standardize=False)
+    pb.m = m
+    gram = GramReadout(pb)
+
+    def solve(prob, name):
+        return solve_certified(prob, name, "qp", solvers, on_failure, tol)[-1]
+
+    C, D, d, info = gram.solve(G, Hl, fitted.A, fitted.B, solve)
+    return fitted.replace(C=C, D=D, bias_y=d), info
+
+
+def _plain_activation(model: ImplicitModel):
+    """The model's activation in a form TrainingProblem accepts (componentwise)."""
+    phi = model.activation
+    return phi if isinstance(phi, Blockwise) or phi.componentwise else "relu"
+
+
+def fit_states_from_settings(settings: Mapping[str, Any], teacher: Any,
+                             U: ArrayLike) -> StateFit:
+    """:func:`fit_states` from a problem file's ``[teacher]`` table: the keys kappa, l1_A,
+    l1_B, readout, samples, seed, tol, zero_tol, on_failure and solver, as its keywords.
+
+    Raises
+    ------
+    ValidationError
+        An unknown key (named in the message).
+    """
+    keys = ("kappa", "l1_A", "l1_B", "readout", "samples", "seed", "tol", "zero_tol",
+            "on_failure", "solver")
+    if not isinstance(settings, Mapping):
+        raise InputTypeError(f"'[teacher]' must be a table; got {type(settings).__name__}.")
+    unknown = sorted(set(settings) - set(keys))
+    if unknown:
+        raise ValidationError(f"'[teacher]' keys must be among {list(keys)}; got {unknown}.")
+    return fit_states(teacher, U, **dict(settings))

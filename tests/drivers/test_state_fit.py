@@ -1,0 +1,157 @@
+"""State-driven fitting: each row against an independent CVXPY program on all samples, the
+certificates against feasible points, exact recovery of a teacher without penalties, the
+well-posedness ball, sparsity, the readout and the settings form."""
+
+import warnings
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+import fenchel_idl as fi
+from fenchel_idl.drivers.state_fit import fit_states, fit_states_from_settings, teacher_model
+from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
+
+
+def _teacher(hidden=(6,), p=4, q=3, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    sizes = (p,) + tuple(hidden) + (q,)
+    W = [scale * rng.normal(size=(sizes[i + 1], sizes[i])) for i in range(len(sizes) - 1)]
+    b = [rng.normal(size=s) * 0.3 for s in sizes[1:]]
+    return W, b
+
+
+def _inputs(p=4, m=80, seed=1):
+    return np.random.default_rng(seed).normal(size=(p, m))
+
+
+def _row_optimum(X, U, z, l1_A, l1_B, radius):
+    """The row program on all samples (not the Gram form), by CVXPY: an independent value."""
+    n, p = X.shape[0], U.shape[0]
+    a, b, c = cp.Variable(n), cp.Variable(p), cp.Variable()
+    m = X.shape[1]
+    obj = cp.sum_squares(a @ X + b @ U + c - z) / (2 * m) + l1_A * cp.norm1(a) \
+        + l1_B * cp.norm1(b)
+    prob = cp.Problem(cp.Minimize(obj), [cp.norm1(a) <= radius])
+    prob.solve(solver="CLARABEL")
+    return prob.value
+
+
+def _row_objective(fit, teacher, U, i, l1_A, l1_B):
+    X, _ = teacher.equilibrium(U, tol=1e-13)
+    z = teacher.A[i] @ X + teacher.B[i] @ U + teacher.bias_x[i]
+    r = fit.model.A[i] @ X + fit.model.B[i] @ U + fit.model.bias_x[i] - z
+    return (r @ r / (2 * U.shape[1]) + l1_A * np.abs(fit.model.A[i]).sum()
+            + l1_B * np.abs(fit.model.B[i]).sum()), X, z
+
+
+@pytest.mark.parametrize("l1", [0.0, 1e-2])
+def test_rows_match_an_independent_program_and_their_certificates_hold(l1):
+    W, b = _teacher(hidden=(5, 4), seed=2)
+    U = _inputs()
+    fit = fit_states({"weights": W, "biases": b}, U, kappa=0.4, l1_A=l1, l1_B=l1)
+    teacher = fit.teacher
+    assert fit.certified
+    for i in range(teacher.n):
+        ours, X, z = _row_objective(fit, teacher, U, i, l1, l1)
+        ref = _row_optimum(X, U, z, l1, l1, 0.4)
+        row = fit.rows[i]
+        assert row.objective == pytest.approx(ours, rel=1e-7, abs=1e-9)  # describes the model
+        assert row.lower <= ref + 1e-7 * max(1.0, abs(ref))  # a true lower bound
+        assert ours <= ref + 1e-5 * max(1.0, abs(ref))  # near the optimum
+        assert row.gap <= 1e-6
+
+
+def test_certificate_lower_bounds_are_never_beaten_by_feasible_points():
+    W, b = _teacher(hidden=(6,), seed=3)
+    U = _inputs(m=50, seed=4)
+    fit = fit_states({"weights": W, "biases": b}, U, kappa=0.5, l1_A=3e-2, l1_B=3e-2)
+    teacher = fit.teacher
+    X, _ = teacher.equilibrium(U)
+    rng = np.random.default_rng(5)
+    n, p = teacher.n, teacher.p
+    for i in range(n):
+        z = teacher.A[i] @ X + teacher.B[i] @ U + teacher.bias_x[i]
+        for _ in range(50):
+            a = rng.normal(size=n)
+            a *= rng.uniform(0, 0.5) / np.abs(a).sum()
+            bb = fit.model.B[i] + rng.normal(size=p) * rng.uniform(0, 0.3)
+            c = fit.model.bias_x[i] + rng.normal() * 0.1
+            r = a @ X + bb @ U + c - z
+            val = r @ r / (2 * U.shape[1]) + 3e-2 * (np.abs(a).sum() + np.abs(bb).sum())
+            assert val >= fit.rows[i].lower - 1e-12
+
+
+def test_without_penalties_a_one_layer_teacher_is_recovered_exactly():
+    W, b = _teacher(hidden=(7,), seed=6)
+    U = _inputs(m=60, seed=7)
+    teacher = fi.from_layers(W, b)
+    fit = fit_states(teacher, U, l1_A=0.0, l1_B=0.0, readout="keep")
+    np.testing.assert_allclose(fit.model.predict(U), teacher.predict(U), atol=1e-5)
+    assert max(r.residual for r in fit.rows) < 1e-5
+
+
+def test_deep_teacher_is_rescaled_into_the_ball_and_recovered():
+    """A two-layer teacher with large weights (||A||_inf >> kappa) is rescaled (section 2.5)
+    so that its own rows are feasible: without penalties the fit reproduces its outputs."""
+    W, b = _teacher(hidden=(5, 5), seed=8, scale=2.0)
+    U = _inputs(m=70, seed=9)
+    raw = fi.from_layers(W, b)
+    assert np.abs(raw.A).sum(axis=1).max() > 1.0
+    fit = fit_states({"weights": W, "biases": b}, U, kappa=0.3, l1_A=0.0, l1_B=0.0,
+                     readout="keep")
+    assert np.abs(fit.teacher.A).sum(axis=1).max() < 0.3
+    # a relative gap of 1e-6 on an objective whose optimum is 0 leaves residuals of about
+    # 1e-5 of the pre-activations, which two layers and the readout amplify
+    assert fit.certified and max(r.residual for r in fit.rows) < 1e-4
+    Y = raw.predict(U)
+    np.testing.assert_allclose(fit.model.predict(U), Y, rtol=0, atol=1e-4 * np.abs(Y).max())
+
+
+def test_well_posed_and_sparse_under_a_large_penalty():
+    W, b = _teacher(hidden=(6,), seed=10)
+    U = _inputs(seed=11)
+    fit = fit_states({"weights": W, "biases": b}, U, kappa=0.5, l1_A=1e2, l1_B=1e-3)
+    assert fit.sparsity_A == 1.0  # the optimum has a = 0 and the returned rows hold exact zeros
+    assert fi.is_well_posed(fit.model)
+    mild = fit_states({"weights": W, "biases": b}, U, kappa=0.5, l1_A=1e-4, l1_B=1e-4)
+    assert np.abs(mild.model.A).sum(axis=1).max() <= 0.5 + 1e-7
+    assert mild.certified and fit.certified
+
+
+def test_mlp_teacher_readout_and_subsample():
+    from sklearn.neural_network import MLPClassifier
+
+    ds = fi.datasets.digits(n=400, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlp = MLPClassifier((16,), max_iter=200, random_state=0).fit(ds.U.T, ds.labels)
+    fit = fit_states(mlp, ds.U, l1_A=1e-3, l1_B=1e-3, samples=300, seed=1)
+    assert fit.samples == 300
+    assert fit.readout is not None and fit.readout.certified
+    teacher_labels = mlp.predict(ds.U.T)
+    agree = np.mean(fit.model.predict(ds.U).argmax(axis=0) == teacher_labels)
+    assert agree >= 0.95
+    assert "certified" in fit.summary()
+
+
+def test_settings_form_and_errors():
+    W, b = _teacher(hidden=(3,), seed=12)
+    U = _inputs(m=30, seed=13)
+    fit = fit_states_from_settings({"kappa": 0.3, "l1_A": 0.01, "readout": "keep"},
+                                   {"weights": W, "biases": b}, U)
+    assert np.abs(fit.model.A).sum(axis=1).max() <= 0.3 + 1e-7
+    with pytest.raises(ValidationError, match=r"'\[teacher\]' keys.*'lr'"):
+        fit_states_from_settings({"lr": 1.0}, W, U)
+    with pytest.raises(ValidationError, match="'kappa'"):
+        fit_states(W, U, kappa=1.5)
+    with pytest.raises(ValidationError, match="'readout'"):
+        fit_states(W, U, readout="labels")
+    with pytest.raises(ValidationError, match="'l1_A'"):
+        fit_states(W, U, l1_A=-1.0)
+    with pytest.raises(ShapeError, match="'U' must have p = 4 rows"):
+        fit_states(W, U.T)
+    with pytest.raises(InputTypeError, match="'teacher' must be"):
+        teacher_model("mlp")
+    with pytest.raises(ValidationError, match="'weights'"):
+        teacher_model({"biases": b})
