@@ -201,9 +201,14 @@ def check_memory(what: str, nbytes: int, limit: int | None = None) -> int:
     ResourceError
         The estimate exceeds the limit; the message gives both.
     """
+    given = limit is not None
     limit = memory_limit() if limit is None else limit
     if limit is not None and nbytes > limit:
+        source = ("given by the caller" if given else
+                  f"set by the environment variable {MEMORY_LIMIT_ENV}"
+                  if os.environ.get(MEMORY_LIMIT_ENV, "").strip() else
+                  f"the available memory; set the environment variable {MEMORY_LIMIT_ENV} to "
+                  "change it")
         raise ResourceError(f"{what} needs about {format_bytes(nbytes)} of memory; the limit is "
-                            f"{format_bytes(limit)} (the available memory; set the environment "
-                            f"variable {MEMORY_LIMIT_ENV} to change it). Use smaller sizes.")
+                            f"{format_bytes(limit)} ({source}). Use smaller sizes.")
     return nbytes

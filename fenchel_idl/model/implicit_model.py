@@ -8,8 +8,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,10 +21,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fenchel_idl.errors import FenchelIDLError, ModelFileError, ShapeError, ValidationError
+from fenchel_idl.errors import (
+    FenchelIDLError,
+    InputTypeError,
+    ModelFileError,
+    ShapeError,
+    ValidationError,
+)
 from fenchel_idl.model.activations import Activation, activation_for, get_activation
 from fenchel_idl.model.equilibrium import EquilibriumInfo, Structure, solve_equilibrium, structure
-from fenchel_idl.validation import as_float_array, as_samples
+from fenchel_idl.validation import as_float_array, as_samples, check_memory, describe
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ImplicitModel"]
 
@@ -318,29 +327,28 @@ class ImplicitModel(ModelSizes):
     def load(cls, path: str | os.PathLike) -> ImplicitModel:
         """Read a model written by :meth:`save`. Never executes code (no pickle).
 
+        The array headers are read and checked (real numeric dtypes, at most 2-D, sizes
+        that the file really holds and that fit in memory) before any array is read.
+
         Raises
         ------
+        InputTypeError
+            ``path`` is not a str or path-like.
         ModelFileError
-            Missing, truncated, tampered or foreign file, or an unknown format version.
+            Missing, truncated, tampered or foreign file (for example a .npy file under an
+            .npz name, a string array, a corrupt zip directory, metadata nested too deeply),
+            or an unknown format version.
+        ResourceError
+            Arrays whose headers claim more memory than the limit.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputTypeError(f"'path' must be a str or path-like naming a model file; got "
+                                 f"{describe(path)}.")
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"'path' must be an existing model file; {str(path)!r} does "
                                  "not exist.")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                files = set(data.files)
-                if "metadata" not in files:
-                    raise ModelFileError(f"{str(path)!r} is not a fenchel_idl model file (no "
-                                         "metadata entry).")
-                meta = json.loads(bytes(data["metadata"]).decode())
-                arrays = {k: np.array(data[k]) for k in _ARRAYS if k in files}
-        except ModelFileError:
-            raise
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError,
-                UnicodeDecodeError) as exc:
-            raise ModelFileError(f"{str(path)!r} is not a readable fenchel_idl model file "
-                                 f"(corrupt or truncated: {type(exc).__name__}: {exc}).") from None
+        meta, arrays = _read_model_file(path)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
             raise ModelFileError(f"{str(path)!r} was not written by fenchel_idl (format "
                                  f"{meta.get('format') if isinstance(meta, dict) else meta!r}).")
@@ -352,7 +360,7 @@ class ImplicitModel(ModelSizes):
             raise ModelFileError(f"{str(path)!r} lacks the arrays {missing}.")
         try:
             get_activation(meta.get("activation"))
-        except (FenchelIDLError, TypeError, ValueError) as exc:
+        except (FenchelIDLError, TypeError, ValueError, RecursionError) as exc:
             raise ModelFileError(f"{str(path)!r} has an invalid activation in its metadata: "
                                  f"{exc}") from None
         if meta.get("sha256") != _checksum(arrays, meta):
@@ -384,3 +392,84 @@ def _checksum(arrays: dict[str, Array], meta: dict) -> str:
     h.update(b"metadata")
     h.update(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()
+
+
+#: What a damaged zip or .npy member can raise while it is read (never pickle: no code runs).
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, UnicodeDecodeError, zipfile.BadZipFile,
+                zlib.error, NotImplementedError, struct.error, OverflowError, RuntimeError,
+                RecursionError)
+#: The metadata of a model is a few hundred bytes; more is not a model file.
+_MAX_METADATA = 1 << 20
+
+
+def _read_model_file(path: Path) -> tuple[Any, dict[str, Array]]:
+    """(metadata, arrays) of a model file, each array header checked before it is read.
+
+    Raises ModelFileError for anything that is not a sound model npz, and ResourceError
+    when the headers claim more memory than the limit.
+    """
+    where = repr(str(path))
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            start = fh.read(6)
+        what = ("a .npy array, not an npz archive (saved with np.save under an .npz name?)"
+                if start == b"\x93NUMPY" else
+                "a zip archive without its directory (corrupt or truncated)"
+                if start[:4] == b"PK\x03\x04" else "not an npz (zip) archive")
+        raise ModelFileError(f"{where} is not a readable fenchel_idl model file: {what}.")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = {i.filename: i for i in zf.infolist()}
+            if "metadata.npy" not in infos:
+                raise ModelFileError(f"{where} is not a fenchel_idl model file (no metadata "
+                                     "entry).")
+            wanted = ["metadata", *(k for k in _ARRAYS if f"{k}.npy" in infos)]
+            headers = {k: _array_header(zf, infos[f"{k}.npy"], where) for k in wanted}
+            check_memory(f"the model file {where} (arrays of shapes "
+                         f"{[h[0] for h in headers.values()]})",
+                         sum(math.prod(shape) * dt.itemsize for shape, dt in headers.values()))
+            loaded = {k: _read_member(zf, infos[f"{k}.npy"]) for k in wanted}
+            meta_bytes = loaded.pop("metadata")
+            if meta_bytes.dtype != np.uint8 or meta_bytes.ndim != 1 \
+                    or meta_bytes.size > _MAX_METADATA:
+                raise ModelFileError(f"{where} has a metadata entry that is not a short byte "
+                                     f"string (dtype {meta_bytes.dtype}, shape "
+                                     f"{meta_bytes.shape}).")
+            meta = json.loads(meta_bytes.tobytes().decode())
+            json.dumps(meta)  # metadata nested too deeply to be written back is refused here
+    except FenchelIDLError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ModelFileError(f"{where} is not a readable fenchel_idl model file (corrupt or "
+                             f"truncated: {type(exc).__name__}: {str(exc)[:200]}).") from None
+    return meta, {k: np.asarray(v, dtype=np.float64) for k, v in loaded.items()}
+
+
+def _array_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo,
+                  where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of an .npy member, refused unless a real numeric array of at most two
+    dimensions whose data fits in the member's stored size."""
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        header_len = fh.tell()
+    name = info.filename.removesuffix(".npy")
+    if dtype.hasobject or dtype.kind not in "biuf" or len(shape) > 2:
+        raise ModelFileError(f"{where} is corrupt or not a model file: it holds an array "
+                             f"{name!r} of dtype {dtype} and shape {shape}; a model file holds "
+                             "real numeric arrays of at most two dimensions (never objects "
+                             "or strings).")
+    if math.prod(shape) * dtype.itemsize + header_len > info.file_size:
+        raise ModelFileError(f"{where}: the header of the array {name!r} claims shape {shape} "
+                             f"({math.prod(shape) * dtype.itemsize} bytes), but the file holds "
+                             f"{info.file_size} bytes for it (corrupt or truncated).")
+    return tuple(int(d) for d in shape), dtype
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """The array of an .npy member (pickles refused)."""
+    with zf.open(info) as fh:
+        return np.lib.format.read_array(fh, allow_pickle=False)
