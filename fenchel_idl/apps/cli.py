@@ -42,7 +42,7 @@ from pathlib import Path
 
 from fenchel_idl.apps import bench, bench_refine, demos, experiments, results, table1
 from fenchel_idl.apps.common import problems_dir
-from fenchel_idl.apps.run import run_problem
+from fenchel_idl.apps.run import MANIFEST, default_out, run_problem
 from fenchel_idl.drivers import checkpoint_sweep, load_problem
 from fenchel_idl.errors import FenchelIDLError
 
@@ -144,10 +144,22 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("problem", help="a TOML problem file, or the name of one shipped with "
                                         f"the package (cosine_regression, ... in "
                                         f"{problems_dir()})")
-    parser.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint directory (written "
-                                                           "after every sweep)")
-    parser.add_argument("--resume", action="store_true", help="resume from --checkpoint")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default: runs/<name>, the problem file's "
+                             "'name'). Checked before training: it must be new, empty or hold "
+                             "only an earlier run's results, which are replaced (no stale "
+                             f"file stays); {MANIFEST} is written last and marks a complete "
+                             "set")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out directory that holds other files too (they "
+                             "are left alone)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint directory (written after every sweep; one run at a "
+                             "time may use it)")
+    parser.add_argument("--resume", action="store_true",
+                        help="resume from --checkpoint; refused when the problem file's data, "
+                             "model or settings differ from those it was written with "
+                             "(--max-sweeps and [refine] may change)")
     parser.add_argument("--max-sweeps", type=int, default=None,
                         help="override max_sweeps (the epochs, with [minibatch])")
     _add_log_flags(parser, "no progress bar; warnings and errors only")
@@ -204,10 +216,10 @@ def _guarded(command: Callable[[], int | None], name: str,
 def _run(args: argparse.Namespace) -> int:
     """``fenchel-idl run``: train, print the certificate and the metrics."""
     args.problem = _problem_path(args.problem)
-    out = args.out or str(Path("runs") / load_problem(args.problem).name)
+    out = args.out or str(default_out(load_problem(args.problem)))
     result, summary = run_problem(args.problem, out, progress=not args.quiet,
                                   checkpoint=args.checkpoint, resume=args.resume,
-                                  max_sweeps=args.max_sweeps)
+                                  max_sweeps=args.max_sweeps, overwrite=args.overwrite)
     print(result.certificate)
     print(f"start (random features): {summary['start_train']}   trained: "
           f"{summary['train']}" + (f"   test: {summary['test']}" if "test" in summary
@@ -235,7 +247,8 @@ def _interrupt_message(exc: KeyboardInterrupt, args: argparse.Namespace | None) 
                 "--checkpoint DIR to be able to resume).")
     cmd = ["fenchel-idl", "run", args.problem, "--checkpoint", args.checkpoint, "--resume"]
     cmd += ["--out", args.out] if args.out else []
-    cmd += ["--max-sweeps", str(args.max_sweeps)] if args.max_sweeps else []
+    cmd += ["--overwrite"] if getattr(args, "overwrite", False) else []
+    cmd += ["--max-sweeps", str(args.max_sweeps)] if args.max_sweeps is not None else []
     cmd += ["--quiet"] if args.quiet else []
     cmd += ["--verbose"] if args.verbose else []
     saved = checkpoint_sweep(args.checkpoint)

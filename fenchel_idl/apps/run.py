@@ -1,9 +1,27 @@
-"""The main job: train the problem of a problem file and write its results."""
+"""The main job: train the problem of a problem file and write its results.
+
+The output directory
+--------------------
+``out`` is checked before any training: it must be a directory that can be created and
+written (a probe file is written and removed), it must not hold a directory where a result
+file goes, and it must be new, empty, or hold only the results of an earlier run (the files
+of :data:`OUTPUTS`, their temporary files and :data:`MANIFEST`). A directory with other
+files is refused unless ``overwrite`` is given, which writes into it anyway and leaves the
+other files alone. A directory this run created is removed again when training fails.
+
+After training, the earlier run's results are removed (the manifest first, so the directory
+never looks complete while it is rewritten), so no stale file (a ``fit.png`` that this
+problem does not draw) survives. Each result is written to a temporary file and renamed;
+``manifest.json`` (every file's SHA-256) is written last, so a set of results is complete
+exactly when its manifest is there and its checksums match (:func:`check_results`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -14,6 +32,7 @@ from fenchel_idl.analysis import plot_convergence, plot_fit
 from fenchel_idl.apps.common import model_metric
 from fenchel_idl.drivers import (
     BCDResult,
+    ProblemSpec,
     bcd_options,
     build_problem,
     load_data,
@@ -21,23 +40,88 @@ from fenchel_idl.drivers import (
     solve_bcd,
     solve_bcd_minibatch,
 )
-from fenchel_idl.errors import ValidationError
+from fenchel_idl.errors import FenchelIDLError, OutputError, ValidationError
 
-__all__ = ["run_problem"]
+__all__ = ["MANIFEST", "OUTPUTS", "check_results", "default_out", "run_name", "run_problem"]
+
+#: The result files ``fenchel-idl run`` writes (``fit.png`` only for one input and one
+#: output), in the order they are written; :data:`MANIFEST` comes last.
+OUTPUTS = ("model.npz", "history.json", "certificate.json", "certificate.txt",
+           "convergence.png", "fit.png", "summary.json")
+#: Written last: the SHA-256 of every result file of the run. Its presence marks a complete
+#: set of results.
+MANIFEST = "manifest.json"
+_TMP_PREFIX = ".fenchel-idl-"
+
+
+def run_name(spec: ProblemSpec) -> str:
+    """The problem file's ``name``, checked to be a name and not a path (it names the output
+    directory ``runs/<name>``).
+
+    Raises
+    ------
+    ValidationError
+        An empty name, ``.`` or ``..``, a path separator, or a control character.
+    """
+    name = spec.name
+    bad = (not name.strip() or name in (".", "..") or "/" in name or "\\" in name
+           or os.sep in name or (os.altsep or "/") in name
+           or any(ord(c) < 32 or ord(c) == 127 for c in name))
+    if bad:
+        raise ValidationError(f"problem file {spec.path!r}: 'name' must be a plain name (it "
+                              "names the output directory runs/<name>): not empty, not '.' or "
+                              f"'..', no path separators or control characters; got {name!r}.")
+    return name
+
+
+def default_out(spec: ProblemSpec) -> Path:
+    """``runs/<name>``: the output directory of a run given no ``out``."""
+    return Path("runs") / run_name(spec)
 
 
 def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bool = True,
                 checkpoint: str | Path | None = None, resume: bool = False,
-                max_sweeps: int | None = None) -> tuple[BCDResult, dict]:
+                max_sweeps: int | None = None, overwrite: bool = False
+                ) -> tuple[BCDResult, dict]:
     """Train the problem of a problem file; write results to ``out`` when given.
+
+    ``out`` is checked before training and written as the module docstring says;
+    ``overwrite`` lets a run write into a directory that holds files of its own.
 
     Returns
     -------
     result : BCDResult
     summary : dict
         Train (and test) metrics, timings and the paths written.
+
+    Raises
+    ------
+    ValidationError
+        A bad problem file or ``name``; an ``out`` that is a file, lies under a file, cannot
+        be created or written, holds a directory where a result goes, or holds other files
+        (without ``overwrite``).
+    OutputError
+        A result could not be written (a full disk): the directory then has no manifest.
     """
     spec = load_problem(path)
+    run_name(spec)
+    created = _prepare_out(Path(out), overwrite) if out is not None else []
+    try:
+        result, summary, ds = _train(spec, progress, checkpoint, resume, max_sweeps)
+    except BaseException:
+        for directory in created:  # innermost first; leave what holds anything
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise
+    if out is not None:
+        summary["written"] = _write_results(Path(out), spec, result, ds, summary)
+    return result, summary
+
+
+def _train(spec: ProblemSpec, progress: bool, checkpoint, resume: bool,
+           max_sweeps: int | None) -> tuple[BCDResult, dict, Any]:
     ds, test = load_data(spec)
     problem = build_problem(spec, ds)
     t0 = time.perf_counter()
@@ -53,7 +137,7 @@ def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bo
             del opts[key]
         result = solve_bcd_minibatch(problem, **mb, **opts, progress=progress)
     else:
-        if max_sweeps:
+        if max_sweeps is not None:
             opts["max_sweeps"] = max_sweeps
         result = solve_bcd(problem, **opts, checkpoint=checkpoint, resume=resume,
                            progress=progress)
@@ -65,31 +149,119 @@ def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bo
     if test is not None:
         summary["test"] = model_metric(result.model, test)
         summary["start_test"] = model_metric(result.start_model, test)
-    if out is not None:
-        out = Path(out)
+    return result, summary, ds
+
+
+# -- the output directory -------------------------------------------------------------------------
+
+def _ours(name: str) -> bool:
+    """A file name this tool writes in an output directory (results, manifest, temporaries)."""
+    return name in OUTPUTS or name == MANIFEST or name.startswith(_TMP_PREFIX)
+
+
+def _prepare_out(out: Path, overwrite: bool) -> list[Path]:
+    """Check (and create) the output directory before training; return the directories
+    created, innermost first."""
+    if out.exists() and not out.is_dir():
+        raise ValidationError(f"'out' must be a directory; {str(out)!r} is a file.")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValidationError(f"'out' {str(out)!r} cannot be created: {str(parent)!r} is "
+                                  "a file, not a directory.")
+    created = [d for d in (out, *out.parents) if not d.exists()]
+    try:
         out.mkdir(parents=True, exist_ok=True)
-        result.model.save(out / "model.npz")  # atomic itself
-        _atomic(out / "history.json", lambda p: p.write_text(json.dumps(
-            [asdict(r) for r in result.history], indent=1, default=float)))
-        _atomic(out / "certificate.json", result.certificate.save)
-        _atomic(out / "certificate.txt", lambda p: p.write_text(str(result.certificate) + "\n"))
-        _atomic(out / "convergence.png", lambda p: plot_convergence(result, p, title=spec.name))
-        written = ["model.npz", "history.json", "certificate.json", "certificate.txt",
-                   "convergence.png"]
-        if ds.task == "regression" and ds.p == 1 and ds.q == 1:
-            _atomic(out / "fit.png", lambda p: plot_fit(result, ds, p, title=spec.name))
-            written.append("fit.png")
-        summary["written"] = [str(out / w) for w in written]
-        _atomic(out / "summary.json",
-                lambda p: p.write_text(json.dumps(summary, indent=2, default=float)))
-    return result, summary
+        with tempfile.NamedTemporaryFile(dir=out, prefix=_TMP_PREFIX + "probe-") as fh:
+            fh.write(b"probe")
+            fh.flush()
+    except OSError as exc:
+        for directory in created:
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise ValidationError(f"'out' must be a directory that can be created and written; "
+                              f"{str(out)!r} cannot ({type(exc).__name__}: "
+                              f"{exc.strerror or exc}).") from None
+    dirs = sorted(p.name for p in out.iterdir() if p.is_dir() and _ours(p.name))
+    if dirs:
+        raise ValidationError(f"'out' {str(out)!r} holds directories where result files go "
+                              f"({dirs}); remove them or choose another directory.")
+    others = sorted(p.name for p in out.iterdir() if not _ours(p.name))
+    if others and not overwrite:
+        shown = others[:5] + (["..."] if len(others) > 5 else [])
+        raise ValidationError(f"'out' {str(out)!r} holds files that are not results of an "
+                              f"earlier fenchel-idl run ({shown}); choose another directory, "
+                              "or pass --overwrite (overwrite=True) to write the results into "
+                              "it anyway (the other files are left alone).")
+    return created
+
+
+def _write_results(out: Path, spec: ProblemSpec, result: BCDResult, ds: Any,
+                   summary: dict) -> list[str]:
+    """Replace the results of an earlier run in ``out`` by this run's; return the paths."""
+    writers: dict[str, Callable[[Path], Any]] = {
+        "model.npz": result.model.save,
+        "history.json": lambda p: p.write_text(json.dumps(
+            [asdict(r) for r in result.history], indent=1, default=float)),
+        "certificate.json": result.certificate.save,
+        "certificate.txt": lambda p: p.write_text(str(result.certificate) + "\n"),
+        "convergence.png": lambda p: plot_convergence(result, p, title=spec.name)}
+    if ds.task == "regression" and ds.p == 1 and ds.q == 1:
+        writers["fit.png"] = lambda p: plot_fit(result, ds, p, title=spec.name)
+    summary["written"] = [str(out / name) for name in (*writers, "summary.json", MANIFEST)]
+    writers["summary.json"] = lambda p: p.write_text(json.dumps(summary, indent=2,
+                                                                default=float))
+    try:
+        (out / MANIFEST).unlink(missing_ok=True)  # first: incomplete until rewritten
+        for p in out.iterdir():
+            if _ours(p.name) and p.is_file():
+                p.unlink()
+        digests = {}
+        for name, write in writers.items():
+            _atomic(out / name, write)
+            digests[name] = hashlib.sha256((out / name).read_bytes()).hexdigest()
+        manifest = {"problem": spec.name, "files": digests}
+        _atomic(out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+    except (OSError, FenchelIDLError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise OutputError(f"could not write the results to {str(out)!r} ({type(exc).__name__}: "
+                          f"{detail}); the directory holds an incomplete set of results (no "
+                          f"{MANIFEST}). Free the space and run again (with --checkpoint DIR "
+                          "--resume, a run resumes from its last checkpoint).") from None
+    return summary["written"]
+
+
+def check_results(out: str | Path) -> dict[str, str]:
+    """The manifest of a complete set of results in ``out`` (file name -> SHA-256).
+
+    Raises
+    ------
+    ValidationError
+        No manifest (the run did not finish writing), an unreadable one, or a result file
+        missing or changed since it was written.
+    """
+    out = Path(out)
+    try:
+        files = json.loads((out / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        files = None
+    if not isinstance(files, dict):
+        raise ValidationError(f"{str(out)!r} holds no complete set of results: its {MANIFEST} "
+                              "is missing or unreadable (the run did not finish writing).")
+    for name, digest in files.items():
+        path = out / str(name)
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise ValidationError(f"result file {str(path)!r} is missing or was changed after "
+                                  f"it was written (its SHA-256 differs from {MANIFEST}).")
+    return files
 
 
 def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
     """Write a result file through a temporary file in its directory, then rename it, so
     that a Ctrl-C (or a crash) while results are written never leaves a half-written file.
     The temporary name keeps the suffix (matplotlib picks the format from it)."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f"{_TMP_PREFIX}{path.stem}.tmp{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fenchel_idl.apps import cli
+from fenchel_idl.apps import run as run_module
 from fenchel_idl.apps.cli import COMMANDS, configure_logging, main
 from fenchel_idl.apps.common import SHIPPED_PROBLEMS, problems_dir
 from fenchel_idl.errors import ValidationError
@@ -177,3 +178,82 @@ def test_pyproject_ships_every_package_and_the_problem_files():
                 for init in (ROOT / "fenchel_idl").rglob("__init__.py")}
     assert set(config["packages"]) == {*packages, shipped}
     assert config["package-dir"] == {shipped: "problems"}
+
+
+# -- fenchel-idl run: output directories, as a user meets them ---------------------------------
+
+TINY = """name = "tiny"
+seed = 0
+[data]
+source = "cosine"
+m = 20
+[model]
+n = 3
+[training]
+max_sweeps = 2
+"""
+
+
+def _problem(tmp_path: Path, text: str = TINY) -> str:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_run_twice_into_the_default_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert main(["run", _problem(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("wrote runs/tiny/model.npz") == 2 and "runs/tiny/manifest.json" in out
+    assert sorted(p.name for p in (tmp_path / "runs" / "tiny").iterdir()) == [
+        "certificate.json", "certificate.txt", "convergence.png", "fit.png", "history.json",
+        "manifest.json", "model.npz", "summary.json"]
+
+
+@pytest.mark.parametrize(("name", "shown"), [("../../x", "'../../x'"), ("/tmp/fenchel-idl-abs", "'/tmp/fenchel-idl-abs'"),
+                                             ("", "''"), ("..", "'..'")])
+def test_run_refuses_a_name_that_is_a_path(name, shown, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    text = TINY.replace('name = "tiny"', f'name = "{name}"')
+    assert main(["run", _problem(tmp_path, text), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fenchel-idl: error: problem file ") and "'name' must be a plain " \
+        "name (it names the output directory runs/<name>)" in err and f"got {shown}." in err
+    assert not (tmp_path / "runs").exists() and not Path("/tmp/fenchel-idl-abs").exists()
+
+
+def test_run_checks_the_output_directory_before_training(tmp_path, monkeypatch, capsys):
+    trained = []
+    real = run_module._train
+    monkeypatch.setattr(run_module, "_train", lambda *a: trained.append(1) or real(*a))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    for out, said in [("afile", "is a file"), ("afile/sub", "cannot be created"),
+                      ("other", "--overwrite"), ("/proc/x", "can be created and written")]:
+        target = out if out.startswith("/") else str(tmp_path / out)
+        assert main(["run", _problem(tmp_path), "--quiet", "--out", target]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert trained == [], "no training before the output directory is known to be usable"
+    assert main(["run", _problem(tmp_path), "--quiet", "--out", str(tmp_path / "other"),
+                 "--overwrite"]) == 0
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine" and trained == [1]
+
+
+def test_run_refuses_max_sweeps_zero(tmp_path, capsys):
+    assert main(["run", _problem(tmp_path), "--quiet", "--max-sweeps", "0", "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "'max_sweeps' must be" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_help_states_the_output_policy(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for words in ("--overwrite", "Checked before training", "manifest.json is written last",
+                  "one run at a time",
+                  "refused when the problem file's data, model or settings differ"):
+        assert words in out, words
