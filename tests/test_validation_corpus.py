@@ -387,7 +387,7 @@ CASES = [
     case("tp-penalty-not-scalar", lambda t: _tp(penalties=[lambda A, B, C, D: cp.abs(A)]),
          NotConvexError, r"scalar.*\(3, 3\)"),
     case("tp-penalty-crashes", lambda t: _tp(penalties=[lambda A, B, C, D: A.value.sum()]),
-         NotConvexError, r"could not be built.*AttributeError"),
+         ValidationError, r"could not be built.*raised AttributeError"),
     case("tp-constraint-not-dcp", lambda t: _tp(constraints=[
         lambda A, B, C, D: [cp.norm(A) >= 1]]),
          NotConvexError, r"constraint that is not DCP"),

@@ -23,6 +23,7 @@ from fenchel_idl.problem.penalties import (
     Penalty,
     RowNorms,
     get_penalty,
+    penalty_reads,
 )
 from fenchel_idl.problem.projection import (
     PROJECTION_METHODS,
@@ -54,6 +55,7 @@ __all__ = [
     "datasets",
     "get_loss",
     "get_penalty",
+    "penalty_reads",
     "prediction_metric",
     "project_inf_ball",
     "project_l1_rows",

@@ -41,6 +41,7 @@ __all__ = [
     "Penalty",
     "RowNorms",
     "get_penalty",
+    "penalty_reads",
 ]
 
 Array = NDArray[np.float64]
@@ -112,6 +113,21 @@ class Penalty:
                                   f"matrices given {list(M)}.")
         return {k: as_float_array(k, M[k], ndim=2) for k in MATRICES if k in M}
 
+    #: whether :meth:`ab_prox` and :meth:`ab_subgradient` exist (the first-order (A, B) block)
+    ab_fast: ClassVar[bool] = False
+
+    def ab_prox(self, M: Mapping[str, Array], t: float,
+                fixed: Mapping[str, Array]) -> dict[str, Array]:
+        """argmin over the A and B it reads of t * P + 1/2 ||. - M||^2, with C and D fixed at
+        ``fixed`` (the (A, B) block of BCD). Only where :attr:`ab_fast`."""
+        raise NotImplementedError
+
+    def ab_subgradient(self, M: Mapping[str, Array], R: Mapping[str, Array], t: float,
+                       fixed: Mapping[str, Array]) -> dict[str, Array]:
+        """The element S of t * dP (over the A and B it reads, C and D fixed) nearest to -R,
+        that is with the least ||R + S|| (the certificate of the first-order (A, B) block)."""
+        raise NotImplementedError
+
     def prox(self, M: dict[str, Array], step: float) -> dict[str, Array]:
         """Proximal step: argmin_X step * P(X) + 1/2 ||X - M||^2 for the matrices it reads."""
         raise NotSupportedInRefinement(
@@ -147,6 +163,45 @@ def _shrink_stacked(M: Mapping[str, Array], keys: tuple[str, ...], t: float,
     return dict(zip(keys, np.split(joined, cuts, axis=axis)))
 
 
+def _toward(R: Array, t: float, axis: int | None) -> Array:
+    """-R shrunk into l2 balls of radius t (groups along ``axis``; None: one group): the
+    subgradient of t ||.||_2 at zero nearest to -R."""
+    nr = np.linalg.norm(R, axis=axis, keepdims=axis is not None)
+    return -R * np.minimum(1.0, t / np.maximum(nr, 1e-300))
+
+
+def _shifted_groups(X: Array, c: Array, t: float, axis: int) -> Array:
+    """Prox of t sum_g sqrt(||x_g||^2 + c_g^2) (groups along ``axis``, constants c_g >= 0):
+    x_g scaled by s in [0, 1], the root of s (1 + t / sqrt(s^2 ||x_g||^2 + c_g^2)) = 1
+    (found by bisection; exact zeros where c_g = 0 and ||x_g|| <= t)."""
+    a = np.linalg.norm(X, axis=axis)
+    c = np.asarray(c, dtype=float)
+    scale = np.maximum(1.0 - t / np.maximum(a, 1e-300), 0.0)
+    shifted = c > 0
+    if np.any(shifted):
+        lo, hi = np.zeros_like(a), np.ones_like(a)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            high = mid * (1.0 + t / np.sqrt(mid * mid * a * a + c * c)) >= 1.0
+            lo, hi = np.where(high, lo, mid), np.where(high, mid, hi)
+        scale = np.where(shifted, 0.5 * (lo + hi), scale)
+    return X * (np.expand_dims(scale, axis))
+
+
+def _shifted_subgradient(X: Array, R: Array, c: Array, t: float, axis: int) -> Array:
+    """Element of the subdifferential of t sum_g sqrt(||x_g||^2 + c_g^2) nearest to -R:
+    the gradient where (x_g, c_g) is not zero, -R_g shrunk into the t ball where it is."""
+    a = np.linalg.norm(X, axis=axis, keepdims=True)
+    nu = np.sqrt(a * a + np.expand_dims(np.asarray(c, dtype=float) ** 2, axis))
+    zero = nu == 0
+    return np.where(zero, _toward(R, t, axis), t * X / np.where(zero, 1.0, nu))
+
+
+def _cols_norm(M: Array | None, size: int) -> Array:
+    """Column norms of a fixed matrix (zeros when there is none)."""
+    return np.zeros(size) if M is None else np.linalg.norm(M, axis=0)
+
+
 @dataclass(frozen=True)
 class L1(Penalty):
     """weight * sum |M_ij| over the chosen matrices (elementwise sparsity, section 5)."""
@@ -177,6 +232,20 @@ class L1(Penalty):
     def prox(self, M, step):
         return {k: _soft(M[k], step * self.weight) for k in self.on}
 
+    ab_fast: ClassVar[bool] = True
+
+    def ab_prox(self, M, t, fixed):
+        return {k: _soft(M[k], t * self.weight) for k in self.on if k in ("A", "B")}
+
+    def ab_subgradient(self, M, R, t, fixed):
+        tw = t * self.weight
+        return {k: np.where(M[k] != 0, tw * np.sign(M[k]), -np.clip(R[k], -tw, tw))
+                for k in self.on if k in ("A", "B")}
+
+    def value(self, M):
+        M = self._matrices(M)
+        return self.weight * float(sum(np.abs(M[k]).sum() for k in self.on))
+
     def to_dict(self):
         return {**super().to_dict(), "on": "".join(self.on)}
 
@@ -196,6 +265,20 @@ class FeatureSelection(Penalty):
 
     def prox(self, M, step):
         return _shrink_stacked(M, ("B", "D"), step * self.weight, axis=0)
+
+    ab_fast: ClassVar[bool] = True
+
+    def ab_prox(self, M, t, fixed):
+        c = _cols_norm(fixed.get("D"), M["B"].shape[1])
+        return {"B": _shifted_groups(M["B"], c, t * self.weight, 0)}
+
+    def ab_subgradient(self, M, R, t, fixed):
+        c = _cols_norm(fixed.get("D"), M["B"].shape[1])
+        return {"B": _shifted_subgradient(M["B"], R["B"], c, t * self.weight, 0)}
+
+    def value(self, M):
+        M = self._matrices(M)
+        return self.weight * float(np.linalg.norm(np.vstack([M["B"], M["D"]]), axis=0).sum())
 
 
 @dataclass(frozen=True)
@@ -217,6 +300,37 @@ class _GroupNorms(Penalty):
 
     def prox(self, M, step):
         return _shrink_stacked(M, tuple(self.of), step * self.weight, self.axis)
+
+    ab_fast: ClassVar[bool] = True
+
+    def _ab_split(self, M, fixed):
+        """(variable keys, their join along the groups, norms of the fixed part per group)."""
+        keys = tuple(k for k in self.of if k in ("A", "B"))
+        joined = np.concatenate([M[k] for k in keys], axis=self.axis)
+        size = joined.shape[1 - self.axis]
+        fixed_keys = [k for k in self.of if k not in ("A", "B")]
+        c = (np.linalg.norm(np.concatenate([fixed[k] for k in fixed_keys], axis=self.axis),
+                            axis=self.axis) if fixed_keys else np.zeros(size))
+        return keys, joined, c
+
+    def _ab_unsplit(self, keys, joined, M):
+        cuts = np.cumsum([M[k].shape[self.axis] for k in keys])[:-1]
+        return dict(zip(keys, np.split(joined, cuts, axis=self.axis)))
+
+    def ab_prox(self, M, t, fixed):
+        keys, joined, c = self._ab_split(M, fixed)
+        return self._ab_unsplit(keys, _shifted_groups(joined, c, t * self.weight, self.axis), M)
+
+    def ab_subgradient(self, M, R, t, fixed):
+        keys, joined, c = self._ab_split(M, fixed)
+        Rj = np.concatenate([R[k] for k in keys], axis=self.axis)
+        S = _shifted_subgradient(joined, Rj, c, t * self.weight, self.axis)
+        return self._ab_unsplit(keys, S, M)
+
+    def value(self, M):
+        M = self._matrices(M)
+        joined = np.concatenate([M[k] for k in self.of], axis=self.axis)
+        return self.weight * float(np.linalg.norm(joined, axis=self.axis).sum())
 
     def to_dict(self):
         return {**super().to_dict(), "of": self.of}
@@ -268,6 +382,27 @@ class Nuclear(Penalty):
     def prox(self, M, step):
         U, s, Vt = np.linalg.svd(M["A"], full_matrices=False)
         return {"A": (U * np.maximum(s - step * self.weight, 0.0)) @ Vt}
+
+    ab_fast: ClassVar[bool] = True
+
+    def ab_prox(self, M, t, fixed):
+        return self.prox(M, t)
+
+    def ab_subgradient(self, M, R, t, fixed):
+        """t (U1 V1^T + W): U1, V1 the singular vectors of the nonzero singular values, W in
+        their orthogonal complements with spectral norm <= 1, chosen nearest to -R / t."""
+        tw = t * self.weight
+        U, s, Vt = np.linalg.svd(M["A"], full_matrices=False)
+        r = int(np.sum(s > 1e-12 * max(float(s[0]) if s.size else 0.0, 1e-300)))
+        U1, V1 = U[:, :r], Vt[:r].T
+        Rp = R["A"] - U1 @ (U1.T @ R["A"])
+        Rp = Rp - (Rp @ V1) @ V1.T
+        P, sp, Qt = np.linalg.svd(Rp, full_matrices=False)
+        return {"A": tw * (U1 @ V1.T) - (P * np.minimum(sp, tw)) @ Qt}
+
+    def value(self, M):
+        M = self._matrices(M)
+        return self.weight * float(np.linalg.svd(M["A"], compute_uv=False).sum())
 
 
 @dataclass(frozen=True)
@@ -397,13 +532,21 @@ def check_penalty_convex(pen: Penalty, shapes: Mapping[str, tuple[int, int]]) ->
     ------
     NotConvexError
         The expression is not convex, or a constraint is not DCP.
+    ValidationError
+        The penalty raised when called with CVXPY variables (its message is given), or it
+        uses a cp.Parameter (training never sets one).
     """
     M = {k: cp.Variable(v, name=k) for k, v in shapes.items()}
     try:
         expr, cons = pen.expression(M)
-    except Exception as exc:  # noqa: BLE001 - user code failing on variables
-        raise NotConvexError(f"penalty {pen.name!r} could not be built on CVXPY variables: "
-                             f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # user code failing on variables
+        who = f"the callable {_label(pen)}" if isinstance(pen, Custom) else repr(pen.name)
+        raise ValidationError(f"penalty {who} could not be built on CVXPY variables A, B, C, "
+                              f"D of shapes {[tuple(v) for v in shapes.values()]}: it raised "
+                              f"{type(exc).__name__}: {str(exc).rstrip('.')}. A penalty is "
+                              "called with CVXPY variables and must build its expression from them with CVXPY "
+                              "atoms.") from exc
+    _refuse_parameters(pen, expr, cons)
     if not isinstance(expr, (int, float)):
         if not isinstance(expr, cp.Expression) or expr.size != 1:
             raise NotConvexError(f"penalty {pen.name!r} must return a scalar CVXPY expression; "
@@ -417,3 +560,47 @@ def check_penalty_convex(pen: Penalty, shapes: Mapping[str, tuple[int, int]]) ->
             raise NotConvexError(f"penalty {pen.name!r} returned a constraint that is not DCP: "
                                  f"{c!r}.")
 
+
+def _label(pen: Penalty) -> str:
+    """A Custom penalty's name for messages: its label and the callable's qualified name."""
+    fn = getattr(pen, "fn", None)
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    label = getattr(pen, "label", pen.name)
+    return repr(name) if label in ("custom", "constraint", name) else f"{label!r} ({name})"
+
+
+def _refuse_parameters(pen: Penalty, expr: Any, cons: list) -> None:
+    """A penalty that uses a cp.Parameter is refused when the problem is built: training
+    never sets its value, and the blocks compile their own Parameters around it."""
+    params = [] if isinstance(expr, (int, float)) or not hasattr(expr, "parameters") \
+        else list(expr.parameters())
+    for c in cons:
+        if hasattr(c, "parameters"):
+            params += c.parameters()
+    if params:
+        names = sorted({p.name() for p in params})
+        who = f"the callable {_label(pen)}" if isinstance(pen, Custom) else repr(pen.name)
+        raise ValidationError(f"penalty {who} uses the cp.Parameter(s) {names}; training does "
+                              "not set Parameters, so a penalty must use fixed numbers: pass "
+                              "the value (e.g. param.value, a float or an array) instead.")
+
+
+def penalty_reads(pen: Penalty, shapes: Mapping[str, tuple[int, int]]) -> tuple[str, ...]:
+    """The matrices a penalty actually reads: :attr:`Penalty.matrices`, narrowed for a
+    :class:`Custom` penalty to the variables its expression and constraints contain (so a
+    callable spelling and ``Custom(..., reads=...)`` of one constraint are routed alike).
+
+    Parameters
+    ----------
+    pen : Penalty
+    shapes : mapping of str to (int, int)
+        The shapes of A, B, C and D.
+    """
+    if not isinstance(pen, Custom):
+        return tuple(pen.matrices)
+    M = {k: cp.Variable(v, name=k) for k, v in shapes.items()}
+    expr, cons = pen.expression(M)
+    used = set() if isinstance(expr, (int, float)) else {v.name() for v in expr.variables()}
+    for c in cons:
+        used |= {v.name() for v in c.variables()}
+    return tuple(k for k in pen.matrices if k in used)
