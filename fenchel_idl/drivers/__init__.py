@@ -17,7 +17,7 @@ from fenchel_idl.drivers.refine import (PARAMETERS, EpochRecord, RefineHistory, 
 from fenchel_idl.drivers.schedule import Schedule
 from fenchel_idl.drivers.state import initial_state
 from fenchel_idl.drivers.state_fit import (RowCertificate, StateFit, fit_states,
-                                            fit_states_from_settings, teacher_model)
+                                            fit_teacher, teacher_model)
 
 __all__ = [
     # BCD and its records
@@ -31,5 +31,5 @@ __all__ = [
     "ProblemSpec", "load_problem", "load_data", "build_problem", "bcd_options",
     "ImplicitRegressor", "ImplicitClassifier",
     # state-driven fitting to a teacher network
-    "fit_states", "fit_states_from_settings", "StateFit", "RowCertificate", "teacher_model",
+    "fit_states", "fit_teacher", "StateFit", "RowCertificate", "teacher_model",
 ]

@@ -30,6 +30,9 @@ lower bound for any theta, so the gap bounds the returned row's suboptimality.
 The readout (C, D) is then refitted by the certified Gram readout
 (:class:`fenchel_idl.blocks.gram.GramReadout`, squared loss) to the teacher's outputs at the
 fitted model's own equilibrium states, or the teacher's readout is kept.
+
+:func:`fit_teacher` is the problem-file form (a ``[teacher]`` table): it trains a
+scikit-learn MLP on the problem's data and fits it.
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ from fenchel_idl.model.wellposedness import pf_eigenvalue, rescale
 from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.validation import as_float_array, check_choice, check_int, check_real
 
-__all__ = ["READOUTS", "RowCertificate", "StateFit", "fit_states", "fit_states_from_settings",
-           "teacher_model"]
+__all__ = ["FIT_KEYS", "READOUTS", "TEACHER_KEYS", "RowCertificate", "StateFit", "fit_states",
+           "fit_teacher", "teacher_model"]
 
 Array = NDArray[np.float64]
 
@@ -424,21 +427,63 @@ def _plain_activation(model: ImplicitModel):
     return phi if isinstance(phi, Blockwise) or phi.componentwise else "relu"
 
 
-def fit_states_from_settings(settings: Mapping[str, Any], teacher: Any,
-                             U: ArrayLike) -> StateFit:
-    """:func:`fit_states` from a problem file's ``[teacher]`` table: the keys kappa, l1_A,
-    l1_B, readout, samples, seed, tol, zero_tol, on_failure and solver, as its keywords.
+#: Keys of a problem file's ``[teacher]`` table that describe the teacher network (a
+#: scikit-learn MLP trained on the problem's data), with their scikit-learn names.
+TEACHER_KEYS = {"hidden": "hidden_layer_sizes", "activation": "activation",
+                "max_iter": "max_iter", "alpha": "alpha",
+                "learning_rate_init": "learning_rate_init", "batch_size": "batch_size"}
+#: Keys of ``[teacher]`` passed to :func:`fit_states`.
+FIT_KEYS = ("kappa", "l1_A", "l1_B", "readout", "samples", "tol", "zero_tol", "on_failure",
+            "solver")
+
+
+def fit_teacher(settings: Mapping[str, Any], U: ArrayLike, Y: ArrayLike, *,
+                task: str = "classification", seed: int = 0) -> StateFit:
+    """The ``[teacher]`` form: train a scikit-learn MLP on (U, Y), then :func:`fit_states`
+    to it on U.
+
+    Parameters
+    ----------
+    settings : mapping
+        The ``[teacher]`` table: the network (:data:`TEACHER_KEYS`: hidden = list of layer
+        widths, activation, max_iter, alpha, learning_rate_init, batch_size) and the fit
+        (:data:`FIT_KEYS`, the keywords of :func:`fit_states`).
+    U : array_like of shape (p, m)
+        Training inputs, samples as columns.
+    Y : array_like
+        Integer labels of shape (m,) or one-hot columns (q, m) for ``task="classification"``;
+        targets (q, m) or (m,) for ``"regression"``.
+    task : {"classification", "regression"}
+    seed : int
+        Seeds the MLP's training and the subsample of the fit.
 
     Raises
     ------
     ValidationError
-        An unknown key (named in the message).
+        An unknown key (named in the message) or task.
+    InputTypeError
+        ``settings`` is not a table.
     """
-    keys = ("kappa", "l1_A", "l1_B", "readout", "samples", "seed", "tol", "zero_tol",
-            "on_failure", "solver")
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
     if not isinstance(settings, Mapping):
         raise InputTypeError(f"'[teacher]' must be a table; got {type(settings).__name__}.")
-    unknown = sorted(set(settings) - set(keys))
+    unknown = sorted(set(settings) - set(TEACHER_KEYS) - set(FIT_KEYS))
     if unknown:
-        raise ValidationError(f"'[teacher]' keys must be among {list(keys)}; got {unknown}.")
-    return fit_states(teacher, U, **dict(settings))
+        raise ValidationError(f"'[teacher]' keys must be among "
+                              f"{sorted(TEACHER_KEYS) + list(FIT_KEYS)}; got {unknown}.")
+    check_choice("task", task, ("classification", "regression"))
+    seed = check_int("seed", seed, low=0)
+    U = as_float_array("U", U, ndim=2)
+    options = {TEACHER_KEYS[k]: (tuple(v) if k == "hidden" else v)
+               for k, v in settings.items() if k in TEACHER_KEYS}
+    Ya = np.asarray(Y)
+    if task == "classification":
+        target = Ya.argmax(axis=0) if Ya.ndim == 2 else Ya
+        mlp = MLPClassifier(random_state=seed, **options)
+    else:
+        target = Ya.T if Ya.ndim == 2 else Ya
+        mlp = MLPRegressor(random_state=seed, **options)
+    mlp.fit(U.T, target)
+    fit = {k: v for k, v in settings.items() if k in FIT_KEYS}
+    return fit_states(mlp, U, seed=seed, **fit)

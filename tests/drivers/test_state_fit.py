@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fenchel_idl as fi
-from fenchel_idl.drivers.state_fit import fit_states, fit_states_from_settings, teacher_model
+from fenchel_idl.drivers.state_fit import fit_states, fit_teacher, teacher_model
 from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
 
 
@@ -135,14 +135,38 @@ def test_mlp_teacher_readout_and_subsample():
     assert "certified" in fit.summary()
 
 
-def test_settings_form_and_errors():
+def test_teacher_table_trains_the_mlp_and_fits_it():
+    ds = fi.datasets.digits(n=300, seed=1)
+    settings = {"hidden": [12], "max_iter": 150, "kappa": 0.3, "l1_A": 1e-3, "l1_B": 1e-3}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the MLP's ConvergenceWarning at 150 iterations
+        fit = fit_teacher(settings, ds.U, ds.Y, task="classification", seed=0)
+    assert fit.teacher.n == 12 and fit.model.n == 12 and fit.certified
+    assert np.abs(fit.model.A).sum(axis=1).max() <= 0.3 + 1e-7
+    agree = np.mean(fit.model.predict(ds.U).argmax(axis=0)
+                    == fit.teacher.predict(ds.U).argmax(axis=0))
+    assert agree >= 0.95
+
+
+def test_teacher_table_regression():
+    U = _inputs(p=3, m=120, seed=14)
+    y = np.sin(U.sum(axis=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_teacher({"hidden": [8], "max_iter": 300, "l1_A": 0.0, "l1_B": 0.0},
+                          U, y, task="regression", seed=0)
+    assert fit.teacher.q == 1 and fit.certified
+    teacher = fit.teacher.predict(U)
+    assert np.abs(fit.model.predict(U) - teacher).max() <= 1e-3 * max(1.0, np.abs(teacher).max())
+
+
+def test_settings_and_errors():
     W, b = _teacher(hidden=(3,), seed=12)
     U = _inputs(m=30, seed=13)
-    fit = fit_states_from_settings({"kappa": 0.3, "l1_A": 0.01, "readout": "keep"},
-                                   {"weights": W, "biases": b}, U)
-    assert np.abs(fit.model.A).sum(axis=1).max() <= 0.3 + 1e-7
     with pytest.raises(ValidationError, match=r"'\[teacher\]' keys.*'lr'"):
-        fit_states_from_settings({"lr": 1.0}, W, U)
+        fit_teacher({"lr": 1.0}, U, np.zeros(30, dtype=int))
+    with pytest.raises(ValidationError, match="'task'"):
+        fit_teacher({}, U, np.zeros(30, dtype=int), task="ranking")
     with pytest.raises(ValidationError, match="'kappa'"):
         fit_states(W, U, kappa=1.5)
     with pytest.raises(ValidationError, match="'readout'"):
