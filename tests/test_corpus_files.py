@@ -201,6 +201,13 @@ CASES = [
                           r"training process"),
     case("checkpoint-locked-problem-file", lambda t: _locked(t, cli=True),
          CheckpointError, r"checkpoint directory '.*ckpt' is in use"),
+    case("checkpoint-under-a-file", lambda t: solve_bcd(_tp(), max_sweeps=1,
+                                                         checkpoint=_file(t) / "ckpt"),
+         CheckpointError, r"'checkpoint' must be a directory that can be created and written; "
+                          r"'.*afile/ckpt' cannot \(NotADirectoryError"),
+    case("checkpoint-cannot-be-created", lambda t: solve_bcd(
+        _tp(), max_sweeps=1, checkpoint="/proc/fenchel-idl-ckpt"),
+         CheckpointError, r"'checkpoint' must be a directory .*'/proc/fenchel-idl-ckpt' cannot"),
     # a resume with other settings --------------------------------------------------------------
     case("resume-seed", lambda t: _resumed_with(t, seed=1),
          CheckpointError, r"'.*ckpt/checkpoint\.npz' was written with other settings.*"
@@ -253,7 +260,7 @@ def test_bad_file_or_directory_raises_a_clear_package_error(call, exc, match, tm
 
 
 def test_corpus_covers_every_class():
-    assert len(CASES) >= 35
+    assert len(CASES) >= 39
 
 
 # -- what must still work (the other side of each refusal) ------------------------------------
