@@ -212,3 +212,53 @@ def check_memory(what: str, nbytes: int, limit: int | None = None) -> int:
         raise ResourceError(f"{what} needs about {format_bytes(nbytes)} of memory; the limit is "
                             f"{format_bytes(limit)} ({source}). Use smaller sizes.")
     return nbytes
+
+
+#: The simple kinds of :func:`check_kind`, and how messages name them.
+_KIND_NAMES = {"bool": "a boolean (true or false)", "int": "an integer",
+               "float": "a number", "str": "a string", "path": "a path"}
+_ANNOTATION_KINDS = {"bool": "bool", "int": "int", "float": "float", "str": "str",
+                     "os.PathLike": "path", "PathLike": "path", "Path": "path"}
+
+
+def annotation_kinds(annotation: Any) -> tuple[tuple[str, ...], bool] | None:
+    """The kinds of a simple type annotation and whether it admits None, e.g.
+    ``"int | None"`` -> ``(("int",), True)``; None for annotations made of other types
+    (sequences, records), which their own checks validate."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__",
+                                                                  str(annotation))
+    parts = [part.strip() for part in text.split("|")]
+    kinds = tuple(dict.fromkeys(_ANNOTATION_KINDS.get(part, "?") for part in parts
+                                if part != "None"))
+    if not kinds or "?" in kinds:
+        return None
+    return kinds, "None" in parts
+
+
+def check_kind(name: str, value: Any, kinds: tuple[str, ...], nullable: bool = False) -> Any:
+    """Return ``value`` if it is of one of the ``kinds`` ("bool", "int", "float", "str",
+    "path"), or raise; nothing is converted: a bool is only a bool (never the string
+    "false"), an int only an integer (never 2.9), a float any finite real number.
+
+    Raises
+    ------
+    InputTypeError
+        A value of another type.
+    ValidationError
+        A NaN or infinite number where a number is expected.
+    """
+    if value is None and nullable:
+        return value
+    is_bool = isinstance(value, (bool, np.bool_))
+    ok = (("bool" in kinds and is_bool)
+          or ("int" in kinds and isinstance(value, Integral) and not is_bool)
+          or ("float" in kinds and isinstance(value, Real) and not is_bool)
+          or ("str" in kinds and isinstance(value, str))
+          or ("path" in kinds and isinstance(value, (str, os.PathLike))))
+    if not ok:
+        want = " or ".join(_KIND_NAMES[k] for k in kinds) + (" or None" if nullable else "")
+        raise InputTypeError(f"'{name}' must be {want}; got {describe(value)}.")
+    if "float" in kinds and not is_bool and isinstance(value, Real) \
+            and not math.isfinite(float(value)):
+        raise ValidationError(f"'{name}' must be a finite number; got {value!r}.")
+    return value

@@ -17,15 +17,24 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
 from fenchel_idl.drivers.refine import RefineOptions
 from fenchel_idl.drivers.schedule import Schedule
-from fenchel_idl.errors import DataNotFoundError, FenchelIDLError, ValidationError
+from fenchel_idl.errors import DataNotFoundError, FenchelIDLError, InputTypeError, ValidationError
 from fenchel_idl.problem import datasets
 from fenchel_idl.problem.training_problem import TrainingProblem
-from fenchel_idl.validation import check_int, check_real, describe
+from fenchel_idl.validation import (
+    annotation_kinds,
+    array_bytes,
+    check_int,
+    check_kind,
+    check_memory,
+    check_real,
+    describe,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,6 +49,21 @@ _TABLES = ("data", "model", "training", "schedule", "minibatch", "solver", "refi
 _MODEL_KEYS = {"n", "activation", "kappa", "bias"}
 _TRAINING_KEYS = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol"}
 _SOLVER_KEYS = {"name", "on_failure", "gap_tol"}
+#: The TOML type of each key (kinds of :func:`fenchel_idl.validation.check_kind`): a bool only
+#: from a TOML boolean, an int only from a TOML integer, a number from an integer or a float.
+_MODEL_KINDS = {"n": ("int",), "kappa": ("float",), "bias": ("bool",),
+                "activation": ("str", "table")}
+_TRAINING_KINDS = {"loss": ("str",), "lam": ("float", "array"), "max_sweeps": ("int",),
+                   "bounds": ("table",), "standardize": ("bool",), "tol": ("float",)}
+_SOLVER_KINDS = {"name": ("str",), "on_failure": ("str",), "gap_tol": ("float",)}
+_FILE_DATA_KINDS = {"path": ("str",), "test_path": ("str",), "delimiter": ("str",),
+                    "header": ("bool",), "task": ("str",), "test_fraction": ("float",),
+                    "target": ("str", "int", "array"), "inputs": ("str", "int", "array")}
+#: Ranges of numeric keys, checked after their types: (low, high, low_open, high_open).
+_RANGES = {"max_sweeps": (1, None, False, False), "n": (1, None, False, False),
+           "kappa": (0.0, 1.0, True, True), "tol": (0.0, None, False, False),
+           "gap_tol": (0.0, None, True, False), "test_fraction": (0.0, 1.0, True, True),
+           "test_split": (1, None, False, False)}
 #: [data] of a file source (source = "csv", "npz" or "npy"): the options of
 #: :func:`fenchel_idl.problem.datasets.load_file`, the file(s) and the test split
 _FILE_DATA_KEYS = {"source", "path", "test_path", "test_fraction", "target", "inputs", "task",
@@ -114,14 +138,7 @@ def load_problem(path: str | Path) -> ProblemSpec:
         Unknown sections or keys, a section that is not a table, a missing data source
         or model size, a value of the wrong type or out of range, bad TOML.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValidationError(f"'problem' must be an existing TOML file; {str(path)!r} does not "
-                              "exist.")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValidationError(f"problem file {str(path)!r} is not valid TOML: {exc}") from None
+    raw, path = _read_toml(path)
     where = f"problem file {str(path)!r}"
     unknown = set(raw) - _SECTIONS
     if unknown:
@@ -146,13 +163,20 @@ def load_problem(path: str | Path) -> ProblemSpec:
     if "n" not in model:
         raise ValidationError(f"{where} needs [model] n (number of states).")
     _check_keys("model", model, _MODEL_KEYS)
-    _checked(where, lambda: check_int("n", model["n"], low=1))
+    _check_kinds(where, "model", model, _MODEL_KINDS)
+    check_memory(f"{where}: [model] n = {model['n']} states (two n x n matrices)",
+                 array_bytes(*[(model["n"], model["n"])] * 2))
     training = dict(raw.get("training", {}))
     _check_keys("training", training, _TRAINING_KEYS)
+    _check_kinds(where, "training", training, _TRAINING_KINDS)
+    _check_kinds(where, "training.bounds", training.get("bounds", {}),
+                 dict.fromkeys(("B", "C", "D"), ("float",)))
     solver = dict(raw.get("solver", {}))
     _check_keys("solver", solver, _SOLVER_KEYS)
+    _check_kinds(where, "solver", solver, _SOLVER_KINDS)
     schedule = dict(raw.get("schedule", {}))
     _check_keys("schedule", schedule, _schedule_keys())
+    _check_kinds(where, "schedule", schedule, _record_kinds(Schedule))
     _checked(where, lambda: Schedule(**schedule))
     minibatch = raw.get("minibatch")
     if minibatch is not None:
@@ -167,6 +191,8 @@ def load_problem(path: str | Path) -> ProblemSpec:
     if refine is not None:
         refine = dict(refine)
         _check_keys("refine", refine, _refine_keys())
+        _check_kinds(where, "refine", refine, {**_record_kinds(RefineOptions),
+                                               "kappa": ("float",)})
         _checked(where, lambda: RefineOptions(**{k: v for k, v in refine.items()
                                                  if k != "kappa"}))
     return ProblemSpec(name=raw.get("name", path.stem), description=raw.get("description", ""),
@@ -175,6 +201,81 @@ def load_problem(path: str | Path) -> ProblemSpec:
                        refine=refine, path=str(path),
                        demo=dict(raw["demo"]) if "demo" in raw else None,
                        minibatch=minibatch)
+
+
+def _read_toml(path: Any) -> tuple[dict, Path]:
+    """The parsed TOML of an existing UTF-8 file, or a ValidationError naming the file."""
+    if not isinstance(path, (str, PathLike)):
+        raise InputTypeError(f"'problem' must be a path to a TOML file; got {describe(path)}.")
+    path = Path(path)
+    if not path.is_file():
+        raise ValidationError(f"'problem' must be an existing TOML file; {str(path)!r} does not "
+                              "exist.")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8")), path
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"problem file {str(path)!r} is not UTF-8 text (TOML files are "
+                              f"UTF-8): byte {exc.object[exc.start]:#04x} at position "
+                              f"{exc.start} cannot be decoded.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValidationError(f"problem file {str(path)!r} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ValidationError(f"problem file {str(path)!r} cannot be read "
+                              f"({type(exc).__name__}: {exc.strerror or exc}).") from None
+
+
+def _record_kinds(record: type) -> dict[str, tuple[str, ...]]:
+    """The kinds of the fields of a dataclass record whose annotations are simple types
+    (bool, int, float, str, optionally with None); other fields are checked by the record."""
+    kinds = {}
+    for f in dataclasses.fields(record):
+        found = annotation_kinds(f.type)
+        if found is not None:
+            kinds[f.name] = found[0]
+    return kinds
+
+
+def _check_kinds(where: str, section: str, table: dict,
+                 kinds: dict[str, tuple[str, ...]]) -> None:
+    """Check the TOML type of each key of ``table`` that ``kinds`` lists, then its range.
+
+    Raises a ValidationError naming the file, the section, the key, the expected type and
+    what came: ``bias = "false"`` is a string, not false; ``max_sweeps = 2.9`` is not an
+    integer.
+    """
+    for key, value in table.items():
+        if key in kinds:
+            _check_value(where, f"[{section}] '{key}'", key, value, kinds[key])
+
+
+def _check_value(where: str, name: str, key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """One value of a problem file against its kinds (see :func:`_check_kinds`)."""
+    if isinstance(value, (dict, list)):
+        if ("table" if isinstance(value, dict) else "array") not in allowed:
+            _bad_kind(where, name, allowed, value)
+        if isinstance(value, list) and "float" in allowed:  # an array of numbers
+            for i, item in enumerate(value):
+                _check_value(where, f"{name}[{i}]", key, item, ("float",))
+        return
+    simple = tuple(k for k in allowed if k not in ("table", "array"))
+    if not simple:
+        _bad_kind(where, name, allowed, value)
+    try:
+        check_kind(name, value, simple)
+        if key in _RANGES and not isinstance(value, str):
+            check_real(name, value, *_RANGES[key])
+    except InputTypeError:
+        _bad_kind(where, name, allowed, value)
+    except FenchelIDLError as exc:
+        quoted = f"'{name}'"
+        raise ValidationError(f"{where}: {str(exc).replace(quoted, name)}") from None
+
+
+def _bad_kind(where: str, name: str, allowed: tuple[str, ...], value: Any) -> None:
+    words = {"table": "a table", "array": "an array", "float": "a number", "int": "an integer",
+             "str": "a string", "bool": "true or false"}
+    raise ValidationError(f"{where}: {name} must be {' or '.join(words[k] for k in allowed)}; "
+                          f"got {describe(value)}.")
 
 
 def _sources() -> str:
@@ -192,6 +293,10 @@ def _check_data(where: str, data: dict) -> None:
     source = data["source"]
     key = source.strip().lower().replace("-", "_") if isinstance(source, str) else None
     if key in datasets.DATASET_NAMES:
+        _check_kinds(where, "data", data, {"test_fraction": ("float",), "test_split": ("int",)})
+        options = {k: v for k, v in data.items()
+                   if k not in ("source", "test_fraction", "test_split")}
+        _checked(f"{where}: [data]", lambda: datasets.check_load_options(key, options))
         return
     if key not in datasets.FILE_FORMATS:
         hint = ""
@@ -203,19 +308,13 @@ def _check_data(where: str, data: dict) -> None:
                               f"{describe(source)}.{hint}")
     data["source"] = key
     _check_keys("data", data, _FILE_DATA_KEYS)
-    for name in ("path", "test_path", "delimiter"):
-        if name in data and not isinstance(data[name], str):
-            raise ValidationError(f"{where}: [data] '{name}' must be a string; got "
-                                  f"{describe(data[name])}.")
+    _check_kinds(where, "data", data, _FILE_DATA_KINDS)
     if "path" not in data:
         raise ValidationError(f"{where}: [data] source = {key!r} needs 'path', the {key} "
                               "file (relative to the problem file's directory, or absolute).")
     if "test_path" in data and "test_fraction" in data:
         raise ValidationError(f"{where}: [data] takes 'test_path' (a separate test file) or "
                               "'test_fraction' (a held-out share), not both.")
-    if "header" in data and not isinstance(data["header"], bool):
-        raise ValidationError(f"{where}: [data] 'header' must be true or false; got "
-                              f"{describe(data['header'])}.")
     if data.get("task", "regression") not in datasets.TASKS:
         raise ValidationError(f"{where}: [data] 'task' must be one of {list(datasets.TASKS)} "
                               f"(or left out, to infer it); got {describe(data['task'])}.")
@@ -328,7 +427,7 @@ def bcd_options(spec: ProblemSpec, refine: bool = True) -> dict[str, Any]:
     and, with ``refine``, its [refine] stage (an empty [refine] section means the default
     options)."""
     opts: dict[str, Any] = {
-        "max_sweeps": int(spec.training.get("max_sweeps", 40)),
+        "max_sweeps": spec.training.get("max_sweeps", 40),
         "tol": spec.training.get("tol", 1e-6), "schedule": spec.schedule or None,
         "seed": spec.seed, "solver": spec.solver.get("name"),
         "on_failure": spec.solver.get("on_failure", "fallback"),

@@ -52,10 +52,12 @@ from fenchel_idl.model.feedforward import from_layers
 from fenchel_idl.model.implicit_model import ImplicitModel
 from fenchel_idl.model.wellposedness import check_well_posed
 from fenchel_idl.validation import (
+    annotation_kinds,
     array_bytes,
     as_float_array,
     check_choice,
     check_int,
+    check_kind,
     check_memory,
     check_real,
 )
@@ -67,6 +69,7 @@ __all__ = [
     "MAX_INFERRED_CLASSES",
     "TASKS",
     "Dataset",
+    "check_load_options",
     "cosine",
     "cosine_function",
     "cosine_grid",
@@ -401,7 +404,7 @@ def train_test_split(dataset: Dataset, test_fraction: float = 0.25,
     m = dataset.m
     if m < 2:
         raise ValidationError(f"'dataset' must have at least 2 samples to split; got m = {m}.")
-    n_test = min(max(int(round(frac * m)), 1), m - 1)
+    n_test = min(max(round(frac * m), 1), m - 1)
     if dataset.labels is not None:
         test_idx = _stratified_choice(dataset.labels, n_test, rng)
     else:
@@ -813,6 +816,7 @@ def data_directories() -> list[Path]:
 
 def _locate(folder: str, files: Sequence[str], data_dir: str | os.PathLike | None) -> Path:
     """The first directory ``<base>/<folder>`` that holds all ``files``."""
+    check_kind("data_dir", data_dir, ("str", "path"), nullable=True)
     bases = [Path(data_dir)] if data_dir is not None else data_directories()
     for base in bases:
         if all((base / folder / f).is_file() for f in files):
@@ -962,19 +966,39 @@ def load(name: str, **options: Any) -> Dataset:
     >>> load("cosine", m=10, seed=1).m
     10
     """
+    return _LOADERS[check_load_options(name, options)](**options)
+
+
+def check_load_options(name: Any, options: Mapping[str, Any]) -> str:
+    """Check the name and options of :func:`load` before anything is loaded; return the
+    loader's key.
+
+    Each option must be one the loader takes, of the type its signature declares (an int
+    only from an integer, never 2.9 or "3"; a path only from a string or path-like).
+
+    Raises
+    ------
+    InputTypeError
+        ``name`` not a str, or an option of the wrong type.
+    ValidationError
+        An unknown name or option (both listed), or a NaN or infinite number.
+    """
     if not isinstance(name, str):
         raise InputTypeError(f"'name' must be a str, one of {list(DATASET_NAMES)}; got "
                              f"{type(name).__name__}.")
     key = name.strip().lower().replace("-", "_")
     if key not in _LOADERS:
         raise ValidationError(f"'name' must be one of {list(DATASET_NAMES)}; got {name!r}.")
-    loader = _LOADERS[key]
-    allowed = list(inspect.signature(loader).parameters)
-    unknown = sorted(set(options) - set(allowed))
+    params = inspect.signature(_LOADERS[key]).parameters
+    unknown = sorted(set(options) - set(params))
     if unknown:
         raise ValidationError(f"data set {key!r} does not take the option(s) {unknown}; its "
-                              f"options are {allowed}.")
-    return loader(**options)
+                              f"options are {list(params)}.")
+    for opt, value in options.items():
+        kinds = annotation_kinds(params[opt].annotation)
+        if kinds is not None:
+            check_kind(opt, value, *kinds)
+    return key
 
 
 # -- your own data: arrays and files ---------------------------------------------------------
