@@ -10,7 +10,10 @@ its marker comments (:func:`fenchel_idl.apps.common.write_section`):
 - ``cosine``: ``python -m fenchel_idl.apps.bench_refine --results FILE``, the cosine problem
   file by BCD and refinement against refinement from a random start;
 - ``experiments``: ``python -m fenchel_idl.apps.experiments --results FILE``, the summary
-  table of the experiments of section 7 (without the MNIST-size ones, which ``--full`` adds);
+  table of the experiments of section 7 (without the MNIST-size ones, which ``--full`` adds)
+  and, for each experiment, its four implicit models measured in the same run (random-feature
+  start, BCD alone, BCD + refinement, refinement from a random start) with test figures,
+  wall times and the relaxation gap of the BCD model;
 - ``bench``: ``fenchel-idl bench --results FILE``, the benchmark ratios.
 
 This command runs them in turn. ``--quick`` runs each in its quick mode (a check that the
