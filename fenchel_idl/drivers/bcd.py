@@ -80,9 +80,12 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     gap_tol : float
         Tolerance of the block certificates.
     checkpoint : path, optional
-        Directory where a checkpoint is written atomically after every sweep.
+        Directory where a checkpoint is written atomically after every sweep. The run holds
+        an exclusive lock on it (one run at a time; the lock ends with the process).
     resume : bool
-        Resume from the checkpoint in ``checkpoint`` if there is one.
+        Resume from the checkpoint in ``checkpoint`` if there is one. It must have been
+        written for the same problem and with the same settings (all but ``max_sweeps``,
+        ``refine``, ``callback``, ``progress`` and ``executor``).
     progress : bool
         Show a progress bar over the sweeps when stderr is a terminal; otherwise write one
         INFO line per sweep, and why the sweeps stopped, to the ``fenchel_idl.drivers``
@@ -112,7 +115,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     SolverError
         A block could not be solved to certified optimality (policy "fallback"/"raise").
     CheckpointError
-        A corrupt checkpoint, or one written for another problem.
+        A corrupt or edited checkpoint, one written for another problem or with other
+        settings (the message names them), or a checkpoint directory in use by another run.
     TrainingInterrupted
         Ctrl-C (a ``KeyboardInterrupt``): its message and attributes say in which phase the
         run stopped and which checkpoint (sweep count and directory) is on disk to resume
@@ -196,6 +200,7 @@ class _Descent:
         self.last_improvement = np.inf
         self.settings: dict = {}  # run_settings(...), checked against a checkpoint
         self.stop_reason: str | None = None
+        self.max_sweeps = 0
         self.s: State
 
     # -- start and checkpoints ------------------------------------------------------------
@@ -220,6 +225,10 @@ class _Descent:
             self.history = meta.pop("history")
             self.solvers.CD.policy.events.extend(meta.pop("events"))
             self.rejected, self.max_increase = meta["rejected"], float(meta["max_increase"])
+            # a resumed run that had already stopped reports the same stop (older
+            # checkpoints do not hold them: then "unknown")
+            self.last_improvement = float(meta.get("last_improvement", np.inf))
+            self.stop_reason = meta.get("stop_reason")
             log = meta.get("log", log)  # a format-1 checkpoint: its history goes to a new log
         self.evaluate()
         return start_model, log
@@ -228,13 +237,16 @@ class _Descent:
         meta = {"sweep": self.sweep, "stage": self.stage, "stage_sweeps": self.stage_sweeps,
                 "rejected": self.rejected,
                 "max_increase": self.max_increase if np.isfinite(self.max_increase)
-                else -1e300}
+                else -1e300,
+                "last_improvement": self.last_improvement if np.isfinite(self.last_improvement)
+                else 1e300, "stop_reason": self.stop_reason}
         return save_checkpoint(ckpt, self.problem, self.s, meta, self.history,
                                self.solvers.CD.policy.events, log, self.settings)
 
     # -- the loop -------------------------------------------------------------------------
     def descend(self, max_sweeps: int, ckpt: Path | None, log: dict, progress: bool) -> None:
         """Sweep until ``max_sweeps`` or the schedule stops, checkpointing every sweep."""
+        self.max_sweeps = max_sweeps
         shown = Progress(progress, "BCD")
         shown.open(max_sweeps, "sweep", initial=self.sweep)
         try:
@@ -366,8 +378,10 @@ class _Descent:
             self.eq_losses.append((self.sweep, float(self.loss)))
 
     def stats(self) -> DescentStats:
+        stop = self.stopping(self.max_sweeps) or "not stopped"
         return DescentStats(used=[r for r in self.history if r.accepted],
                             events=self.solvers.CD.policy.events,
                             max_increase=self.max_increase, rejected=self.rejected,
                             last_improvement=self.last_improvement,
-                            relaxed_objective=self.J, relaxed_loss=self.loss)
+                            relaxed_objective=self.J, relaxed_loss=self.loss,
+                            stop_reason=stop, hit_max=stop.startswith("max_sweeps"))
