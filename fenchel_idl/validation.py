@@ -171,6 +171,8 @@ def array_bytes(*shapes: tuple[int, ...], itemsize: int = 8) -> int:
 def format_bytes(nbytes: float) -> str:
     """``nbytes`` in a readable unit, e.g. ``'1.5 GiB'``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if unit == "B" and nbytes < 1024:
+            return f"{int(nbytes)} B"
         if nbytes < 1024 or unit == "PiB":
             return f"{nbytes:.3g} {unit}"
         nbytes /= 1024
