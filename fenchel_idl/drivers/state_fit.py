@@ -47,6 +47,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fenchel_idl.blocks.cvxpy_terms import check_compiled
+from fenchel_idl.blocks.first_order import fista, fista_info
 from fenchel_idl.blocks.gram import GramReadout
 from fenchel_idl.blocks.solvers import ON_FAILURE, SolveInfo, describe_solve, solve_certified
 from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
@@ -54,10 +55,11 @@ from fenchel_idl.model.activations import Blockwise, state_lipschitz
 from fenchel_idl.model.feedforward import from_layers, from_mlp
 from fenchel_idl.model.implicit_model import ImplicitModel
 from fenchel_idl.model.wellposedness import pf_eigenvalue, rescale
+from fenchel_idl.problem.projection import project_l1_rows
 from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.validation import as_float_array, check_choice, check_int, check_real
 
-__all__ = ["FIT_KEYS", "READOUTS", "TEACHER_KEYS", "RowCertificate", "StateFit", "fit_states",
+__all__ = ["FIT_KEYS", "METHODS", "READOUTS", "TEACHER_KEYS", "RowCertificate", "StateFit", "fit_states",
            "fit_teacher", "teacher_model"]
 
 Array = NDArray[np.float64]
@@ -65,6 +67,9 @@ Array = NDArray[np.float64]
 #: How the readout (C, D) of the fitted model is made: "teacher" refits it to the teacher's
 #: outputs (certified least squares on the Gram matrix), "keep" keeps the teacher's.
 READOUTS = ("teacher", "keep")
+
+#: How the rows are solved (see :func:`fit_states`).
+METHODS = ("auto", "fista", "cvxpy")
 
 #: Samples per chunk when the statistics are accumulated (bounds the memory of V).
 _CHUNK = 10_000
@@ -87,7 +92,8 @@ class RowCertificate:
     residual : float
         RMS of a_i X + b_i U + c_i - z_i over the samples, relative to the RMS of z_i.
     solve : SolveInfo
-        The record of the solver run that produced the row.
+        The record of the solver run that produced the row (for FISTA, the one run over all
+        rows; the row's own gap above decides whether the row is certified).
     """
 
     objective: float
@@ -231,76 +237,147 @@ def _root(G: Array) -> tuple[Array, Array, Array]:
 
 
 class _RowProgram:
-    """The row program of the module docstring, compiled once; ``solve(t, radius)`` fits
-    one row. Also computes the returned row's own duality gap (:meth:`certify`)."""
+    """The row programs of the module docstring over the shared root R (rows as the rows of
+    W = [A, B, b] and T): their primal values, their Fenchel-dual lower bounds, the CVXPY
+    program of one row (compiled on first use) and the batched first-order solve."""
 
     def __init__(self, R: Array, n: int, p: int, l1_A: float, l1_B: float):
-        r, k = R.shape
         self.R, self.n, self.p, self.l1_A, self.l1_B = R, n, p, l1_A, l1_B
-        self.w = cp.Variable(k, name="w")
-        self.t = cp.Parameter(r, name="t")
-        self.radius = cp.Parameter(nonneg=True, name="radius")
-        a, b = self.w[:n], self.w[n:n + p]
-        obj = 0.5 * cp.sum_squares(R @ self.w - self.t)
-        if l1_A > 0:
-            obj = obj + l1_A * cp.norm1(a)
-        if l1_B > 0:
-            obj = obj + l1_B * cp.norm1(b)
-        self.prob = cp.Problem(cp.Minimize(obj), [cp.norm1(a) <= self.radius])
-        check_compiled("state row", self.prob)
+        self._cvxpy: tuple | None = None
         # columns of R whose dual constraint is an equality: c, and b without a penalty
         eq = R[:, n + p:] if l1_B > 0 else R[:, n:]
         Qe, se, _ = np.linalg.svd(eq, full_matrices=False)
         self.eq_basis = Qe[:, se > 1e-12 * max(float(se[0]), 1e-300)] if se.size else Qe
 
+    def _compiled(self) -> tuple:
+        if self._cvxpy is None:
+            r, k = self.R.shape
+            w, t = cp.Variable(k, name="w"), cp.Parameter(r, name="t")
+            radius = cp.Parameter(nonneg=True, name="radius")
+            a, b = w[:self.n], w[self.n:self.n + self.p]
+            obj = 0.5 * cp.sum_squares(self.R @ w - t)
+            if self.l1_A > 0:
+                obj = obj + self.l1_A * cp.norm1(a)
+            if self.l1_B > 0:
+                obj = obj + self.l1_B * cp.norm1(b)
+            prob = cp.Problem(cp.Minimize(obj), [cp.norm1(a) <= radius])
+            check_compiled("state row", prob)
+            self._cvxpy = (prob, w, t, radius)
+        return self._cvxpy
+
     def solve(self, t: Array, radius: float, tol: float, on_failure: str, solvers):
-        self.t.value, self.radius.value = t, radius
-        info = solve_certified(self.prob, "state row", "socp", solvers, on_failure, tol)[-1]
-        return np.array(self.w.value, dtype=float), info
+        """One row by :func:`solve_certified` (the CVXPY program)."""
+        prob, w, tp, rp = self._compiled()
+        tp.value, rp.value = t, radius
+        info = solve_certified(prob, "state row", "socp", solvers, on_failure, tol)[-1]
+        return np.array(w.value, dtype=float), info
 
-    def primal(self, w: Array, t: Array) -> float:
+    def primal(self, W: Array, T: Array) -> Array:
+        """The rows' objectives (without the constant), shape (rows,)."""
         n, p = self.n, self.p
-        res = self.R @ w - t
-        return float(0.5 * res @ res + self.l1_A * np.abs(w[:n]).sum()
-                     + self.l1_B * np.abs(w[n:n + p]).sum())
+        res = W @ self.R.T - T
+        return (0.5 * np.sum(res * res, axis=1) + self.l1_A * np.abs(W[:, :n]).sum(axis=1)
+                + self.l1_B * np.abs(W[:, n:n + p]).sum(axis=1))
 
-    def lower(self, w: Array, t: Array, radius: float) -> float:
-        """The dual value at theta = R w - t made feasible (module docstring)."""
+    def lower(self, W: Array, T: Array, radii: Array) -> Array:
+        """The dual values at theta_i = R w_i - t_i made feasible (module docstring)."""
         n, p = self.n, self.p
-        theta = self.R @ w - t
-        theta = theta - self.eq_basis @ (self.eq_basis.T @ theta)
-        s = self.R.T @ theta
-        if self.l1_B > 0:
-            top = float(np.abs(s[n:n + p]).max()) if p else 0.0
-            if top > self.l1_B:
-                theta, s = theta * (self.l1_B / top), s * (self.l1_B / top)
-        excess = max(float(np.abs(s[:n]).max()) - self.l1_A, 0.0)
-        return float(-0.5 * theta @ theta - theta @ t - radius * excess)
+        theta = W @ self.R.T - T
+        theta = theta - (theta @ self.eq_basis) @ self.eq_basis.T
+        S = theta @ self.R
+        if self.l1_B > 0 and p:
+            top = np.abs(S[:, n:n + p]).max(axis=1)
+            scale = np.where(top > self.l1_B, self.l1_B / np.maximum(top, 1e-300), 1.0)
+            theta, S = theta * scale[:, None], S * scale[:, None]
+        excess = np.maximum(np.abs(S[:, :n]).max(axis=1) - self.l1_A, 0.0)
+        return -0.5 * np.sum(theta * theta, axis=1) - np.sum(theta * T, axis=1) - radii * excess
+
+    def first_order(self, T: Array, radii: Array, const: Array, tol: float,
+                    max_iter: int) -> tuple[Array, SolveInfo]:
+        """All rows at once by FISTA (:func:`fenchel_idl.blocks.first_order.fista`) with the
+        proximal map of the l1 terms and the ball (soft thresholding, then the projection on
+        the ball: the two compose), stopped on the largest relative row gap."""
+        t0 = time.perf_counter()
+        n, p = self.n, self.p
+        Gm, RT = self.R.T @ self.R, T @ self.R  # G / m and H / m
+        L = max(float(np.linalg.eigvalsh(Gm)[-1]), 1e-300)
+
+        def grad_obj(W):  # the criterion is the relative gap itself, so f is reported as 0
+            return 0.0, W @ Gm - RT
+
+        def prox(V):
+            out = V.copy()
+            a = np.sign(V[:, :n]) * np.maximum(np.abs(V[:, :n]) - self.l1_A / L, 0.0)
+            out[:, :n] = project_l1_rows(a, radii)
+            out[:, n:n + p] = np.sign(V[:, n:n + p]) * np.maximum(
+                np.abs(V[:, n:n + p]) - self.l1_B / L, 0.0)
+            return out
+
+        def certificate(W, f, g):
+            P = self.primal(W, T) + const
+            return float(np.max((P - self.lower(W, T, radii) - const)
+                                / np.maximum(1.0, np.abs(P))))
+
+        W, _, gap, iters = fista(grad_obj, prox, certificate, np.zeros((T.shape[0], n + p + 1)),
+                                 L, tol, max_iter, check_every=10)
+        return W, fista_info("state rows", 0.0, gap, iters, tol, t0)
+
+
+def _row_certificate(prog: _RowProgram, w: Array, t: Array, radius: float, const: float,
+                     tol: float, info: SolveInfo) -> RowCertificate:
+    """The certificate of the returned row w: its objective, its dual lower bound, their
+    relative gap and the relative fit residual. ``const`` is the objective's constant
+    (1/(2m) ||z_i||^2 - ||t||^2 / 2). A CVXPY row needs its solver's record certified too."""
+    n, p = prog.n, prog.p
+    f = float(prog.primal(w[None], t[None])[0]) + const
+    lo = float(prog.lower(w[None], t[None], np.array([radius]))[0]) + const
+    gap = max(f - lo, 0.0) / max(1.0, abs(f))
+    fit = f - prog.l1_A * np.abs(w[:n]).sum() - prog.l1_B * np.abs(w[n:n + p]).sum()
+    zz = max(2.0 * const + float(t @ t), 1e-300)  # ||z_i||^2 / m
+    ok = gap <= tol and (info.solver == "FISTA" or info.certified)
+    return RowCertificate(f, lo, gap, bool(ok), float(np.sqrt(max(2.0 * fit, 0.0) / zz)), info)
 
 
 def _fit_row(prog: _RowProgram, t: Array, radius: float, const: float, zero_tol: float,
              tol: float, on_failure: str, solvers) -> tuple[Array, RowCertificate]:
-    """Solve one row; set the entries of (a, b) below zero_tol times the largest to exact
-    zeros when the row's own gap stays within tol (else keep the row as solved); certify the
-    returned row. ``const`` is the objective's constant (1/(2m) ||z_i||^2 - ||t||^2 / 2)."""
+    """Solve one row by CVXPY; set the entries of (a, b) below zero_tol times the largest to
+    exact zeros when the row's own gap stays within tol (else keep the row as solved)."""
     w, info = prog.solve(t, radius, tol, on_failure, solvers)
     n, p = prog.n, prog.p
     wz = w.copy()
     scale = max(float(np.abs(w[:n + p]).max()), 1e-300)
     wz[:n + p][np.abs(wz[:n + p]) <= zero_tol * scale] = 0.0
-    for cand in (wz, w):
-        f, lo = prog.primal(cand, t) + const, prog.lower(cand, t, radius) + const
-        gap = max(f - lo, 0.0) / max(1.0, abs(f))
-        if gap <= tol:
-            break
-    fit = f - prog.l1_A * np.abs(cand[:n]).sum() - prog.l1_B * np.abs(cand[n:n + p]).sum()
-    zz = max(2.0 * const + float(t @ t), 1e-300)  # ||z_i||^2 / m
-    cert = RowCertificate(float(f), float(lo), float(gap), bool(info.certified and gap <= tol),
-                          float(np.sqrt(max(2.0 * fit, 0.0) / zz)), info)
-    return cand, cert
+    cert = _row_certificate(prog, wz, t, radius, const, tol, info)
+    if cert.gap <= tol:
+        return wz, cert
+    return w, _row_certificate(prog, w, t, radius, const, tol, info)
 
 
-def _check_settings(kappa, l1_A, l1_B, readout, samples, tol, zero_tol, on_failure):
+def _fit_rows(prog: _RowProgram, T: Array, radii: Array, const: Array, method: str,
+              max_iter: int, zero_tol: float, tol: float, on_failure: str,
+              solvers) -> tuple[Array, list[RowCertificate]]:
+    """Every row: by the batched first-order solve (``method`` "fista" or "auto"), then by
+    CVXPY for the rows it did not certify ("auto") or for all ("cvxpy"). With "fista" an
+    uncertified row is kept, and its certificate says so."""
+    n, k = T.shape[0], prog.n + prog.p + 1
+    W = np.zeros((n, k))
+    rows: list[RowCertificate | None] = [None] * n
+    if method != "cvxpy":
+        Wf, info = prog.first_order(T, radii, const, tol, max_iter)
+        for i in range(n):
+            cert = _row_certificate(prog, Wf[i], T[i], float(radii[i]), float(const[i]), tol,
+                                    info)
+            if cert.certified or method == "fista":
+                W[i], rows[i] = Wf[i], cert
+    for i in range(n):
+        if rows[i] is None:
+            W[i], rows[i] = _fit_row(prog, T[i], float(radii[i]), float(const[i]), zero_tol,
+                                     tol, on_failure, solvers)
+    return W, rows  # type: ignore[return-value]
+
+
+def _check_settings(kappa, l1_A, l1_B, readout, samples, tol, zero_tol, on_failure, method,
+                    max_iter):
     kappa = check_real("kappa", kappa, 0.0, 1.0, low_open=True, high_open=True)
     l1_A = check_real("l1_A", l1_A, 0.0, None)
     l1_B = check_real("l1_B", l1_B, 0.0, None)
@@ -310,13 +387,16 @@ def _check_settings(kappa, l1_A, l1_B, readout, samples, tol, zero_tol, on_failu
     check_real("tol", tol, 0.0, None, low_open=True)
     check_real("zero_tol", zero_tol, 0.0, 1.0)
     check_choice("on_failure", on_failure, ON_FAILURE)
+    check_choice("method", method, METHODS)
+    check_int("max_iter", max_iter, low=1)
     return kappa, l1_A, l1_B
 
 
 def fit_states(teacher: Any, U: ArrayLike, *, kappa: float = 0.5, l1_A: float = 1e-3,
                l1_B: float = 1e-3, readout: str = "teacher", samples: int | None = None,
                seed: int = 0, tol: float = 1e-6, zero_tol: float = 1e-6,
-               on_failure: str = "fallback", solver: str | None = None) -> StateFit:
+               on_failure: str = "fallback", solver: str | None = None,
+               method: str = "auto", max_iter: int = 5000) -> StateFit:
     """Fit a well-posed implicit model to a teacher's hidden states, one certified convex
     program per state (see the module docstring).
 
@@ -346,6 +426,13 @@ def fit_states(teacher: Any, U: ArrayLike, *, kappa: float = 0.5, l1_A: float = 
         As in :func:`fenchel_idl.blocks.solve_certified`.
     solver : str, optional
         Force one CVXPY solver.
+    method : {"auto", "fista", "cvxpy"}
+        "auto": all rows at once by FISTA, certified by each row's dual gap, and the rows it
+        does not certify within ``max_iter`` iterations by CVXPY (:func:`solve_certified`);
+        "fista": FISTA only (an uncertified row is kept and its certificate says so);
+        "cvxpy": every row by CVXPY.
+    max_iter : int
+        Iteration cap of the first-order solve.
 
     Returns
     -------
@@ -360,7 +447,7 @@ def fit_states(teacher: Any, U: ArrayLike, *, kappa: float = 0.5, l1_A: float = 
     """
     t0 = time.perf_counter()
     kappa, l1_A, l1_B = _check_settings(kappa, l1_A, l1_B, readout, samples, tol, zero_tol,
-                                        on_failure)
+                                        on_failure, method, max_iter)
     model = _prepare_teacher(teacher, kappa)
     U = as_float_array("U", U, ndim=2)
     if U.shape[0] != model.p:
@@ -376,13 +463,9 @@ def fit_states(teacher: Any, U: ArrayLike, *, kappa: float = 0.5, l1_A: float = 
     prog = _RowProgram(R, n, p, l1_A, l1_B)
     radii = kappa / state_lipschitz(model.activation, n)
     const = 0.5 * (zz / m - np.sum(T * T, axis=1))
-    W = np.zeros((n, n + p + 1))
-    rows = []
     solvers = (solver,) if solver else None
-    for i in range(n):
-        W[i], cert = _fit_row(prog, T[i], float(radii[i]), float(const[i]), zero_tol, tol,
-                              on_failure, solvers)
-        rows.append(cert)
+    W, rows = _fit_rows(prog, T, radii, const, method, max_iter, zero_tol, tol, on_failure,
+                        solvers)
     fitted = model.replace(A=W[:, :n], B=W[:, n:n + p], bias_x=W[:, n + p])
     fitted, rec = _readout(fitted, model, U, readout, tol, on_failure, solvers)
     A, B = fitted.A, fitted.B
@@ -434,7 +517,7 @@ TEACHER_KEYS = {"hidden": "hidden_layer_sizes", "activation": "activation",
                 "learning_rate_init": "learning_rate_init", "batch_size": "batch_size"}
 #: Keys of ``[teacher]`` passed to :func:`fit_states`.
 FIT_KEYS = ("kappa", "l1_A", "l1_B", "readout", "samples", "tol", "zero_tol", "on_failure",
-            "solver")
+            "solver", "method", "max_iter")
 
 
 def fit_teacher(settings: Mapping[str, Any], U: ArrayLike, Y: ArrayLike, *,
