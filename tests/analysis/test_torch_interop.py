@@ -98,7 +98,7 @@ def test_trains_inside_a_torch_network_with_a_torch_optimizer():
         loss.backward()
         opt.step()
         layer.project_(0.9)
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     trained = from_torch(layer)
     assert np.abs(trained.A).sum(axis=1).max() <= 0.9 + 1e-12
