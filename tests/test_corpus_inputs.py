@@ -32,6 +32,7 @@ import pytest
 
 from fenchel_idl import FenchelIDLError, ImplicitModel
 from fenchel_idl.analysis import robustness
+from fenchel_idl.apps.run import run_problem
 from fenchel_idl.drivers import problem_file, solve_bcd
 from fenchel_idl.drivers.estimators import ImplicitClassifier, ImplicitRegressor
 from fenchel_idl.errors import (
@@ -117,6 +118,12 @@ def _nested_meta(t: Path) -> Path:
                      _npy(np.frombuffer(b"[" * 100_000 + b"]" * 100_000, dtype=np.uint8)))
 
 
+def _save_npz(t: Path, **arrays: np.ndarray) -> str:
+    """Write ``e.npz`` beside the problem file; nothing to append to the file."""
+    np.savez(t / "e.npz", **arrays)
+    return ""
+
+
 def _with_limit(limit: str, call):
     with mock.patch.dict(os.environ, {MEMORY_LIMIT_ENV: limit}):
         return call()
@@ -143,6 +150,16 @@ CASES = [
     case("tp-label-far-beyond", lambda t: TrainingProblem(
         U20, np.where(np.arange(20) == 3, 10**6, LAB20), n=3, loss="cross_entropy"),
          ValidationError, r"q at most 140 for 20 samples; got the label 1000000.*1000001 classes"),
+    case("ds-target-zero-columns", lambda t: datasets.from_arrays(np.ones((5, 2)),
+                                                                  np.ones((5, 0))),
+         ShapeError, r"'target' must have at least one sample and one column.*\(5, 0\)"),
+    case("pf-npz-target-zero-columns", lambda t: problem_file.load_data(problem_file.load_problem(
+        _pf(t, replace=('source = "cosine"\nm = 20', 'source = "npz"\npath = "e.npz"'),
+            extra=_save_npz(t, X=np.ones((5, 2)), y=np.ones((5, 0)))))),
+         ShapeError, r"\[data\] 'path'.*target of shape \(5, 0\)"),
+    case("run-max-sweeps-zero", lambda t: run_problem(_pf(t), None, max_sweeps=0,
+                                                      progress=False),
+         ValidationError, r"'max_sweeps' must be an integer in \[1, inf\]; got 0"),
     # resources: refused before anything is allocated ------------------------------------
     case("tp-n-1e7", lambda t: TrainingProblem(U20, Y20, n=10**7),
          ResourceError, r"n = 10000000 states.*needs about .* the limit is"),

@@ -1098,6 +1098,9 @@ def from_arrays(X: ArrayLike, y: ArrayLike, *, task: str | None = None,
     if X.shape[0] != y.shape[0]:
         raise ShapeError(f"'inputs' and 'target' must have the same number of rows (samples); "
                          f"got {X.shape[0]} and {y.shape[0]}.")
+    if X.shape[0] < 1 or X.shape[1] < 1 or y.shape[1] < 1:
+        raise ShapeError(f"'inputs' and 'target' must have at least one sample and one column "
+                         f"each; got inputs of shape {X.shape} and target of shape {y.shape}.")
     task = _infer_task(y) if task is None else check_choice("task", task, TASKS)
     info = dict(info or {}, task=task)
     U = _readonly(np.ascontiguousarray(X.T))
