@@ -24,8 +24,8 @@ The names below are the common ones; each layer's ``__all__`` lists all of its p
 """
 
 from fenchel_idl import errors
-from fenchel_idl.analysis import (from_torch, lipschitz_bound, low_rank, lp_bound, reduce,
-                                  selected_features, sensitivity_matrix, to_torch)
+from fenchel_idl.analysis import (from_torch, global_bound, lipschitz_bound, low_rank, lp_bound,
+                                  reduce, selected_features, sensitivity_matrix, to_torch)
 from fenchel_idl.drivers import (BCDResult, Certificate, ImplicitClassifier, ImplicitRegressor,
                                  RefineOptions, Schedule, fit_states, load_problem, refine,
                                  solve_bcd, solve_bcd_minibatch)
@@ -50,7 +50,7 @@ __all__ = [
     "RefineOptions", "load_problem", "ImplicitRegressor", "ImplicitClassifier", "fit_states",
     # analysis (sections 4-5)
     "sensitivity_matrix", "lipschitz_bound", "lp_bound", "reduce", "low_rank",
-    "selected_features",
+    "selected_features", "global_bound",
     # PyTorch interop (the torch extra)
     "to_torch", "from_torch",
     # errors

@@ -1,5 +1,6 @@
 """Analysis of trained models: robustness bounds (section 4), attacks (section 7.3),
-sparsity and compression (section 5), and plots.
+sparsity and compression (section 5), certified global lower bounds for tiny training
+problems, and plots.
 """
 
 from fenchel_idl.analysis.attacks import (
@@ -28,6 +29,7 @@ from fenchel_idl.analysis.compression import (
     reduce,
     selected_features,
 )
+from fenchel_idl.analysis.global_bound import GlobalBound, global_bound
 from fenchel_idl.analysis.plots import plot_convergence, plot_fit, pyplot
 from fenchel_idl.analysis.robustness import (
     LP_SOLVERS,
@@ -49,6 +51,7 @@ __all__ = [
     "AttackTable",
     "ClosedFormState",
     "ErrorBound",
+    "GlobalBound",
     "LPBound",
     "LowRankApproximation",
     "LowRankModel",
@@ -59,6 +62,7 @@ __all__ = [
     "attack_success_rate",
     "attack_table",
     "from_torch",
+    "global_bound",
     "gradient_attack",
     "lipschitz_bound",
     "lipschitz_penalty_value",
