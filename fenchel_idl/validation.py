@@ -264,3 +264,17 @@ def check_kind(name: str, value: Any, kinds: tuple[str, ...], nullable: bool = F
             and not math.isfinite(float(value)):
         raise ValidationError(f"'{name}' must be a finite number; got {value!r}.")
     return value
+
+
+def read_npy_header(fh: Any) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, header length in bytes) of the .npy stream that starts at ``fh``,
+    read without reading (or allocating) the data; ValueError for a stream that is not
+    .npy. Lets a reader check the claimed size against the stored bytes and the memory
+    limit before :func:`numpy.load` allocates it."""
+    start = fh.tell()
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    return tuple(int(d) for d in shape), dtype, fh.tell() - start

@@ -124,6 +124,16 @@ def _save_npz(t: Path, **arrays: np.ndarray) -> str:
     return ""
 
 
+def _raw_npy(t: Path, content: bytes) -> Path:
+    (t / "d.npy").write_bytes(content)
+    return t / "d.npy"
+
+
+def _raw_csv(t: Path, content: bytes) -> Path:
+    (t / "d.csv").write_bytes(content)
+    return t / "d.csv"
+
+
 def _with_limit(limit: str, call):
     with mock.patch.dict(os.environ, {MEMORY_LIMIT_ENV: limit}):
         return call()
@@ -157,6 +167,19 @@ CASES = [
         _pf(t, replace=('source = "cosine"\nm = 20', 'source = "npz"\npath = "e.npz"'),
             extra=_save_npz(t, X=np.ones((5, 2)), y=np.ones((5, 0)))))),
          ShapeError, r"\[data\] 'path'.*target of shape \(5, 0\)"),
+    case("ds-npz-header-claims-huge", lambda t: datasets.load_file(
+        _npz_with(t, "claim.npz", "A.npy", _npy_claiming((40000, 40000)))),
+         ValidationError, r"npz file .*claim\.npz': 'A' claims shape \(40000, 40000\).*160 "
+                          r"bytes stored"),
+    case("ds-npy-under-npz", lambda t: datasets.load_file(_npy_as_npz(t)),
+         ValidationError, r"npz file .*model\.npz' cannot be read: it is not an npz \(zip\) "
+                          r"archive.*'npy'"),
+    case("ds-npy-header-claims-huge", lambda t: datasets.load_file(
+        _raw_npy(t, _npy_claiming((10**6, 10**6))), target=0),
+         ValidationError, r"npy file .*d\.npy': 'the array' claims shape \(1000000, 1000000\)"),
+    case("ds-csv-not-utf8", lambda t: datasets.load_file(
+        _raw_csv(t, b"a,b,y\n1,2,3\n2,3,\xff4\n"), target="y"),
+         ValidationError, r"CSV file .*d\.csv' is not UTF-8 text: byte 0xff at position 16"),
     case("run-max-sweeps-zero", lambda t: run_problem(_pf(t), None, max_sweeps=0,
                                                       progress=False),
          ValidationError, r"'max_sweeps' must be an integer in \[1, inf\]; got 0"),

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import gzip
 import inspect
+import math
 import os
 import zipfile
 import zlib
@@ -60,6 +61,7 @@ from fenchel_idl.validation import (
     check_kind,
     check_memory,
     check_real,
+    read_npy_header,
 )
 
 __all__ = [
@@ -1134,10 +1136,17 @@ def _is_number(text: str) -> bool:
 
 def _csv_rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
     """The non-blank rows of a CSV file with their line numbers, fields stripped."""
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        rows = [(reader.line_num, [f.strip() for f in row]) for row in reader
-                if any(f.strip() for f in row)]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            rows = [(reader.line_num, [f.strip() for f in row]) for row in reader
+                    if any(f.strip() for f in row)]
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"CSV file {str(path)!r} is not UTF-8 text: byte "
+                              f"{exc.object[exc.start]:#04x} at position {exc.start} cannot be "
+                              "decoded (save the file as UTF-8).") from None
+    except csv.Error as exc:
+        raise ValidationError(f"CSV file {str(path)!r} cannot be read: {exc}.") from None
     if not rows:
         raise ValidationError(f"CSV file {str(path)!r} holds no rows.")
     return rows
@@ -1241,7 +1250,43 @@ def _split_table(table: Array, names: Sequence[Column], target: Any, inputs: Any
             [names[j] for j in t_idx])
 
 
+def _check_stored_arrays(path: Path, fmt: str) -> None:
+    """Read the array headers of an npy or npz file and refuse, before numpy allocates
+    anything, arrays that the file does not hold (a header claiming more bytes than are
+    stored), that are not real numbers, or that exceed the memory limit."""
+    where = f"{fmt} file {str(path)!r}"
+    try:
+        if fmt == "npy":
+            with path.open("rb") as fh:
+                headers = {"the array": (*read_npy_header(fh), path.stat().st_size)}
+        else:
+            if not zipfile.is_zipfile(path):
+                raise ValidationError(f"{where} cannot be read: it is not an npz (zip) "
+                                      "archive (an .npy array under an .npz name? write "
+                                      "source = 'npy').")
+            with zipfile.ZipFile(path) as zf:
+                headers = {}
+                for info in zf.infolist():
+                    with zf.open(info) as fh:
+                        headers[info.filename.removesuffix(".npy")] = (
+                            *read_npy_header(fh), info.file_size)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, RuntimeError) as exc:
+        if isinstance(exc, FenchelIDLError):
+            raise
+        raise ValidationError(f"{where} cannot be read: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from None
+    for name, (shape, dtype, header_len, stored) in headers.items():
+        if math.prod(shape) * dtype.itemsize + header_len > stored:
+            raise ValidationError(f"{where}: {name!r} claims shape {shape} of {dtype}, more "
+                                  f"than the {stored} bytes stored for it (corrupt or "
+                                  "truncated).")
+    check_memory(f"the arrays of {where}",
+                 sum(math.prod(h[0]) * h[1].itemsize for h in headers.values()))
+
+
 def _read_npy(path: Path) -> Array:
+    _check_stored_arrays(path, "npy")
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -1259,6 +1304,7 @@ def _read_npz(path: Path, inputs: Any, target: Any
     """The arrays ``inputs`` (default "X") and ``target`` (default "y") of an npz file."""
     keys = {"inputs": _NPZ_DEFAULTS["inputs"] if inputs is None else inputs,
             "target": _NPZ_DEFAULTS["target"] if target is None else target}
+    _check_stored_arrays(path, "npz")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {}
