@@ -30,7 +30,13 @@ from fenchel_idl.errors import (
 )
 from fenchel_idl.model.activations import Activation, activation_for, get_activation
 from fenchel_idl.model.equilibrium import EquilibriumInfo, Structure, solve_equilibrium, structure
-from fenchel_idl.validation import as_float_array, as_samples, check_memory, describe
+from fenchel_idl.validation import (
+    as_float_array,
+    as_samples,
+    check_memory,
+    describe,
+    read_npy_header,
+)
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ImplicitModel"]
 
@@ -450,12 +456,7 @@ def _array_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo,
     """(shape, dtype) of an .npy member, refused unless a real numeric array of at most two
     dimensions whose data fits in the member's stored size."""
     with zf.open(info) as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        header_len = fh.tell()
+        shape, dtype, header_len = read_npy_header(fh)
     name = info.filename.removesuffix(".npy")
     if dtype.hasobject or dtype.kind not in "biuf" or len(shape) > 2:
         raise ModelFileError(f"{where} is corrupt or not a model file: it holds an array "
@@ -466,7 +467,7 @@ def _array_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo,
         raise ModelFileError(f"{where}: the header of the array {name!r} claims shape {shape} "
                              f"({math.prod(shape) * dtype.itemsize} bytes), but the file holds "
                              f"{info.file_size} bytes for it (corrupt or truncated).")
-    return tuple(int(d) for d in shape), dtype
+    return shape, dtype
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
