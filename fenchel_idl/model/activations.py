@@ -149,6 +149,23 @@ def _floats(x: Any, z: Any) -> tuple[Array, Array]:
     return np.asarray(x, dtype=float), np.asarray(z, dtype=float)
 
 
+def _two_product(a: Any, b: Array) -> tuple[Array, Array]:
+    """(p, e) with p = fl(a b) and p + e = a b exactly (Dekker's product by splitting), so
+    that x - a b keeps its digits when x and a b nearly cancel."""
+    def split(v):
+        c = 134217729.0 * v  # 2^27 + 1
+        hi = c - (c - v)
+        return hi, v - hi
+
+    a = np.asarray(a, dtype=float)
+    p = a * b
+    with np.errstate(over="ignore", invalid="ignore"):
+        ah, al = split(a)
+        bh, bl = split(b)
+        e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, np.where(np.isfinite(e), e, 0.0)
+
+
 @dataclass(frozen=True)
 class ReLU(Activation):
     """phi(z) = max(z, 0). A CONE map; F is equation (6.8): x^2/2 + (z_+)^2/2 - x z, x >= 0.
@@ -177,10 +194,31 @@ class ReLU(Activation):
         return (z > 0).astype(np.float64)
 
     def fenchel(self, x, z):
+        """(6.8) in the stable form 0.5 (x - z_+)^2 + x z_- (z = z_+ - z_-): a sum of
+        nonnegative terms, where the literal form cancels digits (it returns 0 for
+        F(1e8 + 1, 1e8) = 0.5)."""
         x, z = _floats(x, z)
-        zp = np.maximum(z, 0.0)
-        val = 0.5 * x * x + 0.5 * zp * zp - x * z
-        return np.where(x >= 0, np.maximum(val, 0.0), np.inf)
+        val = 0.5 * (x - np.maximum(z, 0.0)) ** 2 + x * np.maximum(-z, 0.0)
+        return np.where(x >= 0, val, np.inf)
+
+    def fenchel_cvxpy(self, x, z):
+        """(6.8) in the stable form of :meth:`fenchel`. For fixed z it is
+        0.5 (x - z_+)^2 + z_- x; for fixed x >= 0 it is the minimum over t >= max(z, 0) of
+        0.5 (t - x)^2 + x (t - z), written with an auxiliary variable t (the minimum is at
+        t = z_+), so the term is exact inside a minimization."""
+        x = x if isinstance(x, cp.Expression) else cp.Constant(np.asarray(x, dtype=float))
+        z = z if isinstance(z, cp.Expression) else cp.Constant(np.asarray(z, dtype=float))
+        if x.is_constant() and z.is_constant() and x.value is not None \
+                and z.value is not None and not x.parameters() and not z.parameters():
+            return CvxTerm(cp.Constant(self.fenchel(x.value, z.value)), [])
+        if z.is_constant():
+            expr = 0.5 * cp.square(x - cp.pos(z)) + cp.multiply(cp.neg(z), x)
+            return CvxTerm(expr, [] if x.is_constant() else [x >= 0])
+        if x.is_constant():
+            t = cp.Variable(z.shape, name="relu_divergence_t")
+            expr = 0.5 * cp.square(t - x) + cp.multiply(x, t - z)
+            return CvxTerm(expr, [t >= z, t >= 0])
+        return super().fenchel_cvxpy(x, z)
 
     def f_cvxpy(self, x):
         x = x if isinstance(x, cp.Expression) else cp.Constant(np.asarray(x, dtype=float))
@@ -215,10 +253,14 @@ class LeakyReLU(Activation):
         return np.where(z > 0, 1.0, self.alpha)
 
     def fenchel(self, x, z):
+        """F = 0.5 (x_+ - z_+)^2 + (x_- - alpha z_-)^2 / (2 alpha) + x_+ z_- + x_- z_+: the
+        literal f(x) + f*(z) - x z regrouped into nonnegative terms (no cancellation)."""
         x, z = _floats(x, z)
-        fx = np.where(x >= 0, 0.5 * x * x, 0.5 * x * x / self.alpha)
-        fz = np.where(z >= 0, 0.5 * z * z, 0.5 * self.alpha * z * z)
-        return np.maximum(fx + fz - x * z, 0.0)
+        xp, xm = np.maximum(x, 0.0), np.maximum(-x, 0.0)
+        zp, zm = np.maximum(z, 0.0), np.maximum(-z, 0.0)
+        a = self.alpha
+        prod, err = _two_product(a, zm)  # alpha z_- = prod + err exactly
+        return 0.5 * (xp - zp) ** 2 + ((xm - prod) - err) ** 2 / (2.0 * a) + xp * zm + xm * zp
 
     def f_cvxpy(self, x):
         return CvxTerm(0.5 * cp.square(cp.pos(x)) + (0.5 / self.alpha) * cp.square(cp.neg(x)), [])
@@ -292,7 +334,11 @@ class Tanh(Activation):
         inside = np.abs(x) <= 1.0
         xc = np.clip(x, -1.0, 1.0)
         fx = 0.5 * (xlogy(1.0 + xc, 1.0 + xc) + xlogy(1.0 - xc, 1.0 - xc))
-        val = fx + _log_cosh(z) - xc * z
+        # log cosh z - x z = |z| - x z + log1p(exp(-2|z|)) - log 2, and |z| - x z =
+        # (1 - x) z_+ + (1 + x) z_-: no cancellation of two terms of size |z|
+        zp, zm = np.maximum(z, 0.0), np.maximum(-z, 0.0)
+        val = (fx - np.log(2.0) + np.log1p(np.exp(-2.0 * np.abs(z)))
+               + (1.0 - xc) * zp + (1.0 + xc) * zm)
         return np.where(inside, np.maximum(val, 0.0), np.inf)
 
     def f_cvxpy(self, x):
@@ -329,7 +375,9 @@ class Sigmoid(Activation):
         inside = (x >= 0.0) & (x <= 1.0)
         xc = np.clip(x, 0.0, 1.0)
         fx = xlogy(xc, xc) + xlogy(1.0 - xc, 1.0 - xc)
-        val = fx + np.logaddexp(0.0, z) - xc * z
+        # log(1 + e^z) - x z = log1p(e^-|z|) + (1 - x) z_+ + x z_- (no cancellation)
+        zp, zm = np.maximum(z, 0.0), np.maximum(-z, 0.0)
+        val = fx + np.log1p(np.exp(-np.abs(z))) + (1.0 - xc) * zp + xc * zm
         return np.where(inside, np.maximum(val, 0.0), np.inf)
 
     def f_cvxpy(self, x):
@@ -368,7 +416,11 @@ class Softmax(Activation):
             x, z = x[:, None], z[:, None]
         inside = np.all(x >= 0, axis=0) & np.isclose(np.sum(x, axis=0), 1.0, atol=1e-9)
         xc = np.clip(x, 0.0, None)
-        val = np.sum(xlogy(xc, xc), axis=0) + logsumexp(z, axis=0) - np.sum(xc * z, axis=0)
+        # logsumexp(z) - <x, z> with z shifted by its column maximum (sum x = 1 on the
+        # simplex), so two terms of the size of max z do not cancel
+        zs = z - np.max(z, axis=0, keepdims=True)
+        val = (np.sum(xlogy(xc, xc), axis=0) + logsumexp(zs, axis=0)
+               - np.sum(xc * zs, axis=0) + (1.0 - np.sum(xc, axis=0)) * np.max(z, axis=0))
         return np.where(inside, np.maximum(val, 0.0), np.inf)
 
     def fenchel_cvxpy(self, x, z):

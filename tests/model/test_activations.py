@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -137,3 +139,69 @@ def test_solve_scalar(act, rng):
     c = rng.uniform(-3, 3, size=(6, 8))
     x = act.solve_scalar(a, c)
     np.testing.assert_allclose(x, act(a * x + c), atol=1e-12)
+
+
+# -- numerics of the divergence at large arguments (issue 23) ---------------------------------
+
+def _relu_exact(x: float, z: float) -> float:
+    """(6.8) in exact rational arithmetic on the float inputs."""
+    fx, fz = Fraction(x), Fraction(z)
+    zp = max(fz, Fraction(0))
+    return float(fx * fx / 2 + zp * zp / 2 - fx * fz)
+
+
+@pytest.mark.parametrize("x, z", [(1e8 + 1, 1e8), (1e12 + 0.001, 1e12), (3e15, -2e15),
+                                  (0.0, 5e300 ** 0.5), (2.5, 2.5), (1e-3, -7.0)])
+def test_relu_divergence_matches_exact_arithmetic(x, z):
+    assert ReLU().fenchel(np.array(x), np.array(z)) == pytest.approx(_relu_exact(x, z),
+                                                                      rel=1e-12, abs=1e-300)
+
+
+def test_relu_divergence_named_values():
+    relu = ReLU()
+    assert float(relu.fenchel(np.array(1e8 + 1), np.array(1e8))) == 0.5
+    assert float(relu.fenchel(np.array(1e12 + 0.001), np.array(1e12))) == pytest.approx(
+        4.768371582e-7, rel=1e-9)  # x - z is 0.0009765625 in float64
+
+
+@pytest.mark.parametrize("x, z", [(1e8 + 1, 1e8), (-1e8 - 1, -1e9), (2.0, -3.0), (-4.0, 5.0),
+                                  (-1e12 - 0.5, -1e13)])
+def test_leaky_relu_divergence_matches_exact_arithmetic(x, z):
+    a = Fraction(0.1)
+    fx, fz = Fraction(x), Fraction(z)
+    f = fx * fx / 2 if fx >= 0 else fx * fx / (2 * a)
+    fs = fz * fz / 2 if fz >= 0 else a * fz * fz / 2
+    exact = float(f + fs - fx * fz)
+    assert LeakyReLU(0.1).fenchel(np.array(x), np.array(z)) == pytest.approx(exact, rel=1e-12)
+
+
+def test_smooth_divergences_at_large_arguments_by_hand():
+    """F(x, z) = f(x) - log 2 + (1 - x) z for tanh at z >> 0, f(x) + (1 - x) z for sigmoid
+    (the log1p terms vanish below one ulp), and 0 at x = phi(z)."""
+    z = 1e12
+    ft = 0.5 * (1.5 * np.log(1.5) + 0.5 * np.log(0.5))
+    assert Tanh().fenchel(np.array(0.5), np.array(z)) == pytest.approx(ft - np.log(2) + 0.5 * z,
+                                                                      rel=1e-15)
+    assert Tanh().fenchel(np.array(1.0), np.array(z)) == 0.0
+    assert Tanh().fenchel(np.array(-1.0), np.array(-z)) == 0.0
+    fs = 2 * 0.5 * np.log(0.5)
+    assert Sigmoid().fenchel(np.array(0.5), np.array(z)) == pytest.approx(fs + 0.5 * z, rel=1e-15)
+    assert Sigmoid().fenchel(np.array(0.0), np.array(-z)) == 0.0
+    sm = Softmax().fenchel(np.array([[0.5], [0.5]]), np.array([[z + 2.0], [z]]))
+    # log(e^2 + 1) - 2 * 0.5 - log 2 for x = (1/2, 1/2) on the simplex
+    assert float(sm[0]) == pytest.approx(np.log(np.exp(2.0) + 1) - 1.0 - np.log(2), rel=1e-12)
+
+
+def test_relu_cvxpy_divergence_is_stable_and_exact_in_minimization():
+    relu = ReLU()
+    x = cp.Variable(1)
+    x.value = np.array([1e8 + 1])
+    term = relu.fenchel_cvxpy(x, cp.Constant(np.array([1e8])))
+    assert float(term.expr.value[0]) == 0.5
+    # fixed x: the auxiliary form equals F at the minimum over its variable
+    zv = cp.Variable(3)
+    x0, z0 = np.array([0.5, 2.0, 0.0]), np.array([-1.0, 1.5, 3.0])
+    t = relu.fenchel_cvxpy(cp.Constant(x0), zv)
+    prob = cp.Problem(cp.Minimize(cp.sum(t.expr)), t.constraints + [zv == z0])
+    prob.solve(solver="CLARABEL")
+    assert prob.value == pytest.approx(float(relu.fenchel(x0, z0).sum()), abs=1e-7)
