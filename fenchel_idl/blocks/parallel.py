@@ -397,7 +397,8 @@ class ParallelBlocks(Blocks):
     def __init__(self, problem: TrainingProblem, executor: BlockExecutor,
                  options: SolveOptions, events: list, owns_executor: bool = False,
                  row_batch: int = 25, col_batch: int = 50):
-        super().__init__(problem, row_batch=row_batch, col_batch=col_batch)
+        super().__init__(problem, row_batch=row_batch, col_batch=col_batch,
+                         gap_tol=options.gap_tol)
         if not isinstance(executor, BlockExecutor):
             raise InputTypeError(f"'executor' must be a BlockExecutor; got "
                                  f"{describe(executor)}.")

@@ -97,6 +97,10 @@ class SolveInfo:
         1 for the first solver tried, 2 for the first fallback, ...
     note : str
         Why the solve was not certified, or "".
+    abs_gap : float or None
+        The duality gap in the block objective's own units, |p - d| (the units of the
+        training objective: every block objective is a part of it plus constants), where
+        known.
     """
 
     block: str
@@ -109,28 +113,29 @@ class SolveInfo:
     time: float
     attempt: int
     note: str = ""
+    abs_gap: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def _certificate(name: str, problem: cp.Problem, tol: float):
-    """(gap, residual, ok, note) from the solver's own statistics."""
+    """(gap, residual, ok, note, absolute gap) from the solver's own statistics."""
     stats = problem.solver_stats.extra_stats if problem.solver_stats is not None else None
-    gap = res = None
+    gap = res = absolute = p = d = None
     if name == "CLARABEL" and isinstance(stats, dict):
         p, d = stats["pcost"], stats["dcost"]
-        gap = abs(p - d) / max(1.0, abs(p))
     elif name == "ECOS" and isinstance(stats, dict) and "info" in stats:
-        info = stats["info"]
-        gap = abs(info["pcost"] - info["dcost"]) / max(1.0, abs(info["pcost"]))
-        res = max(info["pres"], info["dres"])
+        p, d = stats["info"]["pcost"], stats["info"]["dcost"]
+        res = max(stats["info"]["pres"], stats["info"]["dres"])
     elif name == "SCS" and isinstance(stats, dict) and "info" in stats:
-        info = stats["info"]
-        gap = abs(info["pobj"] - info["dobj"]) / max(1.0, abs(info["pobj"]))
-        res = max(info["res_pri"], info["res_dual"])
+        p, d = stats["info"]["pobj"], stats["info"]["dobj"]
+        res = max(stats["info"]["res_pri"], stats["info"]["res_dual"])
     elif name == "OSQP" and stats is not None and hasattr(stats, "info"):
         res = max(float(stats.info.prim_res), float(stats.info.dual_res))
+    if p is not None and d is not None:
+        absolute = abs(float(p) - float(d))
+        gap = absolute / max(1.0, abs(float(p)))
     if gap is not None:
         ok = gap <= tol
         note = "" if ok else f"duality gap {gap:.2e} above tolerance {tol:.1e}"
@@ -139,7 +144,7 @@ def _certificate(name: str, problem: cp.Problem, tol: float):
         note = "" if ok else f"KKT residual {res:.2e} above tolerance {tol:.1e}"
     else:
         ok, note = False, "solver reported neither a dual objective nor residuals"
-    return gap, res, ok, note
+    return gap, res, ok, note, absolute
 
 
 def solve_certified(problem: cp.Problem, block: str, cone: str = "qp",
@@ -207,10 +212,10 @@ def solve_certified(problem: cp.Problem, block: str, cone: str = "qp",
         except Exception as exc:  # a solver crashing inside
             note = f"solver error: {type(exc).__name__}: {exc}"
         elapsed = time.perf_counter() - t0
-        gap = res = None
+        gap = res = absolute = None
         ok = False
         if status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and value is not None:
-            gap, res, ok, cert_note = _certificate(name, problem, tol)
+            gap, res, ok, cert_note, absolute = _certificate(name, problem, tol)
             if status != cp.OPTIMAL:
                 ok = False
                 cert_note = cert_note or "solver reported optimal_inaccurate"
@@ -222,7 +227,7 @@ def solve_certified(problem: cp.Problem, block: str, cone: str = "qp",
         elif not note:
             note = f"status {status}"
         info = SolveInfo(block, name, status, None if value is None else float(value), gap, res,
-                         ok, elapsed, k, note)
+                         ok, elapsed, k, note, absolute)
         attempts.append(info)
         if ok:
             return attempts

@@ -200,6 +200,7 @@ class _Descent:
         self.last_improvement = np.inf
         self.settings: dict = {}  # run_settings(...), checked against a checkpoint
         self.stop_reason: str | None = None
+        self.max_sweeps = 0
         self.s: State
 
     # -- start and checkpoints ------------------------------------------------------------
@@ -224,6 +225,11 @@ class _Descent:
             self.history = meta.pop("history")
             self.solvers.CD.policy.events.extend(meta.pop("events"))
             self.rejected, self.max_increase = meta["rejected"], float(meta["max_increase"])
+            # a resumed run that had already stopped reports the same stop (older
+            # checkpoints do not hold them: then "unknown")
+            last = float(meta.get("last_improvement", 1e300))
+            self.last_improvement = np.inf if last >= 1e300 else last
+            self.stop_reason = meta.get("stop_reason")
             log = meta.get("log", log)  # a format-1 checkpoint: its history goes to a new log
         self.evaluate()
         return start_model, log
@@ -232,13 +238,16 @@ class _Descent:
         meta = {"sweep": self.sweep, "stage": self.stage, "stage_sweeps": self.stage_sweeps,
                 "rejected": self.rejected,
                 "max_increase": self.max_increase if np.isfinite(self.max_increase)
-                else -1e300}
+                else -1e300,
+                "last_improvement": self.last_improvement if np.isfinite(self.last_improvement)
+                else 1e300, "stop_reason": self.stop_reason}
         return save_checkpoint(ckpt, self.problem, self.s, meta, self.history,
                                self.solvers.CD.policy.events, log, self.settings)
 
     # -- the loop -------------------------------------------------------------------------
     def descend(self, max_sweeps: int, ckpt: Path | None, log: dict, progress: bool) -> None:
         """Sweep until ``max_sweeps`` or the schedule stops, checkpointing every sweep."""
+        self.max_sweeps = max_sweeps
         shown = Progress(progress, "BCD")
         shown.open(max_sweeps, "sweep", initial=self.sweep)
         try:
@@ -370,8 +379,10 @@ class _Descent:
             self.eq_losses.append((self.sweep, float(self.loss)))
 
     def stats(self) -> DescentStats:
+        stop = self.stopping(self.max_sweeps) or "not stopped"
         return DescentStats(used=[r for r in self.history if r.accepted],
                             events=self.solvers.CD.policy.events,
                             max_increase=self.max_increase, rejected=self.rejected,
                             last_improvement=self.last_improvement,
-                            relaxed_objective=self.J, relaxed_loss=self.loss)
+                            relaxed_objective=self.J, relaxed_loss=self.loss,
+                            stop_reason=stop, hit_max=stop.startswith("max_sweeps"))

@@ -447,7 +447,9 @@ class _MiniBatch:
             used=[r for r in self.history if r.accepted and r.block != "restart"],
             events=self.policy.events, max_increase=self.max_increase, rejected=self.rejected,
             last_improvement=self.last_improvement, relaxed_objective=float(sum(relaxed)),
-            relaxed_loss=relaxed[0])
+            relaxed_loss=relaxed[0], hit_max=True,
+            stop_reason=f"epochs={getattr(self, 'n_epochs', 0)} ran (the mini-batch driver "
+            "runs every epoch)")
 
     # -- H, J and the records -------------------------------------------------------------
     def objective(self) -> float:
@@ -484,6 +486,7 @@ class _MiniBatch:
     def epoch(self, epoch: int, epochs: int, order, restart: bool) -> None:
         """(Optionally) restart at the true equilibrium, then one pass over the batches in
         ``order`` (None: in sample order)."""
+        self.n_epochs = epochs
         pb, t0 = self.pb, time.perf_counter()
         if restart:
             self.s.X, _ = equilibrium(pb, self.s, X0=self.s.X)

@@ -15,7 +15,15 @@ from numpy.typing import NDArray
 
 from fenchel_idl.model.implicit_model import ImplicitModel
 
-__all__ = ["BCDResult", "BatchRecord", "BlockRecord", "Certificate", "SolveOutcome", "outcome"]
+__all__ = [
+    "SCOPE",
+    "BCDResult",
+    "BatchRecord",
+    "BlockRecord",
+    "Certificate",
+    "SolveOutcome",
+    "outcome",
+]
 
 Array = NDArray[np.float64]
 
@@ -34,6 +42,10 @@ class SolveOutcome:
         The solve met its certificate.
     accepted : bool
         The update was kept (it did not raise the monotone quantity).
+    abs_gap : float or None
+        The gap in absolute units of the training objective (the relative gap is relative
+        to max(1, |block objective|), and a block objective can be far larger than the
+        loss: constants of the majorizer), where known.
     """
 
     solver: str
@@ -42,12 +54,18 @@ class SolveOutcome:
     kkt_residual: float | None
     certified: bool
     accepted: bool
+    abs_gap: float | None = None
 
 
 def outcome(info, accepted: bool) -> dict:
-    """The :class:`SolveOutcome` fields of a record, from a SolveInfo."""
+    """The :class:`SolveOutcome` fields of a record, from a SolveInfo (the absolute gap from
+    the solver, or the relative gap times max(1, |objective|))."""
+    absolute = getattr(info, "abs_gap", None)
+    if absolute is None and info.gap is not None and info.objective is not None:
+        absolute = float(info.gap) * max(1.0, abs(float(info.objective)))
     return {"solver": info.solver, "status": info.status, "gap": info.gap,
-            "kkt_residual": info.kkt_residual, "certified": info.certified, "accepted": accepted}
+            "kkt_residual": info.kkt_residual, "certified": info.certified, "accepted": accepted,
+            "abs_gap": None if absolute is None else float(absolute)}
 
 
 @dataclass(frozen=True)
@@ -100,14 +118,25 @@ class BatchRecord(SolveOutcome):
     time: float
 
 
+#: What a certificate certifies and what it does not (printed by every certificate).
+SCOPE = ("certified: each convex block solve, the readout (C, D) for the final (A, B), and "
+         "well-posedness; NOT certified: global optimality of the (non-convex) training problem")
+
+
 @dataclass(frozen=True)
 class Certificate:
-    """What the run certifies about its result.
+    """What the run certifies about the model it returns, by stage (BCD, then the optional
+    refinement), and what it does not certify (:data:`SCOPE`).
+
+    Losses and objectives are in the units of the training problem (:attr:`units`); the
+    training metric is in raw units. Relative gaps are relative to max(1, |objective|) of
+    the block's own objective; the absolute ones are in units of the training objective.
 
     Attributes
     ----------
     blocks_certified : bool
-        Every block solve that was used had status optimal and a gap within tolerance.
+        Every block solve of BCD that was used (and the final readout) had status optimal
+        and a gap within tolerance.
     max_gap : float
         Largest relative duality gap (or KKT residual) among the accepted block solves.
     solve_events : list of dict
@@ -119,32 +148,64 @@ class Certificate:
     rejected_updates : int
         Block updates rejected because they would have increased the objective.
     stationary : bool
-        The last sweep improved the relaxed objective by less than the stage tolerance.
+        BCD stopped because it found no improving step along its own direction (the
+        schedule's stop, or a last sweep that improved the relaxed objective by less than
+        the stage tolerance), not because it hit ``max_sweeps``. This is not first-order
+        stationarity of the training problem (see :attr:`fw_gap`).
     last_improvement : float
+        Relative improvement of the relaxed objective in the last sweep.
     pf_eigenvalue : float
-        lambda_PF(|A|) of the final model (< 1: well-posed by Thm 2.2).
+        lambda_PF(|A|) of the returned model (< 1: well-posed by Thm 2.2).
     norm_inf : float
-        ||N(A, gamma)||_inf of the final model.
+        ||N(A, gamma)||_inf of the returned model.
     kappa : float
     well_posed : bool
         pf_eigenvalue < 1 and norm_inf <= kappa (up to 1e-9).
     equilibrium_residual : float
-        Relative residual of the final equilibrium solve.
+        Relative residual of the returned model's equilibrium solve.
     relaxed_objective : float
-        Relaxed objective (standardized units) at the end of the last stage.
+        BCD's relaxed objective at its final state.
     true_loss : float
-        Training loss of the final model at its true equilibrium (standardized units).
+        Training loss of the returned model at its true equilibrium.
     relaxation_gap : float
-        true_loss - (loss part of the relaxed objective at the end of the last stage).
+        The true loss of BCD's final state (its (A, B, C, D) at the true equilibrium)
+        minus its relaxed objective: both of the same model.
     readout_certified : bool
-        The final (C, D) solve on the true equilibrium is certified optimal, so the
-        readout is globally optimal for the final (A, B).
+        The returned model's (C, D) is the certified optimal readout for its (A, B),
+        certified on the posed problem.
     train_metric : dict
         Training RMSE (regression, raw units) or accuracy (classification).
     refined : bool
-        Gradient refinement ran after BCD and changed the model: it moved (C, D) away from
-        the certified readout, so ``readout_certified`` is False. A refinement that kept
-        the BCD model (``keep_best`` with no better epoch) leaves both as they were.
+        Gradient refinement ran after BCD and changed the model (so its (C, D) is no longer
+        the certified readout). A refinement that kept the BCD model leaves it False.
+    describes : str
+        Which model the certificate describes (the returned one).
+    units : str
+        "standardized" or "raw": the units of the losses and objectives.
+    stop_reason : str
+        Why BCD stopped.
+    max_gap_abs : float
+        Largest gap of the accepted block solves in absolute units of the training objective.
+    readout_gap : float
+        Bound on the final readout's gap on the posed problem, absolute units.
+    readout_note : str
+        How the final readout was certified (or why not).
+    bcd_true_loss : float
+        True loss of the BCD model after its optimal readout.
+    bcd_objective, refine_start_objective, refine_end_objective : float
+        True objectives (loss + penalties at the true equilibrium): of the BCD model, and
+        at the start and end of the refinement (nan without refinement).
+    refine_worse : bool
+        The refinement ended worse than its start.
+    fw_gap : float
+        Frank-Wolfe gap of the true training loss over the feasible set of (A, B, b) at the
+        returned model, (C, D) fixed (with the optimal readout this is the gap of the
+        problem with the readout re-solved), absolute units; nan when not computed.
+    fw_note : str
+        Why it was not computed, or "".
+    first_order_stationary : bool
+        fw_gap within the tolerance and the readout certified: a first-order stationary
+        point of the training problem (never a claim of global optimality).
     """
 
     blocks_certified: bool
@@ -166,6 +227,21 @@ class Certificate:
     readout_certified: bool
     train_metric: dict
     refined: bool = False
+    describes: str = "the BCD model with its optimal readout"
+    units: str = "standardized"
+    stop_reason: str = ""
+    max_gap_abs: float = 0.0
+    readout_gap: float = float("nan")
+    readout_note: str = ""
+    bcd_true_loss: float = float("nan")
+    bcd_objective: float = float("nan")
+    refine_start_objective: float = float("nan")
+    refine_end_objective: float = float("nan")
+    refine_worse: bool = False
+    fw_gap: float = float("nan")
+    fw_note: str = ""
+    first_order_stationary: bool = False
+    scope: str = SCOPE
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,29 +253,66 @@ class Certificate:
         return path
 
     def __str__(self) -> str:
+        return "\n".join(self._header() + self._bcd_lines() + self._refine_lines()
+                         + self._model_lines())
+
+    def _header(self) -> list[str]:
+        return [f"Certificate of the returned model: {self.describes}",
+                (f"  units: losses and objectives in {self.units} units; training metric in raw "
+                "units"),
+                f"  {self.scope}"]
+
+    def _bcd_lines(self) -> list[str]:
+        ok = {True: "yes", False: "NO"}
+        return [
+            "BCD",
+            f"  stopped                      : {self.stop_reason or 'unknown'}",
+            (f"  no improving step found along the BCD direction : {ok[self.stationary]} "
+            f"(last sweep improved the relaxed objective by {self.last_improvement:.2e})"),
+            (f"  every block certified        : {ok[self.blocks_certified]} (max gap "
+            f"{self.max_gap:.2e} relative, {self.max_gap_abs:.2e} absolute; "
+            f"{len(self.solve_events)} uncertified attempt(s) recorded)"),
+            (f"  objective monotone per stage : {ok[self.monotone]} (max increase "
+            f"{self.max_increase:.2e}, {self.rejected_updates} update(s) rejected)"),
+            (f"  relaxed objective            : {self.relaxed_objective:.6g} (true loss of the "
+            f"same model {self.relaxed_objective + self.relaxation_gap:.6g}, relaxation gap "
+            f"{self.relaxation_gap:+.3g})"),
+            f"  after the optimal readout    : true loss {self.bcd_true_loss:.6g}, objective "
+            f"{self.bcd_objective:.6g} (readout gap bound {self.readout_gap:.2e}"
+            + (f"; {self.readout_note}" if self.readout_note else "") + ")",
+        ]
+
+    def _refine_lines(self) -> list[str]:
+        if np.isnan(self.refine_start_objective):
+            return []
+        lines = ["Refinement",
+                 f"  true objective               : {self.refine_start_objective:.6g} at its "
+                 f"start -> {self.refine_end_objective:.6g} at its end"
+                 + ("" if self.refined else " (it kept the BCD model)")]
+        if self.refine_worse:
+            lines.append("  WARNING                      : the refinement ended worse than its "
+                         "start")
+        return lines
+
+    def _model_lines(self) -> list[str]:
         ok = {True: "yes", False: "NO"}
         metric = ", ".join(f"{k} = {v:.4g}" for k, v in self.train_metric.items())
-        lines = [
-            "Certificate",
-            f"  every block certified        : {ok[self.blocks_certified]} (max gap "
-            f"{self.max_gap:.2e}; {len(self.solve_events)} uncertified attempt(s) recorded)",
-            f"  objective monotone per stage : {ok[self.monotone]} (max increase "
-            f"{self.max_increase:.2e}, {self.rejected_updates} update(s) rejected)",
-            f"  block stationarity           : {ok[self.stationary]} (last sweep improved "
-            f"{self.last_improvement:.2e})",
-            f"  well-posed                   : {ok[self.well_posed]} (lambda_PF(|A|) = "
+        fw = (f"Frank-Wolfe gap over (A, B, b) {self.fw_gap:.3g} "
+              f"({self.fw_gap / max(abs(self.true_loss), 1e-300):.3g} times the loss)"
+              if np.isfinite(self.fw_gap) else f"not computed ({self.fw_note})")
+        return [
+            "Returned model",
+            (f"  well-posed                   : {ok[self.well_posed]} (lambda_PF(|A|) = "
             f"{self.pf_eigenvalue:.4f}, ||A||_inf = {self.norm_inf:.4f} <= kappa = "
-            f"{self.kappa})",
+            f"{self.kappa})"),
             f"  equilibrium residual         : {self.equilibrium_residual:.2e}",
-            f"  relaxed objective            : {self.relaxed_objective:.6g}",
-            f"  true loss at equilibrium     : {self.true_loss:.6g} (relaxation gap "
-            f"{self.relaxation_gap:+.3g})",
+            f"  true loss at equilibrium     : {self.true_loss:.6g}",
             f"  readout globally optimal     : {ok[self.readout_certified]}"
             + (" (gradient refinement moved (C, D) after the certified readout)"
                if self.refined and not self.readout_certified else ""),
+            f"  first-order stationary       : {ok[self.first_order_stationary]} ({fw})",
             f"  training metric              : {metric}",
         ]
-        return "\n".join(lines)
 
 
 @dataclass
