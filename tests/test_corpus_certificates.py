@@ -7,6 +7,7 @@ run against an uninterrupted one, exact rational arithmetic for the divergence.
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import cvxpy as cp
@@ -108,9 +109,12 @@ def test_frank_wolfe_gap_matches_finite_differences(small_run):
     assert "Frank-Wolfe gap" in text and "no improving step found along the BCD direction" in text
 
 
-def test_stop_reason_max_sweeps_is_not_stationary(small_run):
+def test_stop_reason_max_sweeps_is_not_stationary(small_run, tmp_path):
     _, res = small_run
     cert = res.certificate
+    saved = json.loads(cert.save(tmp_path / "c.json").read_text(),
+                       parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert saved["stop_reason"] == cert.stop_reason and saved["refine_start_objective"] is None
     assert cert.stop_reason == "max_sweeps=3 reached"
     assert not cert.stationary
     text = str(cert)

@@ -247,9 +247,11 @@ class Certificate:
         return asdict(self)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the certificate as JSON."""
+        """Write the certificate as strict JSON (a value that does not apply, nan, as null)."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=float))
+        data = {k: None if isinstance(v, float) and np.isnan(v) else v
+                for k, v in self.to_dict().items()}
+        path.write_text(json.dumps(data, indent=2, default=float))
         return path
 
     def __str__(self) -> str:
