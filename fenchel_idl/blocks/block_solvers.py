@@ -21,6 +21,7 @@ certificate reports.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
 
@@ -29,19 +30,23 @@ from numpy.typing import NDArray
 
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
 from fenchel_idl.blocks.first_order import (
+    ab_penalties,
     ab_prox_weight,
     ce_readout,
+    fast_ab_apply,
     fast_ab_block,
-    fast_blocks_apply,
+    fast_ab_penalized,
     fast_readout_apply,
+    fast_x_apply,
     fast_x_block,
     pack_cd,
 )
 from fenchel_idl.blocks.parallel import ParallelBlocks, SolveOptions, make_executor
 from fenchel_idl.blocks.solvers import ON_FAILURE, SolveInfo, solve_certified
-from fenchel_idl.errors import SolverError, ValidationError
+from fenchel_idl.errors import SolverError, SolverWarning, ValidationError
 from fenchel_idl.model.activations import state_lipschitz
 from fenchel_idl.problem.losses import CrossEntropyLoss
+from fenchel_idl.problem.penalties import penalty_reads
 from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.validation import check_choice
 
@@ -224,18 +229,27 @@ class CvxpyAB(BlockSolver):
 
 
 class FirstOrderAB(BlockSolver):
-    """The proximal (A, B) step for ReLU by batched FISTA with its certificate."""
+    """The proximal (A, B) step for ReLU by batched FISTA with its certificate; with a
+    penalty on A or B (one with a proximal operator, :func:`fast_ab_apply`) by FISTA with
+    the proximal map of the penalty and the balls (:func:`fast_ab_penalized`)."""
 
     block = "AB"
 
     def __init__(self, problem: TrainingProblem, policy: SolvePolicy):
         self.problem, self.policy = problem, policy
         self.gammas = state_lipschitz(problem.activation, problem.n)
+        pens = ab_penalties(problem)
+        self.penalty = pens[0] if pens else None
 
     def solve(self, s: State) -> tuple[State, SolveInfo]:
         pb = self.problem
-        A, B, b, info = fast_ab_block(pb, s.X, self.gammas, s.W(pb.bias),
-                                      tol=self.policy.gap_tol, rho=_ab_prox(pb, s))
+        if self.penalty is None:
+            A, B, b, info = fast_ab_block(pb, s.X, self.gammas, s.W(pb.bias),
+                                          tol=self.policy.gap_tol, rho=_ab_prox(pb, s))
+        else:
+            A, B, b, info = fast_ab_penalized(pb, s.X, s.lam, self.gammas, self.penalty,
+                                              {"C": s.C, "D": s.D}, s.W(pb.bias),
+                                              tol=self.policy.gap_tol, rho=_ab_prox(pb, s))
         return replace(s, A=A, B=B, b=b), info
 
 
@@ -308,19 +322,54 @@ def make_block_solvers(problem: TrainingProblem, policy: SolvePolicy, block_solv
     takes) the CVXPY batches run on it; an executor made here is closed by
     :meth:`BlockSolvers.close`. The cross-entropy readout is first-order unless ``block_solver`` is
     "cvxpy", a solver is forced or a penalty is declared.
+
+    Only the blocks that read a penalty without a proximal operator (or several on A and B)
+    take the generic CVXPY path, and :func:`_say_generic_path` says so once per run.
     """
     check_choice("block_solver", block_solver, ("auto", "cvxpy", "fista"))
-    fast = block_solver != "cvxpy" and policy.solvers is None and fast_blocks_apply(problem)
+    allowed = block_solver != "cvxpy" and policy.solvers is None
+    fast_x = allowed and fast_x_apply(problem)
+    fast = fast_x and fast_ab_apply(problem)
     if block_solver == "fista" and not fast:
-        raise ValidationError("'block_solver'='fista' needs the ReLU activation and no penalty "
-                              "on A or B; use 'auto' or 'cvxpy'.")
+        raise ValidationError("'block_solver'='fista' needs the ReLU activation and at most one "
+                              "penalty on A or B, with a proximal operator (l1, row or column "
+                              "norms, feature_selection, nuclear); use 'auto' or 'cvxpy'.")
+    if allowed:
+        _say_generic_path(problem, fast_x, fast)
     pool = make_executor(executor)
-    blocks = Blocks(problem) if pool is None else ParallelBlocks(
+    blocks = Blocks(problem, gap_tol=policy.gap_tol) if pool is None else ParallelBlocks(
         problem, pool, policy.options, policy.events, owns_executor=pool is not executor)
     x: BlockSolver = CvxpyX(blocks, policy)
     ab: BlockSolver = CvxpyAB(blocks, policy)
-    if fast:
+    if fast_x:
         x = Fallback(FirstOrderX(problem, policy), x, policy)
+    if fast:
         ab = Fallback(FirstOrderAB(problem, policy), ab, policy)
     fast_cd = block_solver != "cvxpy" and policy.solvers is None and fast_readout_apply(problem)
     return BlockSolvers(x, ab, Readout(blocks, policy, fast_cd, readout_iter), blocks)
+
+
+def _say_generic_path(problem: TrainingProblem, fast_x: bool, fast_ab: bool) -> None:
+    """One SolverWarning per run naming each block that takes the generic CVXPY path because
+    of a penalty, and the penalties that send it there."""
+    if problem.activation.name != "relu" or not problem.penalties:
+        return
+    shapes = {"A": (problem.n, problem.n), "B": (problem.n, problem.p),
+              "C": (problem.q, problem.n), "D": (problem.q, problem.p)}
+    reads = [(pn, set(penalty_reads(pn, shapes))) for pn in problem.penalties]
+    parts = []
+    if fast_x and not fast_ab:
+        names = [_pen_name(pn) for pn, r in reads if r & {"A", "B"}]
+        parts.append(f"the (A, B) block for {', '.join(names)}")
+    names = [_pen_name(pn) for pn, r in reads if r & {"C", "D"}]
+    if names:
+        parts.append(f"the (C, D) block for {', '.join(names)}")
+    if parts:
+        warnings.warn("generic CVXPY path (slower than the first-order blocks): "
+                      + "; ".join(parts) + ". The other blocks stay on the fast path.",
+                      SolverWarning, stacklevel=3)
+
+
+def _pen_name(pen) -> str:
+    label = getattr(pen, "label", None)
+    return repr(pen.name) if label is None else f"{pen.name} {label!r}"

@@ -52,20 +52,55 @@ from scipy.special import softmax
 
 from fenchel_idl.blocks.dca import x_step_data
 from fenchel_idl.blocks.solvers import SolveInfo
-from fenchel_idl.problem.projection import project_l1_rows
 from fenchel_idl.problem.losses import CrossEntropyLoss
+from fenchel_idl.problem.penalties import penalty_reads
+from fenchel_idl.problem.projection import project_l1_rows
 
-__all__ = ["fista", "fista_info", "ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block",
-           "fast_blocks_apply",
-           "fast_ce_readout", "fast_k_step", "fast_readout_apply", "fast_x_block"]
+__all__ = [
+    "ab_penalties",
+    "ab_prox_weight",
+    "ce_readout_lower_bound",
+    "fast_ab_apply",
+    "fast_ab_block",
+    "fast_ab_penalized",
+    "fast_blocks_apply",
+    "fast_ce_readout",
+    "fast_k_step",
+    "fast_readout_apply",
+    "fast_x_apply",
+    "fast_x_block",
+    "fista",
+    "fista_info",
+]
 
 Array = NDArray[np.float64]
 
 
 def fast_blocks_apply(problem) -> bool:
-    """Whether the batched solvers cover this problem: ReLU and no penalty reading A or B."""
-    reads_ab = any(set(pn.matrices) & {"A", "B"} for pn in problem.penalties)
-    return problem.activation.name == "relu" and not reads_ab
+    """Whether the batched solvers cover both the X and the (A, B) block of this problem
+    (:func:`fast_x_apply` and :func:`fast_ab_apply`)."""
+    return fast_x_apply(problem) and fast_ab_apply(problem)
+
+
+def fast_x_apply(problem) -> bool:
+    """Whether :func:`fast_x_block` covers the X block: ReLU (penalties never enter it)."""
+    return problem.activation.name == "relu"
+
+
+def ab_penalties(problem) -> list:
+    """The penalties of the problem that read A or B (:func:`penalty_reads`)."""
+    shapes = {"A": (problem.n, problem.n), "B": (problem.n, problem.p),
+              "C": (problem.q, problem.n), "D": (problem.q, problem.p)}
+    return [pn for pn in problem.penalties if set(penalty_reads(pn, shapes)) & {"A", "B"}]
+
+
+def fast_ab_apply(problem) -> bool:
+    """Whether :func:`fast_ab_block` covers the (A, B) block: ReLU, and at most one penalty
+    reading A or B, with a proximal operator (``ab_fast``: l1, row or column norms, feature
+    selection, nuclear norm)."""
+    pens = ab_penalties(problem)
+    return problem.activation.name == "relu" and (
+        not pens or (len(pens) == 1 and pens[0].ab_fast))
 
 
 def fista(grad_obj: Callable, project: Callable, certificate: Callable, x0: Array, L: float,
@@ -273,6 +308,192 @@ def ab_min_norm_sq(problem, gammas: Array, W: Array, g: Array) -> float:
                                                                 gc))
         sq = sq + gc * gc
     return float(np.sum(sq))
+
+
+def _l1_ball_residual(g: Array, w: Array, radius: Array) -> Array:
+    """g + n with n in the normal cone of the rows' l1 balls at w, the one of least norm
+    (the residual whose squared norm :func:`_min_norm_l1` returns)."""
+    sgn = np.sign(w)
+    on = np.abs(np.abs(w).sum(axis=1) - radius) <= 1e-12 * np.maximum(radius, 1.0)
+    if not np.any(on):
+        return g
+    supp = sgn != 0
+    best, best_sq = g, np.sum(g * g, axis=1)
+    # the minimizing mu per row, found as in _min_norm_l1; candidates on a grid of the
+    # breakpoints are avoided by solving its piecewise-linear optimality condition
+    n_supp = supp.sum(axis=1)
+    b = np.sum(np.where(supp, sgn * g, 0.0), axis=1)
+    h = -np.sort(-np.where(supp, 0.0, np.abs(g)), axis=1)
+    cs = np.cumsum(h, axis=1)
+    j = np.arange(1, h.shape[1] + 1)
+    count = np.sum(h * (n_supp[:, None] + j) > cs - b[:, None], axis=1)
+    cs_count = np.take_along_axis(cs, np.maximum(count - 1, 0)[:, None], axis=1)[:, 0]
+    cs_count = np.where(count > 0, cs_count, 0.0)
+    denom = n_supp + count
+    mu = np.maximum(np.where(denom > 0, (cs_count - b) / np.maximum(denom, 1), 0.0), 0.0)
+    r = np.where(supp, g + mu[:, None] * sgn,
+                 np.sign(g) * np.maximum(np.abs(g) - mu[:, None], 0.0))
+    r_sq = np.sum(r * r, axis=1)
+    use = on & (r_sq < best_sq)
+    return np.where(use[:, None], r, best)
+
+
+def _ab_ball_residual(problem, gammas: Array, W: Array, g: Array) -> Array:
+    """g + n, n the least-norm element of g + N_K(W) over the (A, B) block's balls
+    (:func:`ab_projector`), as a matrix."""
+    n, p, bias = problem.n, problem.p, problem.bias
+    beta = problem.bounds.B
+    out = np.array(g, copy=True)
+    out[:, :n] = _l1_ball_residual(g[:, :n], W[:, :n], problem.kappa / gammas)
+    if beta is None:
+        return out
+    out[:, n:n + p] = _l1_ball_residual(g[:, n:n + p], W[:, n:n + p], np.full(n, beta))
+    if bias:
+        c, gc = W[:, n + p], g[:, n + p]
+        out[:, n + p] = np.where(c >= beta, np.minimum(gc, 0.0),
+                                 np.where(c <= -beta, np.maximum(gc, 0.0), gc))
+    return out
+
+
+def _ab_parts(problem, W: Array) -> dict[str, Array]:
+    n, p = problem.n, problem.p
+    return {"A": W[:, :n], "B": W[:, n:n + p]}
+
+
+def _ab_join(problem, W: Array, parts: dict[str, Array]) -> Array:
+    out = np.array(W, copy=True)
+    n, p = problem.n, problem.p
+    if "A" in parts:
+        out[:, :n] = parts["A"]
+    if "B" in parts:
+        out[:, n:n + p] = parts["B"]
+    return out
+
+
+def ab_penalty_prox(problem, gammas: Array, pen, t,
+                    fixed: dict[str, Array]) -> Callable[[Array], Array]:
+    """The proximal map of t P + the indicator (t a number, or per row an array of shape
+    (n, 1) for a row-separable P) of the (A, B) block's balls, on W = [A, B, b].
+
+    For l1 it is exact in closed form: the l1 balls' projection of the soft-thresholded W
+    (soft thresholding by t and then by the ball's multiplier is soft thresholding by
+    their sum). For the others the proximal Dykstra iteration (Bauschke and Combettes,
+    "Convex Analysis and Monotone Operator Theory", 29.2), which converges to the prox of
+    the sum; its first step already is the prox when the penalty's prox lands inside the
+    balls. Every value returned is a projection onto the balls, so it is feasible, and
+    zeros of the penalty's prox stay zeros (the l1 projection soft-thresholds).
+    """
+    project = ab_projector(problem, gammas)
+
+    def prox_p(Wc):
+        return _ab_join(problem, Wc, pen.ab_prox(_ab_parts(problem, Wc), t, fixed))
+
+    if pen.name == "l1":
+        return lambda Wc: project(prox_p(Wc))
+
+    def prox(Wc):
+        x, p_, q_ = Wc, 0.0, 0.0
+        for _ in range(200):
+            y = prox_p(x + p_)
+            p_ = x + p_ - y
+            xn = project(y + q_)
+            q_ = y + q_ - xn
+            done = np.linalg.norm(xn - x) <= 1e-13 * (1.0 + np.linalg.norm(xn))
+            x = xn
+            if done:
+                break
+        return x
+
+    return prox
+
+
+def ab_penalty_residual(problem, gammas: Array, pen, W: Array, g: Array,
+                        fixed: dict[str, Array], t=1.0, row_weight=1.0,
+                        rounds: int = 2) -> float:
+    """Squared norm of an element of g + dP(W) + N_K(W) (K the balls), made small by
+    alternating the penalty's nearest subgradient and the balls' least-norm normal vector;
+    any element bounds the gap of a strongly convex objective, the least one best. ``t``
+    weighs the penalty (per row as an (n, 1) array for a row-separable one); the squared
+    norm is weighted by ``row_weight`` per row (the dual of the metric norm)."""
+    nK = np.zeros_like(W)
+    best = np.inf
+    for _ in range(rounds):
+        S = _ab_join(problem, np.zeros_like(W),
+                     pen.ab_subgradient(_ab_parts(problem, W),
+                                        _ab_parts(problem, g + nK), t, fixed))
+        r = _ab_ball_residual(problem, gammas, W, g + S)
+        nK = r - g - S
+        best = min(best, float(np.sum(r * r * row_weight)))
+    return best
+
+
+def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[str, Array],
+                      W0: Array, tol: float = 1e-7, rho: float | None = None,
+                      max_iter: int = 20000) -> tuple[Array, Array, Array, SolveInfo]:
+    """The proximal (A, B) step with a penalty P on A or B, by FISTA with the proximal map
+    of P + the balls (:func:`ab_penalty_prox`)::
+
+        min_W  sum_i lam_i [ (1/m) (1/2 ||(w_i V)_+||^2 - w_i^T V x_i) + rho/2 ||w_i - w0_i||^2 ]
+               + P(A, B; C, D)   over the balls,
+
+    the CVXPY block's objective (the rows weighted by lam, since P couples them; a
+    row-separable P instead weighs row i of P by 1 / lam_i, as the row batches do). It is
+    rho min(lam)-strongly convex (rho when row-separable), so ``F(W) - F* <= ||e||^2 / (2 rho min(lam))`` for any e in
+    dF(W) (:func:`ab_penalty_residual`), the certificate, taken at the proximal-gradient
+    point of the last check, which is the point returned. ``fixed`` holds C and D."""
+    t0 = time.perf_counter()
+    n, p, m = problem.n, problem.p, problem.m
+    V = np.vstack([X, problem.U] + ([np.ones((1, m))] if problem.bias else []))
+    T = X @ V.T
+    L0 = float(np.linalg.norm(V, 2)) ** 2 / m
+    rho = ab_prox_weight(L0) if rho is None else rho
+    lam = np.asarray(lam, dtype=float)[:, None]
+    if pen.row_separable:
+        # rows apart: row i's objective divided by lam_i (the same minimizer), so the step
+        # and the strong convexity are those of one row, whatever the spread of lam
+        lc, tw = np.ones_like(lam), 1.0 / lam
+    else:
+        lc, tw = lam, 1.0
+    # steps per row (a diagonal metric) where the penalty's prox takes one, else one step
+    L = lc * (L0 + rho) if pen.ab_metric else float(lc.max()) * (L0 + rho)
+    # F is rho-strongly convex in the norm sum_i lc_i ||w_i||^2, so F - F* <=
+    # sum_i ||e_i||^2 / lc_i / (2 rho) for e in dF
+    mu = rho
+
+    def grad_obj(Wc):
+        Zp = np.maximum(Wc @ V, 0.0)
+        Dw = Wc - W0
+        rows = (0.5 * np.sum(Zp * Zp, axis=1) - np.sum(Wc * T, axis=1)) / m \
+            + 0.5 * rho * np.sum(Dw * Dw, axis=1)
+        return float(np.sum(lc[:, 0] * rows)), lc * ((Zp @ V.T - T) / m + rho * Dw)
+
+    def full(Wc, f):
+        parts = {k: v * tw for k, v in _ab_parts(problem, Wc).items()}  # P is 1-homogeneous
+        return f + pen.ab_value(parts, fixed)
+
+    prox = ab_penalty_prox(problem, gammas, pen, tw / L, fixed)  # per row when L is
+    exact = pen.name == "l1"  # the prox is exact in closed form (the step bound below)
+    last: dict = {}
+
+    def certificate(Wc, f, g):
+        # at the proximal-gradient point W+ = prox(W - g / L) the support is right sooner
+        # than at W; with an exact prox, L (W - W+) + grad(W+) - g lies in dF(W+)
+        Wp = prox(Wc - g / L)
+        fp, gp = grad_obj(Wp)
+        sq = ab_penalty_residual(problem, gammas, pen, Wp, gp, fixed, tw, 1.0 / lc)
+        if exact:
+            e = L * (Wc - Wp) + gp - g
+            sq = min(sq, float(np.sum(e * e / lc)))
+        full_p = full(Wp, fp)
+        last.update(point=Wp, f=full_p, gap=sq / (2.0 * mu))
+        # fista compares the gap with tol * max(1, |f|) for its own f (the smooth part)
+        return last["gap"] * max(1.0, abs(f)) / max(1.0, abs(full_p))
+
+    _, _, _, iters = fista(grad_obj, prox, certificate, W0, L, tol, max_iter)
+    Wn, f, gap = last["point"], last["f"], last["gap"]
+    info = fista_info("AB", f, gap, iters, tol, t0)
+    b = Wn[:, n + p] if problem.bias else np.zeros(n)
+    return Wn[:, :n], Wn[:, n:n + p], b, info
 
 
 def ab_prox_weight(L: float) -> float:

@@ -115,12 +115,22 @@ class Penalty:
 
     #: whether :meth:`ab_prox` and :meth:`ab_subgradient` exist (the first-order (A, B) block)
     ab_fast: ClassVar[bool] = False
+    #: whether they take per-row weights t of shape (n, 1) (a diagonal metric over rows)
+    ab_metric: ClassVar[bool] = False
 
     def ab_prox(self, M: Mapping[str, Array], t: float,
                 fixed: Mapping[str, Array]) -> dict[str, Array]:
         """argmin over the A and B it reads of t * P + 1/2 ||. - M||^2, with C and D fixed at
         ``fixed`` (the (A, B) block of BCD). Only where :attr:`ab_fast`."""
         raise NotImplementedError
+
+    def ab_value(self, M: Mapping[str, Array], fixed: Mapping[str, Array]) -> float:
+        """The penalty at A, B of ``M`` and C, D of ``fixed`` (numeric, unchecked: the
+        first-order (A, B) block's objective)."""
+        return self._raw_value({**fixed, **M})
+
+    def _raw_value(self, M: Mapping[str, Array]) -> float:
+        return self.value(M)
 
     def ab_subgradient(self, M: Mapping[str, Array], R: Mapping[str, Array], t: float,
                        fixed: Mapping[str, Array]) -> dict[str, Array]:
@@ -170,22 +180,48 @@ def _toward(R: Array, t: float, axis: int | None) -> Array:
     return -R * np.minimum(1.0, t / np.maximum(nr, 1e-300))
 
 
-def _shifted_groups(X: Array, c: Array, t: float, axis: int) -> Array:
-    """Prox of t sum_g sqrt(||x_g||^2 + c_g^2) (groups along ``axis``, constants c_g >= 0):
-    x_g scaled by s in [0, 1], the root of s (1 + t / sqrt(s^2 ||x_g||^2 + c_g^2)) = 1
-    (found by bisection; exact zeros where c_g = 0 and ||x_g|| <= t)."""
-    a = np.linalg.norm(X, axis=axis)
+def _shifted_groups(X: Array, c: Array, t, axis: int) -> Array:
+    """Prox of sum_g sqrt(||x_g||^2 + c_g^2) (groups along ``axis``, constants c_g >= 0) in
+    the metric sum_i ||row_i||^2 / t_i: t a number, or per row an (n, 1) array (for row
+    groups the rows' own t). Each group is scaled entrywise, x_i nu / (nu + t_i), with nu
+    the root of c^2 / nu^2 + sum_i x_i^2 / (nu + t_i)^2 = 1 (bisection; exact zeros where
+    c_g = 0 and ||x_g / t||_2 <= 1)."""
     c = np.asarray(c, dtype=float)
-    scale = np.maximum(1.0 - t / np.maximum(a, 1e-300), 0.0)
-    shifted = c > 0
-    if np.any(shifted):
-        lo, hi = np.zeros_like(a), np.ones_like(a)
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            high = mid * (1.0 + t / np.sqrt(mid * mid * a * a + c * c)) >= 1.0
-            lo, hi = np.where(high, lo, mid), np.where(high, mid, hi)
-        scale = np.where(shifted, 0.5 * (lo + hi), scale)
-    return X * (np.expand_dims(scale, axis))
+    if np.ndim(t) == 2 and axis == 1:
+        t = np.squeeze(t, axis=1)  # row groups: one t per group
+    tg = np.broadcast_to(np.asarray(t, dtype=float), X.shape) if np.ndim(t) == 2 else None
+    if tg is None:
+        a = np.linalg.norm(X, axis=axis)
+        scale = np.maximum(1.0 - t / np.maximum(a, 1e-300), 0.0)
+        if not np.any(c > 0):
+            return X * np.expand_dims(scale, axis)
+        tg = np.broadcast_to(np.expand_dims(np.asarray(t, dtype=float) + 0.0 * a, axis),
+                             X.shape)
+    if axis == 1:
+        return _shifted_columns(X.T, c, tg.T).T
+    return _shifted_columns(X, c, tg)
+
+
+def _shifted_columns(X: Array, c: Array, T: Array) -> Array:
+    """:func:`_shifted_groups` for column groups with weights T of X's shape. nu solves
+    h(nu) = c^2 / nu^2 + sum_i x_i^2 / (nu + t_i)^2 - 1 = 0; h is convex and decreasing, so
+    Newton's method from a point where h >= 0 rises monotonically to the root."""
+    X2 = X * X
+    zero = (c == 0) & (np.sum(X2 / (T * T), axis=0) <= 1.0)
+    # h >= 0 at c (c > 0) and at ||x|| - max t (each denominator is at most ||x||^2 there)
+    nu = np.maximum(np.maximum(c, np.sqrt(np.sum(X2, axis=0)) - T.max(axis=0)), 0.0)
+    c2 = c * c
+    for _ in range(100):
+        Dn = nu[None, :] + T
+        ratio = X2 / (Dn * Dn)
+        inv = np.where(c > 0, 1.0 / np.maximum(nu, 1e-300), 0.0)
+        h = c2 * inv * inv + ratio.sum(axis=0) - 1.0
+        dh = -2.0 * c2 * inv ** 3 - 2.0 * np.sum(ratio / Dn, axis=0)
+        step = np.where(zero | (h <= 0), 0.0, -h / np.minimum(dh, -1e-300))
+        nu = nu + step
+        if np.all(step <= 1e-15 * np.maximum(nu, 1e-300)):
+            break
+    return np.where(zero[None, :], 0.0, X * nu[None, :] / (nu[None, :] + T))
 
 
 def _shifted_subgradient(X: Array, R: Array, c: Array, t: float, axis: int) -> Array:
@@ -194,6 +230,12 @@ def _shifted_subgradient(X: Array, R: Array, c: Array, t: float, axis: int) -> A
     a = np.linalg.norm(X, axis=axis, keepdims=True)
     nu = np.sqrt(a * a + np.expand_dims(np.asarray(c, dtype=float) ** 2, axis))
     zero = nu == 0
+    if np.ndim(t) == 2 and axis == 0:
+        # per-row weights within a column group: the subgradient at zero is the weighted
+        # ball {s : ||s / t|| <= 1}; -R shrunk radially into it is one of its elements
+        q = np.linalg.norm(R / t, axis=0, keepdims=True)
+        at_zero = -R * np.minimum(1.0, 1.0 / np.maximum(q, 1e-300))
+        return np.where(zero, at_zero, t * X / np.where(zero, 1.0, nu))
     return np.where(zero, _toward(R, t, axis), t * X / np.where(zero, 1.0, nu))
 
 
@@ -233,6 +275,7 @@ class L1(Penalty):
         return {k: _soft(M[k], step * self.weight) for k in self.on}
 
     ab_fast: ClassVar[bool] = True
+    ab_metric: ClassVar[bool] = True
 
     def ab_prox(self, M, t, fixed):
         return {k: _soft(M[k], t * self.weight) for k in self.on if k in ("A", "B")}
@@ -243,7 +286,9 @@ class L1(Penalty):
                 for k in self.on if k in ("A", "B")}
 
     def value(self, M):
-        M = self._matrices(M)
+        return self._raw_value(self._matrices(M))
+
+    def _raw_value(self, M):
         return self.weight * float(sum(np.abs(M[k]).sum() for k in self.on))
 
     def to_dict(self):
@@ -267,6 +312,7 @@ class FeatureSelection(Penalty):
         return _shrink_stacked(M, ("B", "D"), step * self.weight, axis=0)
 
     ab_fast: ClassVar[bool] = True
+    ab_metric: ClassVar[bool] = True
 
     def ab_prox(self, M, t, fixed):
         c = _cols_norm(fixed.get("D"), M["B"].shape[1])
@@ -277,7 +323,9 @@ class FeatureSelection(Penalty):
         return {"B": _shifted_subgradient(M["B"], R["B"], c, t * self.weight, 0)}
 
     def value(self, M):
-        M = self._matrices(M)
+        return self._raw_value(self._matrices(M))
+
+    def _raw_value(self, M):
         return self.weight * float(np.linalg.norm(np.vstack([M["B"], M["D"]]), axis=0).sum())
 
 
@@ -302,6 +350,7 @@ class _GroupNorms(Penalty):
         return _shrink_stacked(M, tuple(self.of), step * self.weight, self.axis)
 
     ab_fast: ClassVar[bool] = True
+    ab_metric: ClassVar[bool] = True
 
     def _ab_split(self, M, fixed):
         """(variable keys, their join along the groups, norms of the fixed part per group)."""
@@ -328,7 +377,9 @@ class _GroupNorms(Penalty):
         return self._ab_unsplit(keys, S, M)
 
     def value(self, M):
-        M = self._matrices(M)
+        return self._raw_value(self._matrices(M))
+
+    def _raw_value(self, M):
         joined = np.concatenate([M[k] for k in self.of], axis=self.axis)
         return self.weight * float(np.linalg.norm(joined, axis=self.axis).sum())
 
@@ -401,7 +452,9 @@ class Nuclear(Penalty):
         return {"A": tw * (U1 @ V1.T) - (P * np.minimum(sp, tw)) @ Qt}
 
     def value(self, M):
-        M = self._matrices(M)
+        return self._raw_value(self._matrices(M))
+
+    def _raw_value(self, M):
         return self.weight * float(np.linalg.svd(M["A"], compute_uv=False).sum())
 
 
@@ -469,7 +522,8 @@ class Custom(Penalty):
         return tuple(self.reads)
 
     def expression(self, M):
-        out = self.fn(M["A"], M["B"], M["C"], M["D"])
+        # a matrix the penalty does not read may be left out of M (None is passed)
+        out = self.fn(*(M.get(k) for k in MATRICES))
         if isinstance(out, tuple) and len(out) == 2:
             expr, cons = out
         elif isinstance(out, (list, cp.constraints.constraint.Constraint)):
@@ -528,6 +582,10 @@ def get_penalty(spec: Any) -> Penalty:
 def check_penalty_convex(pen: Penalty, shapes: Mapping[str, tuple[int, int]]) -> None:
     """Refuse a penalty that is not DCP-convex (checked on variables of the given shapes).
 
+    A :class:`Custom` penalty's ``reads`` is narrowed to the matrices its expression and
+    constraints contain (:func:`penalty_reads`), so that every spelling of one penalty is
+    routed to the same block solvers.
+
     Raises
     ------
     NotConvexError
@@ -547,6 +605,10 @@ def check_penalty_convex(pen: Penalty, shapes: Mapping[str, tuple[int, int]]) ->
                               "called with CVXPY variables and must build its expression from them with CVXPY "
                               "atoms.") from exc
     _refuse_parameters(pen, expr, cons)
+    if isinstance(pen, Custom):
+        # one problem, one answer: a callable is routed by what it reads, whatever its
+        # spelling (a bare callable, or Custom with or without reads)
+        object.__setattr__(pen, "reads", _variables_read(pen, expr, cons))
     if not isinstance(expr, (int, float)):
         if not isinstance(expr, cp.Expression) or expr.size != 1:
             raise NotConvexError(f"penalty {pen.name!r} must return a scalar CVXPY expression; "
@@ -599,7 +661,11 @@ def penalty_reads(pen: Penalty, shapes: Mapping[str, tuple[int, int]]) -> tuple[
     if not isinstance(pen, Custom):
         return tuple(pen.matrices)
     M = {k: cp.Variable(v, name=k) for k, v in shapes.items()}
-    expr, cons = pen.expression(M)
+    return _variables_read(pen, *pen.expression(M))
+
+
+def _variables_read(pen: Penalty, expr: Any, cons: list) -> tuple[str, ...]:
+    """The matrices among ``pen.matrices`` whose variables occur in (expr, cons)."""
     used = set() if isinstance(expr, (int, float)) else {v.name() for v in expr.variables()}
     for c in cons:
         used |= {v.name() for v in c.variables()}
