@@ -255,7 +255,13 @@ class FirstOrderAB(BlockSolver):
 
 class Fallback(BlockSolver):
     """``primary``, and ``backup`` in its place when the primary is not certified (the
-    policy records the miss, or raises)."""
+    policy records the miss, or raises).
+
+    Under ``on_failure="warn"`` a backup that finds no solution at all (every solver of its
+    chain failed, for instance out of memory on a large CVXPY block) leaves the primary's
+    uncertified point in place, with a SolverWarning: the run goes on and its certificate
+    lists the block as not certified, as that setting promises.
+    """
 
     def __init__(self, primary: BlockSolver, backup: BlockSolver, policy: SolvePolicy):
         self.primary, self.backup, self.policy = primary, backup, policy
@@ -266,7 +272,14 @@ class Fallback(BlockSolver):
         if info.certified:
             return new, info
         self.policy.uncertified(info)
-        return self.backup.solve(s, **kw)
+        try:
+            return self.backup.solve(s, **kw)
+        except SolverError as err:
+            if self.policy.on_failure != "warn":
+                raise
+            warnings.warn(f"block {info.block!r}: the {info.solver} point is kept uncertified "
+                          f"({info.note}); its backup failed: {err}", SolverWarning, stacklevel=2)
+            return new, info
 
 
 class Readout(BlockSolver):
