@@ -29,7 +29,7 @@ from fenchel_idl.analysis.compression import (
     reduce,
     selected_features,
 )
-from fenchel_idl.analysis.global_bound import GlobalBound, global_bound
+from fenchel_idl.analysis.global_bound import GlobalBound, check_global_size, global_bound
 from fenchel_idl.analysis.plots import plot_convergence, plot_fit, pyplot
 from fenchel_idl.analysis.robustness import (
     LP_SOLVERS,
@@ -61,6 +61,7 @@ __all__ = [
     "StateBounds",
     "attack_success_rate",
     "attack_table",
+    "check_global_size",
     "from_torch",
     "global_bound",
     "gradient_attack",

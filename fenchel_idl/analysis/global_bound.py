@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 
 from fenchel_idl.blocks.block_solvers import Readout, SolvePolicy, State
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
-from fenchel_idl.drivers.records import BCDResult
+from fenchel_idl.drivers.records import BCDResult, global_gap_line
 from fenchel_idl.drivers.state import equilibrium
 from fenchel_idl.errors import InputTypeError, ResourceError, SolverError, ValidationError
 from fenchel_idl.model.implicit_model import ImplicitModel
@@ -52,7 +52,8 @@ from fenchel_idl.problem.losses import SquaredLoss
 from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.validation import check_int, check_real
 
-__all__ = ["BOUND_MARGIN", "MAX_INDICATORS", "MAX_STATES", "GlobalBound", "global_bound"]
+__all__ = ["BOUND_MARGIN", "MAX_INDICATORS", "MAX_STATES", "GlobalBound", "check_global_size",
+           "global_bound"]
 
 Array = NDArray[np.float64]
 
@@ -62,6 +63,8 @@ MAX_STATES = 3
 MAX_INDICATORS = 150
 #: Relative margin subtracted from SCIP's dual bound (its tolerances are 1e-6 and 1e-9).
 BOUND_MARGIN = 1e-6
+#: SCIP's default value of infinity: a bound of this size means "none yet".
+_SCIP_INFINITY = 1e20
 
 
 @dataclass(frozen=True)
@@ -108,17 +111,20 @@ class GlobalBound:
         return _relative_gap(float(loss), self.lower_bound)
 
     def to_dict(self) -> dict:
-        """The figures (no model), for a certificate or a JSON record."""
+        """The figures (no model), for a certificate or a JSON record; the trace's rows are
+        lists, and a bound SCIP holds at its infinity (no incumbent, no dual bound yet) is
+        None."""
         out = asdict(self)
         out.pop("model")
+        out["trace"] = [[None if isinstance(x, float) and not abs(x) < _SCIP_INFINITY else x
+                         for x in row] for row in self.trace]
         return out
 
     def line(self, loss: float | None = None) -> str:
-        """One certificate line: the gap of ``loss`` (default: of ``upper_bound``)."""
+        """One certificate line: the gap of ``loss`` (default: of ``upper_bound``); the text of
+        the "global gap" line of :class:`fenchel_idl.Certificate`."""
         loss = self.upper_bound if loss is None else float(loss)
-        return (f"{100 * self.gap_of(loss):.2f}% (true loss {loss:.6g} >= global lower bound "
-                f"{self.lower_bound:.6g}; SCIP {self.status}, {self.nodes} nodes, "
-                f"{self.time:.1f} s)")
+        return global_gap_line(self.to_dict(), loss)
 
     def __str__(self) -> str:
         return "global gap: " + self.line()

@@ -14,21 +14,30 @@ never looks complete while it is rewritten), so no stale file (a ``fit.png`` tha
 problem does not draw) survives. Each result is written to a temporary file and renamed;
 ``manifest.json`` (every file's SHA-256) is written last, so a set of results is complete
 exactly when its manifest is there and its checksums match (:func:`check_results`).
+
+The global bound
+----------------
+A problem file with ``[certify] global = true`` gets, after training, a certified lower
+bound on the training loss of every model of its class (:func:`fenchel_idl.global_bound`,
+SCIP started from the trained model), and its certificate a "global gap" line. Whether
+the problem is one that the bound handles (its size, activation, loss, penalties, balls)
+and whether SCIP is installed is checked before training.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from fenchel_idl.analysis import plot_convergence, plot_fit
+from fenchel_idl.analysis import check_global_size, global_bound, plot_convergence, plot_fit
 from fenchel_idl.apps.common import model_metric
 from fenchel_idl.drivers import (
     BCDResult,
@@ -124,6 +133,7 @@ def _train(spec: ProblemSpec, progress: bool, checkpoint, resume: bool,
            max_sweeps: int | None) -> tuple[BCDResult, dict, Any]:
     ds, test = load_data(spec)
     problem = build_problem(spec, ds)
+    _check_global(spec, problem)
     t0 = time.perf_counter()
     opts = bcd_options(spec)
     if spec.minibatch is not None:
@@ -149,7 +159,29 @@ def _train(spec: ProblemSpec, progress: bool, checkpoint, resume: bool,
     if test is not None:
         summary["test"] = model_metric(result.model, test)
         summary["start_test"] = model_metric(result.start_model, test)
+    if spec.certify["global"]:
+        bound = global_bound(problem, time_limit=spec.certify["global_time_limit"],
+                             gap=spec.certify["global_gap"], start=result)
+        figures = bound.to_dict()
+        result.certificate = replace(result.certificate, global_bound=figures)
+        summary["global_bound"] = {k: v for k, v in figures.items() if k != "trace"}
+        summary["global_bound"]["gap_of_returned_model"] = bound.gap_of(
+            result.certificate.true_loss)
     return result, summary, ds
+
+
+def _check_global(spec: ProblemSpec, problem: Any) -> None:
+    """With ``[certify] global = true``, refuse before training a problem that
+    :func:`fenchel_idl.global_bound` does not handle, or a missing SCIP."""
+    if not spec.certify["global"]:
+        return
+    try:
+        check_global_size(problem)
+    except FenchelIDLError as exc:
+        raise type(exc)(f"problem file {spec.path!r}: [certify] global = true: {exc}") from None
+    if importlib.util.find_spec("pyscipopt") is None:
+        raise ValidationError(f"problem file {spec.path!r}: [certify] global = true needs SCIP "
+                              "(pyscipopt): pip install fenchel_idl[global].")
 
 
 # -- the output directory -------------------------------------------------------------------------

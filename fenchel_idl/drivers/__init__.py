@@ -11,7 +11,8 @@ from fenchel_idl.drivers.gradients import Gradients, input_gradient, loss_gradie
 from fenchel_idl.drivers.minibatch import solve_bcd_minibatch
 from fenchel_idl.drivers.problem_file import (ProblemSpec, bcd_options, build_problem, load_data,
                                               load_problem)
-from fenchel_idl.drivers.records import BatchRecord, BCDResult, BlockRecord, Certificate
+from fenchel_idl.drivers.records import (BatchRecord, BCDResult, BlockRecord, Certificate,
+                                         global_gap_line)
 from fenchel_idl.drivers.refine import (PARAMETERS, EpochRecord, RefineHistory, RefineOptions,
                                         RefineResult, init_random, refine)
 from fenchel_idl.drivers.schedule import Schedule
@@ -23,6 +24,7 @@ __all__ = [
     # BCD and its records
     "solve_bcd", "solve_bcd_minibatch", "Schedule", "BCDResult", "BlockRecord", "BatchRecord",
     "Certificate", "initial_state", "checkpoint_sweep", "load_checkpoint", "HISTORY_DIR",
+    "global_gap_line",
     # refinement and gradients
     "refine", "refine_stage", "RefineOptions", "RefineResult", "RefineHistory", "EpochRecord",
     "PARAMETERS", "init_random", "Gradients", "loss_gradients", "input_gradient",

@@ -4,7 +4,9 @@ A problem file declares the data source, the model size, the loss, the activatio
 the lam schedule, the penalties by name with their weights, solver options, an optional
 refinement stage and the seed. An optional [minibatch] table (batch_size, epochs, ...)
 trains with :func:`fenchel_idl.solve_bcd_minibatch` instead of :func:`fenchel_idl.solve_bcd`
-(``problems/mnist_full.toml``). See ``problems/cosine_regression.toml`` for a commented
+(``problems/mnist_full.toml``). An optional [certify] table with ``global = true`` asks
+``fenchel-idl run`` for a certified global lower bound after training
+(``problems/global_tiny.toml``). See ``problems/cosine_regression.toml`` for a commented
 example. :func:`load_problem` parses and checks a file, :func:`load_data` loads its data,
 :func:`build_problem` builds its :class:`~fenchel_idl.problem.TrainingProblem` and
 :func:`bcd_options` gives the keywords of :func:`fenchel_idl.solve_bcd` it states
@@ -44,8 +46,9 @@ else:  # pragma: no cover
 __all__ = ["ProblemSpec", "bcd_options", "build_problem", "load_data", "load_problem"]
 
 _SECTIONS = {"name", "description", "seed", "data", "model", "training", "schedule",
-             "minibatch", "penalties", "solver", "refine", "demo"}
-_TABLES = ("data", "model", "training", "schedule", "minibatch", "solver", "refine", "demo")
+             "minibatch", "penalties", "solver", "refine", "demo", "certify"}
+_TABLES = ("data", "model", "training", "schedule", "minibatch", "solver", "refine", "demo",
+           "certify")
 _MODEL_KEYS = {"n", "activation", "kappa", "bias"}
 _TRAINING_KEYS = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol"}
 _SOLVER_KEYS = {"name", "on_failure", "gap_tol"}
@@ -56,6 +59,12 @@ _MODEL_KINDS = {"n": ("int",), "kappa": ("float",), "bias": ("bool",),
 _TRAINING_KINDS = {"loss": ("str",), "lam": ("float", "array"), "max_sweeps": ("int",),
                    "bounds": ("table",), "standardize": ("bool",), "tol": ("float",)}
 _SOLVER_KINDS = {"name": ("str",), "on_failure": ("str",), "gap_tol": ("float",)}
+#: [certify]: ``global = true`` bounds the trained model's gap to the global optimum with
+#: :func:`fenchel_idl.global_bound` (tiny ReLU problems), given ``global_time_limit`` seconds
+#: and stopping at the relative gap ``global_gap``; these are the defaults.
+_CERTIFY_DEFAULTS = {"global": False, "global_time_limit": 600.0, "global_gap": 0.01}
+_CERTIFY_KINDS = {"global": ("bool",), "global_time_limit": ("float",),
+                  "global_gap": ("float",)}
 _FILE_DATA_KINDS = {"path": ("str",), "test_path": ("str",), "delimiter": ("str",),
                     "header": ("bool",), "task": ("str",), "test_fraction": ("float",),
                     "target": ("str", "int", "array"), "inputs": ("str", "int", "array")}
@@ -63,7 +72,8 @@ _FILE_DATA_KINDS = {"path": ("str",), "test_path": ("str",), "delimiter": ("str"
 _RANGES = {"max_sweeps": (1, None, False, False), "n": (1, None, False, False),
            "kappa": (0.0, 1.0, True, True), "tol": (0.0, None, False, False),
            "gap_tol": (0.0, None, True, False), "test_fraction": (0.0, 1.0, True, True),
-           "test_split": (1, None, False, False)}
+           "test_split": (1, None, False, False), "global_time_limit": (0.0, None, True, False),
+           "global_gap": (0.0, 1.0, True, True)}
 #: [data] of a file source (source = "csv", "npz" or "npy"): the options of
 #: :func:`fenchel_idl.problem.datasets.load_file`, the file(s) and the test split
 _FILE_DATA_KEYS = {"source", "path", "test_path", "test_fraction", "target", "inputs", "task",
@@ -118,6 +128,8 @@ class ProblemSpec:
     demo: dict | None = None
     #: the optional [minibatch] table: train with :func:`fenchel_idl.solve_bcd_minibatch`
     minibatch: dict | None = None
+    #: the [certify] table with its defaults filled in (:data:`_CERTIFY_DEFAULTS`)
+    certify: dict = dataclasses.field(default_factory=lambda: dict(_CERTIFY_DEFAULTS))
 
 
 def load_problem(path: str | Path) -> ProblemSpec:
@@ -130,7 +142,10 @@ def load_problem(path: str | Path) -> ProblemSpec:
     :class:`fenchel_idl.drivers.refine.RefineOptions` and ``kappa``), ``seed`` a nonnegative
     integer and [model] ``n`` a positive integer. The values of [schedule] and [refine]
     are validated by building those records. An optional [demo] table must be a table; its
-    keys are checked by :mod:`fenchel_idl.apps.demos`, which alone reads it.
+    keys are checked by :mod:`fenchel_idl.apps.demos`, which alone reads it. An optional
+    [certify] table takes ``global`` (true or false), ``global_time_limit`` (seconds, > 0)
+    and ``global_gap`` (in (0, 1)); ``ProblemSpec.certify`` holds them with their defaults
+    (false, 600, 0.01).
 
     Raises
     ------
@@ -195,12 +210,15 @@ def load_problem(path: str | Path) -> ProblemSpec:
                                                "kappa": ("float",)})
         _checked(where, lambda: RefineOptions(**{k: v for k, v in refine.items()
                                                  if k != "kappa"}))
+    certify = dict(raw.get("certify", {}))
+    _check_keys("certify", certify, set(_CERTIFY_DEFAULTS))
+    _check_kinds(where, "certify", certify, _CERTIFY_KINDS)
     return ProblemSpec(name=raw.get("name", path.stem), description=raw.get("description", ""),
                        seed=seed, data=data, model=model, training=training,
                        schedule=schedule, penalties=list(penalties), solver=solver,
                        refine=refine, path=str(path),
                        demo=dict(raw["demo"]) if "demo" in raw else None,
-                       minibatch=minibatch)
+                       minibatch=minibatch, certify={**_CERTIFY_DEFAULTS, **certify})
 
 
 def _read_toml(path: Any) -> tuple[dict, Path]:

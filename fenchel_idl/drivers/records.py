@@ -22,6 +22,7 @@ __all__ = [
     "BlockRecord",
     "Certificate",
     "SolveOutcome",
+    "global_gap_line",
     "outcome",
 ]
 
@@ -206,6 +207,11 @@ class Certificate:
     first_order_stationary : bool
         fw_gap within the tolerance and the readout certified: a first-order stationary
         point of the training problem (never a claim of global optimality).
+    global_bound : dict or None
+        The figures of :func:`fenchel_idl.global_bound` (``GlobalBound.to_dict()``: a
+        certified lower bound on the training loss of every model of the problem's class,
+        SCIP's status, nodes, time, its bound trace) when it was computed, else None. The
+        certificate prints the gap of :attr:`true_loss` to that bound.
     """
 
     blocks_certified: bool
@@ -242,6 +248,7 @@ class Certificate:
     fw_note: str = ""
     first_order_stationary: bool = False
     scope: str = SCOPE
+    global_bound: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -251,6 +258,7 @@ class Certificate:
         path = Path(path)
         data = {k: None if isinstance(v, float) and np.isnan(v) else v
                 for k, v in self.to_dict().items()}
+        data["global_bound"] = _strict_json(data["global_bound"])
         path.write_text(json.dumps(data, indent=2, default=float))
         return path
 
@@ -314,7 +322,41 @@ class Certificate:
                if self.refined and not self.readout_certified else ""),
             f"  first-order stationary       : {ok[self.first_order_stationary]} ({fw})",
             f"  training metric              : {metric}",
-        ]
+        ] + self._global_lines()
+
+    def _global_lines(self) -> list[str]:
+        """The gap of the returned model to the certified global lower bound, when computed;
+        and the loss of a better model that the global search found (it is not returned)."""
+        if self.global_bound is None:
+            return []
+        lines = [(f"  global gap                   : "
+                 f"{global_gap_line(self.global_bound, self.true_loss)}")]
+        best = self.global_bound.get("upper_bound")
+        if best is not None and best < self.true_loss * (1 - 1e-9):
+            lines.append(f"  better model found by SCIP   : true loss {best:.6g} (not the returned "
+                         "model)")
+        return lines
+
+
+def global_gap_line(bound: dict, loss: float) -> str:
+    """The certificate's "global gap" text for a model of training loss ``loss`` against a
+    global lower bound (the fields lower_bound, status, nodes and time of
+    ``GlobalBound.to_dict()``): (loss - lower_bound) / loss in %, and the solve's figures."""
+    loss, lower = float(loss), float(bound["lower_bound"])
+    gap = 0.0 if loss <= 0 else max(loss - lower, 0.0) / loss
+    return (f"{100 * gap:.2f}% (true loss {loss:.6g} >= global lower bound {lower:.6g}; "
+            f"SCIP {bound['status']}, {bound['nodes']} nodes, {bound['time']:.1f} s)")
+
+
+def _strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (in nested dicts, lists, tuples) as None."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 @dataclass

@@ -1,12 +1,16 @@
 """The global lower bound (fenchel_idl.analysis.global_bound) against a brute force over (A, B, b)
-with the exact readout, on one-state problems, and its refusals."""
+with the exact readout, on one-state problems, and its refusals; the certificate's global gap
+line."""
+
+import dataclasses
+import json
 
 import numpy as np
 import pytest
 
 pytest.importorskip("pyscipopt")
 
-from fenchel_idl import TrainingProblem
+from fenchel_idl import TrainingProblem, solve_bcd
 from fenchel_idl.analysis.global_bound import GlobalBound, global_bound
 from fenchel_idl.errors import InputTypeError, ResourceError, ValidationError
 from fenchel_idl.problem import datasets
@@ -106,3 +110,29 @@ def test_refusals_name_the_sizes():
         global_bound(TrainingProblem(*small, n=1), start="bcd")
     with pytest.raises(ValidationError, match="time_limit"):
         global_bound(TrainingProblem(*small, n=1), time_limit=-1.0)
+
+
+def test_certificate_global_gap_line_is_the_bounds_line(tmp_path):
+    """A certificate carrying GlobalBound.to_dict() prints GlobalBound.line(true_loss) as its
+    "global gap" line (the gap of the returned model, not of SCIP's best), a better model
+    found by SCIP on a line of its own, and saves strict JSON; without it, no such line."""
+    ds = datasets.cosine(m=6, seed=0)
+    pb = TrainingProblem(ds.U, ds.Y, n=1, kappa=0.5, bounds={"B": 2.0, "C": 3.0, "D": 5.0})
+    bcd = solve_bcd(pb, max_sweeps=3, progress=False, seed=0)
+    res = global_bound(pb, time_limit=30.0, gap=1e-2, start=bcd)
+    plain = bcd.certificate
+    assert plain.global_bound is None and "global gap" not in str(plain)
+    cert = dataclasses.replace(plain, global_bound=res.to_dict())
+    loss = cert.true_loss
+    line = "  global gap                   : " + res.line(loss)
+    assert line in str(cert).splitlines()
+    assert res.line(loss).startswith(f"{100 * (loss - res.lower_bound) / loss:.2f}% (true loss "
+                                     f"{loss:.6g} >= global lower bound {res.lower_bound:.6g}")
+    assert (res.upper_bound < loss * (1 - 1e-9)) == ("better model found by SCIP" in str(cert))
+    saved = json.loads(cert.save(tmp_path / "c.json").read_text(),
+                       parse_constant=lambda c: pytest.fail(f"{c} is not strict JSON"))
+    assert saved["global_bound"]["lower_bound"] == res.lower_bound
+    assert saved["global_bound"]["nodes"] == res.nodes
+    assert len(saved["global_bound"]["trace"]) == len(res.trace)
+    # a bound SCIP holds at its infinity (no incumbent yet) is null, not 1e20
+    assert all(x is None or abs(x) < 1e20 for row in saved["global_bound"]["trace"] for x in row)

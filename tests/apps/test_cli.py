@@ -3,7 +3,9 @@ its own ``--help``; the logging flags; and the package list of pyproject.toml.""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -257,3 +259,80 @@ def test_run_help_states_the_output_policy(capsys):
                   "one run at a time",
                   "refused when the problem file's data, model or settings differ"):
         assert words in out, words
+
+
+# -- fenchel-idl run with [certify] global = true ----------------------------------------------
+
+GLOBAL_TINY = ROOT / "problems" / "global_tiny.toml"
+
+
+def _strict_json(path: Path):
+    """The JSON of ``path``, refusing NaN and Infinity (not JSON)."""
+    def refuse(constant):
+        raise ValueError(f"{path.name} holds {constant}: not strict JSON")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _check_global_results(out: Path, stdout: str) -> dict:
+    """The certificate written and printed has the global gap of the returned model: its
+    true loss against the bound, as GlobalBound.line prints it (rebuilt here from the
+    figures), and the bound is below the loss of the model we return and of SCIP's best."""
+    cert = _strict_json(out / "certificate.json")
+    bound = cert["global_bound"]
+    loss, lower = cert["true_loss"], bound["lower_bound"]
+    assert 0.0 < lower <= bound["upper_bound"] and bound["upper_bound"] <= loss * (1 + 1e-9)
+    want = (f"  global gap                   : {100 * (loss - lower) / loss:.2f}% (true loss "
+            f"{loss:.6g} >= global lower bound {lower:.6g}; SCIP {bound['status']}, "
+            f"{bound['nodes']} nodes, {bound['time']:.1f} s)")
+    assert want in (out / "certificate.txt").read_text().splitlines()
+    assert want in stdout.splitlines()
+    assert bound["trace"] and all(len(row) == 4 for row in bound["trace"])
+    summary = _strict_json(out / "summary.json")["global_bound"]
+    assert summary["gap_of_returned_model"] == pytest.approx((loss - lower) / loss, rel=1e-12)
+    run_module.check_results(out)
+    return bound
+
+
+def test_run_with_a_global_bound(tmp_path, capsys):
+    """The shipped tiny problem with 6 samples (fast): the certificate gets the global gap."""
+    pytest.importorskip("pyscipopt")
+    text = GLOBAL_TINY.read_text().replace("m = 10\n", "m = 6\n")
+    assert "m = 6\n" in text
+    out = tmp_path / "out"
+    assert main(["run", _problem(tmp_path, text), "--quiet", "--out", str(out)]) == 0
+    bound = _check_global_results(out, capsys.readouterr().out)
+    assert bound["gap"] <= 0.01 and bound["status"] in ("gaplimit", "optimal")
+
+
+@pytest.mark.slow
+def test_run_the_shipped_global_tiny_problem(tmp_path, capsys):
+    """problems/global_tiny.toml as documented: SCIP closes its gap to 1% within its limit."""
+    pytest.importorskip("pyscipopt")
+    out = tmp_path / "g"
+    assert main(["run", str(GLOBAL_TINY), "--quiet", "--out", str(out)]) == 0
+    bound = _check_global_results(out, capsys.readouterr().out)
+    assert bound["gap"] <= 0.01 and bound["time"] < 60.0
+
+
+@pytest.mark.parametrize(("old", "new", "error"), [
+    ("\nn = 1 ", "\nn = 4 ", r"global_bound handles n <= 3 states .*got n = 4, m = 10 "),
+    ("m = 10\n", "m = 151\n", r"got n = 1, m = 151 \(n \* m = 151\)"),
+    ('activation = "relu"', 'activation = "tanh"', r"needs the 'relu' activation"),
+    ("[certify]", '[[penalties]]\nname = "l1"\nweight = 0.001\non = "A"\n[certify]',
+     r"needs a problem without penalties"),
+])
+def test_run_refuses_a_global_bound_it_cannot_give_before_training(tmp_path, monkeypatch,
+                                                                    capsys, old, new, error):
+    """Sizes, activation and penalties are checked before any training, with one line
+    naming the file, the table and what the bound needs."""
+    trained = []
+    monkeypatch.setattr(run_module, "solve_bcd", lambda *a, **k: trained.append(1))
+    text = GLOBAL_TINY.read_text()
+    assert old in text
+    out = tmp_path / "out"
+    assert main(["run", _problem(tmp_path, text.replace(old, new, 1)), "--quiet", "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fenchel-idl: error: problem file ") and err.count("\n") == 1, err
+    assert "[certify] global = true: " in err and re.search(error, err), err
+    assert trained == [] and not out.exists()

@@ -162,3 +162,51 @@ def test_diabetes_example_beats_a_constant_predictor(tmp_path):
     assert summary["test"]["rmse"] < 0.85 * constant
     assert summary["train"]["rmse"] < summary["start_train"]["rmse"]
     assert (tmp_path / "out" / "model.npz").is_file()
+
+
+# -- [certify]: the global bound of fenchel-idl run --------------------------------------------
+
+_CERTIFY_HEAD = 'name = "c"\n[data]\nsource = "cosine"\nm = 10\n[model]\nn = 1\n'
+
+
+@pytest.mark.parametrize("table, want", [
+    ("", {"global": False, "global_time_limit": 600.0, "global_gap": 0.01}),
+    ("[certify]\n", {"global": False, "global_time_limit": 600.0, "global_gap": 0.01}),
+    ("[certify]\nglobal = true\n", {"global": True, "global_time_limit": 600.0,
+                                    "global_gap": 0.01}),
+    ("[certify]\nglobal = true\nglobal_time_limit = 30\nglobal_gap = 0.001\n",
+     {"global": True, "global_time_limit": 30, "global_gap": 0.001}),
+])
+def test_certify_table_and_its_defaults(tmp_path, table, want):
+    path = tmp_path / "c.toml"
+    path.write_text(_CERTIFY_HEAD + table)
+    assert load_problem(path).certify == want
+
+
+@pytest.mark.parametrize("table, match", [
+    ('global = "true"', r"\[certify\] 'global' must be true or false; got .*str"),
+    ("global = 1", r"\[certify\] 'global' must be true or false; got .*int"),
+    ("global_time_limit = 0", r"\[certify\] 'global_time_limit' must be in \(0.0, inf\]; got 0"),
+    ("global_time_limit = -5.0", r"'global_time_limit' must be in \(0.0, inf\]; got -5.0"),
+    ('global_time_limit = "60"', r"\[certify\] 'global_time_limit' must be a number"),
+    ("global_gap = 0.0", r"\[certify\] 'global_gap' must be in \(0.0, 1.0\); got 0.0"),
+    ("global_gap = 1.0", r"\[certify\] 'global_gap' must be in \(0.0, 1.0\); got 1.0"),
+    ("global_gap = true", r"\[certify\] 'global_gap' must be a number; got .*bool"),
+    ("globl = true", (r"\[certify\] keys must be among \['global', 'global_gap', "
+                     r"'global_time_limit'\]; got \['globl'\]")),
+])
+def test_certify_table_refuses_bad_values_naming_the_key(tmp_path, table, match):
+    path = tmp_path / "c.toml"
+    path.write_text(_CERTIFY_HEAD + "[certify]\n" + table + "\n")
+    with pytest.raises(ValidationError, match=match) as err:
+        load_problem(path)
+    if "globl" not in table:  # a bad value names the file too
+        assert str(path) in str(err.value)
+
+
+def test_certify_must_be_a_table(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("certify = true\n" + _CERTIFY_HEAD)
+    with pytest.raises(ValidationError, match=r"\[certify\] must be a table .*got certify = "
+                                              r"True"):
+        load_problem(path)
