@@ -153,9 +153,11 @@ class RefineOptions:
         optimizer's moments and multiply the learning rate by ``backtrack_factor``. Needs
         ``evaluate=True``.
     backtrack_factor : float in (0, 1), default 0.5
-    backtrack_tol : float >= 0, default 0.1
-        The relative rise that counts as a blow-up; small rises are the noise of stochastic
-        steps and are left alone.
+    backtrack_tol : float >= 0, default 1.0
+        The relative rise that counts as a blow-up (1.0: the objective doubled); smaller
+        rises are the noise of stochastic steps and are left alone (``keep_best`` still
+        returns the best epoch). A tight value halves the step on that noise and stops
+        training early.
     dtype : {"float64", "float32"}, default "float64"
         Precision of the epochs (forward and adjoint iterations, steps). In float32 the
         fixed-point tolerances are raised to at least 1e-5 (float32 keeps about 7 digits).
@@ -213,7 +215,7 @@ class RefineOptions:
     blas_threads: int | str | None = None
     backtrack: bool | None = None
     backtrack_factor: float = 0.5
-    backtrack_tol: float = 0.1
+    backtrack_tol: float = 1.0
     dtype: str = "float64"
     rank: int | None = None
 
