@@ -194,42 +194,10 @@ def fast_x_block(problem, A, B, b, C, D, d, X, lam, tol: float = 1e-7,
 
 
 def _min_norm_l1(g: Array, w: Array, radius: Array) -> Array:
-    """Squared norm of the minimal-norm element of g + N(w) for the l1 balls of the rows.
-
-    On a row strictly inside its ball the normal cone is {0}. On the boundary it is
-    {mu s : mu >= 0, s in sign(w)} (s_i free in [-1, 1] where w_i = 0), and for a given mu
-    the best residual is g_i + mu sign(w_i) on the support and soft(g_i, mu) off it. That
-    convex, piecewise-quadratic function of mu is minimized exactly: its derivative
-    vanishes where N mu + b = sum_off (|g_i| - mu)_+, with N the size of the support and
-    b = sum_supp sign(w_i) g_i, a root found by sorting |g_i| off the support (as for the
-    projection on the l1 ball), vectorized over rows: exact, and cheaper than an iterative
-    line search over mu.
-    """
-    sgn = np.sign(w)
-    on = np.abs(np.abs(w).sum(axis=1) - radius) <= 1e-12 * np.maximum(radius, 1.0)
-    supp = sgn != 0
-
-    def res(mu):
-        r_supp = np.where(supp, g + mu[:, None] * sgn, 0.0)
-        r_zero = np.where(supp, 0.0, np.sign(g) * np.maximum(np.abs(g) - mu[:, None], 0.0))
-        return np.sum((r_supp + r_zero) ** 2, axis=1)
-
-    out = np.sum(g * g, axis=1)
-    if not np.any(on):
-        return out
-    n_supp = supp.sum(axis=1)
-    b = np.sum(np.where(supp, sgn * g, 0.0), axis=1)
-    h = -np.sort(-np.where(supp, 0.0, np.abs(g)), axis=1)  # off-support |g|, descending
-    cs = np.cumsum(h, axis=1)
-    j = np.arange(1, h.shape[1] + 1)
-    # h_(j) > mu*  <=>  (N + j) h_(j) > cs_j - b; a prefix of j, since h is sorted
-    count = np.sum(h * (n_supp[:, None] + j) > cs - b[:, None], axis=1)
-    cs_count = np.take_along_axis(cs, np.maximum(count - 1, 0)[:, None], axis=1)[:, 0]
-    cs_count = np.where(count > 0, cs_count, 0.0)
-    denom = n_supp + count
-    mu = np.maximum(np.where(denom > 0, (cs_count - b) / np.maximum(denom, 1), 0.0), 0.0)
-    best = np.minimum(res(mu), res(np.zeros_like(mu)))
-    return np.where(on, best, out)
+    """Squared norm of the minimal-norm element of g + N(w) for the l1 balls of the rows
+    (the rows of :func:`_l1_ball_residual`)."""
+    r = _l1_ball_residual(g, w, radius)
+    return np.sum(r * r, axis=1)
 
 
 def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7, rho: float | None = None,
@@ -311,21 +279,28 @@ def ab_min_norm_sq(problem, gammas: Array, W: Array, g: Array) -> float:
 
 
 def _l1_ball_residual(g: Array, w: Array, radius: Array) -> Array:
-    """g + n with n in the normal cone of the rows' l1 balls at w, the one of least norm
-    (the residual whose squared norm :func:`_min_norm_l1` returns)."""
+    """g + n with n in the normal cone of the rows' l1 balls at w, the one of least norm.
+
+    On a row strictly inside its ball the normal cone is {0}. On the boundary it is
+    {mu s : mu >= 0, s in sign(w)} (s_i free in [-1, 1] where w_i = 0), and for a given mu
+    the best residual is g_i + mu sign(w_i) on the support and soft(g_i, mu) off it. That
+    convex, piecewise-quadratic function of mu is minimized exactly: its derivative
+    vanishes where N mu + b = sum_off (|g_i| - mu)_+, with N the size of the support and
+    b = sum_supp sign(w_i) g_i, a root found by sorting |g_i| off the support (as for the
+    projection on the l1 ball), vectorized over rows: exact, and cheaper than an iterative
+    line search over mu. The residual at mu is kept where it beats mu = 0 (g itself).
+    """
     sgn = np.sign(w)
     on = np.abs(np.abs(w).sum(axis=1) - radius) <= 1e-12 * np.maximum(radius, 1.0)
     if not np.any(on):
         return g
     supp = sgn != 0
-    best, best_sq = g, np.sum(g * g, axis=1)
-    # the minimizing mu per row, found as in _min_norm_l1; candidates on a grid of the
-    # breakpoints are avoided by solving its piecewise-linear optimality condition
     n_supp = supp.sum(axis=1)
     b = np.sum(np.where(supp, sgn * g, 0.0), axis=1)
-    h = -np.sort(-np.where(supp, 0.0, np.abs(g)), axis=1)
+    h = -np.sort(-np.where(supp, 0.0, np.abs(g)), axis=1)  # off-support |g|, descending
     cs = np.cumsum(h, axis=1)
     j = np.arange(1, h.shape[1] + 1)
+    # h_(j) > mu*  <=>  (N + j) h_(j) > cs_j - b; a prefix of j, since h is sorted
     count = np.sum(h * (n_supp[:, None] + j) > cs - b[:, None], axis=1)
     cs_count = np.take_along_axis(cs, np.maximum(count - 1, 0)[:, None], axis=1)[:, 0]
     cs_count = np.where(count > 0, cs_count, 0.0)
@@ -333,9 +308,8 @@ def _l1_ball_residual(g: Array, w: Array, radius: Array) -> Array:
     mu = np.maximum(np.where(denom > 0, (cs_count - b) / np.maximum(denom, 1), 0.0), 0.0)
     r = np.where(supp, g + mu[:, None] * sgn,
                  np.sign(g) * np.maximum(np.abs(g) - mu[:, None], 0.0))
-    r_sq = np.sum(r * r, axis=1)
-    use = on & (r_sq < best_sq)
-    return np.where(use[:, None], r, best)
+    use = on & (np.sum(r * r, axis=1) < np.sum(g * g, axis=1))
+    return np.where(use[:, None], r, g)
 
 
 def _ab_ball_residual(problem, gammas: Array, W: Array, g: Array) -> Array:
