@@ -123,6 +123,16 @@ def _run(job, *args, timeout=120) -> subprocess.CompletedProcess:
                           check=False)
 
 
+def _wait_until_ready(proc: subprocess.Popen, out: Path) -> None:
+    """Wait until the 'hang' job marks (with ``out``.ready) that it waits in the chosen block."""
+    ready = Path(str(out) + ".ready")
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        assert time.monotonic() < deadline, "the job never reached the chosen block"
+        time.sleep(0.05)
+
+
 def _files(directory: Path) -> dict[str, str]:
     """name -> sha256 of the files in a directory."""
     if not directory.exists():
@@ -250,13 +260,8 @@ def test_resume_after_external_sigkill_with_a_stale_tmp_file(job, tmp_path, refe
     ckpt = tmp_path / "ckpt"
     out = tmp_path / "hung.npz"
     proc = _spawn(job, "hang", ckpt, out, 4, "AB")
-    ready = Path(str(out) + ".ready")
-    deadline = time.monotonic() + 120
     try:
-        while not ready.exists():
-            assert proc.poll() is None, proc.communicate()[1].decode()
-            assert time.monotonic() < deadline, "the job never reached the chosen block"
-            time.sleep(0.05)
+        _wait_until_ready(proc, out)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -490,13 +495,8 @@ def test_a_second_run_on_a_locked_directory_is_refused(job, tmp_path):
     ckpt = tmp_path / "ckpt"
     out = tmp_path / "hung.npz"
     proc = _spawn(job, "hang", ckpt, out, 2, "AB")
-    ready = Path(str(out) + ".ready")
-    deadline = time.monotonic() + 120
     try:
-        while not ready.exists():
-            assert proc.poll() is None, proc.communicate()[1].decode()
-            assert time.monotonic() < deadline, "the job never reached the chosen block"
-            time.sleep(0.05)
+        _wait_until_ready(proc, out)
         before = _files(ckpt)
         second = _run(job, "run", ckpt, tmp_path / "second.npz")
         assert second.returncode != 0
