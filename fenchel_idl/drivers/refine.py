@@ -582,30 +582,6 @@ class _AdjointOperands:
     activation: Activation
 
 
-def _picard_native(A: Array, b: Array, phi: Activation, X0: Array | None, tol: float,
-                   max_iter: int) -> tuple[Array, int, bool]:
-    """Picard iteration (2.6) in the dtype of ``b`` (float32 epochs), with the stopping rule
-    of :func:`fenchel_idl.model.equilibrium.picard`: the iterate whose image was computed last
-    is returned. Returns (X, iterations, converged)."""
-    X = np.zeros_like(b) if X0 is None else X0.astype(b.dtype, copy=True)
-    if not X.size:
-        return X, 1, True
-    Xn = np.empty_like(X)
-    for it in range(1, max_iter + 1):
-        np.matmul(A, X, out=Xn)
-        Xn += b
-        Xn[...] = phi(Xn)
-        step = float(np.max(np.abs(Xn - X)))
-        scale = float(np.max(np.abs(Xn)))
-        if not (np.isfinite(step) and np.isfinite(scale)):
-            return Xn, it, False
-        done = step <= tol * max(1.0, scale)
-        if done or it == max_iter:
-            return X, it, done
-        X, Xn = Xn, X
-    raise AssertionError("unreachable")  # the loop always returns at it == max_iter
-
-
 def _balanced_factors(A: Array, rank: int, radii: Array, seed: int) -> tuple[Array, Array]:
     """(L, R) of shape (n, rank) with L R^T the rank-``rank`` truncated SVD of A, scaled so
     that the largest row l1 norm of L relative to ``radii`` equals the largest column l1 norm
@@ -707,10 +683,7 @@ class _Refiner:
         """Picard iteration (2.6): returns (X, B U + bias_x, iterations, converged)."""
         P = self.params
         b = P["B"] @ U + P["bias_x"][:, None]
-        if self.dtype == np.float64:
-            X, it, _, ok = picard(P["A"], b, self.phi, X0, self.tol, self.opts.max_iter)
-        else:
-            X, it, ok = _picard_native(P["A"], b, self.phi, X0, self.tol, self.opts.max_iter)
+        X, it, _, ok = picard(P["A"], b, self.phi, X0, self.tol, self.opts.max_iter)
         self.failures += not ok
         return X, b, it, ok
 

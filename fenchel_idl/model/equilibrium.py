@@ -160,9 +160,11 @@ def picard(A: Array, b: Array, phi: Activation, X0: Array | None = None, tol: fl
     relative to ``max(1, max |X|)``. (With Anderson mixing the third value is the relative
     step at exit.) An iteration that diverges (an iterate with NaN or inf entries) stops at
     once and reports ``converged=False`` with the non-finite iterate, so the caller can
-    tell divergence from a slow iteration.
+    tell divergence from a slow iteration. The iteration runs in the floating dtype of
+    ``b`` (float32 for the float32 refinement epochs; X0 is cast to it).
     """
-    X = np.zeros_like(b) if X0 is None else np.array(X0, dtype=float, copy=True)
+    dtype = b.dtype if b.dtype.kind == "f" else np.float64
+    X = np.zeros_like(b, dtype=dtype) if X0 is None else np.array(X0, dtype=dtype, copy=True)
     if anderson > 0:
         return _anderson(A, b, phi, X, tol, max_iter, anderson)
     if not X.size:
