@@ -69,6 +69,10 @@ def _scalar(a: float, activation: str = "relu") -> ImplicitModel:
 #: A triangular model with diagonal 1.5: each state is a self loop without a fixed point.
 TRI15 = ImplicitModel(A=[[1.5, 0.0], [0.3, 1.5]], B=np.ones((2, 1)), C=np.ones((1, 2)),
                       D=[[0.0]])
+#: A dense ReLU model with the fixed points 0 and (1, 1) at u = (-1, -1): Picard from 0
+#: converges to 0 and nothing certifies uniqueness (lambda_PF(|A|) = ||A||_inf = 2).
+TWO_FIXED_POINTS = ImplicitModel(A=[[0.0, 2.0], [2.0, 0.0]], B=np.eye(2), C=np.eye(2),
+                                 D=np.zeros((2, 2)))
 
 
 def _pf(t: Path, extra: str = "", replace: tuple[str, str] | None = None) -> Path:
@@ -358,6 +362,10 @@ WARN_CASES = [
     pytest.param(lambda: _scalar(2.0, "tanh").predict([[0.0]]), NotWellPosedWarning,
                  r"x\[0\] \(A\[0,0\] = 2\).*several solutions.*depends on X0",
                  id="predict-tanh-several-fixed-points"),
+    pytest.param(lambda: TWO_FIXED_POINTS.predict([[-1.0], [-1.0]]), NotWellPosedWarning,
+                 r"no well-posedness certificate: lambda_PF\(N\(A, gamma\)\) = 2 >= 1.*"
+                 r"\|\|N\(A, gamma\)\|\|_inf = 2 >= 1.*may not be the unique one",
+                 id="predict-dense-two-fixed-points"),
     pytest.param(lambda: TrainingProblem(U20 * 1e-6, Y20, n=3, standardize=False),
                  NumericalWarning, r"standardize=False", id="tp-tiny-unstandardized"),
 ]

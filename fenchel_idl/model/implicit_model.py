@@ -11,6 +11,7 @@ import json
 import math
 import os
 import struct
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -25,11 +26,13 @@ from fenchel_idl.errors import (
     FenchelIDLError,
     InputTypeError,
     ModelFileError,
+    NotWellPosedWarning,
     ShapeError,
     ValidationError,
 )
 from fenchel_idl.model.activations import Activation, activation_for, get_activation
 from fenchel_idl.model.equilibrium import EquilibriumInfo, Structure, solve_equilibrium, structure
+from fenchel_idl.model.wellposedness import _uncertified_iteration
 from fenchel_idl.validation import (
     as_float_array,
     as_samples,
@@ -195,6 +198,12 @@ class ImplicitModel(ModelSizes):
         """Topological levels of the state dependency graph (used by :meth:`equilibrium`)."""
         return structure(self.A, self.activation)
 
+    @cached_property
+    def _uniqueness_doubt(self) -> tuple[str, bool] | None:
+        """Why an equilibrium found by iteration may not be unique, or None (computed once
+        per model, on the first converged iterative solve)."""
+        return _uncertified_iteration(self.A, self.activation, self.structure)
+
     def replace(self, **changes: Any) -> ImplicitModel:
         """Return a copy with some fields replaced (validated again).
 
@@ -247,6 +256,17 @@ class ImplicitModel(ModelSizes):
             Bad U or X0.
         EquilibriumError
             With ``on_nonconvergence="raise"`` when the iteration fails to converge.
+
+        Warns
+        -----
+        ConvergenceWarning
+            With ``on_nonconvergence="warn"`` when no equilibrium was found.
+        NotWellPosedWarning
+            Unless ``on_nonconvergence="ignore"``: the iteration converged but nothing
+            certifies that the equilibrium is unique (:func:`fenchel_idl.well_posedness`
+            finds no sufficient condition), so the result may depend on X0. The message
+            gives lambda_PF(N(A, gamma)) and ||N(A, gamma)||_inf. The check is computed
+            once per model, and costs O(n^2) for a model with ||N(A, gamma)||_inf < 1.
         """
         U2, was_1d = self._inputs(U)
         X0a = None
@@ -258,7 +278,23 @@ class ImplicitModel(ModelSizes):
         X, info = solve_equilibrium(self.A, self.state_input(U2), self.activation,
                                     self.structure if method != "picard" else None, X0a, tol,
                                     max_iter, method, on_nonconvergence)
+        if info.converged and info.method != "exact" and on_nonconvergence != "ignore":
+            self._warn_if_not_unique(method == "picard", X0 is not None)
         return (X[:, 0] if was_1d else X), info
+
+    def _warn_if_not_unique(self, forced_picard: bool, has_x0: bool) -> None:
+        """Warn that a converged iteration may have found one of several equilibria, when
+        no sufficient condition certifies the model (scalar self loops alone are named by
+        the structured solver, so they are named here only for ``method="picard"``)."""
+        doubt = self._uniqueness_doubt
+        if doubt is None or not (doubt[1] or forced_picard):
+            return
+        start = "the given X0" if has_x0 else "X0 = 0"
+        warnings.warn(f"the model has no well-posedness certificate: {doubt[0]}. The iteration "
+                      "converged, but x = phi(A x + B u) may have other solutions: the "
+                      f"returned equilibrium is the limit from {start} and may not be the "
+                      "unique one (see fenchel_idl.well_posedness(model)).",
+                      NotWellPosedWarning, stacklevel=3)
 
     def output(self, X: Array, U: Array) -> Array:
         """C X + D U + bias_y for validated 2-D arrays."""

@@ -5,6 +5,7 @@ the norm matrix N(A, gamma) of (2.4), and Collatz-Wielandt rescaling (section 2.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -17,7 +18,7 @@ from fenchel_idl.model.activations import (
     get_activation,
     restrict_activation,
 )
-from fenchel_idl.model.implicit_model import ImplicitModel
+from fenchel_idl.model.equilibrium import Structure
 from fenchel_idl.validation import as_float_array
 
 __all__ = [
@@ -177,51 +178,103 @@ class WellPosedness:
                 f"||N(A, gamma)||_inf = {self.norm_inf:.6g}")
 
 
-def _as_model(model: object) -> ImplicitModel:
-    if not isinstance(model, ImplicitModel):
+class _Model(Protocol):
+    """What the verbs of this module read of a model: :class:`fenchel_idl.ImplicitModel`,
+    which imports this module to certify itself (so this module cannot import it)."""
+
+    A: Array
+    activation: Activation
+    structure: Structure
+
+    def replace(self, **changes: Any) -> Any: ...
+
+
+def _as_model(model: object) -> _Model:
+    if not (isinstance(getattr(model, "A", None), np.ndarray)
+            and isinstance(getattr(model, "activation", None), Activation)
+            and hasattr(type(model), "structure") and hasattr(model, "replace")):
         raise InputTypeError(f"'model' must be an ImplicitModel; got {type(model).__name__}.")
-    return model
+    return model  # type: ignore[return-value]
 
 
-def _triangular_certified(model: ImplicitModel) -> bool:
-    """Every strongly connected component of the block graph is well-posed on its own."""
-    phi = model.activation
-    for lv in model.structure.levels:
-        if lv.singles.size:
+def _failing_parts(A: Array, phi: Activation, struct: Structure) -> tuple[bool, bool]:
+    """Which parts of the block-triangular form (Thm 2.7/2.8) fail their own sufficient
+    condition: (a scalar self loop with A_ii * Lip(phi) >= 1, a strongly connected
+    component of several blocks with lambda_PF(N) >= 1)."""
+    loops = components = False
+    for lv in struct.levels:
+        if lv.singles.size and not loops:
             # scalar states with self loops: x = phi(a x + c) unique if a * slope < 1
             sub = restrict_activation(phi, lv.singles)
-            if not np.all(sub.scalar_well_posed(lv.singles_diag) | (lv.singles_diag == 0)):
-                return False
-        if lv.iterative.size:
+            loops = not np.all(sub.scalar_well_posed(lv.singles_diag) | (lv.singles_diag == 0))
+        if lv.iterative.size and not components:
             # a union of independent strongly connected components: PF on each one
             idx = lv.iterative
-            sub_phi = restrict_activation(phi, idx)
-            Nsub = norm_matrix(model.A[np.ix_(idx, idx)], sub_phi)
-            if pf_eigenvalue(Nsub) >= 1.0:
-                return False
-    return True
+            Nsub = norm_matrix(A[np.ix_(idx, idx)], restrict_activation(phi, idx))
+            components = pf_eigenvalue(Nsub) >= 1.0
+    return loops, components
 
 
-def well_posedness(model: ImplicitModel) -> WellPosedness:
-    """Report lambda_PF(N(A, gamma)), ||N(A, gamma)||_inf and which condition certifies."""
-    model = _as_model(model)
-    N = norm_matrix(model.A, model.activation)
+def _certify(A: Array, phi: Activation, struct: Structure) -> WellPosedness:
+    N = norm_matrix(A, phi)
     lam = pf_eigenvalue(N)
     norm_inf = float(np.max(N.sum(axis=1))) if N.size else 0.0
     if lam < 1.0:
         cond: str | None = "pf"
-    elif _triangular_certified(model):
+    elif not any(_failing_parts(A, phi, struct)):
         cond = "triangular"
     else:
         cond = None
     return WellPosedness(lam, norm_inf, cond, cond is not None)
 
 
-def is_well_posed(model: ImplicitModel) -> bool:
+def well_posedness(model: _Model) -> WellPosedness:
+    """Report lambda_PF(N(A, gamma)), ||N(A, gamma)||_inf and which condition certifies."""
+    model = _as_model(model)
+    return _certify(model.A, model.activation, model.structure)
+
+
+def _uncertified_iteration(A: Array, phi: Activation,
+                           struct: Structure) -> tuple[str, bool] | None:
+    """Why the equilibrium that a fixed-point iteration finds may not be unique, or None.
+
+    None when a sufficient condition certifies a unique equilibrium (the norm condition of
+    Remark 2.4, the PF condition of Thm 2.2, or the block-triangular form of Thm 2.7/2.8).
+    Otherwise (a sentence with the values that failed, whether a strongly connected
+    component of several blocks fails): when only scalar self loops fail, the structured
+    equilibrium solver names them itself. The norm ||N(A, gamma)||_inf is tried first: it
+    costs O(n^2) and certifies every model trained with ||A||_inf <= kappa < 1, so the
+    eigenvalues are computed only when it fails.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n, n)
+    phi : Activation
+    struct : Structure
+        The model's :func:`fenchel_idl.model.equilibrium.structure`.
+    """
+    N = norm_matrix(A, phi)
+    norm_inf = float(np.max(N.sum(axis=1))) if N.size else 0.0
+    if norm_inf < 1.0:
+        return None
+    lam = pf_eigenvalue(N)
+    loops, components = (False, False) if lam < 1.0 else _failing_parts(A, phi, struct)
+    if not (loops or components):
+        return None
+    parts = ["a strongly connected component of several states fails the PF condition"] \
+        if components else []
+    parts += ["a scalar self loop has A_ii * Lip(phi) >= 1"] if loops else []
+    return (f"lambda_PF(N(A, gamma)) = {lam:.6g} >= 1 (Thm 2.2), ||N(A, gamma)||_inf = "
+            f"{norm_inf:.6g} >= 1 (Remark 2.4), and in its block-triangular form (Thm 2.7/2.8) "
+            + " and ".join(parts)), components
+
+
+def is_well_posed(model: _Model) -> bool:
     """True when a sufficient condition (Thm 2.2, or Thm 2.7/2.8) certifies the model.
 
     Examples
     --------
+    >>> from fenchel_idl import ImplicitModel
     >>> m = ImplicitModel(A=[[-2.0, 1.0], [0.0, 0.5]], B=[[1.0], [1.0]], C=[[1.0, 0.0]],
     ...                   D=[[0.0]])
     >>> is_well_posed(m)   # triangular, diag < 1, although lambda_PF(|A|) = 2
@@ -230,7 +283,7 @@ def is_well_posed(model: ImplicitModel) -> bool:
     return well_posedness(model).well_posed
 
 
-def check_well_posed(model: ImplicitModel) -> WellPosedness:
+def check_well_posed(model: _Model) -> WellPosedness:
     """Return the report, or raise :class:`NotWellPosedError` when nothing certifies it."""
     rep = well_posedness(model)
     if not rep.well_posed:
@@ -240,7 +293,7 @@ def check_well_posed(model: ImplicitModel) -> WellPosedness:
     return rep
 
 
-def rescale(model: ImplicitModel) -> ImplicitModel:
+def rescale(model: _Model) -> Any:
     """Return an equivalent model with ||A'||_inf < 1 (Collatz-Wielandt scaling, section 2.5).
 
     With s = (I - |A|)^{-1} 1 and S = diag(s): A' = S^-1 A S, B' = S^-1 B, C' = C S, D' = D,
