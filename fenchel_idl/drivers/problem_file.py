@@ -6,8 +6,11 @@ refinement stage and the seed. An optional [minibatch] table (batch_size, epochs
 trains with :func:`fenchel_idl.solve_bcd_minibatch` instead of :func:`fenchel_idl.solve_bcd`
 (``problems/mnist_full.toml``). An optional [certify] table with ``global = true`` asks
 ``fenchel-idl run`` for a certified global lower bound after training
-(``problems/global_tiny.toml``). See ``problems/cosine_regression.toml`` for a commented
-example. :func:`load_problem` parses and checks a file, :func:`load_data` loads its data,
+(``problems/global_tiny.toml``). A [teacher] table makes the file a state-driven fit
+instead (:func:`fenchel_idl.drivers.fit_teacher`: a scikit-learn MLP trained on the data,
+then one certified convex program per hidden state; ``problems/teacher_digits.toml``); such
+a file holds only ``name``, ``description``, ``seed``, [data] and [teacher]. See
+``problems/cosine_regression.toml`` for a commented example. :func:`load_problem` parses and checks a file, :func:`load_data` loads its data,
 :func:`build_problem` builds its :class:`~fenchel_idl.problem.TrainingProblem` and
 :func:`bcd_options` gives the keywords of :func:`fenchel_idl.solve_bcd` it states
 (``fenchel-idl run`` trains a file and writes its results).
@@ -25,6 +28,7 @@ from typing import Any
 
 from fenchel_idl.drivers.refine import RefineOptions
 from fenchel_idl.drivers.schedule import Schedule
+from fenchel_idl.drivers.state_fit import FIT_KEYS, TEACHER_KEYS, _check_teacher_table
 from fenchel_idl.errors import DataNotFoundError, FenchelIDLError, InputTypeError, ValidationError
 from fenchel_idl.problem import datasets
 from fenchel_idl.problem.training_problem import TrainingProblem
@@ -46,9 +50,9 @@ else:  # pragma: no cover
 __all__ = ["ProblemSpec", "bcd_options", "build_problem", "load_data", "load_problem"]
 
 _SECTIONS = {"name", "description", "seed", "data", "model", "training", "schedule",
-             "minibatch", "penalties", "solver", "refine", "demo", "certify"}
+             "minibatch", "penalties", "solver", "refine", "demo", "certify", "teacher"}
 _TABLES = ("data", "model", "training", "schedule", "minibatch", "solver", "refine", "demo",
-           "certify")
+           "certify", "teacher")
 _MODEL_KEYS = {"n", "activation", "kappa", "bias"}
 _TRAINING_KEYS = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol"}
 _SOLVER_KEYS = {"name", "on_failure", "gap_tol"}
@@ -68,8 +72,26 @@ _CERTIFY_KINDS = {"global": ("bool",), "global_time_limit": ("float",),
 _FILE_DATA_KINDS = {"path": ("str",), "test_path": ("str",), "delimiter": ("str",),
                     "header": ("bool",), "task": ("str",), "test_fraction": ("float",),
                     "target": ("str", "int", "array"), "inputs": ("str", "int", "array")}
+#: [teacher]: the TOML type of each key (the keys of fit_teacher: the MLP's and the fit's).
+_TEACHER_KINDS = {"hidden": ("int", "array"), "activation": ("str",), "max_iter": ("int",),
+                  "alpha": ("float",), "learning_rate_init": ("float",), "batch_size": ("int",),
+                  "kappa": ("float",), "l1_A": ("float",), "l1_B": ("float",),
+                  "readout": ("str",), "samples": ("int",), "tol": ("float",),
+                  "zero_tol": ("float",), "on_failure": ("str",), "solver": ("str",),
+                  "method": ("str",), "fit_max_iter": ("int",)}
+_BY_BCD = "a [teacher] problem is fitted by fit_states, one convex program per state, not by BCD"
+#: The sections a [teacher] problem refuses, each with the reason: each would be ignored.
+_NOT_WITH_TEACHER = {
+    "model": ("the fitted model's states are the teacher's hidden units ([teacher] hidden) and "
+              "its well-posedness ball is [teacher] kappa"),
+    "training": _BY_BCD, "schedule": _BY_BCD, "minibatch": _BY_BCD,
+    "refine": "a state fit has no gradient refinement stage",
+    "penalties": "the fit's penalties are [teacher] l1_A and l1_B",
+    "solver": "the fit's solver options are [teacher] solver, method, on_failure and tol",
+    "certify": "the global bound is for BCD problems; a state fit certifies every row",
+    "demo": "the demos train by BCD"}
 #: Ranges of numeric keys, checked after their types: (low, high, low_open, high_open).
-_RANGES = {"max_sweeps": (1, None, False, False), "n": (1, None, False, False),
+_RANGES = {"hidden": (1, None, False, False), "max_sweeps": (1, None, False, False), "n": (1, None, False, False),
            "kappa": (0.0, 1.0, True, True), "tol": (0.0, None, False, False),
            "gap_tol": (0.0, None, True, False), "test_fraction": (0.0, 1.0, True, True),
            "test_split": (1, None, False, False), "global_time_limit": (0.0, None, True, False),
@@ -130,6 +152,9 @@ class ProblemSpec:
     minibatch: dict | None = None
     #: the [certify] table with its defaults filled in (:data:`_CERTIFY_DEFAULTS`)
     certify: dict = dataclasses.field(default_factory=lambda: dict(_CERTIFY_DEFAULTS))
+    #: the [teacher] table of a state-driven fit (:func:`fenchel_idl.drivers.fit_teacher`),
+    #: or None for a BCD problem
+    teacher: dict | None = None
 
 
 def load_problem(path: str | Path) -> ProblemSpec:
@@ -146,6 +171,13 @@ def load_problem(path: str | Path) -> ProblemSpec:
     [certify] table takes ``global`` (true or false), ``global_time_limit`` (seconds, > 0)
     and ``global_gap`` (in (0, 1)); ``ProblemSpec.certify`` holds them with their defaults
     (false, 600, 0.01).
+
+    A file with a [teacher] table is a state-driven fit (:func:`fenchel_idl.drivers.fit_teacher`):
+    it holds ``name``, ``description``, ``seed``, [data] and [teacher] only, and any other
+    section ([model], [training], [schedule], [minibatch], [[penalties]], [solver],
+    [refine], [certify], [demo]) is refused, with where its setting goes, rather than
+    ignored. Every key of [teacher] is checked by its TOML type and its value;
+    ``ProblemSpec.teacher`` holds the table and ``ProblemSpec.model`` is empty.
 
     Raises
     ------
@@ -167,6 +199,8 @@ def load_problem(path: str | Path) -> ProblemSpec:
         if key in raw and not isinstance(raw[key], str):
             raise ValidationError(f"{where}: '{key}' must be a string; got "
                                   f"{describe(raw[key])}.")
+    if "teacher" in raw:
+        return _teacher_spec(where, raw, path)
     penalties = raw.get("penalties", [])
     if not isinstance(penalties, list):
         raise ValidationError(f"{where}: 'penalties' must be an array of tables "
@@ -221,6 +255,42 @@ def load_problem(path: str | Path) -> ProblemSpec:
                        minibatch=minibatch, certify={**_CERTIFY_DEFAULTS, **certify})
 
 
+def _teacher_spec(where: str, raw: dict, path: Path) -> ProblemSpec:
+    """The spec of a state-driven fit: [data] and [teacher] checked, the sections that a
+    state fit would ignore refused (:data:`_NOT_WITH_TEACHER`, all of them named)."""
+    refused = [key for key in _NOT_WITH_TEACHER if key in raw]
+    if refused:
+        shown = {key: "[[penalties]]" if key == "penalties" else f"[{key}]" for key in refused}
+        why = "; ".join(f"{shown[key]}: {_NOT_WITH_TEACHER[key]}" for key in refused)
+        raise ValidationError(f"{where} has a [teacher] table (a state-driven fit) and "
+                              f"{', '.join(shown.values())}, which a state fit does not use; "
+                              f"remove {'it' if len(refused) == 1 else 'them'} ({why}).")
+    seed = _checked(where, lambda: check_int("seed", raw.get("seed", 0), low=0))
+    data = dict(raw.get("data", {}))
+    _check_data(where, data)
+    teacher = _check_teacher(where, dict(raw["teacher"]))
+    return ProblemSpec(name=raw.get("name", path.stem), description=raw.get("description", ""),
+                       seed=seed, data=data, model={}, training={}, schedule={}, penalties=[],
+                       solver={}, refine=None, path=str(path), teacher=teacher)
+
+
+def _check_teacher(where: str, table: dict) -> dict:
+    """[teacher]: known keys (all unknown ones named), each value's TOML type
+    (:data:`_TEACHER_KINDS`), then its value as :func:`fenchel_idl.drivers.fit_teacher`
+    checks it; every error names the file, the table and the key."""
+    allowed = set(TEACHER_KEYS) | set(FIT_KEYS)
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ValidationError(f"{where}: [teacher] keys must be among {sorted(allowed)}; got "
+                              f"{unknown}.")
+    _check_kinds(where, "teacher", table, _TEACHER_KINDS)
+    try:
+        _check_teacher_table(table)
+    except FenchelIDLError as exc:
+        raise ValidationError(f"{where}: [teacher] {exc}") from None
+    return table
+
+
 def _read_toml(path: Any) -> tuple[dict, Path]:
     """The parsed TOML of an existing UTF-8 file, or a ValidationError naming the file."""
     if not isinstance(path, (str, PathLike)):
@@ -271,9 +341,10 @@ def _check_value(where: str, name: str, key: str, value: Any, allowed: tuple[str
     if isinstance(value, (dict, list)):
         if ("table" if isinstance(value, dict) else "array") not in allowed:
             _bad_kind(where, name, allowed, value)
-        if isinstance(value, list) and "float" in allowed:  # an array of numbers
+        number = [k for k in ("float", "int") if k in allowed]
+        if isinstance(value, list) and number and "str" not in allowed:  # numbers
             for i, item in enumerate(value):
-                _check_value(where, f"{name}[{i}]", key, item, ("float",))
+                _check_value(where, f"{name}[{i}]", key, item, (number[0],))
         return
     simple = tuple(k for k in allowed if k not in ("table", "array"))
     if not simple:

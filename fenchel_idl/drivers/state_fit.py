@@ -54,13 +54,13 @@ from fenchel_idl.errors import InputTypeError, ShapeError, ValidationError
 from fenchel_idl.model.activations import Blockwise, state_lipschitz
 from fenchel_idl.model.feedforward import from_layers, from_mlp
 from fenchel_idl.model.implicit_model import ImplicitModel
-from fenchel_idl.model.wellposedness import pf_eigenvalue, rescale
+from fenchel_idl.model.wellposedness import pf_eigenvalue, rescale, well_posedness
 from fenchel_idl.problem.projection import project_l1_rows
 from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.validation import as_float_array, check_choice, check_int, check_real
 
-__all__ = ["FIT_KEYS", "METHODS", "READOUTS", "TEACHER_KEYS", "RowCertificate", "StateFit", "fit_states",
-           "fit_teacher", "teacher_model"]
+__all__ = ["FIT_KEYS", "METHODS", "READOUTS", "TEACHER_KEYS", "RowCertificate", "StateFit",
+           "fit_states", "fit_teacher", "teacher_model"]
 
 Array = NDArray[np.float64]
 
@@ -73,6 +73,12 @@ METHODS = ("auto", "fista", "cvxpy")
 
 #: Samples per chunk when the statistics are accumulated (bounds the memory of V).
 _CHUNK = 10_000
+
+#: What a state fit certifies, and what it does not.
+_SCOPE = ("certified: each state row's convex program (its duality gap), the readout (C, D) "
+          "as the least-squares fit to the teacher's outputs at the fitted states, and "
+          "well-posedness (||N(A, gamma)||_inf <= kappa < 1); NOT certified: that the fitted "
+          "model predicts as the teacher does (measured, not certified)")
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,8 @@ class StateFit:
         Number of samples the programs were built from.
     time : float
         Wall time in seconds.
+    kappa : float
+        The radius of the well-posedness ball the rows were fitted in.
     """
 
     model: ImplicitModel
@@ -134,6 +142,7 @@ class StateFit:
     sparsity_B: float
     samples: int
     time: float
+    kappa: float = float("nan")
 
     @property
     def certified(self) -> bool:
@@ -158,6 +167,49 @@ class StateFit:
                  "readout: " + ("teacher's kept" if self.readout is None
                                 else describe_solve(self.readout)),
                  f"{self.samples} samples, {self.time:.1f} s"]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The certificate as plain values (strict JSON): what is certified, every row's
+        objective, dual bound, relative gap, residual and solver, the readout's record, the
+        fitted model's well-posedness, sparsity, samples and time."""
+        wp = well_posedness(self.model)
+        rows = [{"state": i, "objective": r.objective, "lower": r.lower, "gap": r.gap,
+                 "certified": r.certified, "residual": r.residual, "solver": r.solve.solver}
+                for i, r in enumerate(self.rows)]
+        return {"scope": _SCOPE, "certified": self.certified,
+                "rows_certified": sum(r.certified for r in self.rows),
+                "n_rows": len(self.rows), "max_gap": self.max_gap, "rows": rows,
+                "readout": None if self.readout is None else self.readout.to_dict(),
+                "well_posed": wp.well_posed, "pf_eigenvalue": wp.pf_eigenvalue,
+                "norm_inf": wp.norm_inf, "kappa": None if np.isnan(self.kappa) else self.kappa,
+                "sparsity_A": self.sparsity_A, "sparsity_B": self.sparsity_B,
+                "samples": self.samples, "time": self.time}
+
+    def certificate_text(self, rows: bool = True) -> str:
+        """The certificate to read: what is certified and what is not, the rows, the readout
+        and well-posedness, then (with ``rows``) one line per row: gap, residual, solver."""
+        d = self.to_dict()
+        ok = {True: "yes", False: "NO"}
+        lines = ["Certificate of the state fit (fitted model)", f"  {_SCOPE}",
+                 (f"  every row certified          : {ok[d['rows_certified'] == d['n_rows']]} "
+                  f"({d['rows_certified']}/{d['n_rows']}, largest relative gap "
+                  f"{d['max_gap']:.2e})"),
+                 "  readout                      : " + ("the teacher's, kept (not refitted)"
+                                                        if self.readout is None
+                                                        else describe_solve(self.readout)),
+                 (f"  well-posed                   : {ok[d['well_posed']]} (lambda_PF = "
+                  f"{d['pf_eigenvalue']:.4f}, ||N(A, gamma)||_inf = {d['norm_inf']:.4f} <= "
+                  f"kappa = {self.kappa:g})"),
+                 (f"  sparsity                     : A {self.sparsity_A:.1%} zeros, B "
+                  f"{self.sparsity_B:.1%} zeros"),
+                 f"  fitted on                    : {self.samples} samples in {self.time:.1f} s"]
+        if not rows:
+            return "\n".join(lines)
+        lines.append("Rows (relative duality gap, relative fit residual, solver)")
+        lines += [f"  state {r['state']:>4}: gap {r['gap']:.2e}, residual {r['residual']:.3g}, "
+                  f"{r['solver']}" + ("" if r["certified"] else ", NOT certified")
+                  for r in d["rows"]]
         return "\n".join(lines)
 
 
@@ -470,7 +522,7 @@ def fit_states(teacher: Any, U: ArrayLike, *, kappa: float = 0.5, l1_A: float = 
     fitted, rec = _readout(fitted, model, U, readout, tol, on_failure, solvers)
     A, B = fitted.A, fitted.B
     return StateFit(fitted, model, tuple(rows), rec, float(np.mean(A == 0)),
-                    float(np.mean(B == 0)), m, time.perf_counter() - t0)
+                    float(np.mean(B == 0)), m, time.perf_counter() - t0, kappa)
 
 
 def _readout(fitted: ImplicitModel, teacher: ImplicitModel, U: Array, readout: str, tol: float,
@@ -515,9 +567,77 @@ def _plain_activation(model: ImplicitModel):
 TEACHER_KEYS = {"hidden": "hidden_layer_sizes", "activation": "activation",
                 "max_iter": "max_iter", "alpha": "alpha",
                 "learning_rate_init": "learning_rate_init", "batch_size": "batch_size"}
-#: Keys of ``[teacher]`` passed to :func:`fit_states`.
-FIT_KEYS = ("kappa", "l1_A", "l1_B", "readout", "samples", "tol", "zero_tol", "on_failure",
-            "solver", "method", "max_iter")
+#: Keys of ``[teacher]`` passed to :func:`fit_states`, with its keyword names: ``max_iter``
+#: is the MLP's (scikit-learn's name), so the first-order iteration cap of the fit is
+#: ``fit_max_iter``.
+FIT_KEYS = {"kappa": "kappa", "l1_A": "l1_A", "l1_B": "l1_B", "readout": "readout",
+            "samples": "samples", "tol": "tol", "zero_tol": "zero_tol",
+            "on_failure": "on_failure", "solver": "solver", "method": "method",
+            "fit_max_iter": "max_iter"}
+#: The activations of a scikit-learn MLP (``[teacher] activation``).
+_MLP_ACTIVATIONS = ("identity", "logistic", "relu", "tanh")
+
+
+def _check_teacher_table(settings: Any) -> None:
+    """The keys and values of a ``[teacher]`` table, checked before anything is trained:
+    the network's as scikit-learn would check them, the fit's as :func:`fit_states` does.
+
+    Raises
+    ------
+    InputTypeError
+        ``settings`` is not a table, or a value of the wrong type.
+    ValidationError
+        An unknown key (all are named) or a value out of range.
+    """
+    if not isinstance(settings, Mapping):
+        raise InputTypeError(f"'[teacher]' must be a table; got {type(settings).__name__}.")
+    unknown = sorted(set(settings) - set(TEACHER_KEYS) - set(FIT_KEYS))
+    if unknown:
+        raise ValidationError(f"'[teacher]' keys must be among "
+                              f"{sorted(TEACHER_KEYS) + list(FIT_KEYS)}; got {unknown}.")
+    if "hidden" in settings:
+        widths = settings["hidden"]
+        widths = [widths] if isinstance(widths, int) and not isinstance(widths, bool) else widths
+        if not isinstance(widths, (list, tuple)) or not widths:
+            raise ValidationError("'hidden' must be a positive integer or a nonempty list of "
+                                  f"them (the hidden layer widths); got {widths!r}.")
+        for i, width in enumerate(widths):
+            check_int(f"hidden[{i}]", width, low=1)
+    if "activation" in settings:
+        check_choice("activation", settings["activation"], _MLP_ACTIVATIONS)
+    for key in ("max_iter", "batch_size"):
+        if key in settings:
+            check_int(key, settings[key], low=1)
+    if "alpha" in settings:
+        check_real("alpha", settings["alpha"], 0.0, None)
+    if "learning_rate_init" in settings:
+        check_real("learning_rate_init", settings["learning_rate_init"], 0.0, None,
+                   low_open=True)
+    fit = {**(fit_states.__kwdefaults__ or {}), **_fit_keywords(settings)}
+    _check_settings(*(fit[k] for k in ("kappa", "l1_A", "l1_B", "readout", "samples", "tol",
+                                       "zero_tol", "on_failure", "method", "max_iter")))
+    if fit["solver"] is not None and not isinstance(fit["solver"], str):
+        raise InputTypeError(f"'solver' must be a CVXPY solver name; got {fit['solver']!r}.")
+
+
+def _fit_keywords(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The keywords of :func:`fit_states` that a ``[teacher]`` table states."""
+    return {FIT_KEYS[k]: v for k, v in settings.items() if k in FIT_KEYS}
+
+
+def _class_labels(Y: Array) -> Array:
+    """Integer labels 0, ..., K-1 (K >= 3, every class present) from labels or one-hot
+    columns: the index of the MLP's output unit is then the class. A binary
+    MLPClassifier has one logistic output, which an argmax cannot read."""
+    labels = Y.argmax(axis=0) if Y.ndim == 2 else Y
+    k = Y.shape[0] if Y.ndim == 2 else int(labels.max()) + 1 if labels.size else 0
+    classes = np.unique(labels)
+    if k < 3 or not np.array_equal(classes, np.arange(k)):
+        raise ValidationError("'Y' of a classification teacher must hold every class 0, ..., "
+                              "K-1 with K >= 3 (scikit-learn's MLPClassifier gives two classes "
+                              "one logistic output; train that as task='regression' on one-hot "
+                              f"targets); got the classes {classes.tolist()[:10]} of K = {k}.")
+    return labels
 
 
 def fit_teacher(settings: Mapping[str, Any], U: ArrayLike, Y: ArrayLike, *,
@@ -528,14 +648,16 @@ def fit_teacher(settings: Mapping[str, Any], U: ArrayLike, Y: ArrayLike, *,
     Parameters
     ----------
     settings : mapping
-        The ``[teacher]`` table: the network (:data:`TEACHER_KEYS`: hidden = list of layer
-        widths, activation, max_iter, alpha, learning_rate_init, batch_size) and the fit
-        (:data:`FIT_KEYS`, the keywords of :func:`fit_states`).
+        The ``[teacher]`` table: the network (:data:`TEACHER_KEYS`: hidden = layer widths,
+        activation, max_iter, alpha, learning_rate_init, batch_size) and the fit
+        (:data:`FIT_KEYS`: the keywords of :func:`fit_states`, its ``max_iter`` as
+        ``fit_max_iter``). Every key and value is checked before the MLP is trained.
     U : array_like of shape (p, m)
         Training inputs, samples as columns.
     Y : array_like
-        Integer labels of shape (m,) or one-hot columns (q, m) for ``task="classification"``;
-        targets (q, m) or (m,) for ``"regression"``.
+        Integer labels 0, ..., K-1 of shape (m,) or one-hot columns (K, m), K >= 3 and every
+        class present, for ``task="classification"``; targets (q, m) or (m,) for
+        ``"regression"``.
     task : {"classification", "regression"}
     seed : int
         Seeds the MLP's training and the subsample of the fit.
@@ -543,30 +665,24 @@ def fit_teacher(settings: Mapping[str, Any], U: ArrayLike, Y: ArrayLike, *,
     Raises
     ------
     ValidationError
-        An unknown key (named in the message) or task.
+        An unknown key (named in the message), a value out of range, a bad task, or
+        classification labels that are not 0, ..., K-1 with K >= 3.
     InputTypeError
-        ``settings`` is not a table.
+        ``settings`` is not a table, or a value of the wrong type.
     """
     from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-    if not isinstance(settings, Mapping):
-        raise InputTypeError(f"'[teacher]' must be a table; got {type(settings).__name__}.")
-    unknown = sorted(set(settings) - set(TEACHER_KEYS) - set(FIT_KEYS))
-    if unknown:
-        raise ValidationError(f"'[teacher]' keys must be among "
-                              f"{sorted(TEACHER_KEYS) + list(FIT_KEYS)}; got {unknown}.")
+    _check_teacher_table(settings)
     check_choice("task", task, ("classification", "regression"))
     seed = check_int("seed", seed, low=0)
     U = as_float_array("U", U, ndim=2)
-    options = {TEACHER_KEYS[k]: (tuple(v) if k == "hidden" else v)
+    options = {TEACHER_KEYS[k]: (tuple(v) if isinstance(v, (list, tuple)) else v)
                for k, v in settings.items() if k in TEACHER_KEYS}
     Ya = np.asarray(Y)
     if task == "classification":
-        target = Ya.argmax(axis=0) if Ya.ndim == 2 else Ya
         mlp = MLPClassifier(random_state=seed, **options)
+        mlp.fit(U.T, _class_labels(Ya))
     else:
-        target = Ya.T if Ya.ndim == 2 else Ya
         mlp = MLPRegressor(random_state=seed, **options)
-    mlp.fit(U.T, target)
-    fit = {k: v for k, v in settings.items() if k in FIT_KEYS}
-    return fit_states(mlp, U, seed=seed, **fit)
+        mlp.fit(U.T, Ya.T if Ya.ndim == 2 else Ya)
+    return fit_states(mlp, U, seed=seed, **_fit_keywords(settings))

@@ -210,3 +210,121 @@ def test_certify_must_be_a_table(tmp_path):
     with pytest.raises(ValidationError, match=r"\[certify\] must be a table .*got certify = "
                                               r"True"):
         load_problem(path)
+
+
+# -- [teacher]: a state-driven fit (fit_teacher) -------------------------------------------------
+
+_TEACHER_HEAD = 'name = "t"\nseed = 2\n[data]\nsource = "digits"\nn = 200\n'
+
+
+def _teacher_file(tmp_path, table, head=_TEACHER_HEAD):
+    path = tmp_path / "t.toml"
+    path.write_text(head + "[teacher]\n" + table + "\n")
+    return path
+
+
+def test_teacher_table_is_read_as_written(tmp_path):
+    """Every key of fit_teacher (the MLP's and the fit's) is accepted with its TOML type; the
+    spec holds the table as written and no BCD settings; the shipped example loads."""
+    from fenchel_idl.drivers.problem_file import _TEACHER_KINDS
+    from fenchel_idl.drivers.state_fit import FIT_KEYS, TEACHER_KEYS
+
+    assert set(_TEACHER_KINDS) == set(TEACHER_KEYS) | set(FIT_KEYS)
+    table = ('hidden = [8, 4]\nactivation = "tanh"\nmax_iter = 50\nalpha = 0\n'
+             'learning_rate_init = 0.01\nbatch_size = 32\nkappa = 0.4\nl1_A = 0.01\n'
+             'l1_B = 0\nreadout = "keep"\nsamples = 100\ntol = 1e-5\nzero_tol = 0.001\n'
+             'on_failure = "warn"\nsolver = "CLARABEL"\nmethod = "fista"\nfit_max_iter = 7')
+    spec = load_problem(_teacher_file(tmp_path, table))
+    assert spec.teacher == {"hidden": [8, 4], "activation": "tanh", "max_iter": 50, "alpha": 0,
+                            "learning_rate_init": 0.01, "batch_size": 32, "kappa": 0.4,
+                            "l1_A": 0.01, "l1_B": 0, "readout": "keep", "samples": 100,
+                            "tol": 1e-5, "zero_tol": 0.001, "on_failure": "warn",
+                            "solver": "CLARABEL", "method": "fista", "fit_max_iter": 7}
+    assert (spec.seed, spec.data, spec.model, spec.penalties, spec.refine) == (
+        2, {"source": "digits", "n": 200}, {}, [], None)
+    assert load_problem(_teacher_file(tmp_path, "hidden = 5")).teacher == {"hidden": 5}
+    assert load_problem(_teacher_file(tmp_path, "")).teacher == {}
+    shipped = load_problem(REPO / "problems" / "teacher_digits.toml")
+    assert shipped.teacher["hidden"] == [32, 32] and shipped.teacher["kappa"] == 0.5
+    # a BCD file has no [teacher]
+    assert load_problem(REPO / "problems" / "digits.toml").teacher is None
+
+
+@pytest.mark.parametrize("line, match", [
+    ('kappa = "0.5"', r"\[teacher\] 'kappa' must be a number; got '0\.5' of type str"),
+    ("kappa = 1.0", r"\[teacher\] 'kappa' must be in \(0\.0, 1\.0\); got 1\.0"),
+    ("hidden = [8, 2.5]", r"\[teacher\] 'hidden'\[1\] must be an integer; got 2\.5 of type float"),
+    ("hidden = [8, 0]", r"\[teacher\] 'hidden'\[1\] must be in \[1, inf\]; got 0"),
+    ('hidden = "8"', r"\[teacher\] 'hidden' must be an integer or an array; got '8'"),
+    ("hidden = []", r"\[teacher\] 'hidden' must be a positive integer or a nonempty list"),
+    ("max_iter = 2.0", r"\[teacher\] 'max_iter' must be an integer; got 2\.0 of type float"),
+    ("max_iter = 0", r"\[teacher\] 'max_iter' must be an integer in \[1, inf\]; got 0"),
+    ("fit_max_iter = true", r"\[teacher\] 'fit_max_iter' must be an integer; got True"),
+    ("l1_A = true", r"\[teacher\] 'l1_A' must be a number; got True of type bool"),
+    ("l1_B = -0.1", r"\[teacher\] 'l1_B' must be in \[0\.0, inf\]; got -0\.1"),
+    ("tol = 0.0", r"\[teacher\] 'tol' must be in \(0\.0, inf\]; got 0\.0"),
+    ("alpha = -1", r"\[teacher\] 'alpha' must be in \[0\.0, inf\]; got -1"),
+    ("learning_rate_init = 0", r"\[teacher\] 'learning_rate_init' must be in \(0\.0, inf\]"),
+    ("batch_size = 0", r"\[teacher\] 'batch_size' must be an integer in \[1, inf\]; got 0"),
+    ('activation = "softplus"', (r"\[teacher\] 'activation' must be one of \['identity', "
+                                 r"'logistic', 'relu', 'tanh'\]; got 'softplus'")),
+    ('readout = "labels"', r"\[teacher\] 'readout' must be one of \['keep', 'teacher'\]"),
+    ('method = "adam"', r"\[teacher\] 'method' must be one of"),
+    ('on_failure = "ignore"', r"\[teacher\] 'on_failure' must be one of"),
+    ("solver = 3", r"\[teacher\] 'solver' must be a string; got 3 of type int"),
+    ("samples = 0", r"\[teacher\] 'samples' must be an integer in \[1, inf\]; got 0"),
+    ("zero_tol = 2.0", r"\[teacher\] 'zero_tol' must be in \[0\.0, 1\.0\]; got 2\.0"),
+    ("hiden = [8]\nlr = 0.1\nkappa = 0.5", (r"\[teacher\] keys must be among \['activation', "
+                                            r".*\]; got \['hiden', 'lr'\]")),
+])
+def test_teacher_table_refuses_bad_values_naming_file_table_and_key(tmp_path, line, match):
+    path = _teacher_file(tmp_path, line)
+    with pytest.raises(ValidationError, match=match) as err:
+        load_problem(path)
+    assert str(err.value).startswith(f"problem file {str(path)!r}: [teacher] ")
+
+
+def test_teacher_must_be_a_table(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text("teacher = [32]\n" + _TEACHER_HEAD)
+    with pytest.raises(ValidationError, match=r"\[teacher\] must be a table .*got teacher = "
+                                              r"\[32\]"):
+        load_problem(path)
+
+
+@pytest.mark.parametrize("section, text, said", [
+    ("model", "[model]\nn = 3\n", "[teacher] hidden"),
+    ("training", "[training]\nmax_sweeps = 3\n", "not by BCD"),
+    ("schedule", "[schedule]\nline_search = true\n", "not by BCD"),
+    ("minibatch", "[minibatch]\nbatch_size = 10\n", "not by BCD"),
+    ("refine", "[refine]\nepochs = 3\n", "no gradient refinement"),
+    ("[penalties]", '[[penalties]]\nname = "l1"\nweight = 0.1\non = "A"\n', "l1_A and l1_B"),
+    ("solver", '[solver]\non_failure = "warn"\n', "[teacher] solver"),
+    ("certify", "[certify]\nglobal = false\n", "global bound is for BCD"),
+    ("demo", "[demo]\n", "demos train by BCD"),
+])
+def test_teacher_refuses_the_sections_a_state_fit_would_ignore(tmp_path, section, text, said):
+    """Every BCD section beside [teacher] is refused, named, with where its setting goes;
+    even an empty one (it would be silently ignored)."""
+    path = tmp_path / "t.toml"
+    path.write_text(_TEACHER_HEAD + text + "[teacher]\nhidden = [4]\n")
+    with pytest.raises(ValidationError) as err:
+        load_problem(path)
+    message = str(err.value)
+    assert message.startswith(f"problem file {str(path)!r} has a [teacher] table")
+    assert f"and [{section}], which a state fit does not use; remove it" in message
+    assert said in message
+
+
+def test_teacher_names_every_refused_section_and_checks_data(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text(_TEACHER_HEAD + "[model]\nn = 3\n[refine]\n[teacher]\n")
+    with pytest.raises(ValidationError, match=r"and \[model\], \[refine\], which a state fit "
+                                              r"does not use; remove them"):
+        load_problem(path)
+    path.write_text('[data]\nsource = "digit"\n[teacher]\n')
+    with pytest.raises(ValidationError, match=r"\[data\] 'source' must be one of"):
+        load_problem(path)
+    path.write_text('seed = -1\n[data]\nsource = "digits"\n[teacher]\n')
+    with pytest.raises(ValidationError, match=r"'seed'"):
+        load_problem(path)
