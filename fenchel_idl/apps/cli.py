@@ -43,7 +43,7 @@ from pathlib import Path
 from fenchel_idl.apps import bench, bench_refine, demos, experiments, results, table1
 from fenchel_idl.apps.common import problems_dir
 from fenchel_idl.apps.run import MANIFEST, default_out, run_problem
-from fenchel_idl.drivers import checkpoint_sweep, load_problem
+from fenchel_idl.drivers import StateFit, checkpoint_sweep, load_problem
 from fenchel_idl.errors import FenchelIDLError
 
 __all__ = ["COMMANDS", "configure_logging", "main"]
@@ -63,7 +63,8 @@ COMMANDS: dict[str, tuple[str, Callable[..., int]]] = {
     "results": ("regenerate the results document (docs/results.md)", results.main),
 }
 
-_RUN_HELP = "train a problem file; write model, history, certificate and plots"
+_RUN_HELP = ("train a problem file (or fit its [teacher]); write model, history, certificate "
+             "and plots")
 
 #: The logger the library writes to (children such as ``fenchel_idl.drivers`` included).
 LOGGER = "fenchel_idl"
@@ -140,7 +141,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fenchel-idl run",
         description="Train the problem of a problem file by BCD (and its refinement stage) "
-                    "and write model, history, certificate and plots: the main job.")
+                    "and write model, history, certificate and plots: the main job. A problem "
+                    "file with a [teacher] table trains that MLP and fits an implicit model to "
+                    "its hidden states instead, one certified convex program per state.")
     parser.add_argument("problem", help="a TOML problem file, or the name of one shipped with "
                                         f"the package (cosine_regression, ... in "
                                         f"{problems_dir()})")
@@ -220,13 +223,31 @@ def _run(args: argparse.Namespace) -> int:
     result, summary = run_problem(args.problem, out, progress=not args.quiet,
                                   checkpoint=args.checkpoint, resume=args.resume,
                                   max_sweeps=args.max_sweeps, overwrite=args.overwrite)
-    print(result.certificate)
-    print(f"start (random features): {summary['start_train']}   trained: "
-          f"{summary['train']}" + (f"   test: {summary['test']}" if "test" in summary
-                                   else ""))
-    print(f"{result.n_sweeps} sweeps in {summary['time_s']:.1f} s; wrote "
-          + ", ".join(summary["written"]))
+    if isinstance(result, StateFit):
+        _report_fit(result, summary)
+    else:
+        print(result.certificate)
+        print(f"start (random features): {summary['start_train']}   trained: "
+              f"{summary['train']}" + (f"   test: {summary['test']}" if "test" in summary
+                                       else ""))
+        print(f"{result.n_sweeps} sweeps in {summary['time_s']:.1f} s; wrote "
+              + ", ".join(summary["written"]))
     return 0
+
+
+def _report_fit(fit: StateFit, summary: dict) -> None:
+    """What ``run`` prints for a ``[teacher]`` problem: the certificate's head (without the
+    line per row, which certificate.txt holds), the teacher's and the fitted model's metrics,
+    the time and the files."""
+    print(fit.certificate_text(rows=False))
+    for data in ("train", "test"):
+        if data in summary:
+            (name, teacher), = summary["teacher_" + data].items()
+            print(f"{data} {name}: teacher {teacher:.4f}, fitted {summary[data][name]:.4f}")
+    print(f"{summary['rows_certified']}/{summary['n_states']} rows certified, "
+          f"A {summary['zeros_A']:.1%} zeros; {summary['time_s']:.1f} s (teacher "
+          f"{summary['teacher_time_s']:.1f} s, fit {summary['fit_time_s']:.1f} s); wrote "
+          + ", ".join(summary["written"]))
 
 
 def _interrupt_message(exc: KeyboardInterrupt, args: argparse.Namespace | None) -> str:

@@ -15,6 +15,18 @@ problem does not draw) survives. Each result is written to a temporary file and 
 ``manifest.json`` (every file's SHA-256) is written last, so a set of results is complete
 exactly when its manifest is there and its checksums match (:func:`check_results`).
 
+A state-driven fit
+------------------
+A problem file with a ``[teacher]`` table is fitted, not trained by BCD: a scikit-learn MLP
+is trained on its data and an implicit model is fitted to its hidden states, one certified
+convex program per state (:func:`fenchel_idl.drivers.fit_teacher`). Its results go through
+the same output directory checks, atomic writes and manifest: ``model.npz`` (the fitted
+model), ``teacher.npz`` (the teacher as an implicit model), ``certificate.json`` / ``.txt``
+(:meth:`fenchel_idl.drivers.StateFit.to_dict`: each row's duality gap, the readout's, the
+well-posedness) and ``summary.json`` (teacher and fitted accuracy or RMSE on the training
+and test data, zeros in A and B, rows certified, wall times). Checkpoints, ``--resume`` and
+``max_sweeps`` are for BCD and refused.
+
 The global bound
 ----------------
 A problem file with ``[certify] global = true`` gets, after training, a certified lower
@@ -42,8 +54,10 @@ from fenchel_idl.apps.common import model_metric
 from fenchel_idl.drivers import (
     BCDResult,
     ProblemSpec,
+    StateFit,
     bcd_options,
     build_problem,
+    fit_teacher,
     load_data,
     load_problem,
     solve_bcd,
@@ -53,9 +67,11 @@ from fenchel_idl.errors import FenchelIDLError, OutputError, ValidationError
 
 __all__ = ["MANIFEST", "OUTPUTS", "check_results", "default_out", "run_name", "run_problem"]
 
-#: The result files ``fenchel-idl run`` writes (``fit.png`` only for one input and one
-#: output), in the order they are written; :data:`MANIFEST` comes last.
-OUTPUTS = ("model.npz", "history.json", "certificate.json", "certificate.txt",
+#: The result files ``fenchel-idl run`` writes, in the order they are written; :data:`MANIFEST`
+#: comes last. BCD writes all but ``teacher.npz`` (``fit.png`` only for one input and one
+#: output); a ``[teacher]`` fit writes ``model.npz``, ``teacher.npz``, the certificate and
+#: ``summary.json``.
+OUTPUTS = ("model.npz", "teacher.npz", "history.json", "certificate.json", "certificate.txt",
            "convergence.png", "fit.png", "summary.json")
 #: Written last: the SHA-256 of every result file of the run. Its presence marks a complete
 #: set of results.
@@ -91,32 +107,42 @@ def default_out(spec: ProblemSpec) -> Path:
 def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bool = True,
                 checkpoint: str | Path | None = None, resume: bool = False,
                 max_sweeps: int | None = None, overwrite: bool = False
-                ) -> tuple[BCDResult, dict]:
-    """Train the problem of a problem file; write results to ``out`` when given.
+                ) -> tuple[BCDResult | StateFit, dict]:
+    """Train the problem of a problem file (or fit its ``[teacher]``); write results to
+    ``out`` when given.
 
     ``out`` is checked before training and written as the module docstring says;
     ``overwrite`` lets a run write into a directory that holds files of its own.
 
     Returns
     -------
-    result : BCDResult
+    result : BCDResult, or StateFit for a ``[teacher]`` problem
     summary : dict
-        Train (and test) metrics, timings and the paths written.
+        Train (and test) metrics, timings and the paths written; for a ``[teacher]``
+        problem also the teacher's metrics, zeros in A and B and the rows certified.
 
     Raises
     ------
     ValidationError
         A bad problem file or ``name``; an ``out`` that is a file, lies under a file, cannot
         be created or written, holds a directory where a result goes, or holds other files
-        (without ``overwrite``).
+        (without ``overwrite``); ``checkpoint``, ``resume`` or ``max_sweeps`` with a
+        ``[teacher]`` problem.
     OutputError
         A result could not be written (a full disk): the directory then has no manifest.
     """
     spec = load_problem(path)
     run_name(spec)
+    if spec.teacher is not None:
+        _check_teacher_run(spec, checkpoint, resume, max_sweeps)
     created = _prepare_out(Path(out), overwrite) if out is not None else []
     try:
-        result, summary, ds = _train(spec, progress, checkpoint, resume, max_sweeps)
+        if spec.teacher is not None:
+            result, summary = _fit(spec)
+            writers = _fit_writers(result)
+        else:
+            result, summary, ds = _train(spec, progress, checkpoint, resume, max_sweeps)
+            writers = _bcd_writers(spec, result, ds)
     except BaseException:
         for directory in created:  # innermost first; leave what holds anything
             try:
@@ -125,7 +151,7 @@ def run_problem(path: str | Path, out: str | Path | None = None, *, progress: bo
                 break
         raise
     if out is not None:
-        summary["written"] = _write_results(Path(out), spec, result, ds, summary)
+        summary["written"] = _write_results(Path(out), spec, writers, summary)
     return result, summary
 
 
@@ -168,6 +194,40 @@ def _train(spec: ProblemSpec, progress: bool, checkpoint, resume: bool,
         summary["global_bound"]["gap_of_returned_model"] = bound.gap_of(
             result.certificate.true_loss)
     return result, summary, ds
+
+
+def _check_teacher_run(spec: ProblemSpec, checkpoint, resume: bool,
+                       max_sweeps: int | None) -> None:
+    """Refuse, before anything runs, the options of BCD that a ``[teacher]`` fit would
+    ignore."""
+    given = [name for name, value in (("checkpoint", checkpoint is not None),
+                                      ("resume", resume), ("max_sweeps", max_sweeps is not None))
+             if value]
+    if given:
+        raise ValidationError(f"problem file {spec.path!r} is a state-driven fit ([teacher]): "
+                              f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for "
+                              "BCD training; leave out --checkpoint, --resume and --max-sweeps.")
+
+
+def _fit(spec: ProblemSpec) -> tuple[StateFit, dict]:
+    """Train the teacher MLP of [teacher] on the training data and fit the implicit model
+    to its states (:func:`fenchel_idl.drivers.fit_teacher`); the summary holds the teacher's
+    and the fitted model's metrics on the training (and test) data."""
+    ds, test = load_data(spec)
+    target = ds.labels if ds.task == "classification" else ds.Y
+    t0 = time.perf_counter()
+    fit = fit_teacher(spec.teacher or {}, ds.U, target, task=ds.task, seed=spec.seed)
+    wall = time.perf_counter() - t0
+    summary: dict[str, Any] = {
+        "problem": spec.name, "kind": "teacher", "time_s": wall, "fit_time_s": fit.time,
+        "teacher_time_s": wall - fit.time, "n_states": fit.model.n, "samples": fit.samples,
+        "rows_certified": sum(r.certified for r in fit.rows), "max_gap": fit.max_gap,
+        "certified": fit.certified, "zeros_A": fit.sparsity_A, "zeros_B": fit.sparsity_B,
+        "teacher_train": model_metric(fit.teacher, ds), "train": model_metric(fit.model, ds)}
+    if test is not None:
+        summary["teacher_test"] = model_metric(fit.teacher, test)
+        summary["test"] = model_metric(fit.model, test)
+    return fit, summary
 
 
 def _check_global(spec: ProblemSpec, problem: Any) -> None:
@@ -229,10 +289,12 @@ def _prepare_out(out: Path, overwrite: bool) -> list[Path]:
     return created
 
 
-def _write_results(out: Path, spec: ProblemSpec, result: BCDResult, ds: Any,
-                   summary: dict) -> list[str]:
-    """Replace the results of an earlier run in ``out`` by this run's; return the paths."""
-    writers: dict[str, Callable[[Path], Any]] = {
+_Writers = dict[str, Callable[[Path], Any]]
+
+
+def _bcd_writers(spec: ProblemSpec, result: BCDResult, ds: Any) -> _Writers:
+    """The result files of a BCD run, by name, each with the function that writes it."""
+    writers: _Writers = {
         "model.npz": result.model.save,
         "history.json": lambda p: p.write_text(json.dumps(
             [asdict(r) for r in result.history], indent=1, default=float)),
@@ -241,6 +303,22 @@ def _write_results(out: Path, spec: ProblemSpec, result: BCDResult, ds: Any,
         "convergence.png": lambda p: plot_convergence(result, p, title=spec.name)}
     if ds.task == "regression" and ds.p == 1 and ds.q == 1:
         writers["fit.png"] = lambda p: plot_fit(result, ds, p, title=spec.name)
+    return writers
+
+
+def _fit_writers(fit: StateFit) -> _Writers:
+    """The result files of a ``[teacher]`` fit, by name, each with the function that
+    writes it."""
+    return {"model.npz": fit.model.save, "teacher.npz": fit.teacher.save,
+            "certificate.json": lambda p: p.write_text(json.dumps(
+                fit.to_dict(), indent=2, default=float, allow_nan=False)),
+            "certificate.txt": lambda p: p.write_text(fit.certificate_text() + "\n")}
+
+
+def _write_results(out: Path, spec: ProblemSpec, writers: _Writers, summary: dict) -> list[str]:
+    """Replace the results of an earlier run in ``out`` by the files of ``writers``, then
+    ``summary.json`` and the manifest; return the paths."""
+    writers = dict(writers)
     summary["written"] = [str(out / name) for name in (*writers, "summary.json", MANIFEST)]
     writers["summary.json"] = lambda p: p.write_text(json.dumps(summary, indent=2,
                                                                 default=float))
