@@ -25,6 +25,7 @@ The first two run inside ``fenchel-idl bench``; the last is the command
 from __future__ import annotations
 
 import argparse
+import pkgutil
 import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -52,9 +53,10 @@ from fenchel_idl.model import ImplicitModel
 from fenchel_idl.problem import datasets, project_inf_ball
 from fenchel_idl.validation import check_int
 
-__all__ = ["COSINE_SETTINGS", "bench_mnist_epoch", "bench_projection", "bench_refine_epoch",
-           "cosine_data", "cosine_experiment", "cosine_section", "heldout_cosine", "main",
-           "mnist_section", "warm_vs_random"]
+__all__ = ["COSINE_SETTINGS", "TORCHIDL_SETTINGS", "bench_mnist_epoch", "bench_parity",
+           "bench_projection", "bench_refine_epoch", "cosine_data", "cosine_experiment",
+           "cosine_section", "heldout_cosine", "main", "mnist_section", "parity_section",
+           "warm_vs_random"]
 
 Array = NDArray[np.float64]
 
@@ -164,8 +166,24 @@ def _project_sort(A: Array, kappa: float) -> Array:
     return A
 
 
-#: Smallest fixed-point tolerance of float32 epochs (as in fenchel_idl.drivers.refine).
+#: Smallest fixed-point tolerance of float32 epochs, and the fraction of the forward
+#: tolerance of the float64 judgement of the start (as in fenchel_idl.drivers.refine).
 _F32_TOL = 1e-5
+_JUDGE_TOL = 1e-2
+
+
+def _start_states(P: dict[str, Array], U: Array, dt: np.dtype, tol: float, judge_tol: float,
+                  max_iter: int) -> Array:
+    """The states refine starts from: the float64 equilibrium of the start at ``judge_tol``
+    (in float32, iterated from the float32 equilibrium at ``tol``), cast to ``dt``."""
+    b = P["B"] @ U + P["bias_x"][:, None]
+    X0 = np.zeros(b.shape)
+    if dt == np.float32:
+        P32 = {k: v.astype(dt) for k, v in P.items()}
+        b32 = P32["B"] @ U.astype(dt) + P32["bias_x"][:, None]
+        X0, _ = _picard(P32["A"], b32, X0.astype(dt), tol, max_iter)
+    X, _ = _picard(P["A"], b, X0.astype(np.float64), judge_tol, max_iter)
+    return X.astype(dt)
 
 
 def _reference(model: ImplicitModel, U: Array, Y: Array, kappa: float, opts: RefineOptions
@@ -176,17 +194,18 @@ def _reference(model: ImplicitModel, U: Array, Y: Array, kappa: float, opts: Ref
     P = {k: np.array(getattr(model, k), dtype=float) for k in ("A", "B", "C", "D", "bias_x",
                                                                "bias_y")}
     P["A"] = _project_sort(P["A"], kappa)
+    P64, U64 = P, U
     P = {k: v.astype(dt) for k, v in P.items()}
     U, Y = U.astype(dt), Y.astype(dt)
     low = _F32_TOL if dt == np.float32 else 0.0
+    judge_tol = _JUDGE_TOL * opts.tol
     opts = opts.replace(tol=max(opts.tol, low), adjoint_tol=max(opts.adjoint_tol, low))
     mom = {k: np.zeros_like(v) for k, v in P.items()}
     vel = {k: np.zeros_like(v) for k, v in P.items()}
     m = U.shape[1]
     rng = np.random.default_rng(opts.seed)
     b1, b2, eps, lr, t = opts.beta1, opts.beta2, opts.eps, opts.lr, 0
-    Xs, _ = _picard(P["A"], P["B"] @ U + P["bias_x"][:, None], np.zeros((model.n, m), dt),
-                    opts.tol, opts.max_iter)
+    Xs = _start_states(P64, U64, dt, opts.tol, judge_tol, opts.max_iter)
     iterations = []
     for _ in range(opts.epochs):
         order = rng.permutation(m)
@@ -297,6 +316,147 @@ def bench_mnist_epoch(samples: int | None = None, n: int = 128, batch_size: int 
                                         dtype=dtype, data=(ds.U, ds.Y), n=n)
     out["speedup"] = out["float64"]["refine_seconds"] / out["float32"]["refine_seconds"]
     return out
+
+
+#: torchidl's ImplicitModel defaults that bear on the comparison (its
+#: ``implicit_base_model.py``): forward and gradient Picard iterations capped at 300,
+#: stopped when ``max |X(t+1) - X(t)| < 3e-6`` (absolute), each from X = 0.
+TORCHIDL_SETTINGS = {"mitr": 300, "grad_mitr": 300, "tol": 3e-6, "grad_tol": 3e-6}
+
+
+def _import_torchidl(path: str | Path | None) -> tuple[Any, Any] | None:
+    """(torch, torchidl.ImplicitModel), with ``path`` (a torchidl checkout's ``src`` or the
+    folder holding the package) put first on ``sys.path``; None when either is missing."""
+    if path is not None:
+        sys.path.insert(0, str(path))
+    try:
+        import torch
+        # torchidl is a heavy optional package (it imports torch) outside the project's
+        # dependencies, found on the user's path at run time like the HEAVY imports
+        model_class = pkgutil.resolve_name("torchidl:ImplicitModel")
+    except (ImportError, AttributeError):
+        return None
+    return torch, model_class
+
+
+def _torchidl_seconds(mods: tuple[Any, Any], U: Array, Y: Array, n: int, kappa: float,
+                      epochs: int, batch_size: int, lr: float, seed: int) -> float:
+    """Seconds of ``epochs`` epochs of torchidl's ImplicitModel(p, q, n, kappa) with its
+    default solver settings, trained by torch's Adam at ``lr`` on the squared loss
+    ``0.5 ||Yhat - Y||^2 / batch`` (refine's) in float32, one torch thread, shuffled
+    mini-batches; the data conversion is not timed."""
+    torch, TorchImplicitModel = mods
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        model = TorchImplicitModel(U.shape[0], Y.shape[0], n, kappa=kappa, **TORCHIDL_SETTINGS)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        Ut = torch.tensor(U.T, dtype=torch.float32)
+        Yt = torch.tensor(Y.T, dtype=torch.float32)
+        gen = torch.Generator().manual_seed(seed)
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            order = torch.randperm(Ut.shape[0], generator=gen)
+            for start in range(0, Ut.shape[0], batch_size):
+                idx = order[start:start + batch_size]
+                loss = 0.5 * ((model(Ut[idx]) - Yt[idx]) ** 2).sum() / len(idx)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+
+
+def bench_parity(samples: int | None = None, epochs: int = 1, n: int = 128,
+                 batch_size: int = 64, lr: float = 1e-3, repeats: int = 1,
+                 torchidl: str | Path | None = None) -> dict[str, Any]:
+    """Refinement epochs on MNIST in float32 against a plain float32 numpy loop and, when
+    it can be imported, torchidl, all in this process with one BLAS/torch thread.
+
+    ``refine`` runs with its defaults (the per-epoch evaluation on all samples, keep_best,
+    backtracking, the float64 judgement of the start and of the result), Adam at ``lr``,
+    ``batch_size``, float32, from :func:`fenchel_idl.drivers.init_random` (kappa = 0.5,
+    ReLU), on the squared loss of one-hot labels; its time is the whole call divided by
+    ``epochs``. The numpy loop is the same algorithm inline (:func:`bench_refine_epoch`'s
+    reference: warm starts, adjoint, Adam, projection, per-epoch evaluation; no keep_best,
+    no judgement). torchidl trains its ImplicitModel(784, 10, n, kappa=0.5) with
+    :data:`TORCHIDL_SETTINGS` (cold starts, no biases, A scaled into the ball) by torch's
+    Adam at the same ``lr`` and batch size. The three are interleaved ``repeats`` times and
+    the best time of each is kept.
+
+    Parameters
+    ----------
+    torchidl : path, optional
+        Put first on ``sys.path`` before importing ``torchidl`` (a checkout's ``src``).
+
+    Returns
+    -------
+    dict
+        ``refine_epoch_seconds``, ``numpy_epoch_seconds``, ``torchidl_epoch_seconds``
+        (None when torchidl is not importable), ``ratio_numpy`` (refine / numpy),
+        ``ratio_torchidl`` (refine / torchidl or None), refine's mean forward and adjoint
+        iterations per batch, its final objective, and the settings.
+    """
+    epochs = check_int("epochs", epochs, low=1)
+    repeats = check_int("repeats", repeats, low=1)
+    ds = datasets.load_mnist("train", n=samples)
+    U, Y = ds.U, ds.Y
+    kappa = 0.5
+    start = init_random(U.shape[0], Y.shape[0], check_int("n", n, low=1), kappa=kappa)
+    opts = RefineOptions(epochs=epochs, batch_size=check_int("batch_size", batch_size, low=1),
+                         lr=lr, seed=0, dtype="float32")
+    mods = _import_torchidl(torchidl)
+    best = {"refine": np.inf, "numpy": np.inf, "torchidl": np.inf}
+    res: RefineResult | None = None
+    with _one_blas_thread():
+        for r in range(repeats):
+            for which in (("refine", "numpy", "torchidl")[::1 if r % 2 == 0 else -1]):
+                t0 = time.perf_counter()
+                if which == "refine":
+                    res = refine(start, U, Y, kappa=kappa, options=opts)
+                elif which == "numpy":
+                    _reference(start, U, Y, kappa, opts)
+                if which != "torchidl":
+                    best[which] = min(best[which], time.perf_counter() - t0)
+                elif mods is not None:
+                    best[which] = min(best[which], _torchidl_seconds(
+                        mods, U, Y, n, kappa, epochs, batch_size, lr, seed=0))
+    if res is None:  # pragma: no cover - repeats >= 1 is checked
+        raise RuntimeError("no benchmark run")
+    per = {k: (v / epochs if np.isfinite(v) else None) for k, v in best.items()}
+    h = res.history
+    return {"refine_epoch_seconds": per["refine"], "numpy_epoch_seconds": per["numpy"],
+            "torchidl_epoch_seconds": per["torchidl"],
+            "ratio_numpy": best["refine"] / best["numpy"],
+            "ratio_torchidl": None if mods is None else best["refine"] / best["torchidl"],
+            "forward_iterations": float(np.mean(h.column("forward_iterations"))),
+            "adjoint_iterations": float(np.mean(h.column("adjoint_iterations"))),
+            "final_objective": h.final_objective, "initial_objective": h.initial_objective,
+            "m": U.shape[1], "n": n, "batch_size": batch_size, "epochs": epochs, "lr": lr,
+            "repeats": repeats}
+
+
+def parity_section(res: dict[str, Any]) -> str:
+    """The lines of a :func:`bench_parity` result."""
+    t = res["torchidl_epoch_seconds"]
+    lines = [(f"MNIST refinement, float32, m = {res['m']}, n = {res['n']}, batch "
+             f"{res['batch_size']}, Adam lr {res['lr']:g}, {res['epochs']} epoch(s), one "
+             "thread, seconds per epoch (whole call / epochs)"),
+             "| loop | s / epoch | refine / loop |", "|---|---|---|",
+             (f"| refine (defaults: evaluation, keep_best, float64 judgement) | "
+             f"{res['refine_epoch_seconds']:.2f} | 1.00 |"),
+             (f"| plain float32 numpy loop | {res['numpy_epoch_seconds']:.2f} | "
+             f"{res['ratio_numpy']:.2f} |")]
+    if t is None:
+        lines.append("| torchidl | not importable (--torchidl PATH) | - |")
+    else:
+        lines.append(f"| torchidl ImplicitModel | {t:.2f} | {res['ratio_torchidl']:.2f} |")
+    lines.append(f"refine: {res['forward_iterations']:.1f} forward and "
+                 f"{res['adjoint_iterations']:.1f} adjoint iterations per batch; objective "
+                 f"{res['initial_objective']:.4f} -> {res['final_objective']:.4f}")
+    return "\n".join(lines)
 
 
 def bench_projection(n: int = 75, kappa: float = 0.5, repeats: int = 20,
@@ -503,7 +663,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--mnist", type=int, default=None, metavar="SAMPLES",
                         help="only time one MNIST refinement epoch on SAMPLES images (0: all), "
                              "float64 and float32, against the plain numpy loop")
+    parser.add_argument("--parity", action="store_true",
+                        help="time float32 refinement epochs on MNIST (--mnist SAMPLES, default "
+                             "all) against a plain float32 numpy loop and torchidl")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of --parity")
+    parser.add_argument("--torchidl", default=None, metavar="PATH",
+                        help="with --parity: put PATH (a torchidl checkout's src) on sys.path; "
+                             "torchidl is skipped when it cannot be imported")
     args = parser.parse_args(argv)
+    if args.parity:
+        print(parity_section(bench_parity(samples=args.mnist or None, epochs=args.epochs,
+                                          torchidl=args.torchidl)))
+        return 0
     if args.mnist is not None:
         print(mnist_section(bench_mnist_epoch(samples=args.mnist or None)))
         return 0

@@ -85,6 +85,10 @@ _DTYPES = ("float64", "float32")
 #: (about 6e-8 per operation, summed over a row of A) stalls the steps near 1e-6.
 _F32_TOL = 1e-5
 
+#: The float64 judgement of the start and of the result iterates to this fraction of the
+#: forward tolerance.
+_JUDGE_TOL = 1e-2
+
 
 # -- options ---------------------------------------------------------------------------------
 
@@ -460,11 +464,17 @@ class RefineResult:
 # -- optimizers ------------------------------------------------------------------------------
 
 class _Adam:
-    """Adam (Kingma & Ba) on a dict of arrays, updated in place."""
+    """Adam (Kingma & Ba) on a dict of arrays, updated in place.
+
+    Every operation writes into preallocated buffers (two per array), in the order of the
+    textbook expression ``p -= (lr / c1) m / (sqrt(v / c2) + eps)``, so the result is that
+    expression's, rounding included, without a temporary array per operation.
+    """
 
     def __init__(self, params: dict[str, Array], beta1: float, beta2: float, eps: float):
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.work = {k: (np.empty_like(v), np.empty_like(v)) for k, v in params.items()}
         self.b1, self.b2, self.eps, self.t = beta1, beta2, eps, 0
 
     def step(self, params: dict[str, Array], grads: dict[str, Array], lr: float) -> None:
@@ -472,12 +482,20 @@ class _Adam:
         c1 = 1.0 - self.b1 ** self.t
         c2 = 1.0 - self.b2 ** self.t
         for k, g in grads.items():
-            m, v = self.m[k], self.v[k]
+            m, v, (w, d) = self.m[k], self.v[k], self.work[k]
             m *= self.b1
-            m += (1.0 - self.b1) * g
+            np.multiply(g, 1.0 - self.b1, out=w)
+            m += w
             v *= self.b2
-            v += (1.0 - self.b2) * (g * g)
-            params[k] -= (lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+            np.multiply(g, g, out=w)
+            w *= 1.0 - self.b2
+            v += w
+            np.divide(v, c2, out=d)
+            np.sqrt(d, out=d)
+            d += self.eps
+            np.multiply(m, lr / c1, out=w)
+            w /= d
+            params[k] -= w
 
 
 class _SGD:
@@ -569,6 +587,19 @@ def _ridge_output(X: Array, U: Array, Y: Array, ridge: float) -> tuple[Array, Ar
     return W[:, :n], W[:, n:n + p], W[:, n + p]
 
 
+def _samples_as_rows(U: Array, dtype: np.dtype, block: int = 512) -> Array:
+    """U in ``dtype``. When that takes a copy, the copy stores the samples as rows and U is
+    its transposed view: a mini-batch then gathers whole rows (contiguous) instead of one
+    entry per row of U, and BLAS reads the view as a transposed operand. The copy is
+    written by blocks of samples, which keeps the transposition as fast as a plain cast."""
+    if U.dtype == dtype:
+        return U
+    rows = np.empty((U.shape[1], U.shape[0]), dtype=dtype)
+    for s in range(0, U.shape[1], block):
+        rows[s:s + block] = U[:, s:s + block].T
+    return rows.T
+
+
 @dataclass(frozen=True)
 class _AdjointOperands:
     """The three fields of an ImplicitModel that :func:`solve_adjoint` reads (A, C, phi).
@@ -634,7 +665,7 @@ class _Refiner:
         self.U64, self.Y64 = U, Y
         self.params = {k: v.astype(self.dtype) for k, v in params.items()}
         self.factors = {k: v.astype(self.dtype) for k, v in factors.items()}
-        self.U, self.Y = U.astype(self.dtype, copy=False), Y.astype(self.dtype, copy=False)
+        self.U, self.Y = _samples_as_rows(U, self.dtype), Y.astype(self.dtype, copy=False)
         low = _F32_TOL if self.dtype == np.float32 else 0.0
         self.tol, self.adjoint_tol = max(opts.tol, low), max(opts.adjoint_tol, low)
         # the arrays the optimizer updates (shared with params and factors)
@@ -646,6 +677,9 @@ class _Refiner:
         self.rng = np.random.default_rng(opts.seed)
         self.Xstore: Array | None = (np.zeros((model.n, m), dtype=self.dtype)
                                      if opts.warm_start else None)
+        self.best_states: Array | None = None
+        self.initial_loss = float("nan")
+        self.judge_iterations: list[int] = []
         self.failures = 0
 
     def new_optimizer(self) -> _Adam | _SGD:
@@ -698,13 +732,54 @@ class _Refiner:
             self.Xstore[...] = X
         return self.loss.value(self.Y, self.output(X, self.U))
 
-    def objective64(self, P: dict[str, Array], pens: tuple[Penalty, ...]) -> float:
-        """Loss plus penalties of the float64 parameters ``P`` on all samples, from a cold
-        start at the forward tolerance: the figure the start and the result are judged by."""
+    def objective64(self, P: dict[str, Array], pens: tuple[Penalty, ...],
+                    X0: Array | None = None) -> tuple[float, Array]:
+        """Loss plus penalties of the float64 parameters ``P`` on all samples, and the float64
+        states: the figure the start and the result are judged by. The iteration runs in
+        float64 from ``X0`` when it is given and finite (states of nearby parameters, or the
+        float32 states of the same ones): a well-posed model has one equilibrium, so the
+        start changes the iteration count, not the answer. It stops at a hundredth of the
+        forward tolerance ``opts.tol``, so that the comparison of the two figures is not
+        decided by where each iteration happened to stop."""
+        if X0 is not None and not np.all(np.isfinite(X0)):
+            X0 = None
         b = P["B"] @ self.U64 + P["bias_x"][:, None]
-        X, _, _, _ = picard(P["A"], b, self.phi, None, self.opts.tol, self.opts.max_iter)
+        X, it, _, _ = picard(P["A"], b, self.phi, X0, _JUDGE_TOL * self.opts.tol,
+                             self.opts.max_iter)
+        self.judge_iterations.append(it)
         Yhat = P["C"] @ X + P["D"] @ self.U64 + P["bias_y"][:, None]
-        return self.loss.value(self.Y64, Yhat) + (_penalty_value(pens, P) if pens else 0.0)
+        value = self.loss.value(self.Y64, Yhat) + (_penalty_value(pens, P) if pens else 0.0)
+        return value, X
+
+    def initial_objective(self, pens: tuple[Penalty, ...]) -> float:
+        """:meth:`objective64` of the start; its states seed the warm starts and its loss is
+        the history's ``initial_loss`` (``self.initial_loss``). In float32 the states are
+        first iterated in float32 from zero (an iteration costs about half a float64 one),
+        then polished in float64."""
+        X0 = None
+        if self.dtype != np.float64:
+            X0, _, _, _ = self.forward(self.U, None)
+        value, X = self.objective64(self.start, pens, X0)
+        self.initial_loss = value - (_penalty_value(pens, self.start) if pens else 0.0)
+        if self.Xstore is not None:
+            self.Xstore[...] = X
+        return value
+
+    def keep_states(self) -> None:
+        """Copy the warm-start states (those of the current parameters right after an
+        evaluation) as the best epoch's, to warm-start the final float64 judgement."""
+        if self.Xstore is None:
+            return
+        if self.best_states is None:
+            self.best_states = self.Xstore.copy()
+        else:
+            self.best_states[...] = self.Xstore
+
+    def final_objective(self, pens: tuple[Penalty, ...]) -> float:
+        """:meth:`objective64` of the current (float64) parameters, warm-started from the
+        states of the epoch they come from."""
+        X0 = self.best_states if self.opts.keep_best else self.Xstore
+        return self.objective64(self.params, pens, X0)[0]
 
     def to_float64(self) -> None:
         """Parameters back to float64, A projected onto the ball in float64 (from the factors
@@ -920,7 +995,7 @@ def refine(model: ImplicitModel, U: ArrayLike, Y: ArrayLike, loss: str | Loss = 
              else None if opts.blas_threads == "auto" else int(opts.blas_threads))
     with blas_threads(limit):
         run = _Refiner(model, U2, Y2, L, opts, kap, pens)
-        initial = run.objective64(run.start, pens)
+        initial = run.initial_objective(pens)
         history = _train(run, pens, callback, progress)
         run.to_float64()
         if opts.refit_output:
@@ -956,7 +1031,7 @@ def _settle(run: _Refiner, history: RefineHistory, pens: tuple[Penalty, ...],
             initial: float) -> RefineHistory:
     """Judge the returned model against its start in float64: with ``keep_best`` a model
     whose objective is above the start's is replaced by the start; otherwise it warns."""
-    final = run.objective64(run.params, pens)
+    final = run.final_objective(pens)
     best_epoch = history.best_epoch
     if not final <= initial:
         if run.opts.keep_best:
@@ -987,6 +1062,7 @@ def _judge(run: _Refiner, best: _Best, objective: float, epoch: int, lr: float
         best.epoch = epoch
     elif objective < best.value:
         best.value, best.epoch, best.saved = objective, epoch, run.snapshot()
+        run.keep_states()
     elif opts.backtrack and objective > best.value + opts.backtrack_tol * abs(best.value):
         run.restore(best.saved)
         run.optimizer = run.new_optimizer()
@@ -1000,14 +1076,15 @@ def _train(run: _Refiner, pens: tuple[Penalty, ...],
     """The epoch loop of :func:`refine`: records, callback, progress bar, best epoch,
     backtracking, divergence."""
     opts = run.opts
-    initial = run.full_loss() if (opts.evaluate or opts.warm_start) else float("nan")
-    initial_loss = initial if opts.evaluate else float("nan")
+    # the start's loss and warm starts come from its float64 judgement (initial_objective)
+    initial_loss = run.initial_loss if opts.evaluate else float("nan")
     records: list[EpochRecord] = []
     stop_reason = "epochs"
     last_good = run.snapshot()
     best = _Best(initial_loss + (_penalty_value(pens, run.params) if pens else 0.0))
     if opts.keep_best or opts.backtrack:
         best.saved = run.snapshot()
+        run.keep_states()
     lr = opts.lr
     shown = Progress(progress, "refine")
     shown.open(opts.epochs, "epoch")

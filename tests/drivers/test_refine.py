@@ -401,3 +401,24 @@ def test_low_rank_training_keeps_the_rank_and_the_ball(regression):
         refine(start, U, Y, kappa=0.5, epochs=1, rank=3, penalties=[L1(1e-3, on="A")])
     with pytest.raises(ValidationError, match="'A' in params"):
         RefineOptions(rank=2, params=("C", "D"))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_warm_started_float64_judgement_agrees_with_a_cold_numpy_pass(regression, dtype):
+    """The start and the returned model are judged in float64 from warm starts (the float32
+    states of the start, the states of the best epoch); the figures agree with an
+    independent cold-started numpy forward pass, also when the best epoch is not the last."""
+    U, Y = regression
+    start = init_random(2, 2, 12, kappa=0.5, seed=4)
+    # a large plain-SGD step: some epochs are worse than an earlier one, so the returned
+    # (best) epoch's states differ from the last epoch's
+    res = refine(start, U, Y, kappa=0.5, epochs=5, batch_size=10, optimizer="sgd", lr=0.6,
+                 backtrack=False, dtype=dtype)
+    h = res.history
+    assert h.best_epoch < len(h)
+    projected = start.replace(A=project_inf_ball(start.A, 0.5))
+    assert h.initial_objective == pytest.approx(numpy_objective(projected, U, Y), rel=1e-9)
+    assert h.initial_loss == pytest.approx(h.initial_objective, rel=1e-12)
+    assert h.final_objective == pytest.approx(numpy_objective(res.model, U, Y), rel=1e-9)
+    assert h.final_objective <= h.initial_objective
+

@@ -179,3 +179,64 @@ def test_bad_input_errors():
         m.predict(np.zeros((2, 5)))
     with pytest.raises(ValidationError, match="'U' must contain only finite"):
         m.predict(np.full((3, 2), np.inf))
+
+
+# -- picard on wide states (blocks of columns) ---------------------------------------------------
+
+def _plain_relu_fixed_point(A, b, tol=1e-15):
+    """X = max(A X + b, 0) by a plain numpy loop on all columns at once, to ``tol``."""
+    X = np.zeros_like(b)
+    for _ in range(100000):
+        Xn = np.maximum(A @ X + b, 0.0)
+        if np.max(np.abs(Xn - X)) <= tol * max(1.0, np.max(np.abs(Xn))):
+            return Xn
+        X = Xn
+    raise AssertionError("the reference did not converge")
+
+
+@pytest.fixture
+def wide_relu(rng):
+    """n = 20 states, m = 5000 samples: several blocks of columns in picard."""
+    from fenchel_idl.model.activations import get_activation
+
+    n, m = 20, 5000
+    A = rng.standard_normal((n, n))
+    A *= 0.8 / np.abs(A).sum(axis=1, keepdims=True)  # ||A||_inf = 0.8: a contraction
+    b = rng.standard_normal((n, m)) * np.linspace(0.1, 5.0, m)  # columns of varied scales
+    return A, b, get_activation("relu")
+
+
+def test_picard_on_column_blocks_matches_a_plain_fixed_point(wide_relu, rng):
+    from fenchel_idl.model.equilibrium import picard
+
+    A, b, phi = wide_relu
+    ref = _plain_relu_fixed_point(A, b)
+    tol = 1e-10
+    X, iters, res, conv = picard(A, b, phi, tol=tol)
+    assert conv and X.shape == b.shape
+    scale = max(1.0, np.max(np.abs(ref)))
+    # Picard's error is at most step * kappa / (1 - kappa) = 4 tol (relative)
+    assert np.max(np.abs(X - ref)) <= 5 * tol * scale
+    # the reported residual is that of the returned X, relative to max(1, max |X|)
+    true_res = np.max(np.abs(X - np.maximum(A @ X + b, 0.0))) / max(1.0, np.max(np.abs(X)))
+    assert res == pytest.approx(true_res, rel=1e-6, abs=1e-15) and res <= tol
+    # a warm start near the answer gives the same equilibrium in fewer iterations
+    X0 = ref + 1e-3 * rng.standard_normal(ref.shape)
+    Xw, iters_w, _, conv_w = picard(A, b, phi, X0=X0, tol=tol)
+    assert conv_w and iters_w < iters
+    assert np.max(np.abs(Xw - ref)) <= 5 * tol * scale
+    # float32 input iterates in float32 and lands within its own tolerance
+    X32, _, _, conv32 = picard(A.astype(np.float32), b.astype(np.float32), phi, tol=1e-5)
+    assert conv32 and X32.dtype == np.float32
+    assert np.max(np.abs(X32 - ref)) <= 1e-4 * scale
+
+
+def test_picard_reports_divergence_in_a_later_block(wide_relu):
+    from fenchel_idl.model.equilibrium import picard
+
+    A, b, phi = wide_relu
+    b = b.copy()
+    b[:, -1] = np.inf  # only the last column (last block) is non-finite
+    X, _, res, conv = picard(A, b, phi, tol=1e-10, max_iter=50)
+    assert not conv and res == float("inf")
+    assert not np.all(np.isfinite(X[:, -1])) and np.all(np.isfinite(X[:, :100]))
