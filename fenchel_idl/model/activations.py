@@ -102,10 +102,38 @@ class Activation:
     def fenchel_cvxpy(self, x: Any, z: Any) -> CvxTerm:
         """The same divergence as a CVXPY expression plus domain constraints.
 
-        Convex in x for fixed z and in z for fixed x (biconvex), not jointly.
+        Convex in x for fixed z and in z for fixed x (biconvex), not jointly. When the fixed
+        argument is a numeric constant (no ``cp.Parameter``), the expression is a form in
+        which no two large terms cancel (:meth:`_fenchel_fixed_z`, :meth:`_fenchel_fixed_x`),
+        so its value keeps its digits at large arguments as :meth:`fenchel` does; when both
+        are numeric it is the constant :meth:`fenchel`. Otherwise (a Parameter, as in a
+        DPP block, or two variables) it is the literal f(x) + f*(z) - x z.
         """
+        x, z = _expression(x), _expression(z)
+        xv, zv = _numeric(x), _numeric(z)
+        if xv is not None and zv is not None:
+            return CvxTerm(cp.Constant(self.fenchel(xv, zv)), [])
+        term = None
+        if zv is not None:
+            term = self._fenchel_fixed_z(x, zv)
+        elif xv is not None:
+            term = self._fenchel_fixed_x(xv, z)
+        return self._fenchel_literal(x, z) if term is None else term
+
+    def _fenchel_literal(self, x: Any, z: Any) -> CvxTerm:
+        """f(x) + f*(z) - x z, as written (paper (6.8) and its generalization)."""
         fx = self.f_cvxpy(x)
         return CvxTerm(fx.expr + self.fstar_cvxpy(z) - cp.multiply(x, z), fx.constraints)
+
+    def _fenchel_fixed_z(self, x: Any, z: Array) -> CvxTerm | None:
+        """A stable form of F(., z), convex in the expression x, for numeric z (None: use
+        the literal form)."""
+        return None
+
+    def _fenchel_fixed_x(self, x: Array, z: Any) -> CvxTerm | None:
+        """A stable form of F(x, .), convex in the expression z, for numeric x (None: use
+        the literal form)."""
+        return None
 
     def f_cvxpy(self, x: Any) -> CvxTerm:
         """f(x) entrywise as a CVXPY expression, with the constraints of its domain."""
@@ -164,6 +192,73 @@ def _two_product(a: Any, b: Array) -> tuple[Array, Array]:
         bh, bl = split(b)
         e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
     return p, np.where(np.isfinite(e), e, 0.0)
+
+
+def _expression(v: Any) -> Any:
+    """v as a CVXPY expression (numbers and arrays become float constants)."""
+    return v if isinstance(v, cp.Expression) else cp.Constant(np.asarray(v, dtype=float))
+
+
+def _numeric(v: Any) -> Array | None:
+    """The float value of a constant expression without Parameters, else None."""
+    if not v.is_constant() or v.parameters() or v.value is None:
+        return None
+    return np.asarray(v.value, dtype=float)
+
+
+def _huber(d: Any, c: Array) -> Any:
+    """Elementwise Huber function ``d^2`` for ``|d| <= c`` and ``2 c |d| - c^2`` beyond, for
+    a constant c (0 or >= 1) of d's shape, as CVXPY ``c^2 huber(d / c, 1)`` (its ``huber``
+    takes one scalar M); 0 where c = 0. With c >= 1 no coefficient 1/c exceeds 1."""
+    on = c > 0
+    w = np.where(on, c, 0.0)
+    return cp.multiply(w, cp.multiply(w, cp.huber(cp.multiply(1.0 / np.where(on, c, 1.0), d),
+                                                  1.0)))
+
+
+def _bregman_two_slopes(d: Any, y: Array, p: float, q: float) -> Any:
+    """The Bregman divergence of g(t) = p t_+^2 / 2 + q t_-^2 / 2 between y + d and y, for
+    a constant y and an expression d, as convex terms of d itself (no two terms of the size
+    of y cancel). With lo < hi the two curvatures:
+
+    - y on the low-curvature half (or 0): lo/2 d^2 + (hi - lo)/2 (y + d)_far^2, where
+      ``far`` is the part on the high-curvature half;
+    - y on the high-curvature half, |y| >= 1: the sum over the halves of their own
+      divergences, p/2 [H(d, y_+) + (d - |y|)_+^2] + q/2 [H(d, y_-) + (-d - |y|)_+^2]
+      (H of :func:`_huber`; the half that holds y is quadratic in d up to y's side of 0
+      and linear beyond, the other half is the square of y + d on its side);
+    - y on the high-curvature half, |y| < 1: the literal g(y + d) - g(y) - g'(y) d, whose
+      terms are not large there (and no Huber coefficient 1/|y| grows without bound).
+    """
+    y = np.broadcast_to(np.asarray(y, dtype=float), d.shape)
+    x = d + y
+    low = (y >= 0) if p <= q else (y <= 0)
+    huber = ~low & (np.abs(y) >= 1.0)
+    literal = ~low & ~huber
+    far = cp.neg(x) if p <= q else cp.pos(x)
+    parts = [(low, 0.5 * min(p, q) * cp.square(d) + 0.5 * abs(q - p) * cp.square(far))]
+    if np.any(huber):
+        yp = np.where(huber, np.maximum(y, 0.0), 0.0)
+        ym = np.where(huber, np.maximum(-y, 0.0), 0.0)
+        ay = np.abs(y)
+        parts.append((huber, 0.5 * p * (_huber(d, yp) + cp.square(cp.pos(d - ay)))
+                      + 0.5 * q * (_huber(d, ym) + cp.square(cp.pos(-d - ay)))))
+    if np.any(literal):
+        yp, ym = np.maximum(y, 0.0), np.maximum(-y, 0.0)
+        g_y = 0.5 * p * yp ** 2 + 0.5 * q * ym ** 2
+        parts.append((literal, 0.5 * p * cp.square(cp.pos(x)) + 0.5 * q * cp.square(cp.neg(x))
+                      - g_y - cp.multiply(p * yp - q * ym, d)))
+    if np.all(low):
+        return parts[0][1]
+    return sum(cp.multiply(mask.astype(float), expr) for mask, expr in parts if np.any(mask))
+
+
+def _lse2(a: Any, b: Any) -> Any:
+    """Elementwise log(exp(a) + exp(b)) of two expressions of one shape (convex); its value
+    is computed by scipy's logsumexp, which subtracts the larger argument first."""
+    shape = a.shape
+    pair = cp.vstack([cp.vec(a, order="F"), cp.vec(b, order="F")])
+    return cp.reshape(cp.log_sum_exp(pair, axis=0), shape, order="F")
 
 
 @dataclass(frozen=True)
@@ -262,6 +357,26 @@ class LeakyReLU(Activation):
         prod, err = _two_product(a, zm)  # alpha z_- = prod + err exactly
         return 0.5 * (xp - zp) ** 2 + ((xm - prod) - err) ** 2 / (2.0 * a) + xp * zm + xm * zp
 
+    def _fenchel_fixed_z(self, x, z):
+        """F(x, z) = the Bregman divergence of f between x and y = phi(z) (f' = phi^-1),
+        in the terms of :func:`_bregman_two_slopes` of d = x - y (curvature 1 for x > 0,
+        1/alpha below); alpha z_- enters exactly (Dekker's product), so d keeps its digits
+        when x and phi(z) nearly cancel."""
+        prod, err = _two_product(self.alpha, np.maximum(-z, 0.0))  # alpha z_- = prod + err
+        y = np.maximum(z, 0.0) - prod  # phi(z) = y - err
+        return CvxTerm(_bregman_two_slopes(x - y + err, y, 1.0, 1.0 / self.alpha), [])
+
+    def _fenchel_fixed_x(self, x, z):
+        """F(x, z) = the Bregman divergence of f* between z and z0 = phi^-1(x) (curvature
+        1 for z > 0, alpha below), with x_- / alpha carried as a rounded quotient plus
+        its exact remainder."""
+        xm = np.maximum(-x, 0.0)
+        quo = xm / self.alpha
+        prod, err = _two_product(self.alpha, quo)
+        rem = ((xm - prod) - err) / self.alpha  # x_- / alpha = quo + rem
+        z0 = np.maximum(x, 0.0) - quo  # phi^-1(x) = z0 - rem
+        return CvxTerm(_bregman_two_slopes(z - z0 + rem, z0, 1.0, self.alpha), [])
+
     def f_cvxpy(self, x):
         return CvxTerm(0.5 * cp.square(cp.pos(x)) + (0.5 / self.alpha) * cp.square(cp.neg(x)), [])
 
@@ -341,6 +456,26 @@ class Tanh(Activation):
                + (1.0 - xc) * zp + (1.0 + xc) * zm)
         return np.where(inside, np.maximum(val, 0.0), np.inf)
 
+    def _fenchel_fixed_z(self, x, z):
+        """F = f(x) - log 2 + log1p(e^{-2|z|}) + (1 - x) z_+ + (1 + x) z_- (as
+        :meth:`fenchel`): convex in x, the terms of size |z| multiply 1 -+ x, which are
+        exact near the bounds, and f(x) - log 2 is (rel_entr(1 + x, 2) + rel_entr(1 - x, 2))
+        / 2, without the constant log 2 that f(x) nearly equals there."""
+        two = np.full(x.shape, 2.0)
+        fx = 0.5 * (cp.rel_entr(1 + x, two) + cp.rel_entr(1 - x, two))
+        rest = np.log1p(np.exp(-2.0 * np.abs(z)))
+        return CvxTerm(fx + rest + cp.multiply(np.maximum(z, 0.0), 1 - x)
+                       + cp.multiply(np.maximum(-z, 0.0), 1 + x), [])
+
+    def _fenchel_fixed_x(self, x, z):
+        """F = f(x) - log 2 + log(e^{(1 - x) z} + e^{-(1 + x) z}) (log cosh z - x z with
+        its linear parts cancelled analytically), convex in z; the log-sum-exp is
+        evaluated shifted by its larger argument. Outside |x| <= 1 the literal form."""
+        if np.any(np.abs(x) > 1.0):
+            return None
+        fx = 0.5 * (xlogy(1.0 + x, 0.5 * (1.0 + x)) + xlogy(1.0 - x, 0.5 * (1.0 - x)))
+        return CvxTerm(fx + _lse2(cp.multiply(1.0 - x, z), cp.multiply(-(1.0 + x), z)), [])
+
     def f_cvxpy(self, x):
         return CvxTerm(-0.5 * (cp.entr(1 + x) + cp.entr(1 - x)), [])
 
@@ -379,6 +514,22 @@ class Sigmoid(Activation):
         zp, zm = np.maximum(z, 0.0), np.maximum(-z, 0.0)
         val = fx + np.log1p(np.exp(-np.abs(z))) + (1.0 - xc) * zp + xc * zm
         return np.where(inside, np.maximum(val, 0.0), np.inf)
+
+    def _fenchel_fixed_z(self, x, z):
+        """F = f(x) + log1p(e^{-|z|}) + (1 - x) z_+ + x z_- (as :meth:`fenchel`), convex
+        in x; the terms of size |z| multiply 1 - x or x, never cancel each other."""
+        rest = np.log1p(np.exp(-np.abs(z)))
+        return CvxTerm(-(cp.entr(x) + cp.entr(1 - x)) + rest
+                       + cp.multiply(np.maximum(z, 0.0), 1 - x)
+                       + cp.multiply(np.maximum(-z, 0.0), x), [])
+
+    def _fenchel_fixed_x(self, x, z):
+        """F = f(x) + log(e^{-x z} + e^{(1 - x) z}) (log(1 + e^z) - x z with its linear
+        part cancelled analytically), convex in z. Outside 0 <= x <= 1 the literal form."""
+        if np.any((x < 0.0) | (x > 1.0)):
+            return None
+        fx = xlogy(x, x) + xlogy(1.0 - x, 1.0 - x)
+        return CvxTerm(fx + _lse2(cp.multiply(-x, z), cp.multiply(1.0 - x, z)), [])
 
     def f_cvxpy(self, x):
         return CvxTerm(-(cp.entr(x) + cp.entr(1 - x)), [])
@@ -424,6 +575,14 @@ class Softmax(Activation):
         return np.where(inside, np.maximum(val, 0.0), np.inf)
 
     def fenchel_cvxpy(self, x, z):
+        """One value per column: shape (m,) for (k, m) arguments, a scalar for (k,) ones
+        (see :meth:`Activation.fenchel_cvxpy` for the forms)."""
+        term = super().fenchel_cvxpy(x, z)
+        if len(_expression(x).shape) == 1 and term.expr.shape == (1,):
+            return CvxTerm(cp.reshape(term.expr, ()), term.constraints)
+        return term
+
+    def _fenchel_literal(self, x, z):
         if len(x.shape) == 1:
             expr = -cp.sum(cp.entr(x)) + cp.log_sum_exp(z) - x @ z
             cons = [cp.sum(x) == 1] if not x.is_constant() else []
@@ -432,6 +591,35 @@ class Softmax(Activation):
                     - cp.sum(cp.multiply(x, z), axis=0))
             cons = [cp.sum(x, axis=0) == 1] if not x.is_constant() else []
         return CvxTerm(expr, cons)
+
+    def _fenchel_fixed_z(self, x, z):
+        """As :meth:`fenchel`: z shifted by its column maximum, plus (1 - sum x) max z
+        (zero on the simplex, which the constraint imposes)."""
+        top = np.max(z, axis=0)
+        zs = z - top
+        if len(x.shape) == 1:
+            expr = (-cp.sum(cp.entr(x)) + logsumexp(zs) - x @ zs + top * (1 - cp.sum(x)))
+            return CvxTerm(expr, [cp.sum(x) == 1])
+        expr = (-cp.sum(cp.entr(x), axis=0) + logsumexp(zs, axis=0)
+                - cp.sum(cp.multiply(x, zs), axis=0) + cp.multiply(top, 1 - cp.sum(x, axis=0)))
+        return CvxTerm(expr, [cp.sum(x, axis=0) == 1])
+
+    def _fenchel_fixed_x(self, x, z):
+        """For x on the simplex, F = sum x log x + lse_j(sum_i x_i (z_j - z_i)) (lse(z) -
+        <x, z> with sum x = 1), convex in z: the differences z_j - z_i are formed before
+        they are weighted, so z's common level cancels exactly. Off the simplex (beyond
+        the tolerance of :meth:`fenchel`), the literal form."""
+        x2 = x if x.ndim == 2 else x[:, None]
+        if np.any(x2 < 0) or not np.allclose(np.sum(x2, axis=0), 1.0, rtol=0.0, atol=1e-9):
+            return None
+        ent = np.sum(xlogy(x2, x2), axis=0)
+        if x.ndim == 1:
+            diff = sum(float(x[i]) * (z - z[i]) for i in range(len(x)) if x[i] != 0)
+            return CvxTerm(float(ent[0]) + cp.log_sum_exp(diff), [])
+        k = x.shape[0]
+        diff = sum(cp.multiply(np.tile(x[i], (k, 1)), z - np.ones((k, 1)) @ z[i:i + 1, :])
+                   for i in range(k))
+        return CvxTerm(ent + cp.log_sum_exp(diff, axis=0), [])
 
     def solve_scalar(self, a, c):  # pragma: no cover - a softmax block is never scalar
         raise ValidationError("softmax blocks have no scalar solve.")
