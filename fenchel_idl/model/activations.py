@@ -448,11 +448,12 @@ class Tanh(Activation):
         x, z = _floats(x, z)
         inside = np.abs(x) <= 1.0
         xc = np.clip(x, -1.0, 1.0)
-        fx = 0.5 * (xlogy(1.0 + xc, 1.0 + xc) + xlogy(1.0 - xc, 1.0 - xc))
+        # f(x) - log 2, without the constant log 2 that f(x) nearly equals at |x| -> 1
+        fx_log2 = 0.5 * (xlogy(1.0 + xc, 0.5 * (1.0 + xc)) + xlogy(1.0 - xc, 0.5 * (1.0 - xc)))
         # log cosh z - x z = |z| - x z + log1p(exp(-2|z|)) - log 2, and |z| - x z =
         # (1 - x) z_+ + (1 + x) z_-: no cancellation of two terms of size |z|
         zp, zm = np.maximum(z, 0.0), np.maximum(-z, 0.0)
-        val = (fx - np.log(2.0) + np.log1p(np.exp(-2.0 * np.abs(z)))
+        val = (fx_log2 + np.log1p(np.exp(-2.0 * np.abs(z)))
                + (1.0 - xc) * zp + (1.0 + xc) * zm)
         return np.where(inside, np.maximum(val, 0.0), np.inf)
 
