@@ -172,17 +172,12 @@ _F32_TOL = 1e-5
 _JUDGE_TOL = 1e-2
 
 
-def _start_states(P: dict[str, Array], U: Array, dt: np.dtype, tol: float, judge_tol: float,
+def _start_states(P: dict[str, Array], U: Array, dt: np.dtype, judge_tol: float,
                   max_iter: int) -> Array:
-    """The states refine starts from: the float64 equilibrium of the start at ``judge_tol``
-    (in float32, iterated from the float32 equilibrium at ``tol``), cast to ``dt``."""
+    """The states refine starts from: the float64 equilibrium of the start at
+    ``judge_tol`` from zero, cast to ``dt``."""
     b = P["B"] @ U + P["bias_x"][:, None]
-    X0 = np.zeros(b.shape)
-    if dt == np.float32:
-        P32 = {k: v.astype(dt) for k, v in P.items()}
-        b32 = P32["B"] @ U.astype(dt) + P32["bias_x"][:, None]
-        X0, _ = _picard(P32["A"], b32, X0.astype(dt), tol, max_iter)
-    X, _ = _picard(P["A"], b, X0.astype(np.float64), judge_tol, max_iter)
+    X, _ = _picard(P["A"], b, np.zeros(b.shape), judge_tol, max_iter)
     return X.astype(dt)
 
 
@@ -205,7 +200,7 @@ def _reference(model: ImplicitModel, U: Array, Y: Array, kappa: float, opts: Ref
     m = U.shape[1]
     rng = np.random.default_rng(opts.seed)
     b1, b2, eps, lr, t = opts.beta1, opts.beta2, opts.eps, opts.lr, 0
-    Xs = _start_states(P64, U64, dt, opts.tol, judge_tol, opts.max_iter)
+    Xs = _start_states(P64, U64, dt, judge_tol, opts.max_iter)
     iterations = []
     for _ in range(opts.epochs):
         order = rng.permutation(m)
