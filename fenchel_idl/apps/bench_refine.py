@@ -17,9 +17,15 @@ from a warm (BCD) against a random start.
 - :func:`warm_vs_random` trains the cosine problem file by BCD and its refinement stage, and
   by refinement from a random start, in one process; :func:`cosine_section` writes its
   figures to the results document.
+- :func:`bench_parity` times float32 refinement epochs on MNIST (the whole call: the
+  per-epoch evaluation, keep_best and the float64 judgement included) against the same
+  loop in plain float32 numpy and, when it can be imported, against torchidl (the paper
+  authors' PyTorch package), all in one process on one thread.
 
-The first two run inside ``fenchel-idl bench``; the last is the command
-``python -m fenchel_idl.apps.bench_refine [--out DIR] [--quick] [--results FILE]``.
+The first two run inside ``fenchel-idl bench``; the others are the command
+``python -m fenchel_idl.apps.bench_refine [--out DIR] [--quick] [--results FILE]`` (also
+``fenchel-idl bench-refine``), with ``--parity [--mnist SAMPLES] [--epochs E] [--repeats R]
+[--torchidl PATH]`` for the last.
 """
 
 from __future__ import annotations
@@ -662,13 +668,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                         help="time float32 refinement epochs on MNIST (--mnist SAMPLES, default "
                              "all) against a plain float32 numpy loop and torchidl")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of --parity")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="interleaved runs of --parity; the best time of each is kept")
     parser.add_argument("--torchidl", default=None, metavar="PATH",
                         help="with --parity: put PATH (a torchidl checkout's src) on sys.path; "
                              "torchidl is skipped when it cannot be imported")
     args = parser.parse_args(argv)
     if args.parity:
         print(parity_section(bench_parity(samples=args.mnist or None, epochs=args.epochs,
-                                          torchidl=args.torchidl)))
+                                          repeats=args.repeats, torchidl=args.torchidl)))
         return 0
     if args.mnist is not None:
         print(mnist_section(bench_mnist_epoch(samples=args.mnist or None)))

@@ -369,7 +369,8 @@ class RefineHistory:
         point); otherwise the last epoch run.
     initial_objective : float
         Training objective (loss + penalties) of the starting point after the initial
-        projection, in float64 on all samples: what the refinement started from.
+        projection, in float64 on all samples (equilibrium to a hundredth of ``tol``):
+        what the refinement started from.
     final_objective : float
         The same for the returned model (after ``refit_output``). With ``keep_best`` it is
         never above ``initial_objective``; without it a higher value is also announced by a
@@ -681,7 +682,6 @@ class _Refiner:
                                      if opts.warm_start else None)
         self.best_states: Array | None = None
         self.initial_loss = float("nan")
-        self.judge_iterations: list[int] = []
         self.failures = 0
 
     def new_optimizer(self) -> _Adam | _SGD:
@@ -746,9 +746,8 @@ class _Refiner:
         if X0 is not None and not np.all(np.isfinite(X0)):
             X0 = None
         b = P["B"] @ self.U64 + P["bias_x"][:, None]
-        X, it, _, _ = picard(P["A"], b, self.phi, X0, _JUDGE_TOL * self.opts.tol,
-                             self.opts.max_iter)
-        self.judge_iterations.append(it)
+        X, _, _, _ = picard(P["A"], b, self.phi, X0, _JUDGE_TOL * self.opts.tol,
+                            self.opts.max_iter)
         Yhat = P["C"] @ X + P["D"] @ self.U64 + P["bias_y"][:, None]
         value = self.loss.value(self.Y64, Yhat) + (_penalty_value(pens, P) if pens else 0.0)
         return value, X
