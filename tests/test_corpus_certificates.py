@@ -156,8 +156,8 @@ def test_resumed_stopped_run_prints_the_same_certificate(tmp_path):
     rng = np.random.default_rng(2)
     U = rng.uniform(-1, 1, (1, 30))
     pb = TrainingProblem(U, np.sin(3 * U), n=3, kappa=0.5)
-    one = solve_bcd(pb, max_sweeps=40, checkpoint=tmp_path)
+    one = solve_bcd(pb, max_sweeps=80, checkpoint=tmp_path)
     assert one.certificate.stationary, one.certificate.stop_reason
-    again = solve_bcd(pb, max_sweeps=40, checkpoint=tmp_path, resume=True)
+    again = solve_bcd(pb, max_sweeps=80, checkpoint=tmp_path, resume=True)
     assert str(again.certificate) == str(one.certificate)
     assert again.certificate.stop_reason == one.certificate.stop_reason

@@ -245,7 +245,8 @@ class FirstOrderAB(BlockSolver):
         pb = self.problem
         if self.penalty is None:
             A, B, b, info = fast_ab_block(pb, s.X, self.gammas, s.W(pb.bias),
-                                          tol=self.policy.gap_tol, rho=_ab_prox(pb, s))
+                                          tol=self.policy.gap_tol, rho=_ab_prox(pb, s),
+                                          lam=s.lam)
         else:
             A, B, b, info = fast_ab_penalized(pb, s.X, s.lam, self.gammas, self.penalty,
                                               {"C": s.C, "D": s.D}, s.W(pb.bias),

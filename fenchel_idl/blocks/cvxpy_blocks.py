@@ -48,6 +48,18 @@ def _aggregate(block: str, infos: list[SolveInfo]) -> SolveInfo:
                      abs_gap=None if None in absolute else float(sum(absolute)))
 
 
+def _f_sum(act: Activation, X: Array, weights: Array | None = None) -> float:
+    """sum_ij w_i f(X_ij) (w = 1 when None) for a componentwise map; 0 for a vector map,
+    whose f does not split by rows, and where f is not finite."""
+    if not act.componentwise:
+        return 0.0
+    value = act.f_cvxpy(X).expr.value
+    if value is None or not np.all(np.isfinite(value)):
+        return 0.0
+    rows = np.sum(np.reshape(value, X.shape), axis=1)
+    return float(rows.sum() if weights is None else weights @ rows)
+
+
 class Blocks:
     """The three convex blocks of a :class:`TrainingProblem`, compiled once and re-solved.
 
@@ -215,8 +227,11 @@ class Blocks:
         # prox/2 ||W - centre||^2 written DPP-style: sqrt(prox) and sqrt(prox) * centre
         centre = cp.Parameter((r, k), name="sqrt_prox_times_current")
         prox = cp.Parameter(nonneg=True, name="sqrt_prox")
+        # sum_ij f(X_ij) / m of these rows: with it the value is the rows' divergence, not
+        # that minus a constant that can be far larger (the gap's yardstick)
+        const = cp.Parameter(name="constant")
         Z = W @ V
-        obj = ((cp.sum(act.fstar_cvxpy(Z)) - cp.sum(cp.multiply(W, T))) / m
+        obj = ((cp.sum(act.fstar_cvxpy(Z)) - cp.sum(cp.multiply(W, T))) / m + const
                + 0.5 * cp.sum_squares(prox * W - centre))
         M = {"A": W[:, :n], "B": W[:, n:n + p]}
         terms = [pn.row_terms(M) for pn in pb.penalties]
@@ -230,7 +245,7 @@ class Blocks:
                 cons += [cp.abs(W[:, n + p]) <= pb.bounds.B]
         prob = cp.Problem(cp.Minimize(obj), cons)
         check_compiled("(A, B)", prob)
-        self._ab_cache[key] = (prob, W, V, T, rho, radius, centre, prox)
+        self._ab_cache[key] = (prob, W, V, T, rho, radius, centre, prox, const)
         return self._ab_cache[key]
 
     def _ab_joint_problem(self, lam: Array):
@@ -266,9 +281,10 @@ class Blocks:
         # proximal term weighted like the rows' divergence (lam_i), as in the row batches
         sl = np.sqrt(lam)[:, None]
         proxterm = 0.5 * cp.sum_squares(cp.multiply(sl, prox * Wv - centre))
-        prob = cp.Problem(cp.Minimize((fz - lin) / m + pen + proxterm), cons)
+        const = cp.Parameter(name="constant")  # sum_i lam_i f(X_i) / m, as in the rows
+        prob = cp.Problem(cp.Minimize((fz - lin) / m + const + pen + proxterm), cons)
         check_compiled("(A, B)", prob)
-        return prob, (Av, Bv, bv), (X, TA, TB, Tb, C, D, centre, prox)
+        return prob, (Av, Bv, bv), (X, TA, TB, Tb, C, D, centre, prox, const)
 
     def solve_ab(self, X, lam, C, D, solve, centre: Array,
                  prox: float) -> tuple[Array, Array, Array, SolveInfo]:
@@ -280,8 +296,10 @@ class Blocks:
             self._ensure_stage(lam)
             if self._ab_joint is None:
                 self._ab_joint = self._ab_joint_problem(lam)
-            prob, (Av, Bv, bv), (Xp, TA, TB, Tb, Cp, Dp, Ce, Pw) = self._ab_joint
+            prob, (Av, Bv, bv), (Xp, TA, TB, Tb, Cp, Dp, Ce, Pw, Kp) = self._ab_joint
             Ce.value, Pw.value = np.sqrt(prox) * centre, np.sqrt(prox)
+            Kp.value = sum(_f_sum(act, X[i0:i1], lam[i0:i1])
+                           for i0, i1, act in self._row_batches()) / pb.m
             LX = lam[:, None] * X
             Xp.value, TA.value, TB.value = X, LX @ X.T, LX @ pb.U.T
             Tb.value, Cp.value, Dp.value = LX.sum(axis=1, keepdims=True), C, D
@@ -292,9 +310,14 @@ class Blocks:
         batches = [(f"AB[{i0}:{i1}]",
                     (i0, i1, Vval, X[i0:i1] @ Vval.T, (1.0 / lam[i0:i1])[:, None],
                      (pb.kappa / self.gammas[i0:i1])[:, None], np.sqrt(prox) * centre[i0:i1],
-                     np.sqrt(prox)))
-                   for i0, i1, _ in self._row_batches()]
+                     np.sqrt(prox), _f_sum(act, X[i0:i1]) / pb.m))
+                   for i0, i1, act in self._row_batches()]
         rows, infos = self._solve_batches("AB", batches, solve)
+        # a batch's rows are solved unweighted (1/lam_i scales only their penalty terms);
+        # in units of the training objective row i counts lam_i times
+        infos = [replace(info, abs_gap=info.abs_gap * float(lam[p_[0]:p_[1]].max()))
+                 if info.abs_gap is not None else info
+                 for info, (_, p_) in zip(infos, batches)]
         Wall = np.empty((n, Vval.shape[0]))  # C order, whatever order the solver returns
         for (_, params), W in zip(batches, rows):
             Wall[params[0]:params[1]] = W
@@ -304,11 +327,11 @@ class Blocks:
     def solve_ab_rows(self, params: tuple, name: str, solve: Callable) -> tuple[Array, SolveInfo]:
         """One batch of rows i0:i1 of the (A, B) block, from the Parameter values that
         :meth:`solve_ab` computes: (i0, i1, V, T, 1/lam, kappa/gamma, sqrt(prox) centre,
-        sqrt(prox))."""
-        i0, i1, Vval, T, rho, radius, centre, sqrt_prox = params
+        sqrt(prox), the constant)."""
+        i0, i1, Vval, T, rho, radius, centre, sqrt_prox, const = params
         act = next(a for j0, j1, a in self._row_batches() if (j0, j1) == (i0, i1))
-        prob, W, V, Tp, rhop, radp, Ce, Pw = self._ab_rows_problem(i1 - i0, act)
-        V.value, Tp.value, rhop.value, radp.value = Vval, T, rho, radius
+        prob, W, V, Tp, rhop, radp, Ce, Pw, Kp = self._ab_rows_problem(i1 - i0, act)
+        V.value, Tp.value, rhop.value, radp.value, Kp.value = Vval, T, rho, radius, const
         Ce.value, Pw.value = centre, sqrt_prox
         info = solve(prob, name)
         return np.array(W.value), info
@@ -328,6 +351,10 @@ class Blocks:
         C = cp.Parameter((q, n), name="C_fixed")
         R = cp.Parameter((q, k), name="D_U_plus_d")
         CtY = cp.Parameter((n, k), name="Ct_Y")
+        # the constant of the DCA linearization, 1/2 tr(Xbar^T S+ Xbar) / m, and for the
+        # squared loss 1/2 ||Y||^2 / m: with them the block's value is the majorizer of the
+        # relaxed objective, at the scale of the training objective (the gap's yardstick)
+        const = cp.Parameter(name="constant")
         Yhat = C @ Xv + R
         if isinstance(pb.loss, CrossEntropyLoss):
             # the constant -<Y, R> of the loss is left out of the block objective
@@ -337,10 +364,10 @@ class Blocks:
         fx_terms, fcons = f_terms(pb.activation, n, Xv)
         obj = loss + (weighted(fx_terms, w)
                       + weighted(fstar_terms(pb.activation, n, A @ Xv + Wp), w)
-                      - cp.sum(cp.multiply(Xv, G)) + 0.5 * cp.sum_squares(Sm @ Xv)) / m
+                      - cp.sum(cp.multiply(Xv, G)) + 0.5 * cp.sum_squares(Sm @ Xv)) / m + const
         prob = cp.Problem(cp.Minimize(obj), fcons)
         check_compiled("X", prob)
-        self._x_cache[k] = (prob, Xv, A, Wp, G, Sm, C, R, CtY)
+        self._x_cache[k] = (prob, Xv, A, Wp, G, Sm, C, R, CtY, const)
         return self._x_cache[k]
 
     def solve_x(self, A, B, b, C, D, d, X, lam, solve, cols=None) -> tuple[Array, SolveInfo]:
@@ -356,11 +383,18 @@ class Blocks:
             R = R - Y
         k = X.shape[1]
         batches = []
+        # the constant left out of the X problem, per column: 1/2 xbar^T S+ xbar, with
+        # S+ Xbar = G - Lam W, and for cross-entropy -<y, D u + d>
+        const = 0.5 * np.sum(X * (data.G - lam[:, None] * data.W), axis=0)
+        if classify:
+            const = const - np.sum(Y * R, axis=0)
+        const = const / pb.m
         for j0 in range(0, k, self.col_batch):
             j1 = min(j0 + self.col_batch, k)
             CtY = C.T @ Y[:, j0:j1] if classify else np.zeros((pb.n, j1 - j0))
             batches.append((f"X[{j0}:{j1}]", (A, data.S_minus_root, C, data.W[:, j0:j1],
-                                              data.G[:, j0:j1], R[:, j0:j1], CtY)))
+                                              data.G[:, j0:j1], R[:, j0:j1], CtY,
+                                              float(np.sum(const[j0:j1])))))
         parts, infos = self._solve_batches("X", batches, solve)
         Xnew = np.empty_like(X)  # C order, whatever order the solver returns
         j0 = 0
@@ -372,10 +406,10 @@ class Blocks:
     def solve_x_columns(self, params: tuple, name: str,
                         solve: Callable) -> tuple[Array, SolveInfo]:
         """One batch of columns of the X block, from the Parameter values that
-        :meth:`solve_x` computes: (A, root of S-, C, B U + b, G, R, C^T Y)."""
-        A, Smv, C, W, G, R, CtY = params
-        prob, Xv, Ap, Wp, Gp, Sm, Cp, Rp, CtYp = self._x_problem(W.shape[1])
-        Ap.value, Sm.value, Cp.value = A, Smv, C
+        :meth:`solve_x` computes: (A, root of S-, C, B U + b, G, R, C^T Y, the constant)."""
+        A, Smv, C, W, G, R, CtY, const = params
+        prob, Xv, Ap, Wp, Gp, Sm, Cp, Rp, CtYp, Kp = self._x_problem(W.shape[1])
+        Ap.value, Sm.value, Cp.value, Kp.value = A, Smv, C, const
         Wp.value, Gp.value, Rp.value, CtYp.value = W, G, R, CtY
         info = solve(prob, name)
         return np.array(Xv.value), info

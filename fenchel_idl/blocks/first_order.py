@@ -11,17 +11,25 @@ carries a certificate:
 - **X block** (DCA majorizer, see :mod:`fenchel_idl.problem.training_problem`)::
 
       min_{X >= 0}  L(Y, C X + D U + d)
-                    + (1/m) [ 1/2 sum_i lam_i X_i^2 + 1/2 sum_i lam_i (A X + W)_+,i^2
-                              - <G, X> + 1/2 ||S_- X||^2 ]
+                    + (1/m) [ sum_i lam_i (1/2 (X - Z_+)_i^2 + X_i (Z_-)_i)
+                              + 1/2 tr((X - Xbar)^T S+ (X - Xbar)) ],   Z = A X + B U + b,
 
-  is (1/m) min(lam)-strongly convex, so ``phi(X) - phi* <= ||g||^2 / (2 mu)`` where g is the
-  minimal-norm element of the subdifferential (the projected gradient for X >= 0). That
-  bound is the reported gap.
+  the relaxed objective with the concave part of -tr(X^T Lam A X) linearized at Xbar (the
+  current X). It is posed in this form, with the divergence as a sum of nonnegative terms
+  and no constant: expanded into 1/2 lam X^2 + 1/2 lam Z_+^2 - <G, X> + ..., its value is a
+  difference of terms a million times the training loss, and a gap relative to that value
+  would allow absolute errors far above the loss. The block is (1/m) min(lam)-strongly
+  convex, so ``phi(X) - phi* <= ||g||^2 / (2 mu)`` where g is the minimal-norm element of
+  the subdifferential (the projected gradient for X >= 0). That bound is the reported gap,
+  relative to max(1, phi(X)), which is at the scale of the training objective.
 - **(A, B) block**, one row w = (a_i, b_i, c_i) at a time (all rows in one matrix), with a
   proximal term (proximal BCD: the block objective still never increases)::
 
-      min  (1/m) [ 1/2 sum_j (w^T v_j)_+^2 - w^T V x_i ] + rho/2 ||w - w_prev||^2
+      min  (1/m) sum_j [ 1/2 (x_ij - (w^T v_j)_+)^2 + x_ij (w^T v_j)_- ]
+           + rho/2 ||w - w_prev||^2
       s.t. gamma_i ||a||_1 <= kappa,  ||b||_1 <= beta_B,  |c| <= beta_B
+
+  (row i's divergence in its stable form, with no constant, as for the X block).
 
   The proximal term makes each row rho-strongly convex, so the same bound
   ``||g||^2 / (2 rho)`` holds, with g the minimal-norm element of grad + N_K(w) (computed
@@ -155,7 +163,9 @@ def fast_x_block(problem, A, B, b, C, D, d, X, lam, tol: float = 1e-7,
     t0 = time.perf_counter()
     Y, m = problem.Y, problem.m
     data = x_step_data(problem, A, B, b, D, d, X, lam)
-    W, G, Sm2, R = data.W, data.G, data.S_minus, data.R
+    W, R = data.W, data.R
+    M = lam[:, None] * A
+    S_plus = M + M.T + data.S_minus
     ce = isinstance(problem.loss, CrossEntropyLoss)
     lam_c = lam[:, None]
     AtL = A.T
@@ -171,11 +181,16 @@ def fast_x_block(problem, A, B, b, C, D, d, X, lam, tol: float = 1e-7,
             E = Yhat - Y
             loss = 0.5 * float(np.sum(E * E)) / m
             gl = C.T @ E / m
-        Zp = np.maximum(A @ Xc + W, 0.0)
-        S = Sm2 @ Xc
-        obj = loss + (0.5 * float(np.sum(lam_c * Xc * Xc)) + 0.5 * float(np.sum(lam_c * Zp * Zp))
-                      - float(np.sum(G * Xc)) + 0.5 * float(np.sum(Xc * S))) / m
-        grad = gl + (lam_c * Xc + AtL @ (lam_c * Zp) - G + S) / m
+        Z = A @ Xc + W
+        Zp = np.maximum(Z, 0.0)
+        Ex = Xc - Zp
+        Dx = Xc - X
+        SD = S_plus @ Dx
+        # divergence in its stable form 1/2 (x - z+)^2 + x z- (x >= 0), plus the DCA excess
+        # 1/2 (X - Xbar)^T S+ (X - Xbar) >= 0: no large cancelling terms, no constant
+        obj = loss + (float(np.sum(lam_c * (0.5 * Ex * Ex + Xc * (Zp - Z))))
+                      + 0.5 * float(np.sum(Dx * SD))) / m
+        grad = gl + (lam_c * (Xc - Z) - AtL @ (lam_c * Ex) + SD) / m
         return obj, grad
 
     mu = float(lam.min()) / m
@@ -201,41 +216,69 @@ def _min_norm_l1(g: Array, w: Array, radius: Array) -> Array:
 
 
 def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7, rho: float | None = None,
-                  max_iter: int = 20000) -> tuple[Array, Array, Array, SolveInfo]:
+                  max_iter: int = 20000, lam: Array | None = None
+                  ) -> tuple[Array, Array, Array, SolveInfo]:
     """The proximal (A, B) step for ReLU, all rows at once (see the module docstring).
 
     ``W0`` is the current [A, B, b] (the proximal centre and the warm start); ``rho``
-    defaults to :func:`ab_prox_weight`.
+    defaults to :func:`ab_prox_weight`. ``lam`` (the divergence weights, ones when None)
+    does not move the minimizer; it weighs the rows' objectives and gaps, so that both are
+    in units of the training objective, where row i's divergence counts lam_i times.
     """
     t0 = time.perf_counter()
     n, p, m = problem.n, problem.p, problem.m
     U = problem.U
     bias = problem.bias
     V = np.vstack([X, U] + ([np.ones((1, m))] if bias else []))
-    T = X @ V.T
     L0 = float(np.linalg.norm(V, 2)) ** 2 / m
     if rho is None:
         rho = ab_prox_weight(L0)
     if W0 is None:
         W0 = np.zeros((n, V.shape[0]))
+    weights = np.ones(n) if lam is None else np.asarray(lam, dtype=float)
     centre = W0
 
     project = ab_projector(problem, gammas)
 
     def grad_obj(Wc):
-        Zp = np.maximum(Wc @ V, 0.0)
+        Z = Wc @ V
+        Zp = np.maximum(Z, 0.0)
+        Ex = Zp - X
         D = Wc - centre
-        obj = (0.5 * float(np.sum(Zp * Zp)) - float(np.sum(Wc * T))) / m \
-            + 0.5 * rho * float(np.sum(D * D))
-        return obj, (Zp @ V.T - T) / m + rho * D
+        # the rows' divergences in the stable form 1/2 (x - z+)^2 + x z- (X >= 0): the
+        # expanded 1/2 z+^2 - x z differs by the constant 1/2 x^2, large beside the gap
+        rows = np.sum(0.5 * Ex * Ex + X * (Zp - Z), axis=1) / m \
+            + 0.5 * rho * np.sum(D * D, axis=1)
+        return float(weights @ rows), (Ex @ V.T) / m + rho * D
 
     def certificate(Wc, f, g):
-        return ab_min_norm_sq(problem, gammas, Wc, g) / (2.0 * rho)
+        return float(weights @ _ab_gap_rows(problem, gammas, Wc, g, centre, rho, project))
 
     Wn, f, gap, iters = fista(grad_obj, project, certificate, W0, L0 + rho, tol, max_iter)
     info = fista_info("AB", f, gap, iters, tol, t0)
     b = Wn[:, n + p] if bias else np.zeros(n)
     return Wn[:, :n], Wn[:, n:n + p], b, info
+
+
+def _ab_gap_rows(problem, gammas: Array, W: Array, g: Array, W0: Array, rho: float,
+                project: Callable[[Array], Array]) -> Array:
+    """Per row, a bound on the suboptimality of W in the proximal (A, B) block
+    ``min_{w in K} phi(w) + rho/2 ||w - w0||^2`` (phi smooth and convex; g the gradient of
+    the whole objective at W): the smaller of two valid bounds,
+
+    - the strong-convexity bound ``||g_min||^2 / (2 rho)`` (g_min the minimal-norm element
+      of g + N_K(W)), tight near the optimum;
+    - the Fenchel duality gap at the dual point made of phi's gradient, which for
+      s = g - rho (W - w0) and w_s = proj_K(w0 - s / rho) is
+      ``<s, w - w_s> + rho/2 (||w - w0||^2 - ||w_s - w0||^2)``, linear in the distance to
+      the optimum and so the tighter one for small rho.
+    """
+    strong = _ab_min_norm_rows(problem, gammas, W, g) / (2.0 * rho)
+    s = g - rho * (W - W0)
+    Ws = project(W0 - s / rho)
+    dual = np.sum(s * (W - Ws), axis=1) + 0.5 * rho * (
+        np.sum((W - W0) ** 2, axis=1) - np.sum((Ws - W0) ** 2, axis=1))
+    return np.minimum(strong, np.maximum(dual, 0.0))
 
 
 def ab_projector(problem, gammas: Array) -> Callable[[Array], Array]:
@@ -264,18 +307,23 @@ def ab_min_norm_sq(problem, gammas: Array, W: Array, g: Array) -> float:
     """Squared norm of the minimal-norm element of g + N_K(W), K the (A, B) block's feasible
     set (see :func:`ab_projector`): the gradient-mapping part of the strong-convexity gap
     bound ``||.||^2 / (2 rho)``."""
+    return float(np.sum(_ab_min_norm_rows(problem, gammas, W, g)))
+
+
+def _ab_min_norm_rows(problem, gammas: Array, W: Array, g: Array) -> Array:
+    """:func:`ab_min_norm_sq` row by row."""
     n, p, bias = problem.n, problem.p, problem.bias
     beta = problem.bounds.B
     sq = _min_norm_l1(g[:, :n], W[:, :n], problem.kappa / gammas)
     if beta is None:
-        return float(np.sum(sq + np.sum(g[:, n:] ** 2, axis=1)))
+        return sq + np.sum(g[:, n:] ** 2, axis=1)
     sq = sq + _min_norm_l1(g[:, n:n + p], W[:, n:n + p], np.full(n, beta))
     if bias:
         c, gc = W[:, n + p], g[:, n + p]
         gc = np.where(c >= beta, np.minimum(gc, 0.0), np.where(c <= -beta, np.maximum(gc, 0.0),
                                                                 gc))
         sq = sq + gc * gc
-    return float(np.sum(sq))
+    return sq
 
 
 def _l1_ball_residual(g: Array, w: Array, radius: Array) -> Array:
