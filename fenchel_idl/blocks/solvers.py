@@ -34,7 +34,7 @@ from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import CLARABEL
 from fenchel_idl.errors import InputTypeError, SolverError, SolverWarning, ValidationError
 from fenchel_idl.validation import check_choice, check_real, describe
 
-__all__ = ["describe_solve", "SolveInfo", "solve_certified", "CHAINS", "ON_FAILURE"]
+__all__ = ["CHAINS", "ON_FAILURE", "SolveInfo", "describe_solve", "solve_certified"]
 
 ON_FAILURE = ("fallback", "warn", "raise")
 

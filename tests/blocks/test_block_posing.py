@@ -20,6 +20,7 @@ from fenchel_idl.drivers.bcd import solve_bcd
 from fenchel_idl.drivers.problem_file import bcd_options, build_problem, load_data, load_problem
 from fenchel_idl.model.activations import state_lipschitz
 from fenchel_idl.problem.training_problem import TrainingProblem
+
 REPO = Path(__file__).resolve().parents[2]
 LD = np.longdouble
 
@@ -88,7 +89,7 @@ def test_x_block_objective_is_the_majorizer_at_the_loss_scale_and_its_gap_bounds
 
 
 def test_ab_block_objective_and_gap_are_lam_weighted_and_free_of_the_constant(rng):
-    pb, (A, B, b, C, D, d, X) = _large_state_problem(rng, scale=3.0)
+    pb, (A, B, b, _, _, _, X) = _large_state_problem(rng, scale=3.0)
     lam = rng.uniform(50, 500, pb.n)
     gam = state_lipschitz(pb.activation, pb.n)
     W0 = np.hstack([A, B, b[:, None]])
