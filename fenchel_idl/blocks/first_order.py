@@ -273,7 +273,7 @@ def _ab_gap_rows(problem, gammas: Array, W: Array, g: Array, W0: Array, rho: flo
       ``<s, w - w_s> + rho/2 (||w - w0||^2 - ||w_s - w0||^2)``, linear in the distance to
       the optimum and so the tighter one for small rho.
     """
-    strong = _ab_min_norm_rows(problem, gammas, W, g) / (2.0 * rho)
+    strong = ab_min_norm_rows(problem, gammas, W, g) / (2.0 * rho)
     s = g - rho * (W - W0)
     Ws = project(W0 - s / rho)
     dual = np.sum(s * (W - Ws), axis=1) + 0.5 * rho * (
@@ -303,15 +303,10 @@ def ab_projector(problem, gammas: Array) -> Callable[[Array], Array]:
     return project
 
 
-def ab_min_norm_sq(problem, gammas: Array, W: Array, g: Array) -> float:
-    """Squared norm of the minimal-norm element of g + N_K(W), K the (A, B) block's feasible
-    set (see :func:`ab_projector`): the gradient-mapping part of the strong-convexity gap
-    bound ``||.||^2 / (2 rho)``."""
-    return float(np.sum(_ab_min_norm_rows(problem, gammas, W, g)))
-
-
-def _ab_min_norm_rows(problem, gammas: Array, W: Array, g: Array) -> Array:
-    """:func:`ab_min_norm_sq` row by row."""
+def ab_min_norm_rows(problem, gammas: Array, W: Array, g: Array) -> Array:
+    """Per row, the squared norm of the minimal-norm element of g + N_K(W), K the (A, B)
+    block's feasible set (see :func:`ab_projector`): the gradient-mapping part of the
+    strong-convexity gap bound ``||.||^2 / (2 rho)``."""
     n, p, bias = problem.n, problem.p, problem.bias
     beta = problem.bounds.B
     sq = _min_norm_l1(g[:, :n], W[:, :n], problem.kappa / gammas)
