@@ -457,11 +457,15 @@ def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[st
     row-separable P instead weighs row i of P by 1 / lam_i, as the row batches do). It is
     rho min(lam)-strongly convex (rho when row-separable), so ``F(W) - F* <= ||e||^2 / (2 rho min(lam))`` for any e in
     dF(W) (:func:`ab_penalty_residual`), the certificate, taken at the proximal-gradient
-    point of the last check, which is the point returned. ``fixed`` holds C and D."""
+    point of the last check, which is the point returned. ``fixed`` holds C and D.
+
+    The rows' divergences are posed in the stable form 1/2 (x - z+)^2 + x z- (no constant;
+    see :func:`fast_ab_block`), and the value and the gap are reported in units of the
+    training objective: a row-separable problem, solved row by row divided by lam_i, has
+    its rows' gaps weighted back by lam_i."""
     t0 = time.perf_counter()
     n, p, m = problem.n, problem.p, problem.m
     V = np.vstack([X, problem.U] + ([np.ones((1, m))] if problem.bias else []))
-    T = X @ V.T
     L0 = float(np.linalg.norm(V, 2)) ** 2 / m
     rho = ab_prox_weight(L0) if rho is None else rho
     lam = np.asarray(lam, dtype=float)[:, None]
@@ -477,16 +481,23 @@ def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[st
     # sum_i ||e_i||^2 / lc_i / (2 rho) for e in dF
     mu = rho
 
-    def grad_obj(Wc):
-        Zp = np.maximum(Wc @ V, 0.0)
+    def row_values(Wc):
+        Z = Wc @ V
+        Zp = np.maximum(Z, 0.0)
+        Ex = Zp - X
         Dw = Wc - W0
-        rows = (0.5 * np.sum(Zp * Zp, axis=1) - np.sum(Wc * T, axis=1)) / m \
+        rows = np.sum(0.5 * Ex * Ex + X * (Zp - Z), axis=1) / m \
             + 0.5 * rho * np.sum(Dw * Dw, axis=1)
-        return float(np.sum(lc[:, 0] * rows)), lc * ((Zp @ V.T - T) / m + rho * Dw)
+        return rows, Ex, Dw
 
-    def full(Wc, f):
-        parts = {k: v * tw for k, v in _ab_parts(problem, Wc).items()}  # P is 1-homogeneous
-        return f + pen.ab_value(parts, fixed)
+    def grad_obj(Wc):
+        rows, Ex, Dw = row_values(Wc)
+        return float(np.sum(lc[:, 0] * rows)), lc * ((Ex @ V.T) / m + rho * Dw)
+
+    def full(Wc):
+        """The value in units of the training objective: lam-weighted rows plus P."""
+        return float(lam[:, 0] @ row_values(Wc)[0]) + pen.ab_value(_ab_parts(problem, Wc),
+                                                                   fixed)
 
     prox = ab_penalty_prox(problem, gammas, pen, tw / L, fixed)  # per row when L is
     exact = pen.name == "l1"  # the prox is exact in closed form (the step bound below)
@@ -496,12 +507,14 @@ def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[st
         # at the proximal-gradient point W+ = prox(W - g / L) the support is right sooner
         # than at W; with an exact prox, L (W - W+) + grad(W+) - g lies in dF(W+)
         Wp = prox(Wc - g / L)
-        fp, gp = grad_obj(Wp)
-        sq = ab_penalty_residual(problem, gammas, pen, Wp, gp, fixed, tw, 1.0 / lc)
+        _, gp = grad_obj(Wp)
+        # in training units: rows apart, row i's gap counts lam_i times
+        rw = lam if pen.row_separable else 1.0 / lc
+        sq = ab_penalty_residual(problem, gammas, pen, Wp, gp, fixed, tw, rw)
         if exact:
             e = L * (Wc - Wp) + gp - g
-            sq = min(sq, float(np.sum(e * e / lc)))
-        full_p = full(Wp, fp)
+            sq = min(sq, float(np.sum(e * e * rw)))
+        full_p = full(Wp)
         last.update(point=Wp, f=full_p, gap=sq / (2.0 * mu))
         # fista compares the gap with tol * max(1, |f|) for its own f (the smooth part)
         return last["gap"] * max(1.0, abs(f)) / max(1.0, abs(full_p))

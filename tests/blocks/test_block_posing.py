@@ -14,13 +14,16 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from fenchel_idl.blocks.first_order import fast_ab_block, fast_x_block
+from fenchel_idl.blocks.cvxpy_blocks import Blocks
+from fenchel_idl.blocks.first_order import fast_ab_block, fast_ab_penalized, fast_x_block
 from fenchel_idl.blocks.solvers import solve_certified
 from fenchel_idl.drivers.bcd import solve_bcd
 from fenchel_idl.drivers.minibatch import solve_bcd_minibatch
 from fenchel_idl.drivers.problem_file import bcd_options, build_problem, load_data, load_problem
 from fenchel_idl.model.activations import state_lipschitz
+from fenchel_idl.problem import penalties as pen_mod
 from fenchel_idl.problem.training_problem import TrainingProblem
+from tests.blocks.test_first_order import _penalized_setup
 
 REPO = Path(__file__).resolve().parents[2]
 LD = np.longdouble
@@ -172,3 +175,28 @@ def test_minibatch_blocks_are_certified_in_absolute_units_of_the_loss():
         if r.block in ("X", "AB", "CD"):
             assert r.certified
             assert r.abs_gap <= 1e-6 * 1.0000001
+
+
+@pytest.mark.parametrize("pen", [pen_mod.L1(0.05, on="AB"), pen_mod.ColumnNorms(0.05)],
+                         ids=["l1-rowwise", "columns-coupled"])
+def test_penalized_ab_block_value_and_gap_are_in_training_units(pen):
+    pb, X, lam, C, D, W0, V, rho, gammas = _penalized_setup(pen, seed=3)
+    A, B, b, info = fast_ab_penalized(pb, X, lam, gammas, pen, {"C": C, "D": D}, W0,
+                                      tol=1e-9, rho=rho)
+    assert info.certified
+
+    def F(A, B, b):
+        """lam_i-weighted rows (expanded form plus its constant, extended precision) + P."""
+        W = np.hstack([A, B, b[:, None]]).astype(LD)
+        Z = W @ V.astype(LD)
+        Xl = X.astype(LD)
+        div = np.sum(0.5 * Xl * Xl + 0.5 * np.maximum(Z, 0) ** 2 - Xl * Z, axis=1) / pb.m
+        rows = div + 0.5 * rho * np.sum((W - W0) ** 2, axis=1)
+        return float(lam.astype(LD) @ rows) + pen.value({"A": A, "B": B, "C": C, "D": D})
+
+    assert info.objective == pytest.approx(F(A, B, b), rel=1e-9)
+    A2, B2, b2, _ = Blocks(pb).solve_ab(
+        X, lam, C, D, lambda pr, nm: solve_certified(pr, nm, "socp", None, "raise", 1e-8)[-1],
+        W0, rho)
+    # Clarabel's point is a reference (its own tolerance 1e-8 of a value below 1)
+    assert F(A, B, b) - F(A2, B2, b2) <= info.gap * max(1.0, info.objective) + 1e-8
