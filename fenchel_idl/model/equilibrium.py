@@ -153,6 +153,8 @@ def _residual(X: Array, AX_plus_b: Array, phi: Activation) -> float:
 #: (samples) are independent, so a wide state is iterated one block of columns at a time,
 #: and the block, its image, the difference and the input stay in a core's L2 cache.
 _BLOCK_BYTES = 1 << 18
+#: Fewest columns of a block: narrower products with A lose more in BLAS than the cache saves.
+_MIN_BLOCK_COLS = 512
 
 
 def picard(A: Array, b: Array, phi: Activation, X0: Array | None = None, tol: float = 1e-9,
@@ -169,12 +171,12 @@ def picard(A: Array, b: Array, phi: Activation, X0: Array | None = None, tol: fl
     tell divergence from a slow iteration. The iteration runs in the floating dtype of
     ``b`` (float32 for the float32 refinement epochs; X0 is cast to it).
 
-    The columns (samples) do not interact, so the plain iteration runs on blocks of
-    columns (about 256 KB of states each) one after the other, each with the stopping test
-    above on its own columns (as strict as the test on all of them, since a block's
-    ``max |X(t+1)|`` is at most the whole one's) and each stopping when it passes: blocks
-    stay in cache and fast columns stop early. ``iterations`` is then the largest count
-    of a block.
+    The columns (samples) do not interact, so on a wide state the plain iteration runs on
+    blocks of columns (about 256 KB of states, at least 512 columns) one after the other,
+    each with the stopping test above on its own columns (as strict as the test on all of
+    them, since a block's ``max |X(t+1)|`` is at most the whole one's) and each stopping
+    when it passes: blocks stay in cache and fast columns stop early. ``iterations`` is
+    then the largest count of a block.
     """
     dtype = b.dtype if b.dtype.kind == "f" else np.float64
     X = np.zeros_like(b, dtype=dtype) if X0 is None else np.array(X0, dtype=dtype, copy=True)
@@ -182,8 +184,8 @@ def picard(A: Array, b: Array, phi: Activation, X0: Array | None = None, tol: fl
         return _anderson(A, b, phi, X, tol, max_iter, anderson)
     if not X.size:
         return X, 1, 0.0, True
-    cols = max(1, _BLOCK_BYTES // (X.shape[0] * X.itemsize))
-    if X.shape[1] <= cols:
+    cols = max(_MIN_BLOCK_COLS, _BLOCK_BYTES // (X.shape[0] * X.itemsize))
+    if X.shape[1] < 2 * cols:
         Xb, it, step, scale, done = _picard_block(A, b, phi, X, tol, max_iter)
         return Xb, it, (float("inf") if not np.isfinite(step) else step / max(1.0, scale)), done
     iters, step, scale, done = 0, 0.0, 0.0, True
