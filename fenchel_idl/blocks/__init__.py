@@ -6,6 +6,8 @@ first-order solvers and the parallel executors, with one failure policy.
 from fenchel_idl._blas import blas_threads, env_blas_threads
 from fenchel_idl.blocks.block_solvers import (BlockSolver, BlockSolvers, SolvePolicy, State,
                                               make_block_solvers)
+from fenchel_idl.blocks.columns import (ColumnBlockSolvers, ColumnsBlock, PolishedReadout,
+                                        columns_apply, fast_bd_block, with_column_block)
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
 from fenchel_idl.blocks.first_order import (ab_prox_weight, ce_readout_lower_bound,
                                             fast_ab_block, fast_blocks_apply, fast_ce_readout,
@@ -22,6 +24,9 @@ __all__ = [
     # the compiled CVXPY blocks and the first-order solvers
     "Blocks", "ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply",
     "fast_ce_readout", "fast_k_step", "fast_readout_apply", "fast_x_block",
+    # the (B, D) column block of the feature-selection penalty
+    "ColumnBlockSolvers", "ColumnsBlock", "PolishedReadout", "columns_apply", "fast_bd_block",
+    "with_column_block",
     # executors and BLAS threads
     "BlockExecutor", "DaskExecutor", "ParallelBlocks", "ProcessExecutor", "SolveOptions",
     "make_executor", "blas_threads", "env_blas_threads",

@@ -24,6 +24,7 @@ import numpy as np
 
 from fenchel_idl._blas import env_blas_threads
 from fenchel_idl.blocks.block_solvers import BlockSolvers, SolvePolicy, State, make_block_solvers
+from fenchel_idl.blocks.columns import with_column_block
 from fenchel_idl.drivers.checkpoint import (
     checkpoint_lock,
     interrupted,
@@ -127,7 +128,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     ckpt = Path(checkpoint) if checkpoint is not None else None
     lock = checkpoint_lock(ckpt)  # one run at a time per checkpoint directory
     policy = SolvePolicy(problem.cone, solver, on_failure, gap_tol)
-    solvers = make_block_solvers(problem, policy, block_solver, executor)
+    solvers = with_column_block(problem, make_block_solvers(problem, policy, block_solver,
+                                                            executor), block_solver)
     t_start = time.perf_counter()
     try:
         run = _Descent(problem, solvers, schedule, tol, callback)
@@ -193,6 +195,10 @@ class _Descent:
         # steps beyond 1 are projected on the balls: not with user constraints on A or B
         self.extrapolate = not any(isinstance(pn, Custom) and set(pn.matrices) & {"A", "B"}
                                    for pn in problem.penalties)
+        # the sweep's blocks; with a feature-selection penalty the joint (B, D) block last
+        # (fenchel_idl.blocks.columns), whose exact zero columns the (A, B) step cannot make
+        self.blocks = (("X", "AB") if schedule.line_search else ("X", "AB", "CD")) + (
+            ("BD",) if getattr(solvers, "BD", None) is not None else ())
         self.history: list[BlockRecord] = []
         self.eq_losses: list[tuple[int, float]] = []
         self.sweep = self.stage = self.stage_sweeps = self.rejected = 0
@@ -295,7 +301,7 @@ class _Descent:
                     self.s.lam = lam_base * readout_weights(self.s.C)
                 self.evaluate()
             J_before, base = self.J, self.s
-            for name in ("X", "AB") if sch.line_search else ("X", "AB", "CD"):
+            for name in self.blocks:
                 self.block_step(name)
             if sch.line_search:
                 step = self.line_search_step(base, J_before)

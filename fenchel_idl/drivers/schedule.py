@@ -70,8 +70,9 @@ class Schedule:
         exactly when ``restart`` is, so ``Schedule(restart=False, factor=4)`` is the
         continuation schedule without it.
     step_max : float
-        Largest step of the line search. Steps above 1 are projected on the norm balls;
-        they are not tried when a user constraint restricts A or B (no projection is known).
+        Largest step of the line search. Steps above 1 keep the proposal's zero columns of
+        B zero (the exact zeros of a feature-selection column block) and are projected on
+        the norm balls; they are not tried when a user constraint restricts A or B (no projection is known).
     lam_min : float
         Lower limit of lam_i in the line-search schedule.
     lam_weights : {"readout", "uniform"}
@@ -131,13 +132,16 @@ def line_search(problem: TrainingProblem, base: State, prop: State, J_base: floa
     """
     n, p, bias = problem.n, problem.p, problem.bias
     project = ab_projector(problem, state_lipschitz(problem.activation, problem.n))
+    zero_cols = ~np.any(prop.B != 0.0, axis=0)  # exact zeros of the column block's prox
 
     def point(t: float):
         st = prop.copy()
         st.A = base.A + t * (prop.A - base.A)
         st.B = base.B + t * (prop.B - base.B)
         st.b = base.b + t * (prop.b - base.b)
-        if t > 1.0:  # outside the segment: back onto the balls
+        if t > 1.0:  # outside the segment: the proposal's zero columns of B stay zero (no
+            # step past the prox's zero), and back onto the balls
+            st.B[:, zero_cols] = 0.0
             W = project(np.hstack([st.A, st.B] + ([st.b[:, None]] if bias else [])))
             st.A, st.B = W[:, :n], W[:, n:n + p]
             if bias:
