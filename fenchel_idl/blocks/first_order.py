@@ -315,7 +315,7 @@ def ab_min_norm_rows(problem, gammas: Array, W: Array, g: Array) -> Array:
     sq = sq + _min_norm_l1(g[:, n:n + p], W[:, n:n + p], np.full(n, beta))
     if bias:
         c, gc = W[:, n + p], g[:, n + p]
-        gc = np.where(c >= beta, np.minimum(gc, 0.0), np.where(c <= -beta, np.maximum(gc, 0.0),
+        gc = np.where(c >= beta, np.maximum(gc, 0.0), np.where(c <= -beta, np.minimum(gc, 0.0),
                                                                 gc))
         sq = sq + gc * gc
     return sq
@@ -367,8 +367,8 @@ def _ab_ball_residual(problem, gammas: Array, W: Array, g: Array) -> Array:
     out[:, n:n + p] = _l1_ball_residual(g[:, n:n + p], W[:, n:n + p], np.full(n, beta))
     if bias:
         c, gc = W[:, n + p], g[:, n + p]
-        out[:, n + p] = np.where(c >= beta, np.minimum(gc, 0.0),
-                                 np.where(c <= -beta, np.maximum(gc, 0.0), gc))
+        out[:, n + p] = np.where(c >= beta, np.maximum(gc, 0.0),
+                                 np.where(c <= -beta, np.minimum(gc, 0.0), gc))
     return out
 
 

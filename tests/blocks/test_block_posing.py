@@ -200,3 +200,21 @@ def test_penalized_ab_block_value_and_gap_are_in_training_units(pen):
         W0, rho)
     # Clarabel's point is a reference (its own tolerance 1e-8 of a value below 1)
     assert F(A, B, b) - F(A2, B2, b2) <= info.gap * max(1.0, info.objective) + 1e-8
+
+
+def test_bias_on_its_box_is_certified_only_when_the_gradient_points_outward(rng):
+    # at b = beta the normal cone is [0, inf): the least-norm residual of g + N is max(g, 0);
+    # a bias at the bound with g > 0 (the objective decreases inward) is not optimal
+    from fenchel_idl.blocks.first_order import ab_min_norm_rows
+    pb, _ = _large_state_problem(rng, scale=3.0)
+    n, p, beta = pb.n, pb.p, pb.bounds.B
+    gam = state_lipschitz(pb.activation, n)
+    W = np.zeros((n, n + p + 1))
+    W[:, n + p] = beta
+    g = np.zeros_like(W)
+    g[:, n + p] = 1.0      # decreasing b lowers the objective: residual 1 per row
+    assert ab_min_norm_rows(pb, gam, W, g) == pytest.approx(np.ones(n))
+    g[:, n + p] = -1.0     # the objective wants b above beta: optimal, residual 0
+    assert ab_min_norm_rows(pb, gam, W, g) == pytest.approx(np.zeros(n))
+    W[:, n + p] = -beta
+    assert ab_min_norm_rows(pb, gam, W, g) == pytest.approx(np.ones(n))
