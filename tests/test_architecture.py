@@ -38,7 +38,7 @@ RANK = {"errors": 0, "utils": 1, **{f: i + 2 for i, f in enumerate(FOLDERS)}}
 UTILS = ("validation", "_blas")
 APPS_MAY_USE = ("errors", "validation")
 HEAVY = ("matplotlib", "dask", "distributed", "sklearn", "tqdm", "nbclient", "nbformat",
-         "threadpoolctl", "torch", "pyscipopt")
+         "threadpoolctl", "torch", "torchidl", "pyscipopt")
 MAX_LINES = 80
 MAX_API = 45
 

@@ -31,7 +31,6 @@ The first two run inside ``fenchel-idl bench``; the others are the command
 from __future__ import annotations
 
 import argparse
-import pkgutil
 import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -332,9 +331,7 @@ def _import_torchidl(path: str | Path | None) -> tuple[Any, Any] | None:
         sys.path.insert(0, str(path))
     try:
         import torch
-        # torchidl is a heavy optional package (it imports torch) outside the project's
-        # dependencies, found on the user's path at run time like the HEAVY imports
-        model_class = pkgutil.resolve_name("torchidl:ImplicitModel")
+        from torchidl import ImplicitModel as model_class  # optional, on the user's path
     except (ImportError, AttributeError):
         return None
     return torch, model_class
