@@ -351,9 +351,10 @@ class Blocks:
         C = cp.Parameter((q, n), name="C_fixed")
         R = cp.Parameter((q, k), name="D_U_plus_d")
         CtY = cp.Parameter((n, k), name="Ct_Y")
-        # the constant of the DCA linearization, 1/2 tr(Xbar^T S+ Xbar) / m, and for the
-        # squared loss 1/2 ||Y||^2 / m: with them the block's value is the majorizer of the
-        # relaxed objective, at the scale of the training objective (the gap's yardstick)
+        # the constant of the DCA linearization, 1/2 tr(Xbar^T S+ Xbar) / m, and for
+        # cross-entropy -<Y, D U + d> / m (the squared loss is whole: R holds -Y): with it
+        # the block's value is the majorizer of the relaxed objective, at the scale of the
+        # training objective (the gap's yardstick)
         const = cp.Parameter(name="constant")
         Yhat = C @ Xv + R
         if isinstance(pb.loss, CrossEntropyLoss):
