@@ -29,7 +29,9 @@ small. Absolute times on shared machines mean little; the ratios are what to com
   (:func:`bench_penalties`).
 
 ``--results FILE`` writes the printed report into the ``bench`` section of the results
-document (``docs/results.md``).
+document (``docs/results.md``); ``--only NAME`` runs one section of :data:`SECTIONS` and
+writes it into the section ``bench-NAME`` (``fenchel-idl bench --only penalties --results
+docs/results.md``).
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ from fenchel_idl.problem import (
     TrainingProblem,
     datasets,
 )
+from fenchel_idl.validation import check_choice
 
-__all__ = ["bench_ce_readout", "bench_cosine_targets", "bench_equilibrium", "bench_executor",
+__all__ = ["SECTIONS", "bench_ce_readout", "bench_cosine_targets", "bench_equilibrium", "bench_executor",
            "bench_minibatch", "bench_penalties", "bench_scaling", "bench_section", "bench_sweep", "main",
            "run_benchmarks"]
 
@@ -689,27 +692,43 @@ def _report_refinement(quick: bool, say: Say) -> tuple[dict, dict]:
     return rb, pj
 
 
-def run_benchmarks(quick: bool = False, out: str | None = None, say: Say = print) -> dict:
-    """Run every benchmark and report its ratios, one line at a time, through ``say``.
+def _report_sweeps(quick: bool, say: Say) -> dict:
+    say("== one BCD sweep against the naive formulation (CVXPY, rebuilt, default solvers)")
+    return {kind: _report_sweep(kind, n, quick, say) for kind, n in (("cosine", 75),
+                                                                     ("digits", 64))}
 
-    Returns the results of each benchmark by name, and under ``"lines"`` the report."""
+
+#: The sections of the report, in order: name -> reporter(quick, say) (``scaling`` also
+#: takes the plot directory).
+SECTIONS: dict[str, Callable[..., Any]] = {
+    "equilibrium": _report_equilibrium, "sweep": _report_sweeps,
+    "scaling": _report_scaling, "executor": _report_executor,
+    "minibatch": _report_minibatch, "ce_readout": _report_ce_readout,
+    "cosine_targets": _report_cosine_targets, "penalties": _report_penalties,
+    "refinement": _report_refinement,
+}
+
+
+def run_benchmarks(quick: bool = False, out: str | None = None, say: Say = print,
+                   only: list[str] | None = None) -> dict:
+    """Run the benchmarks (every section of :data:`SECTIONS`, or those named in ``only``)
+    and report their ratios, one line at a time, through ``say``.
+
+    Returns the results of each section by name, and under ``"lines"`` the report."""
+    for name in only or ():
+        check_choice("bench section", name, tuple(SECTIONS))
     lines: list[str] = []
 
     def tell(text: str) -> None:
         lines.append(text)
         say(text)
 
-    results: dict[str, Any] = {"equilibrium": _report_equilibrium(quick, tell)}
-    tell("== one BCD sweep against the naive formulation (CVXPY, rebuilt, default solvers)")
-    for kind, n in (("cosine", 75), ("digits", 64)):
-        results[f"sweep_{kind}"] = _report_sweep(kind, n, quick, tell)
-    results["scaling"] = _report_scaling(quick, out, tell)
-    results["executor"] = _report_executor(quick, tell)
-    results["minibatch"] = _report_minibatch(quick, tell)
-    results["ce_readout"] = _report_ce_readout(quick, tell)
-    results["cosine_targets"] = _report_cosine_targets(quick, tell)
-    results["penalties"] = _report_penalties(quick, tell)
-    results["refine_epoch"], results["projection"] = _report_refinement(quick, tell)
+    results: dict[str, Any] = {}
+    for name, report in SECTIONS.items():
+        if only and name not in only:
+            continue
+        results[name] = (report(quick, out, tell) if name == "scaling"
+                         else report(quick, tell))
     results["lines"] = lines
     return results
 
@@ -732,20 +751,25 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes only")
     ap.add_argument("--out", default=None, help="directory for the scaling plot")
     ap.add_argument("--results", default=None,
-                    help="results document whose 'bench' section to rewrite")
+                    help="results document whose 'bench' section to rewrite (with --only, "
+                    "the section 'bench-NAME')")
+    ap.add_argument("--only", choices=list(SECTIONS), default=None,
+                    help="run one section of the report only")
     args = ap.parse_args(argv)
     command = f"{ap.prog} " + " ".join(
         sys.argv[1:] if argv is None else list(argv))
-    benchmark(args.quick, args.out, args.results, command.strip())
+    benchmark(args.quick, args.out, args.results, command.strip(), args.only)
     return 0
 
 
 def benchmark(quick: bool, out: str | None, results_path: str | Path | None,
-              command: str) -> dict:
-    """Run the benchmarks and, with ``results_path``, write their section."""
-    results = run_benchmarks(quick, out)
+              command: str, only: str | None = None) -> dict:
+    """Run the benchmarks (or the section ``only``) and, with ``results_path``, write their
+    section of the results document ("bench", or "bench-ONLY")."""
+    results = run_benchmarks(quick, out, only=None if only is None else [only])
     if results_path is not None:
-        path = write_section("bench", bench_section(results, command, quick), results_path)
+        section = "bench" if only is None else f"bench-{only}"
+        path = write_section(section, bench_section(results, command, quick), results_path)
         print(f"wrote {path}")
     return results
 

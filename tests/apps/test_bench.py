@@ -80,3 +80,27 @@ def test_penalty_benchmark_times_each_penalty_against_the_unpenalized_run(monkey
         assert r["ratio"] == pytest.approx(r["s"] / rows[0]["s"])
     assert [r["generic"] for r in rows] == [False, False, True]
     assert all(r["certified"] for r in rows)
+
+
+def test_one_section_runs_alone_and_is_written_to_its_own_results_section(monkeypatch,
+                                                                         tmp_path):
+    """``--only penalties`` runs that section only and writes it between the markers of
+    ``bench-penalties``, leaving the document's other sections as they were; an unknown
+    section name is refused by name."""
+    from fenchel_idl.apps import bench
+    from fenchel_idl.apps.common import read_section, write_section
+    from fenchel_idl.errors import ValidationError
+    from fenchel_idl.problem import L1
+
+    monkeypatch.setattr(bench, "_penalty_cases", lambda weight: [("l1", L1(weight))])
+    doc = tmp_path / "results.md"
+    write_section("bench", "the full report", doc)
+    results = bench.benchmark(True, None, doc, "fenchel-idl bench --only penalties",
+                              "penalties")
+    assert set(results) == {"penalties", "lines"}
+    assert [r["label"] for r in results["penalties"]] == ["no penalty", "l1"]
+    text = read_section("bench-penalties", doc)
+    assert "declared penalties" in text and "--only penalties" in text
+    assert read_section("bench", doc) == "the full report"
+    with pytest.raises(ValidationError, match="bench section"):
+        bench.run_benchmarks(True, only=["nonsense"])
