@@ -62,7 +62,7 @@ from fenchel_idl.blocks.dca import x_step_data
 from fenchel_idl.blocks.solvers import SolveInfo
 from fenchel_idl.problem.losses import CrossEntropyLoss
 from fenchel_idl.problem.penalties import penalty_reads
-from fenchel_idl.problem.projection import project_l1_rows
+from fenchel_idl.problem.projection import project_l1_rows, project_rows
 
 __all__ = [
     "ab_penalties",
@@ -392,13 +392,17 @@ def ab_penalty_prox(problem, gammas: Array, pen, t,
     """The proximal map of t P + the indicator (t a number, or per row an array of shape
     (n, 1) for a row-separable P) of the (A, B) block's balls, on W = [A, B, b].
 
-    For l1 it is exact in closed form: the l1 balls' projection of the soft-thresholded W
-    (soft thresholding by t and then by the ball's multiplier is soft thresholding by
-    their sum). For the others the proximal Dykstra iteration (Bauschke and Combettes,
-    "Convex Analysis and Monotone Operator Theory", 29.2), which converges to the prox of
-    the sum; its first step already is the prox when the penalty's prox lands inside the
-    balls. Every value returned is a projection onto the balls, so it is feasible, and
-    zeros of the penalty's prox stay zeros (the l1 projection soft-thresholds).
+    - l1: exact in closed form, the l1 balls' projection of the soft-thresholded W (soft
+      thresholding by t and then by the ball's multiplier is soft thresholding by their
+      sum).
+    - row norms of A: exact, row by row (:func:`_row_norm_ball_prox`), and the balls'
+      projection of B and b, which the penalty does not read.
+    - the others: the proximal Dykstra iteration (Bauschke and Combettes, "Convex Analysis
+      and Monotone Operator Theory", 29.2), warm-started from the dual sequences of the
+      previous call (:func:`_warm_dykstra`).
+
+    Every value returned is feasible (a projection onto the balls, or on them by
+    construction), and zeros of the penalty's prox stay zeros.
     """
     project = ab_projector(problem, gammas)
 
@@ -407,21 +411,135 @@ def ab_penalty_prox(problem, gammas: Array, pen, t,
 
     if pen.name == "l1":
         return lambda Wc: project(prox_p(Wc))
+    radius = problem.kappa / gammas
+    if pen.name == "row_norms" and pen.of == "A":
+        tau = np.broadcast_to(np.asarray(t * pen.weight, dtype=float).reshape(-1),
+                              (problem.n,))
+        return _a_penalty_prox(problem, lambda Ac: _row_norm_ball_prox(Ac, tau, radius))
+    if set(pen.matrices) & {"A", "B"} == {"A"}:
+        # B and b are only projected: Dykstra on A alone
+        return _a_penalty_prox(problem, _warm_dykstra(
+            lambda Ac: pen.ab_prox({"A": Ac}, t, fixed)["A"],
+            lambda Ac: project_rows(Ac, radius, "sort")))
+    return _warm_dykstra(prox_p, project)
 
-    def prox(Wc):
-        x, p_, q_ = Wc, 0.0, 0.0
-        for _ in range(200):
+
+def _warm_dykstra(prox_p: Callable[[Array], Array], project: Callable[[Array], Array],
+                  max_iter: int = 200) -> Callable[[Array], Array]:
+    """The proximal Dykstra iteration for prox_{f + g}(z) (prox_p of f, project of g), with
+    its dual sequences kept from one call to the next.
+
+    It is block-coordinate minimization of the dual ``f*(u) + g*(v) + 1/2 ||z - u - v||^2``
+    over u (the p sequence) and v (the q sequence), with x = z - u - v; it converges from
+    any (u, v), so the previous call's pair, near the new one when z moves little (as
+    between FISTA steps), is a warm start. The returned x is a projection, so feasible."""
+    duals: dict[str, Array | float] = {"p": 0.0, "q": 0.0}
+
+    def prox(Wc: Array) -> Array:
+        p_, q_ = duals["p"], duals["q"]
+        x = Wc - p_ - q_
+        for _ in range(max_iter):
             y = prox_p(x + p_)
             p_ = x + p_ - y
             xn = project(y + q_)
-            q_ = y + q_ - xn
-            done = np.linalg.norm(xn - x) <= 1e-13 * (1.0 + np.linalg.norm(xn))
+            q_new = y + q_ - xn
+            # q = 0 before and after: y = prox_f(z) (x + p = z) lies in the set, so it is
+            # the answer exactly
+            done = (not np.any(q_) and not np.any(q_new)) or (
+                np.linalg.norm(xn - x) <= 1e-13 * (1.0 + np.linalg.norm(xn)))
+            q_ = q_new
             x = xn
             if done:
                 break
+        duals.update(p=p_, q=q_)
         return x
 
     return prox
+
+
+def _a_penalty_prox(problem, prox_a: Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """The proximal map on W = [A, B, b] of a penalty on A alone + the (A, B) block's balls:
+    ``prox_a`` (that of the penalty + the balls of A's rows) on A, and the balls'
+    projection of B and b, which do not meet the penalty."""
+    n, p, bias = problem.n, problem.p, problem.bias
+    beta = problem.bounds.B
+
+    def prox(Wc: Array) -> Array:
+        out = np.array(Wc, copy=True)
+        out[:, :n] = prox_a(Wc[:, :n])
+        if beta is not None:
+            out[:, n:n + p] = project_rows(Wc[:, n:n + p], np.full(n, beta), "sort")
+            if bias:
+                out[:, n + p] = np.clip(Wc[:, n + p], -beta, beta)
+        return out
+
+    return prox
+
+
+def _row_norm_ball_prox(M: Array, tau: Array, radius: Array) -> Array:
+    """Row by row, argmin_x tau_i ||x||_2 + 1/2 ||x - m_i||^2 s.t. ||x||_1 <= r_i, exactly.
+
+    With a multiplier mu >= 0 for the ball, the minimizer is the prox of
+    tau ||.||_2 + mu ||.||_1, which is group shrinkage of the soft-thresholded row,
+    x(mu) = (1 - tau / ||s||)_+ s, s = soft(m, mu) (the l2 prox only rescales, and the
+    l1 subdifferential at a positive multiple of s contains the one at s, so the two proxes
+    compose). ||x(mu)||_1 is continuous and nonincreasing in mu: mu = 0 when x(0) is in the
+    ball, else the root of ||x(mu)||_1 = r. Its segment between two consecutive sorted |m_j|
+    is found from the breakpoints' values, and on it, with k active entries,
+    ||s||_1 = c1 - k mu and ||s||^2 = c2 - 2 mu c1 + k mu^2 (c1, c2 the sums of the k
+    largest |m_j| and their squares), the root is found by Newton's method inside a
+    shrinking bracket. A last rescaling by at most a few ulps keeps ||x||_1 <= r in floating
+    point.
+    """
+    absM = np.abs(M)
+    scale = np.maximum(1.0 - tau / np.maximum(np.sqrt(np.sum(M * M, axis=1)), 1e-300), 0.0)
+    out = M * scale[:, None]
+    over = np.flatnonzero(scale * absM.sum(axis=1) > radius)
+    if over.size == 0:
+        return out
+    v = -np.sort(-absM[over], axis=1)  # decreasing
+    c1, c2 = np.cumsum(v, axis=1), np.cumsum(v * v, axis=1)
+    zero = np.zeros((over.size, 1))
+    c1p, c2p = np.hstack([zero, c1[:, :-1]]), np.hstack([zero, c2[:, :-1]])
+    j = np.arange(v.shape[1], dtype=float)  # at mu = v_j, the j entries above it are active
+    s1 = c1p - j * v
+    s2 = np.maximum(c2p - 2.0 * v * c1p + j * v * v, 0.0)
+    to, ro = tau[over], radius[over]
+    at_breaks = np.maximum(1.0 - to[:, None] / np.maximum(np.sqrt(s2), 1e-300), 0.0) * s1
+    mu = _row_norm_root(v, c1, c2, np.sum(at_breaks <= ro[:, None], axis=1), to, ro)
+    S = np.sign(M[over]) * np.maximum(absM[over] - mu[:, None], 0.0)
+    Po = S * np.maximum(1.0 - to / np.maximum(np.sqrt(np.sum(S * S, axis=1)), 1e-300),
+                        0.0)[:, None]
+    s = np.abs(Po).sum(axis=1)
+    Po *= np.minimum(1.0, ro / np.maximum(s, 1e-300) * (1.0 - 4.0 * np.finfo(float).eps))[:, None]
+    out[over] = Po
+    return out
+
+
+def _row_norm_root(v: Array, c1: Array, c2: Array, k: Array, tau: Array, r: Array
+                   ) -> Array:
+    """The multiplier mu of :func:`_row_norm_ball_prox` on the segment with k active entries
+    (v sorted decreasing, c1 and c2 the cumulative sums of v and v^2): the root of
+    F(mu) = (c1 - k mu) (1 - tau / sqrt(c2 - 2 mu c1 + k mu^2)) - r, decreasing on
+    [v_{k+1}, v_k], by Newton's method kept inside the bracket (bisection when it leaves)."""
+    idx = np.arange(v.shape[0])
+    C1, C2 = c1[idx, k - 1], c2[idx, k - 1]
+    hi = v[idx, k - 1]
+    lo = np.where(k < v.shape[1], v[idx, np.minimum(k, v.shape[1] - 1)], 0.0)
+    mu = lo
+    for _ in range(100):
+        ell = C1 - k * mu
+        q = np.maximum(C2 - 2.0 * mu * C1 + k * mu * mu, 1e-300)
+        sq = np.sqrt(q)
+        F = ell * (1.0 - tau / sq) - r
+        dF = -k + tau * k / sq - tau * ell * ell / (q * sq)
+        lo, hi = np.where(F > 0, mu, lo), np.where(F <= 0, mu, hi)
+        done = (np.abs(F) <= 1e-14 * r) | (hi - lo <= 1e-15 * hi)
+        if np.all(done):
+            break
+        step = mu - F / np.minimum(dF, -1e-300)
+        mu = np.where(done, mu, np.where((step > lo) & (step < hi), step, 0.5 * (lo + hi)))
+    return mu
 
 
 def ab_penalty_residual(problem, gammas: Array, pen, W: Array, g: Array,
@@ -519,7 +637,8 @@ def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[st
         # fista compares the gap with tol * max(1, |f|) for its own f (the smooth part)
         return last["gap"] * max(1.0, abs(f)) / max(1.0, abs(full_p))
 
-    _, _, _, iters = fista(grad_obj, prox, certificate, W0, L, tol, max_iter)
+    _, _, _, iters = fista(grad_obj, prox, certificate, W0, L, tol, max_iter,
+                           check_every=10)
     Wn, f, gap = last["point"], last["f"], last["gap"]
     info = fista_info("AB", f, gap, iters, tol, t0)
     b = Wn[:, n + p] if problem.bias else np.zeros(n)

@@ -224,6 +224,31 @@ def _shifted_columns(X: Array, c: Array, T: Array) -> Array:
     return np.where(zero[None, :], 0.0, X * nu[None, :] / (nu[None, :] + T))
 
 
+def _weighted_column_shrink(X: Array, T: Array) -> Array:
+    """Prox of sum_j ||x_j||_2 (columns x_j) in the metric sum_ij X_ij^2 / T_ij (weights T of
+    X's shape, > 0): :func:`_shifted_columns` with c = 0. Column j is 0 where
+    ||x_j / t_j|| <= 1, else x_j nu / (nu + t_j) with nu > 0 the root of g(nu) = 1,
+    g(nu) = ||x_j / (nu + t_j)||. Newton's method runs on psi = 1 / g - 1, which is increasing
+    and concave in nu (as the secular function of trust-region steps, More and Sorensen
+    1983), so from a point left of the root (psi <= 0 at nu = ||x_j|| - max t) it rises
+    monotonically to it, and in one step when the weights of the column are equal (psi is
+    then linear)."""
+    X2 = X * X
+    zero = np.sum(X2 / (T * T), axis=0) <= 1.0
+    nu = np.maximum(np.sqrt(np.sum(X2, axis=0)) - T.max(axis=0), 0.0)
+    for _ in range(100):
+        Dn = nu[None, :] + T
+        ratio = X2 / (Dn * Dn)
+        g = np.sqrt(np.sum(ratio, axis=0))
+        dg = -np.sum(ratio / Dn, axis=0) / np.maximum(g, 1e-300)  # g'
+        psi = 1.0 / np.maximum(g, 1e-300) - 1.0
+        step = np.where(zero | (psi >= 0), 0.0, psi * g * g / np.minimum(dg, -1e-300))
+        nu = nu + step
+        if np.all(step <= 1e-15 * np.maximum(nu, 1e-300)):
+            break
+    return np.where(zero[None, :], 0.0, X * nu[None, :] / (nu[None, :] + T))
+
+
 def _shifted_subgradient(X: Array, R: Array, c: Array, t: float, axis: int) -> Array:
     """Element of the subdifferential of t sum_g sqrt(||x_g||^2 + c_g^2) nearest to -R:
     the gradient where (x_g, c_g) is not zero, -R_g shrunk into the t ball where it is."""
@@ -355,7 +380,8 @@ class _GroupNorms(Penalty):
     def _ab_split(self, M, fixed):
         """(variable keys, their join along the groups, norms of the fixed part per group)."""
         keys = tuple(k for k in self.of if k in ("A", "B"))
-        joined = np.concatenate([M[k] for k in keys], axis=self.axis)
+        joined = M[keys[0]] if len(keys) == 1 else np.concatenate([M[k] for k in keys],
+                                                                   axis=self.axis)
         size = joined.shape[1 - self.axis]
         fixed_keys = [k for k in self.of if k not in ("A", "B")]
         c = (np.linalg.norm(np.concatenate([fixed[k] for k in fixed_keys], axis=self.axis),
@@ -363,16 +389,24 @@ class _GroupNorms(Penalty):
         return keys, joined, c
 
     def _ab_unsplit(self, keys, joined, M):
+        if len(keys) == 1:
+            return {keys[0]: joined}
         cuts = np.cumsum([M[k].shape[self.axis] for k in keys])[:-1]
         return dict(zip(keys, np.split(joined, cuts, axis=self.axis)))
 
     def ab_prox(self, M, t, fixed):
         keys, joined, c = self._ab_split(M, fixed)
-        return self._ab_unsplit(keys, _shifted_groups(joined, c, t * self.weight, self.axis), M)
+        if self.axis == 0 and np.ndim(t) == 2 and not np.any(c > 0):
+            # column groups, one weight per row, nothing fixed in the groups
+            out = _weighted_column_shrink(joined, np.broadcast_to(t * self.weight, joined.shape))
+        else:
+            out = _shifted_groups(joined, c, t * self.weight, self.axis)
+        return self._ab_unsplit(keys, out, M)
 
     def ab_subgradient(self, M, R, t, fixed):
         keys, joined, c = self._ab_split(M, fixed)
-        Rj = np.concatenate([R[k] for k in keys], axis=self.axis)
+        Rj = R[keys[0]] if len(keys) == 1 else np.concatenate([R[k] for k in keys],
+                                                              axis=self.axis)
         S = _shifted_subgradient(joined, Rj, c, t * self.weight, self.axis)
         return self._ab_unsplit(keys, S, M)
 
