@@ -544,13 +544,20 @@ def _row_norm_root(v: Array, c1: Array, c2: Array, k: Array, tau: Array, r: Arra
 
 def ab_penalty_residual(problem, gammas: Array, pen, W: Array, g: Array,
                         fixed: dict[str, Array], t=1.0, row_weight=1.0,
-                        rounds: int = 2) -> float:
+                        rounds: int = 2, memory: dict | None = None) -> float:
     """Squared norm of an element of g + dP(W) + N_K(W) (K the balls), made small by
     alternating the penalty's nearest subgradient and the balls' least-norm normal vector;
     any element bounds the gap of a strongly convex objective, the least one best. ``t``
     weighs the penalty (per row as an (n, 1) array for a row-separable one); the squared
-    norm is weighted by ``row_weight`` per row (the dual of the metric norm)."""
-    nK = np.zeros_like(W)
+    norm is weighted by ``row_weight`` per row (the dual of the metric norm).
+
+    The alternation is block-coordinate descent of the convex ||g + S + N||^2 over S in
+    dP(W) and N in N_K(W); where both are active on the same entries (a coupled penalty on
+    its ball) it needs many rounds. ``memory`` (a dict) keeps the last normal vector
+    between calls, a start for the next call at a nearby W: the normal vector only guides
+    the choice of S, and every residual returned is built from an S in dP(W) and the
+    least-norm normal vector at W for it, so it stays valid from any start."""
+    nK = np.zeros_like(W) if memory is None else memory.get("nK", np.zeros_like(W))
     best = np.inf
     for _ in range(rounds):
         S = _ab_join(problem, np.zeros_like(W),
@@ -559,6 +566,8 @@ def ab_penalty_residual(problem, gammas: Array, pen, W: Array, g: Array,
         r = _ab_ball_residual(problem, gammas, W, g + S)
         nK = r - g - S
         best = min(best, float(np.sum(r * r * row_weight)))
+    if memory is not None:
+        memory["nK"] = nK
     return best
 
 
@@ -628,7 +637,7 @@ def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[st
         _, gp = grad_obj(Wp)
         # in training units: rows apart, row i's gap counts lam_i times
         rw = lam if pen.row_separable else 1.0 / lc
-        sq = ab_penalty_residual(problem, gammas, pen, Wp, gp, fixed, tw, rw)
+        sq = ab_penalty_residual(problem, gammas, pen, Wp, gp, fixed, tw, rw, memory=last)
         if exact:
             e = L * (Wc - Wp) + gp - g
             sq = min(sq, float(np.sum(e * e * rw)))
@@ -638,7 +647,7 @@ def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[st
         return last["gap"] * max(1.0, abs(f)) / max(1.0, abs(full_p))
 
     _, _, _, iters = fista(grad_obj, prox, certificate, W0, L, tol, max_iter,
-                           check_every=10)
+                           check_every=20)
     Wn, f, gap = last["point"], last["f"], last["gap"]
     info = fista_info("AB", f, gap, iters, tol, t0)
     b = Wn[:, n + p] if problem.bias else np.zeros(n)

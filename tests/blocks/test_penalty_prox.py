@@ -11,6 +11,7 @@ from fenchel_idl.blocks.first_order import (
     _row_norm_ball_prox,
     _warm_dykstra,
     ab_penalty_prox,
+    ab_penalty_residual,
     fast_ab_penalized,
 )
 from fenchel_idl.problem import penalties as pen_mod
@@ -193,3 +194,56 @@ def test_penalized_ab_block_with_row_norms_of_a_reaches_clarabel(seed):
     assert abs(f1 - f2) <= 1e-6 * scale
     zero = np.all(A == 0.0, axis=1)
     np.testing.assert_array_equal(zero, np.linalg.norm(A2, axis=1) < 1e-6)
+
+
+def _least_residual_nuclear(A, gA, tw, radius):
+    """min ||gA + S + N||^2 over S in tw d||A||_* and N in the normal cone of the rows' l1
+    balls at A, by Clarabel (the definition, with the rank at 1e-12 of the largest singular
+    value as in the penalty)."""
+    U, s, Vt = np.linalg.svd(A)
+    r = int(np.sum(s > 1e-12 * s[0]))
+    U1, U2, V1, V2 = U[:, :r], U[:, r:], Vt[:r].T, Vt[r:].T
+    M = cp.Variable((A.shape[0] - r, A.shape[1] - r))
+    mu = cp.Variable(A.shape[0], nonneg=True)
+    N = cp.Variable(A.shape)
+    on = np.abs(np.abs(A).sum(axis=1) - radius) <= 1e-12 * radius
+    sgn, supp = np.sign(A), A != 0
+    cons = [cp.sigma_max(M) <= 1]
+    for i in range(A.shape[0]):
+        if not on[i]:
+            cons.append(N[i] == 0)
+            continue
+        cons += [N[i, supp[i]] == mu[i] * sgn[i, supp[i]]] if supp[i].any() else []
+        cons += [cp.abs(N[i, ~supp[i]]) <= mu[i]] if (~supp[i]).any() else []
+    S = tw * (U1 @ V1.T + U2 @ M @ V2.T)
+    pr = cp.Problem(cp.Minimize(cp.sum_squares(gA + S + N)), cons)
+    pr.solve(**_CLARABEL)
+    return pr.value
+
+
+def test_penalty_residual_is_valid_from_any_start_and_reaches_the_least():
+    """The certificate's residual for the nuclear norm on its ball (a low-rank A with rows on
+    their balls, B and b inside theirs): from a junk remembered normal vector it is never
+    below the least residual (Clarabel, from the definition), and calls that remember their
+    normal vector come down to it."""
+    pen = pen_mod.Nuclear(0.3)
+    pb, _, _, C, D, W0, _, _, gammas = _penalized_setup(pen, 4)
+    rng = np.random.default_rng(11)
+    n = pb.n
+    radius = pb.kappa / gammas
+    L = rng.standard_normal((n, 2)) @ rng.standard_normal((2, n))
+    scale = radius / np.abs(L).sum(axis=1) * np.r_[1.0, 1.0, 1.0, 0.5, 0.3, 0.7]
+    A = L * scale[:, None]
+    W = np.hstack([A, 0.01 * W0[:, n:]])  # B and b inside their balls
+    g = rng.standard_normal(W.shape)
+    least = _least_residual_nuclear(A, g[:, :n], 0.3, radius) + float(np.sum(g[:, n:] ** 2))
+    fixed = {"C": C, "D": D}
+    eps = 1e-9 * max(1.0, least)  # Clarabel's accuracy
+    junk = {"nK": 5.0 * rng.standard_normal(W.shape)}
+    assert ab_penalty_residual(pb, gammas, pen, W, g, fixed, memory=junk) >= least - eps
+    assert ab_penalty_residual(pb, gammas, pen, W, g, fixed) >= least - eps
+    memory: dict = {}
+    for _ in range(20):
+        got = ab_penalty_residual(pb, gammas, pen, W, g, fixed, memory=memory)
+        assert got >= least - eps
+    assert got <= least + 10 * eps
