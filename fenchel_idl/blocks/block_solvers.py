@@ -9,6 +9,8 @@ and returns a new state in which its block is replaced by the block's minimizer,
   :class:`fenchel_idl.blocks.parallel.ParallelBlocks`), by batches of columns or rows;
 - :class:`FirstOrderX`, :class:`FirstOrderAB`: the batched certified first-order solvers of
   :mod:`fenchel_idl.blocks.first_order` (ReLU, no penalty on A or B);
+- :class:`LipschitzAB`: the (A, B) block with the Lipschitz penalty (4.7) by FISTA with its
+  exact prox (:mod:`fenchel_idl.blocks.lipschitz`);
 - :class:`Fallback`: a first-order solver whose uncertified result is replaced by the CVXPY
   block;
 - :class:`Readout`: the (C, D) block, by the one readout rule (the Gram form for the squared
@@ -41,6 +43,7 @@ from fenchel_idl.blocks.first_order import (
     fast_x_block,
     pack_cd,
 )
+from fenchel_idl.blocks.lipschitz import fast_ab_lipschitz, lipschitz_ab_apply
 from fenchel_idl.blocks.parallel import ParallelBlocks, SolveOptions, make_executor
 from fenchel_idl.blocks.solvers import ON_FAILURE, SolveInfo, solve_certified
 from fenchel_idl.errors import SolverError, SolverWarning, ValidationError
@@ -58,6 +61,7 @@ __all__ = [
     "Fallback",
     "FirstOrderAB",
     "FirstOrderX",
+    "LipschitzAB",
     "Readout",
     "SolvePolicy",
     "State",
@@ -254,6 +258,26 @@ class FirstOrderAB(BlockSolver):
         return replace(s, A=A, B=B, b=b), info
 
 
+class LipschitzAB(BlockSolver):
+    """The proximal (A, B) step for ReLU with the Lipschitz penalty (4.7) by FISTA with the
+    exact prox of the penalty and the balls
+    (:func:`fenchel_idl.blocks.lipschitz.fast_ab_lipschitz`)."""
+
+    block = "AB"
+
+    def __init__(self, problem: TrainingProblem, policy: SolvePolicy):
+        self.problem, self.policy = problem, policy
+        self.gammas = state_lipschitz(problem.activation, problem.n)
+        self.penalty = ab_penalties(problem)[0]
+
+    def solve(self, s: State) -> tuple[State, SolveInfo]:
+        pb = self.problem
+        A, B, b, info = fast_ab_lipschitz(pb, s.X, s.lam, self.gammas, self.penalty,
+                                          {"C": s.C, "D": s.D}, s.W(pb.bias),
+                                          tol=self.policy.gap_tol, rho=_ab_prox(pb, s))
+        return replace(s, A=A, B=B, b=b), info
+
+
 class Fallback(BlockSolver):
     """``primary``, and ``backup`` in its place when the primary is not certified (the
     policy records the miss, or raises).
@@ -331,11 +355,12 @@ def make_block_solvers(problem: TrainingProblem, policy: SolvePolicy, block_solv
 
     ``block_solver`` "cvxpy" uses the compiled CVXPY blocks only; "fista" the first-order
     X and (A, B) solvers (it raises when they do not apply); "auto" uses them where they
-    apply (ReLU, no penalty on A or B, no forced solver), with the CVXPY block as fallback.
+    apply (ReLU, at most one penalty on A or B with a proximal operator, the Lipschitz
+    penalty (4.7) included, no forced solver), with the CVXPY block as fallback.
     With an ``executor`` (any value :func:`fenchel_idl.blocks.parallel.make_executor`
     takes) the CVXPY batches run on it; an executor made here is closed by
     :meth:`BlockSolvers.close`. The cross-entropy readout is first-order unless ``block_solver`` is
-    "cvxpy", a solver is forced or a penalty is declared.
+    "cvxpy", a solver is forced or a penalty reads C or D.
 
     Only the blocks that read a penalty without a proximal operator (or several on A and B)
     take the generic CVXPY path, and :func:`_say_generic_path` says so once per run.
@@ -344,12 +369,14 @@ def make_block_solvers(problem: TrainingProblem, policy: SolvePolicy, block_solv
     allowed = block_solver != "cvxpy" and policy.solvers is None
     fast_x = allowed and fast_x_apply(problem)
     fast = fast_x and fast_ab_apply(problem)
-    if block_solver == "fista" and not fast:
+    lipschitz = fast_x and not fast and lipschitz_ab_apply(problem)
+    if block_solver == "fista" and not (fast or lipschitz):
         raise ValidationError("'block_solver'='fista' needs the ReLU activation and at most one "
                               "penalty on A or B, with a proximal operator (l1, row or column "
-                              "norms, feature_selection, nuclear); use 'auto' or 'cvxpy'.")
+                              "norms, feature_selection, nuclear, lipschitz); use 'auto' or "
+                              "'cvxpy'.")
     if allowed:
-        _say_generic_path(problem, fast_x, fast)
+        _say_generic_path(problem, fast_x, fast or lipschitz)
     pool = make_executor(executor)
     blocks = Blocks(problem, gap_tol=policy.gap_tol) if pool is None else ParallelBlocks(
         problem, pool, policy.options, policy.events, owns_executor=pool is not executor)
@@ -359,6 +386,8 @@ def make_block_solvers(problem: TrainingProblem, policy: SolvePolicy, block_solv
         x = Fallback(FirstOrderX(problem, policy), x, policy)
     if fast:
         ab = Fallback(FirstOrderAB(problem, policy), ab, policy)
+    elif lipschitz:
+        ab = Fallback(LipschitzAB(problem, policy), ab, policy)
     fast_cd = block_solver != "cvxpy" and policy.solvers is None and fast_readout_apply(problem)
     return BlockSolvers(x, ab, Readout(blocks, policy, fast_cd, readout_iter), blocks)
 
