@@ -673,9 +673,12 @@ def ab_prox_weight(L: float) -> float:
 # The (C, D) block without CVXPY: balls on the rows of C and D, no penalty
 # ----------------------------------------------------------------------------------------
 def fast_readout_apply(problem) -> bool:
-    """Whether the first-order (C, D) solvers below cover this problem: no penalty at all
-    (the only constraints are the row l1 balls ``bounds.C`` and ``bounds.D``)."""
-    return not problem.penalties
+    """Whether the first-order (C, D) solvers below cover this problem: no penalty reads C
+    or D (:func:`penalty_reads`), so the block's only constraints are the row l1 balls
+    ``bounds.C`` and ``bounds.D``; penalties on A or B are constants of this block."""
+    shapes = {"A": (problem.n, problem.n), "B": (problem.n, problem.p),
+              "C": (problem.q, problem.n), "D": (problem.q, problem.p)}
+    return not any(set(penalty_reads(pn, shapes)) & {"C", "D"} for pn in problem.penalties)
 
 
 def readout_projector(problem) -> Callable[[Array], Array]:
