@@ -141,7 +141,7 @@ class Blocks:
         C or D, and for cross-entropy, on all samples."""
         pb = self.problem
         if not isinstance(pb.loss, CrossEntropyLoss):
-            if any(set(pn.matrices) & {"C", "D"} for pn in pb.penalties):
+            if pb.penalties_reading("C", "D"):
                 # no posed-problem bound for the Gram solve with a penalty on C or D: the
                 # block is solved on all samples, certified by the solver's gap
                 prob, (Cv, Dv, dv) = self._cd_problem(X, A, B)

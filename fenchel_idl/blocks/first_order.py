@@ -61,7 +61,6 @@ from scipy.special import softmax
 from fenchel_idl.blocks.dca import x_step_data
 from fenchel_idl.blocks.solvers import SolveInfo
 from fenchel_idl.problem.losses import CrossEntropyLoss
-from fenchel_idl.problem.penalties import penalty_reads
 from fenchel_idl.problem.projection import project_l1_rows, project_rows
 
 __all__ = [
@@ -97,9 +96,7 @@ def fast_x_apply(problem) -> bool:
 
 def ab_penalties(problem) -> list:
     """The penalties of the problem that read A or B (:func:`penalty_reads`)."""
-    shapes = {"A": (problem.n, problem.n), "B": (problem.n, problem.p),
-              "C": (problem.q, problem.n), "D": (problem.q, problem.p)}
-    return [pn for pn in problem.penalties if set(penalty_reads(pn, shapes)) & {"A", "B"}]
+    return problem.penalties_reading("A", "B")
 
 
 def fast_ab_apply(problem) -> bool:
@@ -676,9 +673,7 @@ def fast_readout_apply(problem) -> bool:
     """Whether the first-order (C, D) solvers below cover this problem: no penalty reads C
     or D (:func:`penalty_reads`), so the block's only constraints are the row l1 balls
     ``bounds.C`` and ``bounds.D``; penalties on A or B are constants of this block."""
-    shapes = {"A": (problem.n, problem.n), "B": (problem.n, problem.p),
-              "C": (problem.q, problem.n), "D": (problem.q, problem.p)}
-    return not any(set(penalty_reads(pn, shapes)) & {"C", "D"} for pn in problem.penalties)
+    return not problem.penalties_reading("C", "D")
 
 
 def readout_projector(problem) -> Callable[[Array], Array]:

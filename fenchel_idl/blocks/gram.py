@@ -66,7 +66,7 @@ def readout_gap(problem, X: Array, C: Array, D: Array, d: Array,
         Why the bound does not apply, or "".
     """
     pb = problem
-    if any(set(pn.matrices) & {"C", "D"} for pn in pb.penalties):
+    if pb.penalties_reading("C", "D"):
         return np.nan, np.inf, "a penalty reads C or D (no Frank-Wolfe bound)"
     R = C @ X + D @ pb.U + d[:, None] - pb.Y
     m = pb.m

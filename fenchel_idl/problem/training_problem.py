@@ -44,6 +44,7 @@ from fenchel_idl.problem.penalties import (
     Penalty,
     check_penalty_convex,
     get_penalty,
+    penalty_reads,
 )
 from fenchel_idl.validation import (
     array_bytes,
@@ -326,6 +327,8 @@ class TrainingProblem:
         q = Y.shape[0]
         shapes = {"A": (self.n, self.n), "B": (self.n, p), "C": (q, self.n), "D": (q, p)}
         self.penalties: tuple[Penalty, ...] = _convex_penalties(penalties, constraints, shapes)
+        # what each penalty reads, once: a callable is narrowed to the variables it uses
+        self._reads = tuple(frozenset(penalty_reads(pn, shapes)) for pn in self.penalties)
         self.U_raw, self.Y_raw = U, Y
         self._standardize_data(U, Y)
         self.p, self.q, self.m = p, q, m
@@ -408,6 +411,12 @@ class TrainingProblem:
         div = float(lam @ self.divergence(X, Z))
         pen = self.penalty_value({"A": A, "B": B, "C": C, "D": D}) if self.penalties else 0.0
         return loss, div, pen
+
+    def penalties_reading(self, *names: str) -> list[Penalty]:
+        """The penalties that read any of the matrices ``names`` ("A", "B", "C", "D"), by
+        :func:`fenchel_idl.problem.penalties.penalty_reads` (a callable counts by the
+        variables its expression uses), so that every spelling of a penalty is routed alike."""
+        return [pn for pn, r in zip(self.penalties, self._reads) if r & set(names)]
 
     @property
     def cone(self) -> str:
