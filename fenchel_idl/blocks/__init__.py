@@ -12,8 +12,9 @@ from fenchel_idl.blocks.cvxpy_blocks import Blocks
 from fenchel_idl.blocks.first_order import (ab_prox_weight, ce_readout_lower_bound,
                                             fast_ab_block, fast_blocks_apply, fast_ce_readout,
                                             fast_k_step, fast_readout_apply, fast_x_block)
-from fenchel_idl.blocks.lipschitz import (fast_ab_lipschitz, lipschitz_ab_apply,
-                                          lipschitz_ab_prox, lipschitz_ab_residual)
+from fenchel_idl.blocks.lipschitz import (fast_ab_lipschitz, fast_cd_lipschitz,
+                                          lipschitz_ab_apply, lipschitz_ab_prox,
+                                          lipschitz_ab_residual, lipschitz_cd_apply)
 from fenchel_idl.blocks.parallel import (BlockExecutor, DaskExecutor, ParallelBlocks,
                                          ProcessExecutor, SolveOptions, make_executor)
 from fenchel_idl.blocks.solvers import (CHAINS, ON_FAILURE, SolveInfo, describe_solve,
@@ -26,8 +27,9 @@ __all__ = [
     # the compiled CVXPY blocks and the first-order solvers
     "Blocks", "ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply",
     "fast_ce_readout", "fast_k_step", "fast_readout_apply", "fast_x_block",
-    # the (A, B) block with the Lipschitz penalty (4.7)
+    # the (A, B) and (C, D) blocks with the Lipschitz penalty (4.7)
     "fast_ab_lipschitz", "lipschitz_ab_apply", "lipschitz_ab_prox", "lipschitz_ab_residual",
+    "fast_cd_lipschitz", "lipschitz_cd_apply",
     # the (B, D) column block of the feature-selection penalty
     "ColumnBlockSolvers", "ColumnsBlock", "PolishedReadout", "columns_apply", "fast_bd_block",
     "with_column_block",

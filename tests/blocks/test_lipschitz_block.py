@@ -233,3 +233,85 @@ def test_bcd_sweep_is_certified_and_matches_the_cvxpy_sweep():
         assert (ab[0].solver == "FISTA") == (solver == "auto")
         objs.append(res.history[-1].objective)
     assert abs(objs[0] - objs[1]) <= 1e-5 * max(1.0, abs(objs[1]))
+
+
+# ---- the (C, D) block ---------------------------------------------------------------------
+def _cd_setup(weight, seed, bias=True, m=60):
+    rng = np.random.default_rng(seed)
+    n = 6
+    U = rng.standard_normal((4, m))
+    pb = TrainingProblem(U, np.sin(U[:1] + U[1:2]), n=n, kappa=0.5, bias=bias,
+                         penalties=[LipschitzBound(weight)])
+    X = np.maximum(rng.standard_normal((n, m)), 0.0)
+    A = rng.standard_normal((n, n))
+    A *= 0.4 / _inf(A)
+    B = rng.standard_normal((n, pb.p)) * 0.3
+    return pb, X, A, B
+
+
+def _cd_value(pb, X, A, B, C, D, d):
+    return pb.loss.value(pb.Y, C @ X + D @ pb.U + d[:, None]) + pb.penalties[0].value(
+        {"A": A, "B": B, "C": C, "D": D})
+
+
+@pytest.mark.parametrize("weight", [1e-3, 0.05, 1.0, 20.0])
+@pytest.mark.parametrize("bias", [True, False])
+def test_cd_block_reaches_the_clarabel_objective(weight, bias):
+    from fenchel_idl.blocks.lipschitz import fast_cd_lipschitz
+    pb, X, A, B = _cd_setup(weight, 0 if bias else 1, bias)
+    K0 = np.zeros((pb.q, pb.n + pb.p + int(bias)))
+    C, D, d, info = fast_cd_lipschitz(pb, X, A, B, pb.penalties[0], K0, tol=1e-8)
+    C2, D2, d2, _ = Blocks(pb).solve_cd(
+        X, A, B, lambda pr, nm: solve_certified(pr, nm, "socp", None, "raise", 1e-7)[-1])
+    assert info.certified and info.block == "CD"
+    f1, f2 = _cd_value(pb, X, A, B, C, D, d), _cd_value(pb, X, A, B, C2, D2, d2)
+    assert f1 - f2 <= 1e-7 * max(1.0, abs(f2))
+    assert abs(info.objective - f1) <= 1e-10 * max(1.0, abs(f1))
+    assert np.abs(C).sum(axis=1).max() <= pb.bounds.C * (1 + 1e-12)
+    assert np.abs(D).sum(axis=1).max() <= pb.bounds.D * (1 + 1e-12)
+    if not bias:
+        np.testing.assert_array_equal(d, 0.0)
+
+
+def test_cd_duality_gap_bounds_the_true_gap_from_any_iterate():
+    from fenchel_idl.blocks.lipschitz import fast_cd_lipschitz
+    pb, X, A, B = _cd_setup(0.5, 3)
+    C2, D2, d2, _ = Blocks(pb).solve_cd(
+        X, A, B, lambda pr, nm: solve_certified(pr, nm, "socp", None, "raise", 1e-8)[-1])
+    f_star = _cd_value(pb, X, A, B, C2, D2, d2)
+    K0 = np.zeros((pb.q, pb.n + pb.p + 1))
+    for iters in (1, 10, 30, 100):
+        C, D, d, info = fast_cd_lipschitz(pb, X, A, B, pb.penalties[0], K0, tol=1e-15,
+                                          max_iter=iters)
+        gap = info.gap * max(1.0, abs(info.objective))
+        assert _cd_value(pb, X, A, B, C, D, d) - f_star <= gap + 1e-8 * max(1.0, f_star)
+
+
+def test_cd_routing_by_size(monkeypatch):
+    """The first-order (C, D) block past the size threshold (then no block is generic),
+    the CVXPY block below it (named by the warning); a BCD sweep through the fast blocks
+    matches the one through the CVXPY blocks (after one sweep: the line search's long steps
+    amplify the blocks' tolerance-level differences in later sweeps)."""
+    import fenchel_idl.blocks.block_solvers as bs
+    from fenchel_idl.blocks.block_solvers import LipschitzCD, Readout
+    pb = _tiny(penalties=[LipschitzBound(1e-3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SolverWarning)
+        assert isinstance(make_block_solvers(pb, SolvePolicy("socp")).CD, Readout)
+    assert not bs.lipschitz_cd_apply(_tiny(penalties=[LipschitzBound(1e-3), L1(1e-3, on="C")]))
+    monkeypatch.setattr(bs, "_LIPSCHITZ_CD_MIN_SIZE", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SolverWarning)  # no block is generic
+        s = make_block_solvers(pb, SolvePolicy("socp"))
+    assert isinstance(s.CD.primary, LipschitzCD) and isinstance(s.CD.backup, Readout)
+    objs = []
+    for solver in ("auto", "cvxpy"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SolverWarning)
+            res = solve_bcd(_tiny(penalties=[LipschitzBound(0.05)]), max_sweeps=1, seed=0,
+                            block_solver=solver)
+        assert all(r.certified for r in res.history if r.block != "X")
+        assert any(r.solver == "FISTA" for r in res.history if r.block == "LS") == (
+            solver == "auto")
+        objs.append(res.history[-1].objective)
+    assert abs(objs[0] - objs[1]) <= 1e-5 * max(1.0, abs(objs[1]))
