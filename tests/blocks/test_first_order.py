@@ -224,6 +224,7 @@ def test_routing_keeps_named_penalties_fast_and_says_which_block_is_generic():
         CvxpyAB,
         FirstOrderAB,
         FirstOrderX,
+        LipschitzAB,
         SolvePolicy,
         make_block_solvers,
     )
@@ -235,9 +236,10 @@ def test_routing_keeps_named_penalties_fast_and_says_which_block_is_generic():
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         s = make_block_solvers(_tiny_problem(penalties=[pen_mod.LipschitzBound(1e-3)]), policy)
-    assert isinstance(s.X.primary, FirstOrderX) and isinstance(s.AB, CvxpyAB)
+    assert isinstance(s.X.primary, FirstOrderX) and isinstance(s.AB.primary, LipschitzAB)
+    assert isinstance(s.AB.backup, CvxpyAB)
     msgs = [str(x.message) for x in w if issubclass(x.category, SolverWarning)]
-    assert len(msgs) == 1 and "(A, B) block for 'lipschitz'" in msgs[0]
+    assert len(msgs) == 1 and "(C, D) block for 'lipschitz'" in msgs[0] and "(A, B)" not in msgs[0]
     with warnings.catch_warnings(record=True) as w:  # a constraint on C: only (C, D) generic
         warnings.simplefilter("always")
         s = make_block_solvers(_tiny_problem(constraints=[lambda A, B, C, D: [C >= 0]]), policy)
