@@ -5,7 +5,11 @@ Each sweep solves the X block (a DCA majorization step) and the (A, B) block of
 :class:`fenchel_idl.blocks.block_solvers.BlockSolver`. A block update that would increase
 the relaxed objective (by more than the solvers' tolerance) is rejected, so the objective
 never increases within a stage of fixed lam. How lam changes between stages, and the line
-search along the (A, B) step, are in :mod:`fenchel_idl.drivers.schedule`.
+search along the (A, B) step, are in :mod:`fenchel_idl.drivers.schedule`. With the
+feature-selection or row-norm penalty the line-search schedule ends every sweep with the
+prune step of that module (:func:`~fenchel_idl.drivers.schedule.prune`): the groups whose
+removal lowers the true objective are set to exactly zero, so BCD alone returns exact zero
+columns of (B; D) and rows of (A, B).
 
 Every run ends with the optimal readout of :mod:`fenchel_idl.drivers.finish`: X recomputed
 as the true equilibrium of the final (A, B) and (C, D) re-solved on it, which is globally
@@ -36,7 +40,7 @@ from fenchel_idl.drivers.checkpoint import (
 from fenchel_idl.drivers.finish import DescentStats, check_run_options, finish
 from fenchel_idl.drivers.progress import Progress
 from fenchel_idl.drivers.records import BCDResult, BlockRecord, outcome
-from fenchel_idl.drivers.schedule import Schedule, adapt_lam, line_search, readout_weights
+from fenchel_idl.drivers.schedule import Schedule, adapt_lam, line_search, prune, readout_weights
 from fenchel_idl.drivers.state import equilibrium, initial_state, objective, train_metric
 from fenchel_idl.errors import InputTypeError, ValidationError
 from fenchel_idl.problem.penalties import Custom
@@ -199,6 +203,11 @@ class _Descent:
         # (fenchel_idl.blocks.columns), whose exact zero columns the (A, B) step cannot make
         self.blocks = (("X", "AB") if schedule.line_search else ("X", "AB", "CD")) + (
             ("BD",) if getattr(solvers, "BD", None) is not None else ())
+        # exact zero groups of the sparsity penalties, tried at each sweep's true
+        # equilibrium (schedule.prune); needs the line-search schedule's restarts
+        self.prunes = bool(schedule.line_search) and any(
+            getattr(pn, "name", "") in ("feature_selection", "row_norms")
+            for pn in problem.penalties)
         self.history: list[BlockRecord] = []
         self.eq_losses: list[tuple[int, float]] = []
         self.sweep = self.stage = self.stage_sweeps = self.rejected = 0
@@ -308,6 +317,8 @@ class _Descent:
                 if step > 0.0:
                     break
         if sch.line_search:
+            if self.prunes:
+                self.prune_step()
             self.eq_losses.append((self.sweep + 1, float(self.loss)))
             # the weights are the sweep's; lam adapts unweighted
             self.s.lam, stationary = adapt_lam(lam_base.copy(), step, sch)
@@ -363,6 +374,18 @@ class _Descent:
                                 self.pen, time.perf_counter() - t0, float(self.s.lam.mean()),
                                 step, n_eval, **outcome(info, step > 0)))
         return step
+
+    def prune_step(self) -> None:
+        """Zero the sparsity groups whose removal lowers the true objective
+        (:func:`fenchel_idl.drivers.schedule.prune`); recorded as block "PR"."""
+        t0 = time.perf_counter()
+        self.s, _, k, n_eval, info = prune(self.problem, self.s, self.J, self.solvers.CD)
+        if info is None:
+            return
+        self.evaluate()
+        self.record(BlockRecord(self.sweep, self.stage, "PR", self.J, self.loss, self.div,
+                                self.pen, time.perf_counter() - t0, float(self.s.lam.mean()),
+                                float(k), n_eval, **outcome(info, True)))
 
     def end_stage(self) -> None:
         """Per-unit continuation: raise lam_i of the states still off equilibrium (or stop

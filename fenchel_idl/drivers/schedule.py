@@ -24,13 +24,15 @@ from numpy.typing import NDArray
 from fenchel_idl.blocks.block_solvers import BlockSolver, State
 from fenchel_idl.blocks.first_order import ab_projector
 from fenchel_idl.blocks.solvers import SolveInfo
+from fenchel_idl.drivers.gradients import loss_gradients
 from fenchel_idl.drivers.state import equilibrium, objective
 from fenchel_idl.errors import ValidationError
 from fenchel_idl.model.activations import state_lipschitz
+from fenchel_idl.model.implicit_model import ImplicitModel
 from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.validation import check_int, check_real
 
-__all__ = ["Schedule", "adapt_lam", "line_search", "readout_weights"]
+__all__ = ["Schedule", "adapt_lam", "line_search", "prune", "readout_weights"]
 
 Array = NDArray[np.float64]
 
@@ -70,9 +72,10 @@ class Schedule:
         exactly when ``restart`` is, so ``Schedule(restart=False, factor=4)`` is the
         continuation schedule without it.
     step_max : float
-        Largest step of the line search. Steps above 1 keep the proposal's zero columns of
-        B zero (the exact zeros of a feature-selection column block) and are projected on
-        the norm balls; they are not tried when a user constraint restricts A or B (no projection is known).
+        Largest step of the line search. Steps above 1 are projected on the norm balls;
+        they are not tried when a user constraint restricts A or B (no projection is
+        known). Every step keeps the proposal's zero groups of the sparsity penalties on A
+        and B (see :func:`line_search`).
     lam_min : float
         Lower limit of lam_i in the line-search schedule.
     lam_weights : {"readout", "uniform"}
@@ -120,28 +123,61 @@ class Schedule:
                                   f"'uniform']; got {self.lam_weights!r}.")
 
 
+def _kept_zeros(problem: TrainingProblem, prop: State) -> tuple[Array, Array]:
+    """The entries of A and B that the line search keeps at zero along the whole path: the
+    proposal's zero groups of the sparsity penalties on A or B (entries for ``l1``, columns
+    of B for ``feature_selection``, rows of A or (A, B) for ``row_norms``, columns of A for
+    ``column_norms``). Their proximal maps make these exact zeros; a step t != 1 from the
+    base point would otherwise turn a zero group into t times the base's or (1 - t) times it.
+    Returns boolean masks of the shapes of A and B."""
+    zA, zB = np.zeros(prop.A.shape, bool), np.zeros(prop.B.shape, bool)
+    for pn in problem.penalties:
+        kind = getattr(pn, "name", "")
+        if kind == "l1":
+            zA |= ("A" in pn.matrices) & (prop.A == 0.0)
+            zB |= ("B" in pn.matrices) & (prop.B == 0.0)
+        elif kind == "feature_selection":
+            zB |= ~np.any(prop.B != 0.0, axis=0)[None, :]
+        elif kind == "row_norms":
+            rows = ~np.any(prop.A != 0.0, axis=1)
+            if pn.of == "AB":
+                rows &= ~np.any(prop.B != 0.0, axis=1)
+                zB |= rows[:, None]
+            zA |= rows[:, None]
+        elif kind == "column_norms":
+            zA |= ~np.any(prop.A != 0.0, axis=0)[None, :]
+    return zA, zB
+
+
 def line_search(problem: TrainingProblem, base: State, prop: State, J_base: float,
                 readout: BlockSolver, schedule: Schedule,
                 extrapolate: bool) -> tuple[State, float, int, SolveInfo]:
     """Search along the (A, B) step from ``base`` to ``prop`` for a lower true objective.
 
     Every trial point is put at its true equilibrium and gets the optimal (C, D) readout (a
-    certified solve), so its objective is the true training objective of that (A, B).
+    certified solve), so its objective is the true training objective of that (A, B), and
+    only a point that lowers it is accepted: any trial point keeps the monotone guarantee.
+    With ``extrapolate`` (no user constraint on A or B) every trial point keeps the
+    proposal's zero groups of the sparsity penalties (:func:`_kept_zeros`): zeroing entries
+    keeps a point in the norm balls, and steps t > 1 are projected back onto them. When no
+    step t <= 1 of that path improves, the plain segment is searched as well, so the sparse
+    path never stops a run that the plain one would continue.
     Returns the accepted state (``base`` when no step improves), the step
     (0 for none), the number of trial points and the SolveInfo of the accepted readout.
     """
     n, p, bias = problem.n, problem.p, problem.bias
     project = ab_projector(problem, state_lipschitz(problem.activation, problem.n))
-    zero_cols = ~np.any(prop.B != 0.0, axis=0)  # exact zeros of the column block's prox
+    zA, zB = _kept_zeros(problem, prop) if extrapolate else (None, None)
+    sparse = zA is not None and bool(np.any(base.A[zA] != 0.0) or np.any(base.B[zB] != 0.0))
 
-    def point(t: float):
+    def point(t: float, keep: bool = True):
         st = prop.copy()
         st.A = base.A + t * (prop.A - base.A)
         st.B = base.B + t * (prop.B - base.B)
         st.b = base.b + t * (prop.b - base.b)
-        if t > 1.0:  # outside the segment: the proposal's zero columns of B stay zero (no
-            # step past the prox's zero), and back onto the balls
-            st.B[:, zero_cols] = 0.0
+        if keep and zA is not None:
+            st.A[zA], st.B[zB] = 0.0, 0.0
+        if t > 1.0:  # outside the segment: back onto the balls (zeros stay zeros)
             W = project(np.hstack([st.A, st.B] + ([st.b[:, None]] if bias else [])))
             st.A, st.B = W[:, :n], W[:, n:n + p]
             if bias:
@@ -167,18 +203,83 @@ def line_search(problem: TrainingProblem, base: State, prop: State, J_base: floa
             best = (st, Jt, t, info)
             t *= 2.0
     else:
-        t = 0.5
-        while t >= 1.0 / 64.0:
-            st, Jt, info = point(t)
-            evals += 1
-            last_info = info
-            if better(Jt, J_base) and info.certified:
-                best = (st, Jt, t, info)
-                break
-            t /= 2.0
+        for keep in ((True, False) if sparse else (True,)):
+            t = 0.5
+            while best is None and t >= 1.0 / 64.0:
+                st, Jt, info = point(t, keep)
+                evals += 1
+                last_info = info
+                if better(Jt, J_base) and info.certified:
+                    best = (st, Jt, t, info)
+                t /= 2.0
     if best is None:
         return base, 0.0, evals, last_info
     return best[0], best[2], evals, best[3]
+
+
+def _prune_groups(problem: TrainingProblem, s: State) -> list[tuple[Array, Array, float]]:
+    """The groups of the sparsity penalties on B and (A, B) that :func:`prune` may zero, as
+    (mask of A, mask of B, predicted change of the true objective): zeroing the group g
+    changes the loss by about -<grad_g, g> (implicit gradients at the equilibrium, section
+    6.2) and the penalty by exactly -w ||g|| (for (B; D) columns the readout re-solved
+    on the zero column of B removes D's part as well)."""
+    model = ImplicitModel(s.A, s.B, s.C, s.D, problem.activation,
+                          s.b if problem.bias else None, s.d if problem.bias else None)
+    g = loss_gradients(model, problem.U, problem.Y, problem.loss)
+    out = []
+    for pn in problem.penalties:
+        kind = getattr(pn, "name", "")
+        if kind == "feature_selection":
+            for j in np.flatnonzero(np.any(s.B != 0.0, axis=0)):
+                mB = np.zeros(s.B.shape, bool)
+                mB[:, j] = True
+                norm = float(np.hypot(np.linalg.norm(s.B[:, j]), np.linalg.norm(s.D[:, j])))
+                lin = float(g.B[:, j] @ s.B[:, j] + g.D[:, j] @ s.D[:, j])
+                out.append((np.zeros(s.A.shape, bool), mB, -lin - pn.weight * norm))
+        elif kind == "row_norms":
+            both = pn.of == "AB"
+            for i in np.flatnonzero(np.any(s.A != 0.0, axis=1)
+                                    | (both & np.any(s.B != 0.0, axis=1))):
+                mA, mB = np.zeros(s.A.shape, bool), np.zeros(s.B.shape, bool)
+                mA[i] = True
+                mB[i] = both
+                norm = float(np.hypot(np.linalg.norm(s.A[i]), both * np.linalg.norm(s.B[i])))
+                lin = float(g.A[i] @ s.A[i] + both * (g.B[i] @ s.B[i]))
+                out.append((mA, mB, -lin - pn.weight * norm))
+    return out
+
+
+def prune(problem: TrainingProblem, s: State, J: float, readout: BlockSolver,
+          tries: int = 3) -> tuple[State, float, int, int, SolveInfo | None]:
+    """Set to exactly zero the groups of the sparsity penalties (columns of (B; D) for
+    ``feature_selection``, rows of A or (A, B) for ``row_norms``) whose removal is
+    predicted to lower the true objective, and keep the result only if it does.
+
+    ``s`` is at its true equilibrium with its optimal readout and true objective ``J``. The
+    BCD blocks only shrink such groups (their steps are held near the current states by
+    lam), so a group whose optimum is zero can take many sweeps to reach it; this step
+    reaches it at once. The trial point (the groups with a negative predicted change, then
+    the better half of them, ... ``tries`` points at most) is put at its true equilibrium
+    with its certified optimal readout and accepted only when its true objective is lower:
+    the true objective never increases, and the accepted state's readout is certified.
+    Returns (state, objective, groups zeroed, points tried, SolveInfo of the accepted readout
+    or None).
+    """
+    groups = sorted((gr for gr in _prune_groups(problem, s) if gr[2] < 0.0),
+                    key=lambda gr: gr[2])
+    k, evals = len(groups), 0
+    while k > 0 and evals < tries:
+        st = s.copy()
+        for mA, mB, _ in groups[:k]:
+            st.A[mA], st.B[mB] = 0.0, 0.0
+        st.X, _ = equilibrium(problem, st, X0=s.X)
+        st, info = readout.solve(st)
+        evals += 1
+        Jt = float(sum(objective(problem, st)))
+        if info.certified and Jt < J - 1e-12 * max(1.0, abs(J)):
+            return st, Jt, k, evals, info
+        k //= 2
+    return s, J, 0, evals, None
 
 
 def readout_weights(C: Array, eps: float = 0.3) -> Array:
