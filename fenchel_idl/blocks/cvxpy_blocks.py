@@ -22,6 +22,7 @@ from fenchel_idl.blocks.cvxpy_terms import (
     weighted,
 )
 from fenchel_idl.blocks.dca import x_step_data
+from fenchel_idl.blocks.first_order import ab_prox_rows
 from fenchel_idl.blocks.gram import GramReadout, readout_gap
 from fenchel_idl.blocks.solvers import SolveInfo
 from fenchel_idl.errors import SolverWarning
@@ -278,8 +279,10 @@ class Blocks:
             cons += inf_ball(Bv, pb.bounds.B)
             if bv is not None:
                 cons += [cp.abs(bv) <= pb.bounds.B]
-        # proximal term weighted like the rows' divergence (lam_i), as in the row batches
-        sl = np.sqrt(lam)[:, None]
+        # proximal term sum_i c_i / 2 ||w_i - centre_i||^2 with the first-order block's
+        # weights c / rho (lam_i, as in the row batches, or max(lam) for a coupled penalty
+        # whose prox has no per-row metric): the two paths solve one problem
+        sl = np.sqrt(ab_prox_rows(pb.penalties_reading("A", "B"), lam, 1.0))[:, None]
         proxterm = 0.5 * cp.sum_squares(cp.multiply(sl, prox * Wv - centre))
         const = cp.Parameter(name="constant")  # sum_i lam_i f(X_i) / m, as in the rows
         prob = cp.Problem(cp.Minimize((fz - lin) / m + const + pen + proxterm), cons)
@@ -289,7 +292,9 @@ class Blocks:
     def solve_ab(self, X, lam, C, D, solve, centre: Array,
                  prox: float) -> tuple[Array, Array, Array, SolveInfo]:
         """The proximal (A, B) step: the block objective plus prox/2 ||W - centre||^2
-        (per row, weighted by lam_i in the joint form), W = [A, B, b]."""
+        (per row; in the joint form, in training units, row i's weighted by
+        :func:`fenchel_idl.blocks.first_order.ab_prox_rows`: lam_i, or max(lam) for a
+        coupled penalty whose prox has no per-row metric), W = [A, B, b]."""
         pb = self.problem
         n, p = pb.n, pb.p
         if not self.rowwise:

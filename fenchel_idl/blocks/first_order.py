@@ -65,6 +65,7 @@ from fenchel_idl.problem.projection import project_l1_rows, project_rows
 
 __all__ = [
     "ab_penalties",
+    "ab_prox_rows",
     "ab_prox_weight",
     "ce_readout_lower_bound",
     "fast_ab_apply",
@@ -384,8 +385,8 @@ def _ab_join(problem, W: Array, parts: dict[str, Array]) -> Array:
     return out
 
 
-def ab_penalty_prox(problem, gammas: Array, pen, t,
-                    fixed: dict[str, Array]) -> Callable[[Array], Array]:
+def ab_penalty_prox(problem, gammas: Array, pen, t, fixed: dict[str, Array],
+                    eta: float = 0.0) -> Callable[[Array], Array]:
     """The proximal map of t P + the indicator (t a number, or per row an array of shape
     (n, 1) for a row-separable P) of the (A, B) block's balls, on W = [A, B, b].
 
@@ -396,7 +397,7 @@ def ab_penalty_prox(problem, gammas: Array, pen, t,
       projection of B and b, which the penalty does not read.
     - the others: the proximal Dykstra iteration (Bauschke and Combettes, "Convex Analysis
       and Monotone Operator Theory", 29.2), warm-started from the dual sequences of the
-      previous call (:func:`_warm_dykstra`).
+      previous call (:func:`_warm_dykstra`, inexact by ``eta`` when it is positive).
 
     Every value returned is feasible (a projection onto the balls, or on them by
     construction), and zeros of the penalty's prox stay zeros.
@@ -417,24 +418,40 @@ def ab_penalty_prox(problem, gammas: Array, pen, t,
         # B and b are only projected: Dykstra on A alone
         return _a_penalty_prox(problem, _warm_dykstra(
             lambda Ac: pen.ab_prox({"A": Ac}, t, fixed)["A"],
-            lambda Ac: project_rows(Ac, radius, "sort")))
-    return _warm_dykstra(prox_p, project)
+            lambda Ac: project_rows(Ac, radius, "sort"), eta=eta))
+    return _warm_dykstra(prox_p, project, eta=eta)
+
+
+#: Inexactness of the Dykstra prox inside :func:`fast_ab_penalized` (``eta`` of
+#: :func:`_warm_dykstra`).
+_DYKSTRA_ETA = 1e-3
 
 
 def _warm_dykstra(prox_p: Callable[[Array], Array], project: Callable[[Array], Array],
-                  max_iter: int = 200) -> Callable[[Array], Array]:
+                  max_iter: int = 200, eta: float = 0.0) -> Callable[[Array], Array]:
     """The proximal Dykstra iteration for prox_{f + g}(z) (prox_p of f, project of g), with
     its dual sequences kept from one call to the next.
 
     It is block-coordinate minimization of the dual ``f*(u) + g*(v) + 1/2 ||z - u - v||^2``
     over u (the p sequence) and v (the q sequence), with x = z - u - v; it converges from
     any (u, v), so the previous call's pair, near the new one when z moves little (as
-    between FISTA steps), is a warm start. The returned x is a projection, so feasible."""
-    duals: dict[str, Array | float] = {"p": 0.0, "q": 0.0}
+    between FISTA steps), is a warm start. The returned x is a projection, so feasible.
+
+    It stops when its iterate moves by at most 1e-13 relative, or, with ``eta`` > 0, by at
+    most ``eta`` times the distance between this argument z and the previous call's: an
+    inexact prox whose error shrinks with the steps of the method that calls it (summable
+    where FISTA converges linearly; a call at the previous argument is exact). In
+    :func:`fast_ab_penalized` that is about one Dykstra round per call instead of four or
+    five, for a few more FISTA iterations; its certificate does not rely on the prox being
+    exact (it bounds the gap at the returned feasible point from an element of its
+    subdifferential)."""
+    duals: dict[str, Array | float] = {"p": 0.0, "q": 0.0, "z": None}
 
     def prox(Wc: Array) -> Array:
         p_, q_ = duals["p"], duals["q"]
         x = Wc - p_ - q_
+        tol_abs = 0.0 if duals["z"] is None or eta <= 0.0 else \
+            eta * float(np.linalg.norm(Wc - duals["z"]))
         for _ in range(max_iter):
             y = prox_p(x + p_)
             p_ = x + p_ - y
@@ -443,12 +460,12 @@ def _warm_dykstra(prox_p: Callable[[Array], Array], project: Callable[[Array], A
             # q = 0 before and after: y = prox_f(z) (x + p = z) lies in the set, so it is
             # the answer exactly
             done = (not np.any(q_) and not np.any(q_new)) or (
-                np.linalg.norm(xn - x) <= 1e-13 * (1.0 + np.linalg.norm(xn)))
+                np.linalg.norm(xn - x) <= max(1e-13 * (1.0 + np.linalg.norm(xn)), tol_abs))
             q_ = q_new
             x = xn
             if done:
                 break
-        duals.update(p=p_, q=q_)
+        duals.update(p=p_, q=q_, z=Wc)
         return x
 
     return prox
@@ -568,62 +585,88 @@ def ab_penalty_residual(problem, gammas: Array, pen, W: Array, g: Array,
     return best
 
 
+def ab_prox_rows(penalties, lam: Array, rho: float) -> Array:
+    """The weights c_i of the (A, B) block's proximal term sum_i c_i / 2 ||w_i - w0_i||^2 in
+    the lam-weighted block objective (training units), for the ``penalties`` that read A or
+    B (:func:`ab_penalties`): shape (n,).
+
+    - ``rho * lam_i`` (row i's divergence and its proximal term both count lam_i times) for
+      row-separable penalties, for penalties whose prox takes a per-row metric
+      (``ab_metric``: FISTA then takes one step per row, lam_i (L0 + rho)), for those
+      without a first-order prox (the CVXPY block alone) and without penalties.
+    - ``rho * max(lam)`` for every row when a penalty couples the rows and has its prox in
+      the Euclidean metric only (the nuclear norm): FISTA then takes one step for all
+      rows, max(lam) (L0 + rho), and a uniform proximal term makes the block
+      rho max(lam)-strongly convex instead of rho min(lam): as well conditioned as one
+      row, where lam spreads over a factor of tens after a few stages.
+
+    Any positive weights give a valid proximal BCD block (the block objective never
+    increases); the first-order block (:func:`fast_ab_penalized`) and the CVXPY block
+    (:meth:`fenchel_idl.blocks.cvxpy_blocks.Blocks.solve_ab`) both take theirs from here, so
+    the two solve one problem.
+    """
+    lam = np.asarray(lam, dtype=float)
+    uniform = any(pn.ab_fast and not pn.ab_metric and not pn.row_separable
+                  for pn in penalties)
+    return np.full(lam.shape, rho * float(lam.max())) if uniform else rho * lam
+
+
 def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[str, Array],
                       W0: Array, tol: float = 1e-7, rho: float | None = None,
                       max_iter: int = 20000) -> tuple[Array, Array, Array, SolveInfo]:
     """The proximal (A, B) step with a penalty P on A or B, by FISTA with the proximal map
     of P + the balls (:func:`ab_penalty_prox`)::
 
-        min_W  sum_i lam_i [ (1/m) (1/2 ||(w_i V)_+||^2 - w_i^T V x_i) + rho/2 ||w_i - w0_i||^2 ]
-               + P(A, B; C, D)   over the balls,
+        min_W  sum_i lam_i (1/m) [ 1/2 ||(w_i V)_+ - x_i||^2 + x_i^T (w_i V)_- ]
+               + sum_i c_i / 2 ||w_i - w0_i||^2 + P(A, B; C, D)   over the balls,
 
-    the CVXPY block's objective (the rows weighted by lam, since P couples them; a
-    row-separable P instead weighs row i of P by 1 / lam_i, as the row batches do). It is
-    rho min(lam)-strongly convex (rho when row-separable), so ``F(W) - F* <= ||e||^2 / (2 rho min(lam))`` for any e in
-    dF(W) (:func:`ab_penalty_residual`), the certificate, taken at the proximal-gradient
-    point of the last check, which is the point returned. ``fixed`` holds C and D.
+    the CVXPY block's objective, with the proximal weights c of :func:`ab_prox_rows`
+    (rho lam_i, or rho max(lam) for a coupled penalty whose prox has no per-row metric).
+    FISTA minimizes it scaled per row by 1 / s_i: s = lam for a row-separable P (the rows
+    apart, each as one row whatever the spread of lam, as the row batches do), else
+    s = 1. The scaled objective is 1-strongly convex in the norm sum_i (c_i / s_i)
+    ||w_i||^2, so ``F(W) - F* <= sum_i s_i ||e_i||^2 / (c_i / s_i) / 2`` in training
+    units for any e in the scaled dF(W) (:func:`ab_penalty_residual`), the certificate,
+    taken at the proximal-gradient point of the last check, which is the point returned.
+    ``fixed`` holds C and D.
 
     The rows' divergences are posed in the stable form 1/2 (x - z+)^2 + x z- (no constant;
-    see :func:`fast_ab_block`), and the value and the gap are reported in units of the
-    training objective: a row-separable problem, solved row by row divided by lam_i, has
-    its rows' gaps weighted back by lam_i."""
+    see :func:`fast_ab_block`), and the value and the gap are in units of the training
+    objective."""
     t0 = time.perf_counter()
     n, p, m = problem.n, problem.p, problem.m
     V = np.vstack([X, problem.U] + ([np.ones((1, m))] if problem.bias else []))
     L0 = float(np.linalg.norm(V, 2)) ** 2 / m
     rho = ab_prox_weight(L0) if rho is None else rho
     lam = np.asarray(lam, dtype=float)[:, None]
-    if pen.row_separable:
-        # rows apart: row i's objective divided by lam_i (the same minimizer), so the step
-        # and the strong convexity are those of one row, whatever the spread of lam
-        lc, tw = np.ones_like(lam), 1.0 / lam
-    else:
-        lc, tw = lam, 1.0
+    prox_rows = ab_prox_rows([pen], lam[:, 0], rho)[:, None]  # c, training units
+    s = lam if pen.row_separable else np.ones_like(lam)
+    lc, cw, tw = lam / s, prox_rows / s, 1.0 / s  # divergence, proximal, penalty weights
     # steps per row (a diagonal metric) where the penalty's prox takes one, else one step
-    L = lc * (L0 + rho) if pen.ab_metric else float(lc.max()) * (L0 + rho)
-    # F is rho-strongly convex in the norm sum_i lc_i ||w_i||^2, so F - F* <=
-    # sum_i ||e_i||^2 / lc_i / (2 rho) for e in dF
-    mu = rho
+    L = lc * L0 + cw if pen.ab_metric else float(np.max(lc * L0 + cw))
+    rw = s / cw  # squared residual per row -> twice the gap in training units
 
     def row_values(Wc):
         Z = Wc @ V
         Zp = np.maximum(Z, 0.0)
         Ex = Zp - X
         Dw = Wc - W0
-        rows = np.sum(0.5 * Ex * Ex + X * (Zp - Z), axis=1) / m \
-            + 0.5 * rho * np.sum(Dw * Dw, axis=1)
-        return rows, Ex, Dw
+        return np.sum(0.5 * Ex * Ex + X * (Zp - Z), axis=1) / m, Ex, Dw
 
     def grad_obj(Wc):
         rows, Ex, Dw = row_values(Wc)
-        return float(np.sum(lc[:, 0] * rows)), lc * ((Ex @ V.T) / m + rho * Dw)
+        f = float(np.sum(lc[:, 0] * rows) + 0.5 * np.sum(cw * Dw * Dw))
+        return f, lc * ((Ex @ V.T) / m) + cw * Dw
 
     def full(Wc):
-        """The value in units of the training objective: lam-weighted rows plus P."""
-        return float(lam[:, 0] @ row_values(Wc)[0]) + pen.ab_value(_ab_parts(problem, Wc),
-                                                                   fixed)
+        """The value in units of the training objective: lam-weighted rows, the proximal
+        term and P."""
+        rows, _, Dw = row_values(Wc)
+        return float(lam[:, 0] @ rows + 0.5 * np.sum(prox_rows * Dw * Dw)) \
+            + pen.ab_value(_ab_parts(problem, Wc), fixed)
 
-    prox = ab_penalty_prox(problem, gammas, pen, tw / L, fixed)  # per row when L is
+    prox = ab_penalty_prox(problem, gammas, pen, tw / L, fixed,  # per row when L is
+                           eta=_DYKSTRA_ETA)
     exact = pen.name == "l1"  # the prox is exact in closed form (the step bound below)
     last: dict = {}
     residual_memory: dict = {}  # the residual's normal vector, from check to check
@@ -633,15 +676,13 @@ def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[st
         # than at W; with an exact prox, L (W - W+) + grad(W+) - g lies in dF(W+)
         Wp = prox(Wc - g / L)
         _, gp = grad_obj(Wp)
-        # in training units: rows apart, row i's gap counts lam_i times
-        rw = lam if pen.row_separable else 1.0 / lc
         sq = ab_penalty_residual(problem, gammas, pen, Wp, gp, fixed, tw, rw,
                                  memory=residual_memory)
         if exact:
             e = L * (Wc - Wp) + gp - g
             sq = min(sq, float(np.sum(e * e * rw)))
         full_p = full(Wp)
-        last.update(point=Wp, f=full_p, gap=sq / (2.0 * mu))
+        last.update(point=Wp, f=full_p, gap=0.5 * sq)
         # fista compares the gap with tol * max(1, |f|) for its own f (the smooth part)
         return last["gap"] * max(1.0, abs(f)) / max(1.0, abs(full_p))
 

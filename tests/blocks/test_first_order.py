@@ -175,12 +175,17 @@ def test_penalized_ab_block_reaches_the_clarabel_objective(pen, seed):
         X, lam, C, D, lambda pr, nm: solve_certified(pr, nm, cone, None, "raise", 1e-7)[-1],
         W0, rho)
 
+    # proximal weights in training units: rho lam_i (row i's term counts lam_i times, as
+    # its divergence), and rho max(lam) for every row with the nuclear norm (a coupled
+    # penalty whose prox has no per-row metric)
+    c = rho * (np.full(pb.n, lam.max()) if pen.name == "nuclear" else lam)
+
     def F(A, B, b):  # the lam-weighted block objective, in numpy
         W = np.hstack([A, B, b[:, None]])
         Zp = np.maximum(W @ V, 0.0)
-        rows = (0.5 * (Zp ** 2).sum(1) - (W * (X @ V.T)).sum(1)) / pb.m \
-            + 0.5 * rho * ((W - W0) ** 2).sum(1)
-        return float(lam @ rows) + pen.value({"A": A, "B": B, "C": C, "D": D})
+        rows = (0.5 * (Zp ** 2).sum(1) - (W * (X @ V.T)).sum(1)) / pb.m
+        return float(lam @ rows + 0.5 * c @ ((W - W0) ** 2).sum(1)) \
+            + pen.value({"A": A, "B": B, "C": C, "D": D})
 
     assert info.certified
     for M, r in ((A, pb.kappa / gammas), (B, None)):

@@ -1,7 +1,8 @@
 """The proximal maps of the penalized first-order (A, B) block (penalty + the balls of the
 rows) against independent references: Clarabel solves of the prox problems, the unchanged
 Newton solver of the shifted group prox, and a cold Dykstra run beside the warm-started
-one; and the penalized block with row norms of A against the Clarabel block."""
+one; and the penalized block with row norms of A, and with the nuclear norm (its uniform
+proximal term), against the Clarabel block."""
 
 import cvxpy as cp
 import numpy as np
@@ -12,6 +13,7 @@ from fenchel_idl.blocks.first_order import (
     _warm_dykstra,
     ab_penalty_prox,
     ab_penalty_residual,
+    ab_prox_rows,
     fast_ab_penalized,
 )
 from fenchel_idl.problem import penalties as pen_mod
@@ -247,3 +249,86 @@ def test_penalty_residual_is_valid_from_any_start_and_reaches_the_least():
         got = ab_penalty_residual(pb, gammas, pen, W, g, fixed, memory=memory)
         assert got >= least - eps
     assert got <= least + 10 * eps
+
+
+def test_warm_dykstra_with_eta_is_feasible_and_exact_where_its_argument_settles():
+    """The inexact warm Dykstra (eta > 0) of the first-order block: every output on the
+    balls, and along arguments that converge (as FISTA's do), outputs that converge to the
+    cold, exact prox; a call at the previous argument is exact."""
+    rng = np.random.default_rng(4)
+    radius = np.full(6, 0.8)
+    pen = pen_mod.Nuclear(0.3)
+
+    def prox_f(A):
+        return pen.ab_prox({"A": A}, 1.0, {})["A"]
+
+    def project(A):
+        return project_l1_rows(A, radius)
+
+    inexact = _warm_dykstra(prox_f, project, max_iter=5000, eta=1e-3)
+    target = 2.0 * rng.standard_normal((6, 6))
+    exact = _warm_dykstra(prox_f, project, max_iter=5000)(target)
+    assert np.any(np.abs(exact).sum(axis=1) >= radius * (1 - 1e-12))  # the balls are active
+    Z = target + rng.standard_normal((6, 6))
+    errors = []
+    for _ in range(40):
+        Z = target + 0.7 * (Z - target)
+        P = inexact(Z)
+        assert np.all(np.abs(P).sum(axis=1) <= radius * (1 + 1e-12))
+        errors.append(np.abs(P - _warm_dykstra(prox_f, project, max_iter=5000)(Z)).max())
+    assert errors[-1] <= 1e-8
+    np.testing.assert_allclose(inexact(Z), _warm_dykstra(prox_f, project, max_iter=5000)(Z),
+                               atol=1e-10)
+
+
+@pytest.mark.parametrize("pen, uniform", [
+    (pen_mod.Nuclear(0.1), True), (pen_mod.L1(0.1), False), (pen_mod.RowNorms(0.1), False),
+    (pen_mod.ColumnNorms(0.1), False), (pen_mod.FeatureSelection(0.1), False),
+    (pen_mod.LipschitzBound(0.1), False),
+    (pen_mod.Custom(fn=lambda A, B, C, D: cp.sum(cp.abs(A)), reads=("A",)), False)],
+    ids=["nuclear", "l1", "rows", "columns", "feature-selection", "lipschitz", "custom"])
+def test_proximal_weights_are_uniform_only_for_a_coupled_prox_without_row_metric(pen,
+                                                                                uniform):
+    """rho max(lam) on every row for the nuclear norm (its prox has no per-row metric, so
+    FISTA takes one step for all rows); rho lam_i otherwise (the row batches' weights, the
+    per-row metric of column norms and feature selection, the Lipschitz block's own)."""
+    lam = np.array([3.0, 110.0, 17.0])
+    want = np.full(3, 2e-5 * 110.0) if uniform else 2e-5 * lam
+    np.testing.assert_allclose(ab_prox_rows([pen], lam, 2e-5), want, rtol=1e-15)
+    both = ab_prox_rows([pen_mod.L1(0.1), pen], lam, 2e-5)  # a second penalty on A or B
+    np.testing.assert_allclose(both, want, rtol=1e-15)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nuclear_blocks_solve_one_problem_with_a_uniform_proximal_term(seed):
+    """With the nuclear norm and lam spread over a factor of 50, the first-order block
+    (inexact Dykstra prox) and the Clarabel block solve the same problem, whose proximal
+    term is rho max(lam) / 2 ||W - W0||^2 (numpy, from the definition): both report
+    their value in training units (the stable divergences, lam-weighted), FISTA's is
+    certified and not above Clarabel's by more than its certified gap, and the two agree
+    within the block tolerance."""
+    from fenchel_idl.blocks.cvxpy_blocks import Blocks
+    from fenchel_idl.blocks.solvers import solve_certified
+    pen = pen_mod.Nuclear(0.1)
+    pb, X, lam, C, D, W0, V, rho, gammas = _penalized_setup(pen, seed)
+    lam = np.linspace(3.0, 150.0, pb.n)[np.random.default_rng(seed).permutation(pb.n)]
+    A, B, b, info = fast_ab_penalized(pb, X, lam, gammas, pen, {"C": C, "D": D}, W0,
+                                      tol=1e-7, rho=rho)
+    A2, B2, b2, info2 = Blocks(pb).solve_ab(
+        X, lam, C, D, lambda pr, nm: solve_certified(pr, nm, "sdp", None, "raise", 1e-8)[-1],
+        W0, rho)
+
+    def F(A, B, b):  # lam-weighted stable divergences + uniform proximal term + P
+        W = np.hstack([A, B, b[:, None]])
+        Z = W @ V
+        Zp = np.maximum(Z, 0.0)
+        rows = (0.5 * (X - Zp) ** 2 + X * (Zp - Z)).sum(1) / pb.m
+        return float(lam @ rows) + 0.5 * rho * lam.max() * float(np.sum((W - W0) ** 2)) \
+            + 0.1 * float(np.linalg.svd(A, compute_uv=False).sum())
+
+    f1, f2 = F(A, B, b), F(A2, B2, b2)
+    assert info.certified
+    assert info.objective == pytest.approx(f1, rel=1e-10, abs=1e-12)
+    assert info2.objective == pytest.approx(f2, rel=1e-6, abs=1e-8)
+    assert f1 - f2 <= info.gap * max(1.0, abs(info.objective)) + 1e-8 * max(1.0, abs(f2))
+    assert abs(f1 - f2) <= 1e-6 * max(1.0, abs(f2))
