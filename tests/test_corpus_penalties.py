@@ -19,7 +19,7 @@ import pytest
 from fenchel_idl import FenchelIDLError, TrainingProblem
 from fenchel_idl.drivers import solve_bcd
 from fenchel_idl.errors import NotConvexError, ValidationError
-from fenchel_idl.problem.penalties import Custom, LipschitzBound
+from fenchel_idl.problem.penalties import Custom, LipschitzBound, Nuclear
 
 RNG = np.random.default_rng(0)
 U20 = RNG.standard_normal((2, 20))
@@ -67,8 +67,9 @@ CASES = [
          ValidationError, r"uses the cp.Parameter\(s\) \['w'\].*param.value"),
     case("constraint-parameter", lambda: _tp(constraints=[_parameter_in_constraint()]),
          ValidationError, r"cp.Parameter\(s\) \['lo'\]"),
-    case("fista-with-lipschitz", lambda: solve_bcd(_tp(penalties=[LipschitzBound(1e-3)]),
-                                                   block_solver="fista", max_sweeps=1),
+    case("fista-with-two-penalties-on-a",
+         lambda: solve_bcd(_tp(penalties=[LipschitzBound(1e-3), Nuclear(1e-3)]),
+                           block_solver="fista", max_sweeps=1),
          ValidationError, r"'block_solver'='fista' needs.*one penalty on A or B"),
 ]
 

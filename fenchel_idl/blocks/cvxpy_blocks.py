@@ -115,7 +115,7 @@ class Blocks:
         Cv, Dv = cp.Variable((q, n), name="C"), cp.Variable((q, p), name="D")
         dv = cp.Variable((q, 1), name="d") if pb.bias else None
         Yhat = Cv @ X + Dv @ pb.U + (dv @ np.ones((1, m)) if dv is not None else 0)
-        pen, pcons = penalty_terms(pb, {"A": A, "B": B, "C": Cv, "D": Dv})
+        pen, pcons = penalty_terms(pb, {"A": A, "B": B, "C": Cv, "D": Dv}, ("C", "D"))
         cons = list(pcons)
         if pb.bounds.C is not None:
             cons += inf_ball(Cv, pb.bounds.C)

@@ -48,11 +48,15 @@ def inf_ball(M: Any, radius: float) -> list:
     return [cp.sum(cp.abs(M), axis=1) <= radius]
 
 
-def penalty_terms(problem: TrainingProblem, M: Mapping[str, Any]):
-    """The sum of the problem's penalty expressions at the matrices M, and their
-    constraints."""
+def penalty_terms(problem: TrainingProblem, M: Mapping[str, Any],
+                  reads: tuple[str, ...] = ("A", "B", "C", "D")):
+    """The sum of the expressions of the problem's penalties that read any of the matrices
+    ``reads`` (:meth:`TrainingProblem.penalties_reading`) at the matrices M, and their
+    constraints. A block leaves out the penalties on the other blocks' matrices: they are
+    constants there, and posing them would only make its program larger (a nuclear norm of
+    a fixed A turns a readout into a semidefinite program)."""
     expr, cons = 0.0, []
-    for pn in problem.penalties:
+    for pn in problem.penalties_reading(*reads):
         e, c = pn.expression(M)
         expr = expr + e
         cons += c

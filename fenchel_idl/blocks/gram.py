@@ -140,7 +140,7 @@ class GramReadout:
         Cv, Dv = cp.Variable((q, n), name="C"), cp.Variable((q, p), name="D")
         dv = cp.Variable((q, 1), name="d") if pb.bias else None
         fit = Cv @ self.Sx + Dv @ self.Su + (dv @ self.S1 if dv is not None else 0) - self.Yt
-        pen, pcons = penalty_terms(pb, {"A": self.Ap, "B": self.Bp, "C": Cv, "D": Dv})
+        pen, pcons = penalty_terms(pb, {"A": self.Ap, "B": self.Bp, "C": Cv, "D": Dv}, ("C", "D"))
         cons = list(pcons)
         if pb.bounds.C is not None:
             cons += [cp.sum(cp.abs(Cv), axis=1) <= pb.bounds.C]
