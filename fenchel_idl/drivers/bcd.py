@@ -43,7 +43,7 @@ from fenchel_idl.drivers.records import BCDResult, BlockRecord, outcome
 from fenchel_idl.drivers.schedule import Schedule, adapt_lam, line_search, prune, readout_weights
 from fenchel_idl.drivers.state import equilibrium, initial_state, objective, train_metric
 from fenchel_idl.errors import InputTypeError, ValidationError
-from fenchel_idl.problem.penalties import Custom
+from fenchel_idl.problem.penalties import penalty_constrains
 from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.validation import check_int, check_real
 
@@ -197,8 +197,12 @@ class _Descent:
         self.problem, self.solvers, self.schedule = problem, solvers, schedule
         self.tol, self.callback = tol, callback
         # steps beyond 1 are projected on the balls: not with user constraints on A or B
-        self.extrapolate = not any(isinstance(pn, Custom) and set(pn.matrices) & {"A", "B"}
-                                   for pn in problem.penalties)
+        # (a penalty's expression alone never stops it, so that every spelling of one
+        # penalty, named or a callable, takes the same line search)
+        shapes = {"A": (problem.n, problem.n), "B": (problem.n, problem.p),
+                  "C": (problem.q, problem.n), "D": (problem.q, problem.p)}
+        self.extrapolate = not any(penalty_constrains(pn, shapes)
+                                   for pn in problem.penalties_reading("A", "B"))
         # the sweep's blocks; with a feature-selection penalty the joint (B, D) block last
         # (fenchel_idl.blocks.columns), whose exact zero columns the (A, B) step cannot make
         self.blocks = (("X", "AB") if schedule.line_search else ("X", "AB", "CD")) + (

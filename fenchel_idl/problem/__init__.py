@@ -23,6 +23,7 @@ from fenchel_idl.problem.penalties import (
     Penalty,
     RowNorms,
     get_penalty,
+    penalty_constrains,
     penalty_reads,
 )
 from fenchel_idl.problem.projection import (
@@ -55,6 +56,7 @@ __all__ = [
     "datasets",
     "get_loss",
     "get_penalty",
+    "penalty_constrains",
     "penalty_reads",
     "prediction_metric",
     "project_inf_ball",

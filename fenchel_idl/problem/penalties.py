@@ -41,6 +41,7 @@ __all__ = [
     "Penalty",
     "RowNorms",
     "get_penalty",
+    "penalty_constrains",
     "penalty_reads",
 ]
 
@@ -696,6 +697,15 @@ def penalty_reads(pen: Penalty, shapes: Mapping[str, tuple[int, int]]) -> tuple[
         return tuple(pen.matrices)
     M = {k: cp.Variable(v, name=k) for k, v in shapes.items()}
     return _variables_read(pen, *pen.expression(M))
+
+
+def penalty_constrains(pen: Penalty, shapes: Mapping[str, tuple[int, int]]) -> bool:
+    """Whether a penalty declares constraints (a :class:`Custom` whose function returns
+    some; the named penalties never do), on CVXPY variables of the given shapes."""
+    if not isinstance(pen, Custom):
+        return False
+    M = {k: cp.Variable(v, name=k) for k, v in shapes.items()}
+    return bool(pen.expression(M)[1])
 
 
 def _variables_read(pen: Penalty, expr: Any, cons: list) -> tuple[str, ...]:
