@@ -225,15 +225,16 @@ class Blocks:
         T = cp.Parameter((r, k), name="X_rows_Vt")
         rho = cp.Parameter((r, 1), nonneg=True, name="inv_lam")
         radius = cp.Parameter((r, 1), nonneg=True, name="kappa_over_gamma")
-        # prox/2 ||W - centre||^2 written DPP-style: sqrt(prox) and sqrt(prox) * centre
+        # sum_i prox_i/2 ||w_i - centre_i||^2 written DPP-style: sqrt(prox_i) per row and
+        # sqrt(prox_i) centre_i
         centre = cp.Parameter((r, k), name="sqrt_prox_times_current")
-        prox = cp.Parameter(nonneg=True, name="sqrt_prox")
+        prox = cp.Parameter((r, 1), nonneg=True, name="sqrt_prox")
         # sum_ij f(X_ij) / m of these rows: with it the value is the rows' divergence, not
         # that minus a constant that can be far larger (the gap's yardstick)
         const = cp.Parameter(name="constant")
         Z = W @ V
         obj = ((cp.sum(act.fstar_cvxpy(Z)) - cp.sum(cp.multiply(W, T))) / m + const
-               + 0.5 * cp.sum_squares(prox * W - centre))
+               + 0.5 * cp.sum_squares(cp.multiply(prox, W) - centre))
         M = {"A": W[:, :n], "B": W[:, n:n + p]}
         terms = [pn.row_terms(M) for pn in pb.penalties]
         terms = [t for t in terms if t is not None]
@@ -279,9 +280,9 @@ class Blocks:
             cons += inf_ball(Bv, pb.bounds.B)
             if bv is not None:
                 cons += [cp.abs(bv) <= pb.bounds.B]
-        # proximal term sum_i c_i / 2 ||w_i - centre_i||^2 with the first-order block's
-        # weights c / rho (lam_i, as in the row batches, or max(lam) for a coupled penalty
-        # whose prox has no per-row metric): the two paths solve one problem
+        # proximal term sum_i c_i / 2 ||w_i - centre_i||^2 with the first-order blocks'
+        # weights c / rho (max(lam) with a penalty on A or B, else lam_i, as in the row
+        # batches): every path solves one problem
         sl = np.sqrt(ab_prox_rows(pb.penalties_reading("A", "B"), lam, 1.0))[:, None]
         proxterm = 0.5 * cp.sum_squares(cp.multiply(sl, prox * Wv - centre))
         const = cp.Parameter(name="constant")  # sum_i lam_i f(X_i) / m, as in the rows
@@ -291,10 +292,11 @@ class Blocks:
 
     def solve_ab(self, X, lam, C, D, solve, centre: Array,
                  prox: float) -> tuple[Array, Array, Array, SolveInfo]:
-        """The proximal (A, B) step: the block objective plus prox/2 ||W - centre||^2
-        (per row; in the joint form, in training units, row i's weighted by
-        :func:`fenchel_idl.blocks.first_order.ab_prox_rows`: lam_i, or max(lam) for a
-        coupled penalty whose prox has no per-row metric), W = [A, B, b]."""
+        """The proximal (A, B) step: the block objective plus the proximal term
+        sum_i c_i / 2 ||w_i - centre_i||^2 in training units, W = [A, B, b], with
+        c = :func:`fenchel_idl.blocks.first_order.ab_prox_rows` at weight ``prox``
+        (prox max(lam) on every row with a penalty on A or B, else prox lam_i). The row
+        batches solve row i divided by lam_i, so their proximal weight is c_i / lam_i."""
         pb = self.problem
         n, p = pb.n, pb.p
         if not self.rowwise:
@@ -312,10 +314,14 @@ class Blocks:
             b = bv.value[:, 0] if bv is not None else np.zeros(n)
             return np.array(Av.value), np.array(Bv.value), np.array(b), info
         Vval = np.vstack([X, pb.U] + ([np.ones((1, pb.m))] if pb.bias else []))
+        # sqrt(c_i / lam_i): the rows are solved divided by lam_i (c / rho / lam is exactly
+        # 1 without a penalty on A or B)
+        ratio = ab_prox_rows(pb.penalties_reading("A", "B"), lam, 1.0) / lam
+        sq = np.sqrt(prox * ratio)[:, None]
         batches = [(f"AB[{i0}:{i1}]",
                     (i0, i1, Vval, X[i0:i1] @ Vval.T, (1.0 / lam[i0:i1])[:, None],
-                     (pb.kappa / self.gammas[i0:i1])[:, None], np.sqrt(prox) * centre[i0:i1],
-                     np.sqrt(prox), _f_sum(act, X[i0:i1]) / pb.m))
+                     (pb.kappa / self.gammas[i0:i1])[:, None], sq[i0:i1] * centre[i0:i1],
+                     sq[i0:i1], _f_sum(act, X[i0:i1]) / pb.m))
                    for i0, i1, act in self._row_batches()]
         rows, infos = self._solve_batches("AB", batches, solve)
         # a batch's rows are solved unweighted (1/lam_i scales only their penalty terms);
@@ -331,8 +337,8 @@ class Blocks:
 
     def solve_ab_rows(self, params: tuple, name: str, solve: Callable) -> tuple[Array, SolveInfo]:
         """One batch of rows i0:i1 of the (A, B) block, from the Parameter values that
-        :meth:`solve_ab` computes: (i0, i1, V, T, 1/lam, kappa/gamma, sqrt(prox) centre,
-        sqrt(prox), the constant)."""
+        :meth:`solve_ab` computes: (i0, i1, V, T, 1/lam, kappa/gamma, sqrt(c/lam) centre,
+        sqrt(c/lam) (both per row), the constant)."""
         i0, i1, Vval, T, rho, radius, centre, sqrt_prox, const = params
         act = next(a for j0, j1, a in self._row_batches() if (j0, j1) == (i0, i1))
         prob, W, V, Tp, rhop, radp, Ce, Pw, Kp = self._ab_rows_problem(i1 - i0, act)

@@ -587,28 +587,28 @@ def ab_penalty_residual(problem, gammas: Array, pen, W: Array, g: Array,
 
 def ab_prox_rows(penalties, lam: Array, rho: float) -> Array:
     """The weights c_i of the (A, B) block's proximal term sum_i c_i / 2 ||w_i - w0_i||^2 in
-    the lam-weighted block objective (training units), for the ``penalties`` that read A or
-    B (:func:`ab_penalties`): shape (n,).
+    the lam-weighted block objective (training units), given the ``penalties`` that read A
+    or B (``problem.penalties_reading("A", "B")``): shape (n,).
 
-    - ``rho * lam_i`` (row i's divergence and its proximal term both count lam_i times) for
-      row-separable penalties, for penalties whose prox takes a per-row metric
-      (``ab_metric``: FISTA then takes one step per row, lam_i (L0 + rho)), for those
-      without a first-order prox (the CVXPY block alone) and without penalties.
-    - ``rho * max(lam)`` for every row when a penalty couples the rows and has its prox in
-      the Euclidean metric only (the nuclear norm): FISTA then takes one step for all
-      rows, max(lam) (L0 + rho), and a uniform proximal term makes the block
-      rho max(lam)-strongly convex instead of rho min(lam): as well conditioned as one
-      row, where lam spreads over a factor of tens after a few stages.
+    - ``rho * lam_i`` without such a penalty (row i's divergence and its proximal term both
+      count lam_i times), the unpenalized block;
+    - ``rho * max(lam)`` on every row with one, whatever the penalty and however it is
+      spelled (named, a callable, ``Custom``): the weights depend only on which matrices
+      the penalties read, so every spelling poses one block problem. Uniform weights make
+      the block rho max(lam)-strongly convex instead of rho min(lam): as well conditioned
+      as one row where lam spreads over a factor of tens after a few stages, which a
+      coupled penalty whose prox has no per-row metric (the nuclear norm, one FISTA step
+      max(lam) L0 + c for all rows) needs; row-separable and per-row-metric penalties
+      take them in their own metrics.
 
     Any positive weights give a valid proximal BCD block (the block objective never
-    increases); the first-order block (:func:`fast_ab_penalized`) and the CVXPY block
-    (:meth:`fenchel_idl.blocks.cvxpy_blocks.Blocks.solve_ab`) both take theirs from here, so
-    the two solve one problem.
+    increases); the first-order blocks (:func:`fast_ab_penalized`,
+    :func:`fenchel_idl.blocks.lipschitz.fast_ab_lipschitz`) and the CVXPY blocks
+    (:meth:`fenchel_idl.blocks.cvxpy_blocks.Blocks.solve_ab`, joint and row batches) all
+    take theirs from here, so they solve one problem.
     """
     lam = np.asarray(lam, dtype=float)
-    uniform = any(pn.ab_fast and not pn.ab_metric and not pn.row_separable
-                  for pn in penalties)
-    return np.full(lam.shape, rho * float(lam.max())) if uniform else rho * lam
+    return np.full(lam.shape, rho * float(lam.max())) if len(penalties) else rho * lam
 
 
 def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[str, Array],
@@ -621,10 +621,10 @@ def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[st
                + sum_i c_i / 2 ||w_i - w0_i||^2 + P(A, B; C, D)   over the balls,
 
     the CVXPY block's objective, with the proximal weights c of :func:`ab_prox_rows`
-    (rho lam_i, or rho max(lam) for a coupled penalty whose prox has no per-row metric).
-    FISTA minimizes it scaled per row by 1 / s_i: s = lam for a row-separable P (the rows
-    apart, each as one row whatever the spread of lam, as the row batches do), else
-    s = 1. The scaled objective is 1-strongly convex in the norm sum_i (c_i / s_i)
+    (rho max(lam) on every row: P reads A or B). FISTA minimizes it scaled per row by
+    1 / s_i: s = lam for a row-separable P (the rows apart, each as one row whatever the
+    spread of lam, as the row batches do; row i's proximal weight is then c_i / lam_i),
+    else s = 1. The scaled objective is 1-strongly convex in the norm sum_i (c_i / s_i)
     ||w_i||^2, so ``F(W) - F* <= sum_i s_i ||e_i||^2 / (c_i / s_i) / 2`` in training
     units for any e in the scaled dF(W) (:func:`ab_penalty_residual`), the certificate,
     taken at the proximal-gradient point of the last check, which is the point returned.

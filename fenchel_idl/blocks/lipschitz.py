@@ -26,8 +26,10 @@ increasing psi'(a) = w (b*(a)^2 + c^2) / (2 (1 - a)^2) - sum_{i: a < r_i} omega_
 bracketed on one segment of the piecewise linear sum and found there by Brent's method to
 machine precision.
 
-The certificate is a true bound for the rho-strongly convex block, whatever the accuracy of
-the prox: the smaller of ``||e||^2 / (2 rho)`` (norm weighted by 1 / lam_i per row) for the
+The block's proximal term sum_i c_i / 2 ||w_i - w0_i||^2 takes the weights c of
+:func:`fenchel_idl.blocks.first_order.ab_prox_rows`, as every (A, B) solver does, so the block
+is 1-strongly convex in the norm sum_i c_i ||w_i||^2. The certificate is a true bound whatever
+the accuracy of the prox: the smaller of ``sum_i ||e_i||^2 / (2 c_i)`` for the
 element e of dF(W) built explicitly by :func:`lipschitz_ab_residual` (smooth gradient, an
 element of the subdifferential of w g(||A||_inf, ||B||_inf) by the chain rule, and the
 balls' normal cone) and a Fenchel duality gap (:func:`_lipschitz_gap`).
@@ -45,7 +47,13 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import brentq
 
-from fenchel_idl.blocks.first_order import ab_penalties, ab_prox_weight, fista, fista_info
+from fenchel_idl.blocks.first_order import (
+    ab_penalties,
+    ab_prox_rows,
+    ab_prox_weight,
+    fista,
+    fista_info,
+)
 from fenchel_idl.blocks.solvers import SolveInfo
 from fenchel_idl.problem.losses import SquaredLoss
 from fenchel_idl.problem.penalties import LipschitzBound, penalty_reads
@@ -292,12 +300,13 @@ def fast_ab_lipschitz(problem, X: Array, lam: Array, gammas: Array, pen: Lipschi
     """The proximal (A, B) step with the Lipschitz penalty (4.7), by FISTA with the exact
     prox of the penalty + the balls (:func:`lipschitz_ab_prox`)::
 
-        min_W  sum_i lam_i [ (1/m) (1/2 ||x_i - (w_i V)_+||^2 + x_i (w_i V)_-)
-                             + rho/2 ||w_i - w0_i||^2 ] + P(A, B; C, D)   over the balls,
+        min_W  sum_i lam_i (1/m) (1/2 ||x_i - (w_i V)_+||^2 + x_i (w_i V)_-)
+               + sum_i c_i / 2 ||w_i - w0_i||^2 + P(A, B; C, D)   over the balls,
 
-    the CVXPY block's objective (``fixed`` holds C and D). The steps are taken in the metric
-    of row weights lam_i (L0 + rho), in which every row is as well conditioned as without
-    the penalty, and the prox is exact in that metric too. The certificate
+    the CVXPY block's objective (``fixed`` holds C and D), with the proximal weights c of
+    :func:`fenchel_idl.blocks.first_order.ab_prox_rows` (rho max(lam) on every row: the
+    penalty reads A and B). The steps are taken in the metric of row weights
+    lam_i L0 + c_i, and the prox is exact in that metric too. The certificate
     (:func:`_lipschitz_gap`) is taken at the proximal-gradient point of each check, the
     point returned. Value and gap are in units of the training objective.
     """
@@ -307,7 +316,8 @@ def fast_ab_lipschitz(problem, X: Array, lam: Array, gammas: Array, pen: Lipschi
     L0 = float(np.linalg.norm(V, 2)) ** 2 / m
     rho = ab_prox_weight(L0) if rho is None else rho
     lc = np.asarray(lam, dtype=float)[:, None]
-    L = lc * (L0 + rho)
+    cw = ab_prox_rows([pen], lc[:, 0], rho)[:, None]  # c, training units
+    L = lc * L0 + cw
     c_norm, d_norm = _inf_norm(fixed["C"]), _inf_norm(fixed["D"])
     w = float(pen.weight)
     prox = lipschitz_ab_prox(problem, gammas, w, c_norm)
@@ -320,9 +330,9 @@ def fast_ab_lipschitz(problem, X: Array, lam: Array, gammas: Array, pen: Lipschi
         Zp = np.maximum(Z, 0.0)
         Ex = Zp - X
         Dw = Wc - W0
-        rows = np.sum(0.5 * Ex * Ex + X * (Zp - Z), axis=1) / m \
-            + 0.5 * rho * np.sum(Dw * Dw, axis=1)
-        return float(lc[:, 0] @ rows), lc * ((Ex @ V.T) / m + rho * Dw)
+        rows = np.sum(0.5 * Ex * Ex + X * (Zp - Z), axis=1) / m
+        f = float(lc[:, 0] @ rows) + 0.5 * float(np.sum(cw * Dw * Dw))
+        return f, lc * ((Ex @ V.T) / m) + cw * Dw
 
     last: dict = {}
 
@@ -334,7 +344,7 @@ def fast_ab_lipschitz(problem, X: Array, lam: Array, gammas: Array, pen: Lipschi
         fp, gp = grad_obj(Wp)
         full = fp + value(Wp)
         e = residual(Wp, gp, L[:, 0] * ta, L[:, 0] * tb)
-        gap = _lipschitz_gap(Wp, gp, e, W0, lc, rho, prox, residual, value)
+        gap = _lipschitz_gap(Wp, gp, e, W0, cw, prox, residual, value)
         last.update(point=Wp, f=full, gap=gap)
         # fista compares the gap with tol * max(1, |f|) for its own f (the smooth part)
         return gap * max(1.0, abs(f)) / max(1.0, abs(full))
@@ -347,29 +357,30 @@ def fast_ab_lipschitz(problem, X: Array, lam: Array, gammas: Array, pen: Lipschi
     return Wn[:, :n], Wn[:, n:n + p], b, info
 
 
-def _lipschitz_gap(W: Array, g: Array, e: Array, W0: Array, lc: Array, rho: float, prox,
-                   residual, value) -> float:
+def _lipschitz_gap(W: Array, g: Array, e: Array, W0: Array, cw: Array, prox, residual,
+                   value) -> float:
     """A bound on F(W) - F* for the block of :func:`fast_ab_lipschitz` at a feasible W (g the
-    smooth gradient, e an element of dF(W)): the smaller of
+    smooth gradient, e an element of dF(W), cw the proximal weights c_i as an (n, 1) array):
+    the smaller of
 
-    - the strong-convexity bound ``sum_i ||e_i||^2 / lam_i / (2 rho)`` (F is rho-strongly
-      convex in the norm sum_i lam_i ||w_i||^2), tight near the optimum;
+    - the strong-convexity bound ``sum_i ||e_i||^2 / (2 c_i)`` (F is 1-strongly convex in
+      the norm sum_i c_i ||w_i||^2), tight near the optimum;
     - the Fenchel duality gap at the dual point made of the divergence's gradient
-      s = g - rho lam (W - W0): by convexity, F* >= phi(W) + min_W' q(W') - <s, W> with
-      q(W') = <s, W'> + rho/2 ||W' - W0||^2_lam + P(W') over the balls, whose minimizer
-      is an exact prox (:func:`lipschitz_ab_prox` in the metric rho lam); q is rho-strongly
-      convex too, so ``q(W') - ||e_q||^2 / (2 rho)`` (e_q in dq(W')) is a true lower bound
-      on its minimum whatever the accuracy of W'. Linear in the distance to the optimum, it
-      is the tighter one for small rho.
+      s = g - c (W - W0): by convexity, F* >= phi(W) + min_W' q(W') - <s, W> with
+      q(W') = <s, W'> + sum_i c_i / 2 ||w'_i - w0_i||^2 + P(W') over the balls, whose
+      minimizer is an exact prox (:func:`lipschitz_ab_prox` in the metric c); q is
+      1-strongly convex in the same norm, so ``q(W') - sum_i ||e_q,i||^2 / (2 c_i)``
+      (e_q in dq(W')) is a true lower bound on its minimum whatever the accuracy of W'.
+      Linear in the distance to the optimum, it is the tighter one for small c.
     """
-    strong = float(np.sum(e * e / lc)) / (2.0 * rho)
-    s = g - rho * lc * (W - W0)
-    Wq, ta, tb = prox(W0 - s / (rho * lc), rho * lc[:, 0])
-    Gq = s + rho * lc * (Wq - W0)
-    eq = residual(Wq, Gq, rho * lc[:, 0] * ta, rho * lc[:, 0] * tb)
-    dual = float(np.sum(s * (W - Wq))) + 0.5 * rho * float(
-        np.sum(lc * (W - W0) ** 2) - np.sum(lc * (Wq - W0) ** 2)) + value(W) - value(Wq) \
-        + float(np.sum(eq * eq / lc)) / (2.0 * rho)
+    strong = 0.5 * float(np.sum(e * e / cw))
+    s = g - cw * (W - W0)
+    Wq, ta, tb = prox(W0 - s / cw, cw[:, 0])
+    Gq = s + cw * (Wq - W0)
+    eq = residual(Wq, Gq, cw[:, 0] * ta, cw[:, 0] * tb)
+    dual = float(np.sum(s * (W - Wq))) + 0.5 * float(
+        np.sum(cw * (W - W0) ** 2) - np.sum(cw * (Wq - W0) ** 2)) + value(W) - value(Wq) \
+        + 0.5 * float(np.sum(eq * eq / cw))
     return min(strong, max(dual, 0.0))
 
 

@@ -175,10 +175,9 @@ def test_penalized_ab_block_reaches_the_clarabel_objective(pen, seed):
         X, lam, C, D, lambda pr, nm: solve_certified(pr, nm, cone, None, "raise", 1e-7)[-1],
         W0, rho)
 
-    # proximal weights in training units: rho lam_i (row i's term counts lam_i times, as
-    # its divergence), and rho max(lam) for every row with the nuclear norm (a coupled
-    # penalty whose prox has no per-row metric)
-    c = rho * (np.full(pb.n, lam.max()) if pen.name == "nuclear" else lam)
+    # proximal weights in training units: rho max(lam) on every row, as with any penalty
+    # on A or B (without one, rho lam_i)
+    c = rho * np.full(pb.n, lam.max())
 
     def F(A, B, b):  # the lam-weighted block objective, in numpy
         W = np.hstack([A, B, b[:, None]])

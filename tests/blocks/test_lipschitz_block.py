@@ -144,9 +144,10 @@ def _objective(pb, X, lam, C, D, W0, V, rho, pen):
     def F(A, B, b):  # the lam-weighted block objective, in numpy
         W = np.hstack([A, B, b[:, None]])
         Zp = np.maximum(W @ V, 0.0)
-        rows = (0.5 * (Zp ** 2).sum(1) - (W * (X @ V.T)).sum(1)) / pb.m \
-            + 0.5 * rho * ((W - W0) ** 2).sum(1)
-        return float(lam @ rows) + pen.value({"A": A, "B": B, "C": C, "D": D})
+        rows = (0.5 * (Zp ** 2).sum(1) - (W * (X @ V.T)).sum(1)) / pb.m
+        # the proximal term is uniform, rho max(lam) on every row: the penalty reads A, B
+        return float(lam @ rows) + 0.5 * rho * lam.max() * float(np.sum((W - W0) ** 2)) \
+            + pen.value({"A": A, "B": B, "C": C, "D": D})
     return F
 
 

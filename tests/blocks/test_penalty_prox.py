@@ -19,6 +19,7 @@ from fenchel_idl.blocks.first_order import (
 from fenchel_idl.problem import penalties as pen_mod
 from fenchel_idl.problem.penalties import _shifted_columns, _weighted_column_shrink
 from fenchel_idl.problem.projection import project_l1_rows
+from fenchel_idl.problem.training_problem import TrainingProblem
 from tests.blocks.test_first_order import _penalized_setup
 
 _CLARABEL = {"solver": "CLARABEL", "tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10,
@@ -184,9 +185,10 @@ def test_penalized_ab_block_with_row_norms_of_a_reaches_clarabel(seed):
     def F(A, B, b):
         W = np.hstack([A, B, b[:, None]])
         Zp = np.maximum(W @ V, 0.0)
-        rows = (0.5 * (Zp ** 2).sum(1) - (W * (X @ V.T)).sum(1)) / pb.m \
-            + 0.5 * rho * ((W - W0) ** 2).sum(1)
-        return float(lam @ rows) + pen.value({"A": A})
+        rows = (0.5 * (Zp ** 2).sum(1) - (W * (X @ V.T)).sum(1)) / pb.m
+        # the proximal term is uniform, rho max(lam), with a penalty on A or B
+        return float(lam @ rows) + 0.5 * rho * lam.max() * float(np.sum((W - W0) ** 2)) \
+            + pen.value({"A": A})
 
     assert info.certified
     assert np.all(np.abs(A).sum(axis=1) <= pb.kappa / gammas)
@@ -281,22 +283,38 @@ def test_warm_dykstra_with_eta_is_feasible_and_exact_where_its_argument_settles(
                                atol=1e-10)
 
 
-@pytest.mark.parametrize("pen, uniform", [
-    (pen_mod.Nuclear(0.1), True), (pen_mod.L1(0.1), False), (pen_mod.RowNorms(0.1), False),
-    (pen_mod.ColumnNorms(0.1), False), (pen_mod.FeatureSelection(0.1), False),
-    (pen_mod.LipschitzBound(0.1), False),
-    (pen_mod.Custom(fn=lambda A, B, C, D: cp.sum(cp.abs(A)), reads=("A",)), False)],
-    ids=["nuclear", "l1", "rows", "columns", "feature-selection", "lipschitz", "custom"])
-def test_proximal_weights_are_uniform_only_for_a_coupled_prox_without_row_metric(pen,
-                                                                                uniform):
-    """rho max(lam) on every row for the nuclear norm (its prox has no per-row metric, so
-    FISTA takes one step for all rows); rho lam_i otherwise (the row batches' weights, the
-    per-row metric of column norms and feature selection, the Lipschitz block's own)."""
+@pytest.mark.parametrize("pen", [
+    pen_mod.Nuclear(0.1), pen_mod.L1(0.1), pen_mod.RowNorms(0.1), pen_mod.ColumnNorms(0.1),
+    pen_mod.FeatureSelection(0.1), pen_mod.LipschitzBound(0.1),
+    pen_mod.Custom(fn=lambda A, B, C, D: cp.sum(cp.abs(A)), reads=("A",)),
+    lambda A, B, C, D: cp.normNuc(A)],
+    ids=["nuclear", "l1", "rows", "columns", "feature-selection", "lipschitz", "custom",
+         "callable"])
+def test_proximal_weights_are_uniform_with_any_penalty_on_a_or_b(pen):
+    """rho max(lam) on every row with any penalty on A or B, whatever it is and however it
+    is spelled, so every spelling poses one block problem; rho lam_i without one."""
     lam = np.array([3.0, 110.0, 17.0])
-    want = np.full(3, 2e-5 * 110.0) if uniform else 2e-5 * lam
+    want = np.full(3, 2e-5 * 110.0)
     np.testing.assert_allclose(ab_prox_rows([pen], lam, 2e-5), want, rtol=1e-15)
     both = ab_prox_rows([pen_mod.L1(0.1), pen], lam, 2e-5)  # a second penalty on A or B
     np.testing.assert_allclose(both, want, rtol=1e-15)
+    np.testing.assert_array_equal(ab_prox_rows([], lam, 2e-5), 2e-5 * lam)
+
+
+def test_proximal_weights_follow_the_problems_penalties_on_a_or_b():
+    """Through ``penalties_reading("A", "B")``: uniform for a callable nuclear norm and its
+    Custom spelling as for the named one, rho lam_i for a penalty on C alone and none."""
+    rng = np.random.default_rng(0)
+    U = rng.standard_normal((3, 20))
+    lam = np.array([3.0, 110.0, 17.0, 40.0])
+    for pens, uniform in (([pen_mod.Nuclear(0.1)], True),
+                          ([lambda A, B, C, D: 0.1 * cp.normNuc(A)], True),
+                          ([pen_mod.Custom(fn=lambda A, B, C, D: cp.normNuc(A), reads=("A",),
+                                           weight=0.1)], True),
+                          ([pen_mod.L1(0.1, on="C")], False), ([], False)):
+        pb = TrainingProblem(U, np.sin(U[:1]), n=4, penalties=pens)
+        got = ab_prox_rows(pb.penalties_reading("A", "B"), lam, 2e-5)
+        np.testing.assert_array_equal(got, np.full(4, 2e-5 * 110.0) if uniform else 2e-5 * lam)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fenchel_idl.blocks.block_solvers import SolvePolicy, State, make_block_solvers
-from fenchel_idl.blocks.first_order import ab_prox_weight
+from fenchel_idl.blocks.first_order import ab_prox_rows, ab_prox_weight
 from fenchel_idl.drivers.bcd import solve_bcd
 from fenchel_idl.drivers.state import objective
 from fenchel_idl.problem import penalties as pen_mod
@@ -62,12 +62,14 @@ def _problem(pen):
 
 def _block_value(pb, s0, s):
     """The (A, B) block's objective at s, recomputed from scratch: the problem's relaxed
-    objective plus the proximal term sum_i lam_i rho / 2 ||w_i - w0_i||^2 around s0, with
-    rho = ab_prox_weight(||V||^2 / m) as the block solvers take it."""
+    objective plus the proximal term sum_i c_i / 2 ||w_i - w0_i||^2 around s0, with
+    c = ab_prox_rows(pb.penalties_reading("A", "B"), lam, rho) and
+    rho = ab_prox_weight(||V||^2 / m) as the block solvers take them."""
     V = np.vstack([s0.X, pb.U, np.ones((1, pb.m))])
     rho = ab_prox_weight(float(np.linalg.norm(V, 2)) ** 2 / pb.m)
+    c = ab_prox_rows(pb.penalties_reading("A", "B"), s0.lam, rho)
     dW = s.W(True) - s0.W(True)
-    return float(sum(objective(pb, s))) + 0.5 * rho * float(s0.lam @ np.sum(dW * dW, axis=1))
+    return float(sum(objective(pb, s))) + 0.5 * float(c @ np.sum(dW * dW, axis=1))
 
 
 @pytest.mark.parametrize("case", list(CASES))
