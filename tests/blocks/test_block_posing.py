@@ -191,8 +191,9 @@ def test_penalized_ab_block_value_and_gap_are_in_training_units(pen):
         Z = W @ V.astype(LD)
         Xl = X.astype(LD)
         div = np.sum(0.5 * Xl * Xl + 0.5 * np.maximum(Z, 0) ** 2 - Xl * Z, axis=1) / pb.m
-        rows = div + 0.5 * rho * np.sum((W - W0) ** 2, axis=1)
-        return float(lam.astype(LD) @ rows) + pen.value({"A": A, "B": B, "C": C, "D": D})
+        # the proximal term is uniform, rho max(lam) on every row, with a penalty on A or B
+        prox = 0.5 * rho * float(lam.max()) * np.sum((W - W0) ** 2)
+        return float(lam.astype(LD) @ div + prox) + pen.value({"A": A, "B": B, "C": C, "D": D})
 
     assert info.objective == pytest.approx(F(A, B, b), rel=1e-9)
     A2, B2, b2, _ = Blocks(pb).solve_ab(
