@@ -86,9 +86,12 @@ def test_round_trip_is_exact():
 
 def test_trains_inside_a_torch_network_with_a_torch_optimizer():
     rng = np.random.default_rng(6)
+    torch.manual_seed(6)  # the Linear layer's initial weights come from torch's own generator
     U = torch.as_tensor(rng.normal(size=(64, 3)))
     target = torch.sin(U.sum(dim=1, keepdim=True))
-    layer = to_torch(_model("relu", n=8, p=4, q=1, seed=8))
+    # with A's row sums at 0.9 a fixed-point tolerance t leaves an error of about 10 t, so the
+    # layer and the reference both solve far below the 1e-9 the comparison asks for
+    layer = to_torch(_model("relu", n=8, p=4, q=1, seed=8), tol=1e-12)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4).double(), layer)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
@@ -103,7 +106,8 @@ def test_trains_inside_a_torch_network_with_a_torch_optimizer():
     trained = from_torch(layer)
     assert np.abs(trained.A).sum(axis=1).max() <= 0.9 + 1e-12
     hidden = net[0](U).detach().numpy()
-    np.testing.assert_allclose(trained.predict(hidden.T).T, net(U).detach().numpy(), atol=1e-9)
+    np.testing.assert_allclose(trained.predict(hidden.T, tol=1e-13).T, net(U).detach().numpy(),
+                               rtol=0, atol=1e-9)
 
 
 def test_errors():
