@@ -399,7 +399,9 @@ def make_block_solvers(problem: TrainingProblem, policy: SolvePolicy, block_solv
     Only the blocks that read a penalty without a proximal operator (or several on A and B)
     take the generic CVXPY path, and :func:`_say_generic_path` says so once per run. With
     the Lipschitz penalty (4.7) the squared-loss (C, D) block is first-order past
-    ``_LIPSCHITZ_CD_MIN_SIZE`` (:class:`LipschitzCD`).
+    ``_LIPSCHITZ_CD_MIN_SIZE`` (:class:`LipschitzCD`); with the feature-selection penalty
+    and the squared loss :func:`fenchel_idl.blocks.columns.with_column_block` makes it
+    first-order.
     """
     check_choice("block_solver", block_solver, ("auto", "cvxpy", "fista"))
     allowed = block_solver != "cvxpy" and policy.solvers is None
@@ -414,7 +416,11 @@ def make_block_solvers(problem: TrainingProblem, policy: SolvePolicy, block_solv
     fast_cd = allowed and lipschitz_cd_apply(problem) and (
         problem.q * problem.m * (problem.n + problem.p + 1) > _LIPSCHITZ_CD_MIN_SIZE)
     if allowed:
-        _say_generic_path(problem, fast_x, fast or lipschitz, fast_cd)
+        # the feature-selection readout of fenchel_idl.blocks.columns (which imports this
+        # module) is first-order too: with_column_block puts it in place
+        from fenchel_idl.blocks.columns import columns_apply, columns_readout_apply
+        columns_cd = columns_apply(problem) and columns_readout_apply(problem)
+        _say_generic_path(problem, fast_x, fast or lipschitz, fast_cd or columns_cd)
     pool = make_executor(executor)
     blocks = Blocks(problem, gap_tol=policy.gap_tol) if pool is None else ParallelBlocks(
         problem, pool, policy.options, policy.events, owns_executor=pool is not executor)

@@ -31,14 +31,18 @@ The same solver with the state rows fixed (``states=False``: the penalty is then
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fenchel_idl.blocks.block_solvers import BlockSolver, BlockSolvers, SolvePolicy, State
+from fenchel_idl.blocks.block_solvers import (BlockSolver, BlockSolvers, Fallback, SolvePolicy,
+                                              State)
+from fenchel_idl.blocks.gram import GramReadout
 from fenchel_idl.blocks.first_order import _l1_ball_residual, ab_prox_weight, fista, fista_info
 from fenchel_idl.blocks.solvers import SolveInfo
+from fenchel_idl.problem.losses import SquaredLoss
 from fenchel_idl.problem.penalties import FeatureSelection, penalty_reads
 from fenchel_idl.problem.projection import project_l1_rows
 
@@ -94,6 +98,17 @@ class _Layout:
             out[ns:, :p] = project_l1_rows(K[ns:, :p], np.full(K.shape[0] - ns, self.beta_d))
         return out
 
+    def inside(self, K: Array) -> bool:
+        """Whether every row (and state bias) of K lies in its ball."""
+        ns, p = self.n_state, self.p
+        if self.beta_b is not None and ns:
+            if np.abs(K[:ns, :p]).sum(axis=1).max() > self.beta_b:
+                return False
+            if self.bias and np.abs(K[:ns, p]).max() > self.beta_b:
+                return False
+        return self.beta_d is None or K.shape[0] == ns or \
+            float(np.abs(K[ns:, :p]).sum(axis=1).max()) <= self.beta_d
+
     def snap(self, K: Array, rel: float = 1e-9, small: float = 1e-12) -> Array:
         """K with the rows (and biases) within ``rel`` of their ball's boundary scaled onto it,
         so that the boundary test of the certificate sees them there, and entries below
@@ -138,7 +153,8 @@ def _column_prox(pen: FeatureSelection, lay: _Layout, t: Array, shift: Array | N
     """The proximal map of P + the balls' indicator in the row metric 1 / t (t of shape
     (rows, 1)): the column-group prox (the penalty's own, on the stacked matrix, with the
     fixed part's column norms ``shift``), alternated with the balls' projection by proximal
-    Dykstra (Bauschke and Combettes, 29.2). The value returned is the balls' projection of the
+    Dykstra (Bauschke and Combettes, 29.2) unless the group prox already lies in the balls (it
+    is then the prox of the sum). The value returned is the balls' projection of the
     last group prox (rows within 1e-9 of a boundary put on it): feasible, with that prox's
     exact zero columns."""
     p = lay.p
@@ -153,8 +169,10 @@ def _column_prox(pen: FeatureSelection, lay: _Layout, t: Array, shift: Array | N
         return prox_p
 
     def prox(K):
+        y = prox_p(K)
+        if lay.inside(y):  # the group prox lies in the balls: it is the prox of the sum
+            return y
         x, pd, qd = K, 0.0, 0.0
-        y = x
         for _ in range(200):
             y = prox_p(x + pd)
             pd = x + pd - y
@@ -287,6 +305,258 @@ def fast_bd_block(problem, A: Array, B: Array, b: Array, C: Array, D: Array, d: 
     return Bn, bn, Dn, dn, info
 
 
+def columns_readout_apply(problem) -> bool:
+    """Whether :func:`fast_cd_columns` covers the (C, D) readout: the squared loss, the
+    feature-selection penalty as the only penalty reading B, C or D, and a ball on C (its
+    support function keeps the dual bound finite)."""
+    if not (isinstance(problem.loss, SquaredLoss) and problem.bounds.C is not None
+            and column_penalty(problem) is not None):
+        return False
+    return not problem.penalties_reading("C")
+
+
+def _ball_support(M: Array, beta: float | None) -> float:
+    """sup {<M, K> : every row of K in the l1 ball of radius beta} (beta None: no ball)."""
+    if beta is None:
+        return 0.0 if not np.any(M) else np.inf
+    return float(beta) * float(np.abs(M).max(axis=1).sum()) if M.size else 0.0
+
+
+def _d_conjugate_bound(M: Array, D: Array, c: Array, w: float, beta: float | None) -> float:
+    """An upper bound on g*(M) for g(D) = w sum_j sqrt(||D e_j||^2 + c_j^2) + the row l1 balls
+    of D: g* <= g1*(M1) + sigma_balls(M - M1) for any split with ||M1 e_j|| <= w, where
+    g1*(y) = -c_j sqrt(w^2 - ||y_j||^2) column by column. Two splits are tried, M clipped
+    column-wise to norm w, and the gradient of g1 at D (exact at the optimum, where
+    M - M1 is the balls' normal vector); the smaller bound is returned."""
+    def g1_conj(M1):
+        r2 = np.maximum(w * w - np.sum(M1 * M1, axis=0), 0.0)
+        return -float(c @ np.sqrt(r2))
+
+    norms = np.linalg.norm(M, axis=0)
+    clip = M * np.minimum(1.0, w / np.maximum(norms, 1e-300))
+    best = g1_conj(clip) + _ball_support(M - clip, beta)
+    if beta is not None:
+        den = np.sqrt(np.sum(D * D, axis=0) + c * c)
+        live = den > 0
+        S = np.where(live, w * D / np.where(live, den, 1.0), clip)
+        best = min(best, g1_conj(S) + _ball_support(M - S, beta))
+    return best
+
+
+class _BallActive(Exception):
+    """The least-squares C of the reduced readout leaves C's ball."""
+
+
+def _inside_rows(M: Array, beta: float | None) -> Array:
+    """M with every row scaled into the l1 ball of radius beta (a solver's rounding can
+    leave a row just outside; scaling keeps its zeros)."""
+    if beta is None:
+        return M
+    norms = np.abs(M).sum(axis=1)
+    return M * np.minimum(1.0, beta / np.maximum(norms, 1e-300))[:, None]
+
+
+def fast_cd_columns(problem, X: Array, B: Array, C: Array, D: Array, pen: FeatureSelection,
+                    tol: float = 1e-7, max_iter: int = 20000,
+                    exact: Callable[[], tuple[Array, Array, SolveInfo]] | None = None
+                    ) -> tuple[Array, Array, Array, SolveInfo]:
+    """The squared-loss (C, D) readout with the feature-selection penalty, B fixed::
+
+        min_{C, D, d}  1/(2m) ||C X + D U + d - Y||^2 + w sum_j sqrt(||D e_j||^2 + ||B e_j||^2)
+        s.t. ||C_k||_1 <= beta_C, ||D_k||_1 <= beta_D
+
+    C and d are least-squares coefficients given D, so FISTA runs on D alone, on the reduced
+    problem min_D f(D) + g(D), f(D) = min_{C, d} of the loss (a quadratic in D whose Gram
+    matrix is the Schur complement of the states' block), with the column prox of D and its
+    balls (:func:`_column_prox`): a column of D is exactly zero where B's is and zero is
+    optimal. The reduced problem drops C's ball; its optimum is the readout's whenever the
+    least-squares C lies in that ball. When a check finds C outside it, ``exact()`` (a
+    solve of the whole readout, e.g. the CVXPY block on the Gram matrix) supplies (C, D)
+    instead; its columns of D are set to zero where B's are and zero meets the optimality
+    condition, and the point is certified by the same bound, whatever solved it. Without
+    ``exact`` the starting point is returned, not certified.
+
+    The certificate is the Fenchel duality gap of the full problem at K = [C, D] with the
+    scaled, centred residuals theta R,
+    ``F* >= -theta <R, Y> - theta^2 m/2 ||R||^2 - sigma_C(-theta R X^T) - g*(-theta R U^T)``
+    (:func:`_d_conjugate_bound`), all from the Gram matrix of the centred features, so a
+    check costs q k^2 whatever m. Returns (C, D, d, record); d is the least-squares
+    intercept of (C, D), and the record's objective is the readout's loss plus penalty, in
+    units of the training objective.
+    """
+    t0 = time.perf_counter()
+    n, p, m, q = problem.n, problem.p, problem.m, problem.q
+    beta_c, beta_d = problem.bounds.C, problem.bounds.D
+    w = float(pen.weight)
+    c = np.linalg.norm(B, axis=0)
+    V = np.vstack([X, problem.U])
+    mu = V.mean(axis=1) if problem.bias else np.zeros(n + p)
+    Vc = V - mu[:, None]
+    Y = problem.Y
+    ybar = Y.mean(axis=1) if problem.bias else np.zeros(q)
+    Yc = Y - ybar[:, None]
+    G, H = Vc @ Vc.T / m, Yc @ Vc.T / m
+    yc2 = float(np.sum(Yc * Yc)) / m
+    # least squares in C: C(D) = (H_x - D G_ux) Gxx^+, on the states' eigenvectors above
+    # rounding level (the others carry no signal: X^T v = 0 up to rounding)
+    ev, Q = np.linalg.eigh(G[:n, :n])
+    keep = ev > max(float(ev[-1]) if n else 0.0, 1e-300) * 1e-13
+    Qk = Q[:, keep] / np.sqrt(ev[keep])
+    Sx = Qk @ Qk.T                                        # Gxx^+
+    Gr = G[n:, n:] - G[n:, :n] @ Sx @ G[:n, n:]         # the Schur complement
+    Gr = 0.5 * (Gr + Gr.T)
+    Hr = H[:, n:] - H[:, :n] @ Sx @ G[:n, n:]
+    L = max(float(np.linalg.eigvalsh(Gr)[-1]), 1e-300)
+    prox = _column_prox(pen, _Layout(0, p, False, None, beta_d), np.full((q, 1), 1.0 / L), B)
+
+    def c_of(Dc):
+        return (H[:, :n] - Dc @ G[n:, :n]) @ Sx
+
+    def grad_obj(Dc):
+        DG = Dc @ Gr
+        return 0.5 * (float(np.sum(DG * Dc)) - 2.0 * float(np.sum(Dc * Hr))), DG - Hr
+
+    def bound(K):
+        """(F(K), an upper bound on F(K) - F*) for a feasible K = [C, D].
+
+        The dual points are theta (R - E) with R = (K Vc - Yc) / m the residuals and E, on
+        a set of rows, R's projection on the row space of the centred states (zero on the
+        other rows): those rows then have no gradient in C and no part in sigma_C, which
+        removes the beta_C-fold amplification of a small error in a row of C inside its
+        ball. The rows corrected are none, those of C inside its ball, or all; the largest
+        lower bound is kept (each is a valid one)."""
+        # <R, Yc> = <K, H> - yc2, m ||R||^2 = <K G, K> - 2 <K, H> + yc2, R Vc^T = K G - H;
+        # E Xc^T = g_x Gxx^+ Gxx, E Uc^T = g_x Gxx^+ G_xu, <E, Yc> = <g_x Gxx^+, H_x>,
+        # m ||R - E||^2 = m ||R||^2 - g_x Gxx^+ g_x^T (E is an orthogonal projection of R)
+        KG = K @ G
+        a, b = float(np.sum(KG * K)), float(np.sum(K * H))
+        g = KG - H
+        Dk = K[:, n:]
+        full = 0.5 * (a - 2.0 * b + yc2) + w * float(np.sum(np.sqrt(np.sum(Dk ** 2, axis=0)
+                                                                     + c * c)))
+        gS = g[:, :n] @ Sx
+        e_y = np.sum(gS * H[:, :n], axis=1)
+        e_2 = np.sum(gS * g[:, :n], axis=1)
+        e_x, e_u = gS @ G[:n, :n], gS @ G[:n, n:]
+        inside = (np.ones(q, bool) if beta_c is None
+                  else np.abs(K[:, :n]).sum(axis=1) < beta_c * (1.0 - 1e-9))
+        lower = -np.inf
+        for rows in {(), tuple(np.flatnonzero(inside)), tuple(range(q))}:
+            r = list(rows)
+            gl = g.copy()
+            gl[r, :n] -= e_x[r]
+            gl[r, n:] -= e_u[r]
+            ry = (b - yc2) - float(e_y[r].sum())            # <R - E, Yc>
+            rr = (a - 2.0 * b + yc2) - float(e_2[r].sum())  # m ||R - E||^2
+            top = float(np.linalg.norm(gl[:, n:], axis=0).max()) if p else 0.0
+            for theta in {1.0, min(1.0, (1.0 - 1e-12) * w / top) if top > 0 else 1.0}:
+                M = -theta * gl
+                lo = (-theta * ry - 0.5 * theta * theta * rr
+                      - _ball_support(M[:, :n], beta_c)
+                      - _d_conjugate_bound(M[:, n:], Dk, c, w, beta_d))
+                lower = max(lower, lo)
+        return full, max(full - lower, 0.0)
+
+    last: dict = {}
+
+    def certificate(Dc, f, gr):
+        K = np.hstack([c_of(Dc), Dc])
+        if beta_c is not None and np.abs(K[:, :n]).sum(axis=1).max() > beta_c:
+            raise _BallActive
+        full, gap = bound(K)
+        last.update(point=K, f=full, gap=gap)
+        return gap * max(1.0, abs(f)) / max(1.0, abs(full))
+
+    def intercept(K):
+        return ybar - K @ mu if problem.bias else np.zeros(q)
+
+    try:
+        _, _, _, iters = fista(grad_obj, prox, certificate, np.array(D, dtype=float), L, tol,
+                               max_iter, check_every=10)
+    except _BallActive:
+        if exact is None:
+            info = SolveInfo("CD", "FISTA", "optimal_inaccurate", None, None, None, False,
+                             time.perf_counter() - t0, 1,
+                             "the least-squares C leaves its ball: the reduced readout does "
+                             "not apply")
+            return C, D, intercept(np.hstack([C, D])), info
+        C2, D2, info2 = exact()
+        if info2.status not in ("optimal", "optimal_inaccurate") or C2 is None or D2 is None:
+            return C, D, intercept(np.hstack([C, D])), replace(info2, certified=False)
+        K = np.hstack([_inside_rows(np.asarray(C2, float), beta_c),
+                       _inside_rows(np.asarray(D2, float), beta_d)])
+        # The solver leaves at its own tolerance the columns of D whose zero is optimal.
+        # First the snap: D_j = 0 where B_j = 0 and ||grad_{D_j} loss|| < w (1 - 1e-6) (a
+        # nonzero optimal column has that norm equal to w). Then, if the snapped point is not
+        # within tol, proximal-gradient steps on the whole readout: the column prox makes the
+        # same columns exactly zero and the steps tighten the dual residual. The first
+        # point within tol is returned, else the point of least bound (the solver's own
+        # among them).
+        Ks, (full, gap) = K, bound(K)
+        snap = (c == 0.0) & (np.linalg.norm((K @ G - H)[:, n:], axis=0) < w * (1.0 - 1e-6))
+        snap &= np.any(K[:, n:] != 0.0, axis=0)
+        if np.any(snap):
+            K = K.copy()
+            K[:, n:][:, snap] = 0.0
+            f2, g2 = bound(K)
+            if g2 <= max(gap, tol * max(1.0, abs(f2))):
+                Ks, full, gap = K, f2, g2
+        if gap > tol * max(1.0, abs(full)):
+            Lk = max(float(np.linalg.eigvalsh(G)[-1]), 1e-300)
+            prox_k = _column_prox(pen, _Layout(0, p, False, None, beta_d),
+                                  np.full((q, 1), 1.0 / Lk), B)
+            K = Ks
+            for step in range(1, 201):
+                Z = K - (K @ G - H) / Lk
+                Z[:, :n] = Z[:, :n] if beta_c is None else project_l1_rows(Z[:, :n], beta_c)
+                Z[:, n:] = prox_k(Z[:, n:])
+                K = Z
+                if step <= 3 or step % 5 == 0:
+                    f2, g2 = bound(K)
+                    if g2 < gap:
+                        Ks, full, gap = K.copy(), f2, g2
+                    if g2 <= tol * max(1.0, abs(f2)):
+                        break
+        rel = gap / max(1.0, abs(full))
+        ok = rel <= tol
+        info = SolveInfo("CD", f"{info2.solver} (Gram)", "optimal" if ok else
+                         "optimal_inaccurate", full, rel, None, ok, time.perf_counter() - t0,
+                         info2.attempt, "C's ball is active: the whole readout was solved "
+                         "and certified by its duality gap" + ("" if ok else
+                                                               f" ({rel:.1e}, above tolerance)"),
+                         gap)
+        return Ks[:, :n], Ks[:, n:], intercept(Ks), info
+    K, f, gap = np.array(last["point"]), last["f"], last["gap"]
+    info = replace(fista_info("CD", f, gap, iters, tol, t0, "duality gap"), abs_gap=gap)
+    return K[:, :n], K[:, n:], intercept(K), info
+
+
+class ColumnsReadout(BlockSolver):
+    """The first-order (C, D) readout of a feature-selection problem
+    (:func:`fast_cd_columns`); when C's ball is active the readout is solved by the CVXPY
+    block on the Gram matrix (:class:`fenchel_idl.blocks.gram.GramReadout`, whose cost does
+    not grow with m) and certified by the same duality-gap bound."""
+
+    block = "CD"
+
+    def __init__(self, problem, policy: SolvePolicy):
+        self.problem, self.policy = problem, policy
+        self.penalty = column_penalty(problem)
+        self._gram: GramReadout | None = None
+
+    def solve(self, s: State) -> tuple[State, SolveInfo]:
+        def exact():
+            if self._gram is None:
+                self._gram = GramReadout(self.problem)
+            G, Hl = self._gram.statistics(s.X)
+            C, D, _, info = self._gram.solve(G, Hl, s.A, s.B, self.policy.cvxpy)
+            return C, D, info
+
+        C, D, d, info = fast_cd_columns(self.problem, s.X, s.B, s.C, s.D, self.penalty,
+                                        tol=self.policy.gap_tol, exact=exact)
+        return replace(s, C=C, D=D, d=d), info
+
+
 class ColumnsBlock(BlockSolver):
     """The joint (B, D) block of :func:`fast_bd_block` as a block solver ("BD"). An
     uncertified solve is kept with its record (the policy records it, or raises); the
@@ -400,5 +670,8 @@ def with_column_block(problem, solvers: BlockSolvers, block_solver: str = "auto"
     policy = solvers.CD.policy
     if block_solver == "cvxpy" or policy.solvers is not None or not columns_apply(problem):
         return solvers
-    return ColumnBlockSolvers(solvers.X, solvers.AB, PolishedReadout(solvers.CD, problem),
-                              solvers.blocks, BD=ColumnsBlock(problem, policy))
+    readout: BlockSolver = PolishedReadout(solvers.CD, problem)
+    if columns_readout_apply(problem):
+        readout = Fallback(ColumnsReadout(problem, policy), readout, policy)
+    return ColumnBlockSolvers(solvers.X, solvers.AB, readout, solvers.blocks,
+                              BD=ColumnsBlock(problem, policy))
