@@ -46,9 +46,13 @@ def _reference_readout(pb: TrainingProblem, model: ImplicitModel, solver: str) -
 @pytest.mark.parametrize("scale", [1e7, 1e12])
 def test_gram_readout_is_certified_on_the_posed_problem(scale):
     pb = _scaled_problem(scale)
+    # at 1e12 no solver certifies every (A, B) block either (FISTA stops near 5e-6 after its
+    # 20000 iterations, the CVXPY chain fails or reports a gap of 1e2; how close FISTA gets
+    # depends on the BLAS), so the run keeps its uncertified points ("warn") and what is
+    # checked is that the certificate says so
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = solve_bcd(pb, max_sweeps=2)
+        res = solve_bcd(pb, max_sweeps=2, on_failure="fallback" if scale == 1e7 else "warn")
     cert = res.certificate
     if scale == 1e7:  # certified, and right (it was C = 0, loss 0.255, certified gap 5e-19)
         assert cert.readout_certified and cert.blocks_certified

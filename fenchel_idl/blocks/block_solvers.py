@@ -51,6 +51,7 @@ from fenchel_idl.blocks.lipschitz import (
     lipschitz_cd_apply,
 )
 from fenchel_idl.blocks.parallel import ParallelBlocks, SolveOptions, make_executor
+from fenchel_idl.blocks.routing import columns_apply, columns_readout_apply
 from fenchel_idl.blocks.solvers import ON_FAILURE, SolveInfo, solve_certified
 from fenchel_idl.errors import SolverError, SolverWarning, ValidationError
 from fenchel_idl.model.activations import state_lipschitz
@@ -416,9 +417,8 @@ def make_block_solvers(problem: TrainingProblem, policy: SolvePolicy, block_solv
     fast_cd = allowed and lipschitz_cd_apply(problem) and (
         problem.q * problem.m * (problem.n + problem.p + 1) > _LIPSCHITZ_CD_MIN_SIZE)
     if allowed:
-        # the feature-selection readout of fenchel_idl.blocks.columns (which imports this
-        # module) is first-order too: with_column_block puts it in place
-        from fenchel_idl.blocks.columns import columns_apply, columns_readout_apply
+        # the feature-selection readout is first-order too (with_column_block of
+        # fenchel_idl.blocks.columns puts it in place)
         columns_cd = columns_apply(problem) and columns_readout_apply(problem)
         _say_generic_path(problem, fast_x, fast or lipschitz, fast_cd or columns_cd)
     pool = make_executor(executor)

@@ -42,38 +42,21 @@ from fenchel_idl.blocks.block_solvers import (BlockSolver, BlockSolvers, Fallbac
 from fenchel_idl.blocks.gram import GramReadout
 from fenchel_idl.blocks.first_order import _l1_ball_residual, ab_prox_weight, fista, fista_info
 from fenchel_idl.blocks.solvers import SolveInfo
-from fenchel_idl.problem.losses import SquaredLoss
-from fenchel_idl.problem.penalties import FeatureSelection, penalty_reads
+from fenchel_idl.blocks.routing import column_penalty, columns_apply, columns_readout_apply
+from fenchel_idl.problem.penalties import FeatureSelection
 from fenchel_idl.problem.projection import project_l1_rows
 
 __all__ = [
     "ColumnBlockSolvers",
     "ColumnsBlock",
+    "ColumnsReadout",
     "PolishedReadout",
-    "column_penalty",
-    "columns_apply",
     "fast_bd_block",
+    "fast_cd_columns",
     "with_column_block",
 ]
 
 Array = NDArray[np.float64]
-
-
-def column_penalty(problem) -> FeatureSelection | None:
-    """The feature-selection penalty of the problem when it is the only penalty reading B or
-    D (the column block then covers the penalty part of those matrices), else None."""
-    shapes = {"A": (problem.n, problem.n), "B": (problem.n, problem.p),
-              "C": (problem.q, problem.n), "D": (problem.q, problem.p)}
-    pens = [pn for pn in problem.penalties if set(penalty_reads(pn, shapes)) & {"B", "D"}]
-    if len(pens) == 1 and isinstance(pens[0], FeatureSelection):
-        return pens[0]
-    return None
-
-
-def columns_apply(problem) -> bool:
-    """Whether :func:`fast_bd_block` covers the (B, D) block: ReLU, and one feature-selection
-    penalty as the only penalty reading B or D (:func:`column_penalty`)."""
-    return problem.activation.name == "relu" and column_penalty(problem) is not None
 
 
 @dataclass
@@ -305,16 +288,6 @@ def fast_bd_block(problem, A: Array, B: Array, b: Array, C: Array, D: Array, d: 
     return Bn, bn, Dn, dn, info
 
 
-def columns_readout_apply(problem) -> bool:
-    """Whether :func:`fast_cd_columns` covers the (C, D) readout: the squared loss, the
-    feature-selection penalty as the only penalty reading B, C or D, and a ball on C (its
-    support function keeps the dual bound finite)."""
-    if not (isinstance(problem.loss, SquaredLoss) and problem.bounds.C is not None
-            and column_penalty(problem) is not None):
-        return False
-    return not problem.penalties_reading("C")
-
-
 def _ball_support(M: Array, beta: float | None) -> float:
     """sup {<M, K> : every row of K in the l1 ball of radius beta} (beta None: no ball)."""
     if beta is None:
@@ -356,75 +329,49 @@ def _inside_rows(M: Array, beta: float | None) -> Array:
     return M * np.minimum(1.0, beta / np.maximum(norms, 1e-300))[:, None]
 
 
-def fast_cd_columns(problem, X: Array, B: Array, C: Array, D: Array, pen: FeatureSelection,
-                    tol: float = 1e-7, max_iter: int = 20000,
-                    exact: Callable[[], tuple[Array, Array, SolveInfo]] | None = None
-                    ) -> tuple[Array, Array, Array, SolveInfo]:
-    """The squared-loss (C, D) readout with the feature-selection penalty, B fixed::
+class _ReadoutStats:
+    """The (C, D) readout of the feature-selection problem in terms of the centred Gram
+    matrix G = Vc Vc^T / m of V = [X; U] and H = Yc Vc^T / m (d is eliminated: it is the
+    least-squares intercept of K = [C, D]): its objective and duality-gap bound
+    (:meth:`bound`) at any feasible K, and the certification of a point from another solver
+    (:meth:`certify`)."""
 
-        min_{C, D, d}  1/(2m) ||C X + D U + d - Y||^2 + w sum_j sqrt(||D e_j||^2 + ||B e_j||^2)
-        s.t. ||C_k||_1 <= beta_C, ||D_k||_1 <= beta_D
+    def __init__(self, problem, X: Array, B: Array, pen: FeatureSelection):
+        n, p, m, q = problem.n, problem.p, problem.m, problem.q
+        self.n, self.p, self.q, self.bias = n, p, q, problem.bias
+        self.beta_c, self.beta_d = problem.bounds.C, problem.bounds.D
+        self.pen, self.w, self.B = pen, float(pen.weight), B
+        self.c = np.linalg.norm(B, axis=0)
+        V = np.vstack([X, problem.U])
+        self.mu = V.mean(axis=1) if problem.bias else np.zeros(n + p)
+        Vc = V - self.mu[:, None]
+        self.ybar = problem.Y.mean(axis=1) if problem.bias else np.zeros(q)
+        Yc = problem.Y - self.ybar[:, None]
+        self.G, self.H = Vc @ Vc.T / m, Yc @ Vc.T / m
+        self.yc2 = float(np.sum(Yc * Yc)) / m
+        # Gxx^+ on the states' eigenvectors above rounding level (the others carry no
+        # signal: X^T v = 0 up to rounding)
+        ev, Q = np.linalg.eigh(self.G[:n, :n])
+        keep = ev > max(float(ev[-1]) if n else 0.0, 1e-300) * 1e-13
+        Qk = Q[:, keep] / np.sqrt(ev[keep])
+        self.Sx = Qk @ Qk.T
 
-    C and d are least-squares coefficients given D, so FISTA runs on D alone, on the reduced
-    problem min_D f(D) + g(D), f(D) = min_{C, d} of the loss (a quadratic in D whose Gram
-    matrix is the Schur complement of the states' block), with the column prox of D and its
-    balls (:func:`_column_prox`): a column of D is exactly zero where B's is and zero is
-    optimal. The reduced problem drops C's ball; its optimum is the readout's whenever the
-    least-squares C lies in that ball. When a check finds C outside it, ``exact()`` (a
-    solve of the whole readout, e.g. the CVXPY block on the Gram matrix) supplies (C, D)
-    instead; its columns of D are set to zero where B's are and zero meets the optimality
-    condition, and the point is certified by the same bound, whatever solved it. Without
-    ``exact`` the starting point is returned, not certified.
+    def intercept(self, K: Array) -> Array:
+        return self.ybar - K @ self.mu if self.bias else np.zeros(self.q)
 
-    The certificate is the Fenchel duality gap of the full problem at K = [C, D] with the
-    scaled, centred residuals theta R,
-    ``F* >= -theta <R, Y> - theta^2 m/2 ||R||^2 - sigma_C(-theta R X^T) - g*(-theta R U^T)``
-    (:func:`_d_conjugate_bound`), all from the Gram matrix of the centred features, so a
-    check costs q k^2 whatever m. Returns (C, D, d, record); d is the least-squares
-    intercept of (C, D), and the record's objective is the readout's loss plus penalty, in
-    units of the training objective.
-    """
-    t0 = time.perf_counter()
-    n, p, m, q = problem.n, problem.p, problem.m, problem.q
-    beta_c, beta_d = problem.bounds.C, problem.bounds.D
-    w = float(pen.weight)
-    c = np.linalg.norm(B, axis=0)
-    V = np.vstack([X, problem.U])
-    mu = V.mean(axis=1) if problem.bias else np.zeros(n + p)
-    Vc = V - mu[:, None]
-    Y = problem.Y
-    ybar = Y.mean(axis=1) if problem.bias else np.zeros(q)
-    Yc = Y - ybar[:, None]
-    G, H = Vc @ Vc.T / m, Yc @ Vc.T / m
-    yc2 = float(np.sum(Yc * Yc)) / m
-    # least squares in C: C(D) = (H_x - D G_ux) Gxx^+, on the states' eigenvectors above
-    # rounding level (the others carry no signal: X^T v = 0 up to rounding)
-    ev, Q = np.linalg.eigh(G[:n, :n])
-    keep = ev > max(float(ev[-1]) if n else 0.0, 1e-300) * 1e-13
-    Qk = Q[:, keep] / np.sqrt(ev[keep])
-    Sx = Qk @ Qk.T                                        # Gxx^+
-    Gr = G[n:, n:] - G[n:, :n] @ Sx @ G[:n, n:]         # the Schur complement
-    Gr = 0.5 * (Gr + Gr.T)
-    Hr = H[:, n:] - H[:, :n] @ Sx @ G[:n, n:]
-    L = max(float(np.linalg.eigvalsh(Gr)[-1]), 1e-300)
-    prox = _column_prox(pen, _Layout(0, p, False, None, beta_d), np.full((q, 1), 1.0 / L), B)
+    def bound(self, K: Array) -> tuple[float, float]:
+        """(F(K), an upper bound on F(K) - F*) for a feasible K = [C, D]: the Fenchel dual
+        of the readout at theta (R - E),
+        ``F* >= -theta <R - E, Yc> - theta^2 m/2 ||R - E||^2 - sigma_C(-theta g_C)
+        - g*(-theta g_D)`` (g the gradients of that dual point, :func:`_d_conjugate_bound`).
 
-    def c_of(Dc):
-        return (H[:, :n] - Dc @ G[n:, :n]) @ Sx
-
-    def grad_obj(Dc):
-        DG = Dc @ Gr
-        return 0.5 * (float(np.sum(DG * Dc)) - 2.0 * float(np.sum(Dc * Hr))), DG - Hr
-
-    def bound(K):
-        """(F(K), an upper bound on F(K) - F*) for a feasible K = [C, D].
-
-        The dual points are theta (R - E) with R = (K Vc - Yc) / m the residuals and E, on
-        a set of rows, R's projection on the row space of the centred states (zero on the
-        other rows): those rows then have no gradient in C and no part in sigma_C, which
-        removes the beta_C-fold amplification of a small error in a row of C inside its
-        ball. The rows corrected are none, those of C inside its ball, or all; the largest
-        lower bound is kept (each is a valid one)."""
+        R = (K Vc - Yc) / m are the residuals and E, on a set of rows, R's projection on the
+        row space of the centred states (zero on the other rows): those rows then have no
+        gradient in C and no part in sigma_C, which removes the beta_C-fold amplification
+        of a small error in a row of C inside its ball. The rows corrected are none, those
+        of C inside its ball, or all; the largest lower bound is kept (each is valid)."""
+        n, p, q, w, c = self.n, self.p, self.q, self.w, self.c
+        G, H, yc2, beta_c = self.G, self.H, self.yc2, self.beta_c
         # <R, Yc> = <K, H> - yc2, m ||R||^2 = <K G, K> - 2 <K, H> + yc2, R Vc^T = K G - H;
         # E Xc^T = g_x Gxx^+ Gxx, E Uc^T = g_x Gxx^+ G_xu, <E, Yc> = <g_x Gxx^+, H_x>,
         # m ||R - E||^2 = m ||R||^2 - g_x Gxx^+ g_x^T (E is an orthogonal projection of R)
@@ -434,9 +381,8 @@ def fast_cd_columns(problem, X: Array, B: Array, C: Array, D: Array, pen: Featur
         Dk = K[:, n:]
         full = 0.5 * (a - 2.0 * b + yc2) + w * float(np.sum(np.sqrt(np.sum(Dk ** 2, axis=0)
                                                                      + c * c)))
-        gS = g[:, :n] @ Sx
-        e_y = np.sum(gS * H[:, :n], axis=1)
-        e_2 = np.sum(gS * g[:, :n], axis=1)
+        gS = g[:, :n] @ self.Sx
+        e_y, e_2 = np.sum(gS * H[:, :n], axis=1), np.sum(gS * g[:, :n], axis=1)
         e_x, e_u = gS @ G[:n, :n], gS @ G[:n, n:]
         inside = (np.ones(q, bool) if beta_c is None
                   else np.abs(K[:, :n]).sum(axis=1) < beta_c * (1.0 - 1e-9))
@@ -453,82 +399,126 @@ def fast_cd_columns(problem, X: Array, B: Array, C: Array, D: Array, pen: Featur
                 M = -theta * gl
                 lo = (-theta * ry - 0.5 * theta * theta * rr
                       - _ball_support(M[:, :n], beta_c)
-                      - _d_conjugate_bound(M[:, n:], Dk, c, w, beta_d))
+                      - _d_conjugate_bound(M[:, n:], Dk, c, w, self.beta_d))
                 lower = max(lower, lo)
         return full, max(full - lower, 0.0)
+
+    def certify(self, C: Array, D: Array, tol: float) -> tuple[Array, float, float]:
+        """A certified point near another solver's (C, D): (K, F(K), gap bound).
+
+        (C, D) is put in the balls (rows scaled). The solver leaves at its own tolerance the
+        columns of D whose zero is optimal, so first the snap: D_j = 0 where B_j = 0 and
+        ||grad_{D_j} loss|| < w (1 - 1e-6) (a nonzero optimal column has that norm equal to
+        w). If that point is not within tol, proximal-gradient steps on the whole readout
+        follow (the column prox makes the same columns exactly zero and the steps tighten
+        the dual residual): the first point within tol is returned, else the point of
+        least bound (the solver's own among them)."""
+        n, G, H, beta_c = self.n, self.G, self.H, self.beta_c
+        K = np.hstack([_inside_rows(np.asarray(C, float), beta_c),
+                       _inside_rows(np.asarray(D, float), self.beta_d)])
+        best, (full, gap) = K, self.bound(K)
+        snap = (self.c == 0.0) & (np.linalg.norm((K @ G - H)[:, n:], axis=0)
+                                  < self.w * (1.0 - 1e-6))
+        snap &= np.any(K[:, n:] != 0.0, axis=0)
+        if np.any(snap):
+            K = K.copy()
+            K[:, n:][:, snap] = 0.0
+            f2, g2 = self.bound(K)
+            if g2 <= max(gap, tol * max(1.0, abs(f2))):
+                best, full, gap = K, f2, g2
+        if gap <= tol * max(1.0, abs(full)):
+            return best, full, gap
+        Lk = max(float(np.linalg.eigvalsh(G)[-1]), 1e-300)
+        prox = _column_prox(self.pen, _Layout(0, self.p, False, None, self.beta_d),
+                            np.full((self.q, 1), 1.0 / Lk), self.B)
+        K = best
+        for step in range(1, 201):
+            Z = K - (K @ G - H) / Lk
+            Z[:, :n] = Z[:, :n] if beta_c is None else project_l1_rows(Z[:, :n], beta_c)
+            Z[:, n:] = prox(Z[:, n:])
+            K = Z
+            if step <= 3 or step % 5 == 0:
+                f2, g2 = self.bound(K)
+                if g2 < gap:
+                    best, full, gap = K.copy(), f2, g2
+                if g2 <= tol * max(1.0, abs(f2)):
+                    break
+        return best, full, gap
+
+
+def fast_cd_columns(problem, X: Array, B: Array, C: Array, D: Array, pen: FeatureSelection,
+                    tol: float = 1e-7, max_iter: int = 20000,
+                    exact: Callable[[], tuple[Array, Array, SolveInfo]] | None = None
+                    ) -> tuple[Array, Array, Array, SolveInfo]:
+    """The squared-loss (C, D) readout with the feature-selection penalty, B fixed::
+
+        min_{C, D, d}  1/(2m) ||C X + D U + d - Y||^2 + w sum_j sqrt(||D e_j||^2 + ||B e_j||^2)
+        s.t. ||C_k||_1 <= beta_C, ||D_k||_1 <= beta_D
+
+    C and d are least-squares coefficients given D, so FISTA runs on D alone, on the reduced
+    problem min_D f(D) + g(D), f(D) = min_{C, d} of the loss (a quadratic in D whose Gram
+    matrix is the Schur complement of the states' block), with the column prox of D and its
+    balls (:func:`_column_prox`): a column of D is exactly zero where B's is and zero is
+    optimal. The reduced problem drops C's ball; its optimum is the readout's whenever the
+    least-squares C lies in that ball. When a check finds C outside it, ``exact()`` (a
+    solve of the whole readout, e.g. the CVXPY block on the Gram matrix) supplies (C, D)
+    instead, certified by the same bound after :meth:`_ReadoutStats.certify`. Without
+    ``exact`` the starting point is returned, not certified.
+
+    The certificate is the Fenchel duality gap of the whole readout (:meth:`_ReadoutStats.
+    bound`), computed from the Gram matrix of the centred features, so a check costs
+    q k^2 whatever m. Returns (C, D, d, record); d is the least-squares intercept of
+    (C, D), and the record's objective is the readout's loss plus penalty, in units of the
+    training objective.
+    """
+    t0 = time.perf_counter()
+    st = _ReadoutStats(problem, X, B, pen)
+    n, G, H, Sx = st.n, st.G, st.H, st.Sx
+    Gr = G[n:, n:] - G[n:, :n] @ Sx @ G[:n, n:]         # the Schur complement
+    Gr = 0.5 * (Gr + Gr.T)
+    Hr = H[:, n:] - H[:, :n] @ Sx @ G[:n, n:]
+    L = max(float(np.linalg.eigvalsh(Gr)[-1]), 1e-300)
+    prox = _column_prox(pen, _Layout(0, st.p, False, None, st.beta_d),
+                        np.full((st.q, 1), 1.0 / L), B)
+
+    def grad_obj(Dc):
+        DG = Dc @ Gr
+        return 0.5 * (float(np.sum(DG * Dc)) - 2.0 * float(np.sum(Dc * Hr))), DG - Hr
 
     last: dict = {}
 
     def certificate(Dc, f, gr):
-        K = np.hstack([c_of(Dc), Dc])
-        if beta_c is not None and np.abs(K[:, :n]).sum(axis=1).max() > beta_c:
+        K = np.hstack([(H[:, :n] - Dc @ G[n:, :n]) @ Sx, Dc])   # C(D) by least squares
+        if st.beta_c is not None and np.abs(K[:, :n]).sum(axis=1).max() > st.beta_c:
             raise _BallActive
-        full, gap = bound(K)
+        full, gap = st.bound(K)
         last.update(point=K, f=full, gap=gap)
         return gap * max(1.0, abs(f)) / max(1.0, abs(full))
-
-    def intercept(K):
-        return ybar - K @ mu if problem.bias else np.zeros(q)
 
     try:
         _, _, _, iters = fista(grad_obj, prox, certificate, np.array(D, dtype=float), L, tol,
                                max_iter, check_every=10)
     except _BallActive:
+        start = st.intercept(np.hstack([C, D]))
         if exact is None:
-            info = SolveInfo("CD", "FISTA", "optimal_inaccurate", None, None, None, False,
-                             time.perf_counter() - t0, 1,
-                             "the least-squares C leaves its ball: the reduced readout does "
-                             "not apply")
-            return C, D, intercept(np.hstack([C, D])), info
+            return C, D, start, SolveInfo(
+                "CD", "FISTA", "optimal_inaccurate", None, None, None, False,
+                time.perf_counter() - t0, 1,
+                "the least-squares C leaves its ball: the reduced readout does not apply")
         C2, D2, info2 = exact()
         if info2.status not in ("optimal", "optimal_inaccurate") or C2 is None or D2 is None:
-            return C, D, intercept(np.hstack([C, D])), replace(info2, certified=False)
-        K = np.hstack([_inside_rows(np.asarray(C2, float), beta_c),
-                       _inside_rows(np.asarray(D2, float), beta_d)])
-        # The solver leaves at its own tolerance the columns of D whose zero is optimal.
-        # First the snap: D_j = 0 where B_j = 0 and ||grad_{D_j} loss|| < w (1 - 1e-6) (a
-        # nonzero optimal column has that norm equal to w). Then, if the snapped point is not
-        # within tol, proximal-gradient steps on the whole readout: the column prox makes the
-        # same columns exactly zero and the steps tighten the dual residual. The first
-        # point within tol is returned, else the point of least bound (the solver's own
-        # among them).
-        Ks, (full, gap) = K, bound(K)
-        snap = (c == 0.0) & (np.linalg.norm((K @ G - H)[:, n:], axis=0) < w * (1.0 - 1e-6))
-        snap &= np.any(K[:, n:] != 0.0, axis=0)
-        if np.any(snap):
-            K = K.copy()
-            K[:, n:][:, snap] = 0.0
-            f2, g2 = bound(K)
-            if g2 <= max(gap, tol * max(1.0, abs(f2))):
-                Ks, full, gap = K, f2, g2
-        if gap > tol * max(1.0, abs(full)):
-            Lk = max(float(np.linalg.eigvalsh(G)[-1]), 1e-300)
-            prox_k = _column_prox(pen, _Layout(0, p, False, None, beta_d),
-                                  np.full((q, 1), 1.0 / Lk), B)
-            K = Ks
-            for step in range(1, 201):
-                Z = K - (K @ G - H) / Lk
-                Z[:, :n] = Z[:, :n] if beta_c is None else project_l1_rows(Z[:, :n], beta_c)
-                Z[:, n:] = prox_k(Z[:, n:])
-                K = Z
-                if step <= 3 or step % 5 == 0:
-                    f2, g2 = bound(K)
-                    if g2 < gap:
-                        Ks, full, gap = K.copy(), f2, g2
-                    if g2 <= tol * max(1.0, abs(f2)):
-                        break
+            return C, D, start, replace(info2, certified=False)
+        K, full, gap = st.certify(C2, D2, tol)
         rel = gap / max(1.0, abs(full))
         ok = rel <= tol
-        info = SolveInfo("CD", f"{info2.solver} (Gram)", "optimal" if ok else
-                         "optimal_inaccurate", full, rel, None, ok, time.perf_counter() - t0,
-                         info2.attempt, "C's ball is active: the whole readout was solved "
-                         "and certified by its duality gap" + ("" if ok else
-                                                               f" ({rel:.1e}, above tolerance)"),
-                         gap)
-        return Ks[:, :n], Ks[:, n:], intercept(Ks), info
+        note = "C's ball is active: the whole readout was solved and certified by its " \
+               "duality gap" + ("" if ok else f" ({rel:.1e}, above tolerance)")
+        return K[:, :n], K[:, n:], st.intercept(K), SolveInfo(
+            "CD", f"{info2.solver} (Gram)", "optimal" if ok else "optimal_inaccurate", full,
+            rel, None, ok, time.perf_counter() - t0, info2.attempt, note, gap)
     K, f, gap = np.array(last["point"]), last["f"], last["gap"]
     info = replace(fista_info("CD", f, gap, iters, tol, t0, "duality gap"), abs_gap=gap)
-    return K[:, :n], K[:, n:], intercept(K), info
+    return K[:, :n], K[:, n:], st.intercept(K), info
 
 
 class ColumnsReadout(BlockSolver):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fenchel_idl.blocks.block_solvers import SolvePolicy, State, make_block_solvers
-from fenchel_idl.blocks.columns import PolishedReadout, column_penalty, columns_apply, fast_bd_block
+from fenchel_idl.blocks.columns import PolishedReadout, fast_bd_block
+from fenchel_idl.blocks.routing import column_penalty, columns_apply
 from fenchel_idl.blocks.first_order import ab_prox_weight
 from fenchel_idl.problem.training_problem import TrainingProblem
 

@@ -9,8 +9,8 @@ import pytest
 
 import fenchel_idl as fi
 from fenchel_idl.blocks.block_solvers import Fallback, SolvePolicy, State, make_block_solvers
-from fenchel_idl.blocks.columns import (ColumnsReadout, column_penalty, columns_readout_apply,
-                                        fast_cd_columns, with_column_block)
+from fenchel_idl.blocks.columns import ColumnsReadout, fast_cd_columns, with_column_block
+from fenchel_idl.blocks.routing import column_penalty, columns_readout_apply
 from fenchel_idl.errors import SolverWarning
 from fenchel_idl.problem.penalties import FeatureSelection
 
