@@ -39,10 +39,11 @@ from numpy.typing import NDArray
 
 from fenchel_idl.blocks.block_solvers import (BlockSolver, BlockSolvers, Fallback, SolvePolicy,
                                               State)
-from fenchel_idl.blocks.gram import GramReadout
 from fenchel_idl.blocks.first_order import _l1_ball_residual, ab_prox_weight, fista, fista_info
-from fenchel_idl.blocks.solvers import SolveInfo
+from fenchel_idl.blocks.gram import GramReadout
 from fenchel_idl.blocks.routing import column_penalty, columns_apply, columns_readout_apply
+from fenchel_idl.blocks.solvers import SolveInfo
+from fenchel_idl.errors import SolverError
 from fenchel_idl.problem.penalties import FeatureSelection
 from fenchel_idl.problem.projection import project_l1_rows
 
@@ -506,7 +507,7 @@ def fast_cd_columns(problem, X: Array, B: Array, C: Array, D: Array, pen: Featur
                 time.perf_counter() - t0, 1,
                 "the least-squares C leaves its ball: the reduced readout does not apply")
         C2, D2, info2 = exact()
-        if info2.status not in ("optimal", "optimal_inaccurate") or C2 is None or D2 is None:
+        if C2 is None or info2.status not in ("optimal", "optimal_inaccurate"):
             return C, D, start, replace(info2, certified=False)
         K, full, gap = st.certify(C2, D2, tol)
         rel = gap / max(1.0, abs(full))
@@ -536,10 +537,16 @@ class ColumnsReadout(BlockSolver):
 
     def solve(self, s: State) -> tuple[State, SolveInfo]:
         def exact():
+            # a Gram solve that no solver certifies is an uncertified primary: the Fallback
+            # then takes the all-samples readout instead of ending the run
             if self._gram is None:
                 self._gram = GramReadout(self.problem)
             G, Hl = self._gram.statistics(s.X)
-            C, D, _, info = self._gram.solve(G, Hl, s.A, s.B, self.policy.cvxpy)
+            try:
+                C, D, _, info = self._gram.solve(G, Hl, s.A, s.B, self.policy.cvxpy)
+            except SolverError as err:
+                return None, None, SolveInfo("CD", "CVXPY (Gram)", err.status, None, None,
+                                             None, False, 0.0, len(err.attempts), str(err))
             return C, D, info
 
         C, D, d, info = fast_cd_columns(self.problem, s.X, s.B, s.C, s.D, self.penalty,

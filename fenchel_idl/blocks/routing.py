@@ -6,7 +6,7 @@ ask them when it says which blocks take the generic CVXPY path."""
 from __future__ import annotations
 
 from fenchel_idl.problem.losses import SquaredLoss
-from fenchel_idl.problem.penalties import FeatureSelection, penalty_reads
+from fenchel_idl.problem.penalties import FeatureSelection
 
 __all__ = ["column_penalty", "columns_apply", "columns_readout_apply"]
 
@@ -14,9 +14,7 @@ __all__ = ["column_penalty", "columns_apply", "columns_readout_apply"]
 def column_penalty(problem) -> FeatureSelection | None:
     """The feature-selection penalty of the problem when it is the only penalty reading B or
     D (the column block then covers the penalty part of those matrices), else None."""
-    shapes = {"A": (problem.n, problem.n), "B": (problem.n, problem.p),
-              "C": (problem.q, problem.n), "D": (problem.q, problem.p)}
-    pens = [pn for pn in problem.penalties if set(penalty_reads(pn, shapes)) & {"B", "D"}]
+    pens = problem.penalties_reading("B", "D")
     if len(pens) == 1 and isinstance(pens[0], FeatureSelection):
         return pens[0]
     return None

@@ -113,3 +113,39 @@ def test_without_a_whole_solve_an_active_c_ball_returns_the_start_uncertified():
     assert np.array_equal(C, C0) and np.array_equal(D, D0)
     # d is the least-squares intercept of the returned (C, D)
     np.testing.assert_allclose(d, (pb.Y - C0 @ X - D0 @ pb.U).mean(axis=1), atol=1e-12)
+
+
+def test_a_gram_solve_that_fails_hands_the_readout_to_the_all_samples_backup(monkeypatch):
+    """When C's ball binds and no solver certifies the Gram-matrix solve, the first-order
+    readout returns an uncertified record (the run does not end) and the routed Fallback
+    takes the all-samples CVXPY readout, whose result is certified."""
+    from fenchel_idl.blocks.gram import GramReadout
+    from fenchel_idl.errors import SolverError
+
+    U, Y = _data()
+    n = 5
+    pb = fi.TrainingProblem(U, Y, n=n, penalties=[FeatureSelection(weight=0.05)],
+                            bounds=fi.Bounds(C=0.5, D=0.3))
+    rng = np.random.default_rng(1)
+    X = np.maximum(rng.normal(size=(n, pb.m)), 0.0)
+    B = rng.normal(size=(n, pb.p))
+    state = State(np.zeros((n, n)), B, np.zeros(n), np.zeros((pb.q, n)),
+                  np.zeros((pb.q, pb.p)), np.zeros(pb.q), X, np.ones(n))
+
+    def fail(self, *args, **kwargs):
+        raise SolverError("block 'CD' could not be solved to certified optimality (test)")
+
+    monkeypatch.setattr(GramReadout, "solve", fail)
+    policy = SolvePolicy(pb.cone)
+    out, info = ColumnsReadout(pb, policy).solve(state)
+    assert not info.certified and "test" in info.note
+    assert np.array_equal(out.C, state.C) and np.array_equal(out.D, state.D)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SolverWarning)
+        solvers = with_column_block(pb, make_block_solvers(pb, policy))
+    out, info = solvers.CD.solve(state)
+    assert info.certified and "Gram" not in info.solver
+    # the backup's point is the readout's optimum: an independent solve does not beat it
+    F = (0.5 * np.sum((out.C @ X + out.D @ pb.U + out.d[:, None] - pb.Y) ** 2) / pb.m
+         + 0.05 * np.linalg.norm(np.vstack([B, out.D]), axis=0).sum())
+    assert abs(F - _cvxpy_readout(pb, X, B, 0.05)) <= 1e-5
