@@ -413,12 +413,26 @@ def ab_penalty_prox(problem, gammas: Array, pen, t, fixed: dict[str, Array],
     if pen.name == "row_norms" and pen.of == "A":
         tau = np.broadcast_to(np.asarray(t * pen.weight, dtype=float).reshape(-1),
                               (problem.n,))
-        return _a_penalty_prox(problem, lambda Ac: _row_norm_ball_prox(Ac, tau, radius))
-    if set(pen.matrices) & {"A", "B"} == {"A"}:
+        return _split_prox(problem, radius,
+                           prox_a=lambda Ac: _row_norm_ball_prox(Ac, tau, radius))
+    reads = set(pen.matrices) & {"A", "B"}
+    if reads == {"A"}:
         # B and b are only projected: Dykstra on A alone
-        return _a_penalty_prox(problem, _warm_dykstra(
+        return _split_prox(problem, radius, prox_a=_warm_dykstra(
             lambda Ac: pen.ab_prox({"A": Ac}, t, fixed)["A"],
             lambda Ac: project_rows(Ac, radius, "sort"), eta=eta))
+    if reads == {"B"}:
+        # A is only projected: the penalty's prox and B's balls on B alone (Dykstra; the
+        # prox itself when B has no ball)
+        def prox_b(Bc):
+            return pen.ab_prox({"B": Bc}, t, fixed)["B"]
+
+        beta = problem.bounds.B
+        if beta is not None:
+            radius_b = np.full(problem.n, beta)
+            prox_b = _warm_dykstra(prox_b, lambda Bc: project_rows(Bc, radius_b, "sort"),
+                                   eta=eta)
+        return _split_prox(problem, radius, prox_b=prox_b)
     return _warm_dykstra(prox_p, project, eta=eta)
 
 
@@ -471,20 +485,25 @@ def _warm_dykstra(prox_p: Callable[[Array], Array], project: Callable[[Array], A
     return prox
 
 
-def _a_penalty_prox(problem, prox_a: Callable[[Array], Array]) -> Callable[[Array], Array]:
-    """The proximal map on W = [A, B, b] of a penalty on A alone + the (A, B) block's balls:
-    ``prox_a`` (that of the penalty + the balls of A's rows) on A, and the balls'
-    projection of B and b, which do not meet the penalty."""
+def _split_prox(problem, radius: Array, prox_a: Callable[[Array], Array] | None = None,
+                prox_b: Callable[[Array], Array] | None = None) -> Callable[[Array], Array]:
+    """The proximal map on W = [A, B, b] of a penalty on A alone or on B alone + the (A, B)
+    block's balls: ``prox_a`` (that of the penalty + the balls of A's rows, radii
+    ``radius``) on A or ``prox_b`` (the same for B) on B; the part the penalty does not read
+    is only projected onto its balls, which do not meet the penalty, and so is b."""
     n, p, bias = problem.n, problem.p, problem.bias
     beta = problem.bounds.B
 
     def prox(Wc: Array) -> Array:
         out = np.array(Wc, copy=True)
-        out[:, :n] = prox_a(Wc[:, :n])
-        if beta is not None:
+        out[:, :n] = prox_a(Wc[:, :n]) if prox_a is not None else \
+            project_rows(Wc[:, :n], radius, "sort")
+        if prox_b is not None:
+            out[:, n:n + p] = prox_b(Wc[:, n:n + p])
+        elif beta is not None:
             out[:, n:n + p] = project_rows(Wc[:, n:n + p], np.full(n, beta), "sort")
-            if bias:
-                out[:, n + p] = np.clip(Wc[:, n + p], -beta, beta)
+        if beta is not None and bias:
+            out[:, n + p] = np.clip(Wc[:, n + p], -beta, beta)
         return out
 
     return prox

@@ -7,7 +7,7 @@ from fenchel_idl import ImplicitModel
 from fenchel_idl.blocks.first_order import _min_norm_l1
 from fenchel_idl.drivers.bcd import solve_bcd
 from fenchel_idl.problem import penalties as pen_mod
-from fenchel_idl.problem.training_problem import TrainingProblem
+from fenchel_idl.problem.training_problem import Bounds, TrainingProblem
 
 
 def _brute(g, w, radius):
@@ -137,12 +137,12 @@ def test_uncertified_first_order_readout_falls_back_only_where_the_cones_fit(rng
 
 
 # ---- the first-order (A, B) block with a penalty, against the CVXPY block ----------------
-def _penalized_setup(pen, seed=0, n=6):
+def _penalized_setup(pen, seed=0, n=6, **kw):
     from fenchel_idl.blocks.first_order import ab_prox_weight
     from fenchel_idl.model.activations import state_lipschitz
     rng = np.random.default_rng(seed)
     U = rng.standard_normal((4, 60))
-    pb = TrainingProblem(U, np.sin(U[:1] + U[1:2]), n=n, kappa=0.5, penalties=[pen])
+    pb = TrainingProblem(U, np.sin(U[:1] + U[1:2]), n=n, kappa=0.5, penalties=[pen], **kw)
     X = np.maximum(rng.standard_normal((n, pb.m)), 0.0)
     lam = rng.uniform(3.0, 150.0, n)  # a spread of lam, as after a few stages
     C, D = rng.standard_normal((1, n)), rng.standard_normal((1, pb.p)) * np.r_[0, 1, 1, 1]
@@ -163,10 +163,26 @@ def test_penalized_ab_block_reaches_the_clarabel_objective(pen, seed):
     same penalized problem reach one objective: FISTA's is certified, never above
     Clarabel's by more than its own certified gap (plus Clarabel's tolerance), and the
     difference is within the block tolerance."""
+    _check_penalized_ab_against_cvxpy(pen, seed)
+
+
+@pytest.mark.parametrize("ball", [None, 0.05])
+def test_feature_selection_ab_block_with_and_without_b_balls(ball):
+    """Feature selection reads B alone in the (A, B) block, whose prox then runs on B only:
+    the penalty's prox exactly without B's balls, Dykstra with them. With balls of 0.05 on
+    B's rows (active: without them the solution's rows reach 0.16) and without any, the block
+    reaches the CVXPY block's objective."""
+    pen = pen_mod.FeatureSelection(0.05)
+    B = _check_penalized_ab_against_cvxpy(pen, 2, bounds=Bounds(B=ball))
+    if ball is not None:
+        assert np.isclose(np.abs(B).sum(axis=1).max(), ball, rtol=1e-9)
+
+
+def _check_penalized_ab_against_cvxpy(pen, seed, **kw):
     from fenchel_idl.blocks.cvxpy_blocks import Blocks
     from fenchel_idl.blocks.first_order import fast_ab_penalized
     from fenchel_idl.blocks.solvers import solve_certified
-    pb, X, lam, C, D, W0, V, rho, gammas = _penalized_setup(pen, seed)
+    pb, X, lam, C, D, W0, V, rho, gammas = _penalized_setup(pen, seed, **kw)
     tol = 1e-7
     A, B, b, info = fast_ab_penalized(pb, X, lam, gammas, pen, {"C": C, "D": D}, W0, tol=tol,
                                       rho=rho)
@@ -190,13 +206,14 @@ def test_penalized_ab_block_reaches_the_clarabel_objective(pen, seed):
             + pen.value({"A": A, "B": B, "C": C, "D": D})
 
     assert info.certified
-    for M, r in ((A, pb.kappa / gammas), (B, None)):
+    for M, r in ((A, pb.kappa / gammas), (B, pb.bounds.B)):
         if r is not None:
             assert np.all(np.abs(M).sum(axis=1) <= r * (1 + 1e-12))
     f1, f2 = F(A, B, b), F(A2, B2, b2)
     scale = max(1.0, abs(f2))
     assert f1 - f2 <= 1e-7 * scale
     assert abs(f1 - f2) <= 1e-6 * scale
+    return B
 
 
 @pytest.mark.parametrize("weight", [10.0, 20.0])

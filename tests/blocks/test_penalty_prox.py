@@ -96,6 +96,23 @@ def test_weighted_column_shrink_matches_the_shifted_group_solver(seed):
     np.testing.assert_allclose(P, Z.value, atol=1e-5)
 
 
+@pytest.mark.parametrize("scale", [1e-7, 1e-3, 1.0])
+@pytest.mark.parametrize("seed", range(3))
+def test_shifted_columns_meets_its_optimality_conditions(seed, scale):
+    """The prox of sum_j sqrt(||x_j||^2 + c_j^2) in the metric sum X_ij^2 / T_ij, with
+    fixed parts c_j > 0 large and small beside the column: x solves (x - v) / T +
+    x / sqrt(||x||^2 + c^2) = 0 column by column, to rounding (the metric's weights from
+    1e-7, those of the first-order (A, B) block, to 1)."""
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((20, 10)) * rng.uniform(0.01, 3.0, 10)
+    c = rng.uniform(0.0, 2.0, 10) * np.r_[1e-3, 1e-2, np.ones(8)]
+    T = np.broadcast_to(rng.uniform(0.1, 1.0, (20, 1)) * scale, V.shape)
+    P = _shifted_columns(V, c, T)
+    nu = np.sqrt(np.sum(P * P, axis=0) + c * c)
+    residual = (P - V) / T + P / nu
+    np.testing.assert_allclose(residual * T, 0.0, atol=1e-14 * np.abs(V).max())
+
+
 def _prox_reference(pb, gammas, pen, t, Z, fixed):
     """argmin of sum_i ||w_i - z_i||^2 / (2 t_i) + P over the (A, B) block's balls (t a
     number or per row), by Clarabel."""
