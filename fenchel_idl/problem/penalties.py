@@ -206,27 +206,35 @@ def _shifted_groups(X: Array, c: Array, t, axis: int) -> Array:
 def _shifted_columns(X: Array, c: Array, T: Array) -> Array:
     """:func:`_shifted_groups` for column groups with weights T of X's shape. nu solves
     h(nu) = c^2 / nu^2 + sum_i x_i^2 / (nu + t_i)^2 - 1 = 0; h is convex and decreasing, so
-    Newton's method from a point where h >= 0 rises monotonically to the root."""
+    Newton's method from a point where h >= 0 rises monotonically to the root. (It runs in
+    the first-order (A, B) block's every proximal step, hence the few array operations.)"""
     X2 = X * X
-    zero = (c == 0) & (np.sum(X2 / (T * T), axis=0) <= 1.0)
+    c2 = c * c
+    # columns that are 0: no fixed part and ||x / t|| <= 1 (none when every c > 0)
+    zero = None if np.all(c > 0) else (c == 0) & (np.sum(X2 / (T * T), axis=0) <= 1.0)
     # h >= 0 at c (c > 0) and at ||(x, c)|| - max t (there every denominator, (nu + t_i)^2
     # and nu^2, is at most ||(x, c)||^2): a start within max t of the root, so that Newton's
     # method takes a few steps when t is small beside the column
-    c2 = c * c
-    nu = np.maximum(np.maximum(c, np.sqrt(np.sum(X2, axis=0) + c2) - T.max(axis=0)), 0.0)
+    nu = np.maximum(c, np.sqrt(np.sum(X2, axis=0) + c2) - T.max(axis=0))
     for _ in range(100):
-        Dn = nu[None, :] + T
-        ratio = X2 / (Dn * Dn)
-        inv = np.where(c > 0, 1.0 / np.maximum(nu, 1e-300), 0.0)
-        h = c2 * inv * inv + ratio.sum(axis=0) - 1.0
-        dh = -2.0 * c2 * inv ** 3 - 2.0 * np.sum(ratio / Dn, axis=0)
-        step = np.where(zero | (h <= 0), 0.0, -h / np.minimum(dh, -1e-300))
+        Dn = nu + T
+        R2 = X2 / (Dn * Dn)
+        nn = np.maximum(nu, 1e-300)
+        cn = c2 / nn / nn  # 0 where c = 0 (nn * nn would underflow to 0)
+        h = cn + R2.sum(axis=0) - 1.0
+        slope = cn / nn + np.sum(R2 / Dn, axis=0)  # -h' / 2
+        step = np.maximum(h, 0.0) / (2.0 * np.maximum(slope, 1e-300))
+        if zero is not None:
+            step[zero] = 0.0
         nu = nu + step
         # after a step s the error is at most h'' / (2 |h'|) s^2 <= 1.5 s^2 / nu (term by
         # term h'' / |h'| = 3 / (nu + t_i) <= 3 / nu): a step of 1e-8 nu leaves 1.5e-16 nu
-        if np.all(step <= 1e-8 * np.maximum(nu, 1e-300)):
+        if np.all(step <= 1e-8 * nn):
             break
-    return np.where(zero[None, :], 0.0, X * nu[None, :] / (nu[None, :] + T))
+    out = X * (nu / (nu + T))
+    if zero is not None:
+        out[:, zero] = 0.0
+    return out
 
 
 def _weighted_column_shrink(X: Array, T: Array) -> Array:
