@@ -99,14 +99,18 @@ def test_bcd_routes_the_feature_selection_readout_to_it_without_the_generic_path
     assert not columns_readout_apply(on_c)
 
 
-def test_without_a_whole_solve_an_active_c_ball_returns_the_start_uncertified():
+def _random_states(weight, bounds, n):
+    """A feature-selection problem on :func:`_data` and random states X >= 0 and B."""
     U, Y = _data()
-    n = 5
-    pb = fi.TrainingProblem(U, Y, n=n, penalties=[FeatureSelection(weight=0.02)],
-                            bounds=fi.Bounds(C=0.1, D=0.2))
+    pb = fi.TrainingProblem(U, Y, n=n, penalties=[FeatureSelection(weight=weight)],
+                            bounds=bounds)
     rng = np.random.default_rng(1)
-    X = np.maximum(rng.normal(size=(n, pb.m)), 0.0)
-    B = rng.normal(size=(n, pb.p))
+    return pb, np.maximum(rng.normal(size=(n, pb.m)), 0.0), rng.normal(size=(n, pb.p))
+
+
+def test_without_a_whole_solve_an_active_c_ball_returns_the_start_uncertified():
+    n = 5
+    pb, X, B = _random_states(0.02, fi.Bounds(C=0.1, D=0.2), n)
     C0, D0 = np.full((pb.q, n), 0.01), np.zeros((pb.q, pb.p))
     C, D, d, info = fast_cd_columns(pb, X, B, C0, D0, column_penalty(pb), tol=1e-8)
     assert not info.certified and "ball" in info.note
@@ -122,13 +126,8 @@ def test_a_gram_solve_that_fails_hands_the_readout_to_the_all_samples_backup(mon
     from fenchel_idl.blocks.gram import GramReadout
     from fenchel_idl.errors import SolverError
 
-    U, Y = _data()
     n = 5
-    pb = fi.TrainingProblem(U, Y, n=n, penalties=[FeatureSelection(weight=0.05)],
-                            bounds=fi.Bounds(C=0.5, D=0.3))
-    rng = np.random.default_rng(1)
-    X = np.maximum(rng.normal(size=(n, pb.m)), 0.0)
-    B = rng.normal(size=(n, pb.p))
+    pb, X, B = _random_states(0.05, fi.Bounds(C=0.5, D=0.3), n)
     state = State(np.zeros((n, n)), B, np.zeros(n), np.zeros((pb.q, n)),
                   np.zeros((pb.q, pb.p)), np.zeros(pb.q), X, np.ones(n))
 
