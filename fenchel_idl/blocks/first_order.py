@@ -415,24 +415,23 @@ def ab_penalty_prox(problem, gammas: Array, pen, t, fixed: dict[str, Array],
                               (problem.n,))
         return _split_prox(problem, radius,
                            prox_a=lambda Ac: _row_norm_ball_prox(Ac, tau, radius))
+    def part(key: str, r: Array | None) -> Callable[[Array], Array]:
+        """The prox of the penalty on A or B alone with that matrix's row balls of radii r:
+        Dykstra, or the penalty's prox itself without balls."""
+        def prox_part(M):
+            return pen.ab_prox({key: M}, t, fixed)[key]
+
+        return prox_part if r is None else _warm_dykstra(
+            prox_part, lambda M: project_rows(M, r, "sort"), eta=eta)
+
+    # a penalty on A alone or on B alone: the other part is only projected
     reads = set(pen.matrices) & {"A", "B"}
     if reads == {"A"}:
-        # B and b are only projected: Dykstra on A alone
-        return _split_prox(problem, radius, prox_a=_warm_dykstra(
-            lambda Ac: pen.ab_prox({"A": Ac}, t, fixed)["A"],
-            lambda Ac: project_rows(Ac, radius, "sort"), eta=eta))
+        return _split_prox(problem, radius, prox_a=part("A", radius))
     if reads == {"B"}:
-        # A is only projected: the penalty's prox and B's balls on B alone (Dykstra; the
-        # prox itself when B has no ball)
-        def prox_b(Bc):
-            return pen.ab_prox({"B": Bc}, t, fixed)["B"]
-
         beta = problem.bounds.B
-        if beta is not None:
-            radius_b = np.full(problem.n, beta)
-            prox_b = _warm_dykstra(prox_b, lambda Bc: project_rows(Bc, radius_b, "sort"),
-                                   eta=eta)
-        return _split_prox(problem, radius, prox_b=prox_b)
+        return _split_prox(problem, radius,
+                           prox_b=part("B", None if beta is None else np.full(problem.n, beta)))
     return _warm_dykstra(prox_p, project, eta=eta)
 
 
@@ -493,6 +492,7 @@ def _split_prox(problem, radius: Array, prox_a: Callable[[Array], Array] | None 
     is only projected onto its balls, which do not meet the penalty, and so is b."""
     n, p, bias = problem.n, problem.p, problem.bias
     beta = problem.bounds.B
+    radius_b = None if beta is None else np.full(n, beta)
 
     def prox(Wc: Array) -> Array:
         out = np.array(Wc, copy=True)
@@ -500,8 +500,8 @@ def _split_prox(problem, radius: Array, prox_a: Callable[[Array], Array] | None 
             project_rows(Wc[:, :n], radius, "sort")
         if prox_b is not None:
             out[:, n:n + p] = prox_b(Wc[:, n:n + p])
-        elif beta is not None:
-            out[:, n:n + p] = project_rows(Wc[:, n:n + p], np.full(n, beta), "sort")
+        elif radius_b is not None:
+            out[:, n:n + p] = project_rows(Wc[:, n:n + p], radius_b, "sort")
         if beta is not None and bias:
             out[:, n + p] = np.clip(Wc[:, n + p], -beta, beta)
         return out
