@@ -180,7 +180,10 @@ def _train(spec: ProblemSpec, progress: bool, checkpoint, resume: bool,
     summary: dict[str, Any] = {"problem": spec.name, "n_sweeps": result.n_sweeps,
                                "time_s": time.perf_counter() - t0,
                                "timings": dict(result.timings),
-                               "start_train": result.start_metric,
+                               # the model metric of the start, as for the result (the
+                               # driver's start_metric is the training loss's: RMSE for a
+                               # squared loss on one-hot labels)
+                               "start_train": model_metric(result.start_model, ds),
                                "train": model_metric(result.model, ds)}
     if test is not None:
         summary["test"] = model_metric(result.model, test)

@@ -328,3 +328,20 @@ def test_teacher_names_every_refused_section_and_checks_data(tmp_path):
     path.write_text('seed = -1\n[data]\nsource = "digits"\n[teacher]\n')
     with pytest.raises(ValidationError, match=r"'seed'"):
         load_problem(path)
+
+
+def test_run_reports_start_and_result_in_one_metric(tmp_path):
+    """A classification trained with the squared loss on one-hot labels: the summary gives
+    the start's and the result's training accuracy (not the start's RMSE beside the
+    result's accuracy), each equal to an independent count of correct argmax predictions."""
+    from fenchel_idl.apps.run import run_problem
+
+    path = tmp_path / "digits.toml"
+    path.write_text('name = "digits_squared"\nseed = 0\n[data]\nsource = "digits"\n'
+                    'test_fraction = 0.2\n[model]\nn = 5\n[training]\nloss = "squared"\n'
+                    'max_sweeps = 1\n')
+    result, summary = run_problem(path, None, progress=False)
+    train, _ = load_data(load_problem(path))
+    for key, model in (("start_train", result.start_model), ("train", result.model)):
+        correct = np.argmax(model.predict(train.U), axis=0) == train.labels
+        assert summary[key] == {"accuracy": pytest.approx(float(np.mean(correct)), abs=1e-12)}
