@@ -279,7 +279,8 @@ def _batch_terms(problem: TrainingProblem, s, idx, X: Array) -> float:
 @env_blas_threads
 def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epochs: int = 5,
                         init: Any = None, seed: int = 0, shuffle: bool = True,
-                        restart: bool = True, ab_prox: float = 1e-5, cd_prox: float = 1e-5,
+                        restart: bool = True, lam_growth: float = 1.0,
+                        ab_prox: float = 1e-5, cd_prox: float = 1e-5,
                         readout_iter: int | None = None, tol: float = 1e-6,
                         gap_tol: float = 1e-6, on_failure: str = "fallback",
                         solver: str | None = None, monitor: str = "epoch",
@@ -305,6 +306,13 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         Visit the samples in a new random order every epoch (else in their order).
     restart : bool
         Start every epoch from the true equilibrium of the current (A, B).
+    lam_growth : float >= 1
+        lam is multiplied by this factor at the start of every epoch after the first (a
+        continuation: lam is the inverse step of the X steps, so a small lam lets the
+        states, and through the W step the features, move far toward the labels early, and
+        a grown lam ties the last epochs' states to the model's equilibrium). H is reset
+        to J at every epoch's start, so it is monotone within each epoch as with a fixed
+        lam. 1 (the default) keeps lam fixed.
     ab_prox : float > 0
         Weight of the proximal term of the W step, relative to ||V||^2 / m (the default
         is :func:`fenchel_idl.blocks.first_order.ab_prox_weight`).
@@ -366,6 +374,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     batch_size, readout_iter = _check_arguments(
         problem, batch_size, epochs, seed, ab_prox, cd_prox, readout_iter, tol, gap_tol,
         monitor, callback, refine, init)
+    check_real("lam_growth", lam_growth, 1.0, None)
     policy = SolvePolicy(problem.cone, solver, on_failure, gap_tol)
     solvers = make_block_solvers(problem, policy, readout_iter=readout_iter)
     t_start = time.perf_counter()
@@ -375,6 +384,8 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     run.shown.open(epochs * run.n_batches, "batch")  # first: the start readout says where
     start_model = run.start(init, rng)
     for epoch in range(epochs):
+        if epoch:
+            run.s.lam = run.s.lam * lam_growth
         run.epoch(epoch, epochs, rng.permutation(problem.m) if shuffle else None, restart)
     run.shown.close()
     t_bcd = time.perf_counter() - t_start

@@ -102,7 +102,7 @@ _FILE_DATA_KEYS = {"source", "path", "test_path", "test_fraction", "target", "in
                    "delimiter", "header"}
 #: [minibatch]: train with :func:`fenchel_idl.solve_bcd_minibatch` and these of its options
 _MINIBATCH_INTS = {"batch_size": 1, "epochs": 1, "readout_iter": 1}
-_MINIBATCH_REALS = ("ab_prox", "cd_prox")
+_MINIBATCH_REALS = ("ab_prox", "cd_prox", "lam_growth")
 _MINIBATCH_BOOLS = ("shuffle", "restart")
 
 
@@ -113,7 +113,10 @@ def _check_minibatch(table: dict) -> None:
             check_int(key, table[key], low=low)
     for key in _MINIBATCH_REALS:
         if key in table:
-            check_real(key, table[key], 0.0, None, low_open=True)
+            if key == "lam_growth":
+                check_real(key, table[key], 1.0, None)
+            else:
+                check_real(key, table[key], 0.0, None, low_open=True)
     for key in _MINIBATCH_BOOLS:
         if key in table and not isinstance(table[key], bool):
             raise ValidationError(f"[minibatch] '{key}' must be true or false; got "

@@ -179,6 +179,29 @@ def test_minibatch_decreases_its_majorizer_which_bounds_the_objective(rng):
     assert rmse < res.start_metric["rmse"]
 
 
+def test_lam_growth_multiplies_lam_at_every_epoch_and_h_stays_monotone_within_each(rng):
+    U, Y = _regression(rng, m=120)
+    prob = TrainingProblem(U, Y, n=6, kappa=0.5, lam=0.5, bounds={"C": 20.0})
+    res = solve_bcd_minibatch(prob, batch_size=40, epochs=3, lam_growth=4.0, monitor="step",
+                              seed=1)
+    np.testing.assert_array_equal(res.lam, np.full(6, 0.5 * 4.0 ** 2))
+    cert = res.certificate
+    assert cert.blocks_certified and cert.readout_certified and cert.monotone
+    for epoch in range(3):
+        recs = [r for r in res.history if r.epoch == epoch]
+        assert recs[0].block == "restart" and recs[0].surrogate == recs[0].objective
+        for a, b_ in itertools.pairwise(recs):
+            assert b_.surrogate <= a.surrogate + 1e-9 * max(1.0, abs(a.surrogate))
+        # J with this epoch's lam, recomputed from scratch by the driver, never above H
+        for r in recs:
+            assert r.objective <= r.surrogate + 1e-9 * max(1.0, abs(r.surrogate))
+    # an epoch starts at the true equilibrium, where J is the training loss for any lam:
+    # so a grown lam shows only in the later records of the epoch
+    eq = dict(res.equilibrium_losses)
+    assert [r.objective for r in res.history if r.block == "restart"] == \
+        pytest.approx([eq[e] for e in range(3)], rel=1e-12)
+
+
 def test_with_batch_size_m_the_majorizer_is_tight_after_every_x_step(rng):
     """One batch: every anchor is refreshed by the X step, so H = J there (a check of the
     incremental bookkeeping against J computed from scratch)."""
@@ -239,6 +262,8 @@ def test_bad_options_are_refused(rng):
         solve_bcd_minibatch(prob, readout_iter=0)
     with pytest.raises(InputTypeError, match="'refine' must be None, a bool"):
         solve_bcd_minibatch(prob, refine="yes")
+    with pytest.raises(ValidationError, match=r"'lam_growth' must be in \[1"):
+        solve_bcd_minibatch(prob, lam_growth=0.5)
 
 
 # ----------------------------------------------------------------------------------------
@@ -402,6 +427,7 @@ def test_problem_file_with_minibatch_runs_and_writes_its_results(tmp_path):
     ("batch_size = 0\n", r"'batch_size' must be an integer in \[1, inf\]"),
     ("shuffle = 1\n", r"'shuffle' must be true or false"),
     ("ab_prox = -1.0\n", r"'ab_prox' must be in"),
+    ("lam_growth = 0.9\n", r"'lam_growth' must be in \[1"),
     ("sweeps = 3\n", r"\[minibatch\] keys must be among"),
 ])
 def test_bad_minibatch_tables_are_refused_before_any_work(tmp_path, extra, match):
