@@ -12,7 +12,8 @@ from fenchel_idl.apps.run import run_problem
 from fenchel_idl.drivers.problem_file import load_data, load_problem
 
 # 10,000 training images, the official 10,000 test images, n = 64, one pass of mini-batch
-# BCD in batches of 5,000: the balls and lam of problems/mnist_full.toml, without [refine]
+# BCD in batches of 5,000: the balls of problems/mnist_full.toml and the lam of
+# problems/mnist_bcd.toml, without [refine]
 _JOB = """
 name = "mnist_bcd_alone_reduced"
 seed = 0
@@ -27,7 +28,7 @@ kappa = 0.5
 bias = true
 [training]
 loss = "cross_entropy"
-lam = 1.0
+lam = 0.01
 standardize = false
 bounds = { B = 40.0, C = 5.0, D = 5.0 }
 [minibatch]
@@ -38,9 +39,12 @@ readout_iter = 2000
 on_failure = "warn"
 """
 
-#: Test accuracy measured on this job (seed 0, 94 s on the loaded 2-core machine): 0.8568.
-#: The floor leaves room for BLAS rounding, not for a lost pass.
-_FLOOR = 0.85
+#: Test accuracy measured on this job (seed 0, 112 s on the loaded 2-core machine): 0.8832
+#: (0.8568 with lam = 1). The floor leaves room for BLAS rounding, not for a lost pass.
+_FLOOR = 0.875
+#: BCD's own gain in training accuracy over its random-feature start (measured: 0.8426 to
+#: 0.9086, +0.066; +0.005 with lam = 10): BCD trains, not only the readout.
+_TRAIN_GAIN = 0.04
 
 
 def _numpy_predictions(A, B, b, C, D, d, U):
@@ -78,4 +82,6 @@ def test_bcd_alone_on_reduced_mnist_keeps_its_measured_accuracy(tmp_path):
     accuracy = float(np.mean(pred == test.labels))
     assert accuracy == pytest.approx(summary["test"]["accuracy"], abs=1e-12)
     assert accuracy >= _FLOOR, accuracy
+    gain = summary["train"]["accuracy"] - summary["start_train"]["accuracy"]
+    assert gain >= _TRAIN_GAIN, gain
 
