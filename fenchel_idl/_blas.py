@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 
 from fenchel_idl.errors import ValidationError
 
-__all__ = ["blas_controller", "blas_threads", "env_blas_limit", "env_blas_threads"]
+__all__ = ["blas_controller", "blas_threads", "env_blas_limit", "env_blas_threads",
+           "wide_blas_limit"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -36,6 +37,16 @@ def env_blas_limit() -> int | None:
         raise ValidationError("the environment variable FENCHEL_IDL_BLAS_THREADS must be a "
                               f"positive integer or 'auto'; got {raw!r}.")
     return value
+
+
+def wide_blas_limit() -> int | None:
+    """The BLAS thread limit for products over all samples at MNIST scale (an output of
+    q x m with m in the tens of thousands, as in the cross-entropy readout), which do gain
+    from threads (1.5x on 2 cores, measured): ``FENCHEL_IDL_BLAS_THREADS`` when it is set,
+    else every core."""
+    if os.environ.get("FENCHEL_IDL_BLAS_THREADS", "").strip():
+        return env_blas_limit()
+    return os.cpu_count() or 1
 
 
 @contextlib.contextmanager

@@ -19,6 +19,8 @@ small. Absolute times on shared machines mean little; the ratios are what to com
 - the separable CVXPY block solves on 2 local processes and on a 2-worker Dask
   ``LocalCluster`` against serial;
 - mini-batch BCD against full BCD at large m;
+- the cross-entropy readout: FISTA against Clarabel on digits, and at MNIST scale on every
+  core against one BLAS thread;
 - the BCD targets on the cosine problem (``problems/cosine_regression.toml``, BCD alone):
   train RMSE against its own random-feature start, certificates and sweep time, at the
   problem file's readout ball, 100 and a tighter one, and (without ``--quick``) the file's
@@ -50,6 +52,7 @@ import cvxpy as cp
 import numpy as np
 from joblib.externals.loky import get_reusable_executor
 
+from fenchel_idl._blas import wide_blas_limit
 from fenchel_idl.analysis import pyplot
 from fenchel_idl.apps.bench_refine import bench_projection, bench_refine_epoch, heldout_cosine
 from fenchel_idl.apps.common import machine_line, problems_dir, rmse, write_section
@@ -71,6 +74,7 @@ from fenchel_idl.drivers import (
     solve_bcd,
     solve_bcd_minibatch,
 )
+from fenchel_idl.drivers.state import equilibrium
 from fenchel_idl.model import ImplicitModel
 from fenchel_idl.problem import (
     L1,
@@ -84,9 +88,9 @@ from fenchel_idl.problem import (
 )
 from fenchel_idl.validation import check_choice
 
-__all__ = ["SECTIONS", "bench_ce_readout", "bench_cosine_targets", "bench_equilibrium", "bench_executor",
-           "bench_minibatch", "bench_penalties", "bench_scaling", "bench_section", "bench_sweep", "main",
-           "run_benchmarks"]
+__all__ = ["SECTIONS", "bench_ce_readout", "bench_ce_readout_threads", "bench_cosine_targets",
+           "bench_equilibrium", "bench_executor", "bench_minibatch", "bench_penalties",
+           "bench_scaling", "bench_section", "bench_sweep", "main", "run_benchmarks"]
 
 
 def _best(fn, repeats=3):
@@ -450,6 +454,42 @@ def bench_ce_readout(quick: bool = False) -> dict:
             "objective_diff": abs(float(info.objective) - float(ref.objective))}
 
 
+def bench_ce_readout_threads(quick: bool = False) -> dict:
+    """The first-order cross-entropy readout at MNIST scale (n = 128 random ReLU features of
+    the training images, balls of 20 as ``problems/mnist_bcd.toml``), the same fixed number
+    of FISTA iterations with its products on every core (the default past
+    ``_CE_WIDE_MIN`` entries of features) against one BLAS thread
+    (``FENCHEL_IDL_BLAS_THREADS=1``)."""
+    m, iters = (6000, 50) if quick else (60000, 300)
+    ds = datasets.load_mnist("train", n=m)
+    pb = TrainingProblem(ds.U, ds.labels, n=128, loss="cross_entropy", kappa=0.5,
+                         standardize=False, bounds={"B": 40.0, "C": 20.0, "D": 20.0})
+    st = initial_state(pb)
+    X, _ = equilibrium(pb, st)
+    saved = os.environ.get("FENCHEL_IDL_BLAS_THREADS")
+    times, objectives = {}, {}
+    try:
+        for label, env in (("1 thread", "1"), ("wide", None)):
+            if env is None:
+                os.environ.pop("FENCHEL_IDL_BLAS_THREADS", None)
+            else:
+                os.environ["FENCHEL_IDL_BLAS_THREADS"] = env
+            t = time.perf_counter()
+            # tol 0: never certified, so both run exactly `iters` iterations
+            _, info = fast_ce_readout(pb, X, tol=0.0, max_iter=iters)
+            times[label], objectives[label] = time.perf_counter() - t, float(info.objective)
+    finally:
+        if saved is None:
+            os.environ.pop("FENCHEL_IDL_BLAS_THREADS", None)
+        else:
+            os.environ["FENCHEL_IDL_BLAS_THREADS"] = saved
+    return {"m": m, "n": 128, "iterations": iters, "threads": wide_blas_limit(),
+            "one_s": times["1 thread"], "wide_s": times["wide"],
+            "ratio": times["wide"] / times["1 thread"],
+            "objective_diff": abs(objectives["wide"] - objectives["1 thread"])
+            / max(1.0, abs(objectives["1 thread"]))}
+
+
 def bench_cosine_targets(quick: bool = False, balls: tuple[float, ...] | None = None,
                          max_sweeps: int | None = None, refined: bool | None = None,
                          path: str | Path | None = None, data_seed: int | None = None,
@@ -600,7 +640,11 @@ def _report_ce_readout(quick: bool, say: Say) -> dict:
     say(f"  digits m={ce['m']} n={ce['n']}: FISTA {ce['fista_s']:.2f} s, Clarabel "
         f"{ce['clarabel_s']:.2f} s: x{ce['ratio']:.3f}  (both certified: {ce['certified']}; "
         f"objectives differ by {ce['objective_diff']:.1e})")
-    return ce
+    wide = bench_ce_readout_threads(quick)
+    say(f"  MNIST m={wide['m']} n={wide['n']}, {wide['iterations']} FISTA iterations: on "
+        f"{wide['threads']} BLAS threads {wide['wide_s']:.1f} s, on 1 {wide['one_s']:.1f} s: "
+        f"x{wide['ratio']:.3f}  (objectives differ by {wide['objective_diff']:.1e})")
+    return {**ce, "wide": wide}
 
 
 def _penalty_cases(weight: float) -> list[tuple[str, Any]]:

@@ -1,6 +1,7 @@
 """Mini-batch BCD (fenchel_idl.drivers.minibatch) against independent references."""
 
 import itertools
+import os
 
 import cvxpy as cp
 import numpy as np
@@ -351,6 +352,43 @@ def test_fast_ce_readout_reaches_the_cvxpy_optimum_with_its_certificate(rng):
     _, short = fast_ce_readout(prob, X, tol=1e-12, max_iter=3)
     assert not short.certified and short.status == "optimal_inaccurate"
     assert "duality gap" in short.note
+
+
+def test_wide_readouts_run_on_the_wide_blas_limit_with_the_same_optimum(rng, monkeypatch):
+    """Past _CE_WIDE_MIN entries of features the readout's products run on every core (or
+    on FENCHEL_IDL_BLAS_THREADS when it is set); the threads change nothing but rounding."""
+    from threadpoolctl import threadpool_info
+
+    import fenchel_idl.blocks.first_order as fb
+    from fenchel_idl._blas import blas_threads, wide_blas_limit
+
+    U, labels = _classification(rng)
+    prob = TrainingProblem(U, labels, n=5, loss="cross_entropy", bounds={"C": 2.0, "D": 1.0})
+    X = np.abs(rng.standard_normal((prob.n, prob.m)))
+    seen = []
+    fista = fb.fista
+
+    def spy(*args, **kwargs):
+        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return fista(*args, **kwargs)
+
+    monkeypatch.setattr(fb, "fista", spy)
+    with blas_threads(1):
+        _, narrow = fb.fast_ce_readout(prob, X, tol=1e-8)
+        monkeypatch.setattr(fb, "_CE_WIDE_MIN", 0)
+        monkeypatch.delenv("FENCHEL_IDL_BLAS_THREADS", raising=False)
+        _, wide = fb.fast_ce_readout(prob, X, tol=1e-8)
+        monkeypatch.setenv("FENCHEL_IDL_BLAS_THREADS", "1")
+        assert wide_blas_limit() == 1
+        fb.fast_ce_readout(prob, X, tol=1e-8)
+    assert wide_blas_limit() == 1
+    monkeypatch.delenv("FENCHEL_IDL_BLAS_THREADS")
+    assert wide_blas_limit() == (os.cpu_count() or 1)
+    with blas_threads(os.cpu_count() or 1):  # what the pools allow (they cap the limit)
+        allowed = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert seen == [{1}, allowed, {1}]
+    assert wide.certified and narrow.certified
+    assert wide.objective == pytest.approx(narrow.objective, rel=1e-9)
 
 
 def test_large_cross_entropy_problems_use_the_first_order_readout(rng, monkeypatch):
