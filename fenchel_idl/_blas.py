@@ -42,8 +42,8 @@ def env_blas_limit() -> int | None:
 def wide_blas_limit() -> int | None:
     """The BLAS thread limit for products over all samples at MNIST scale (an output of
     q x m with m in the tens of thousands, as in the cross-entropy readout), which do gain
-    from threads (1.5x on 2 cores, measured): ``FENCHEL_IDL_BLAS_THREADS`` when it is set,
-    else every core."""
+    from threads (measured: 1.4x on 2 cores for the readout of problems/mnist_bcd.toml):
+    ``FENCHEL_IDL_BLAS_THREADS`` when it is set, else every core."""
     if os.environ.get("FENCHEL_IDL_BLAS_THREADS", "").strip():
         return env_blas_limit()
     return os.cpu_count() or 1

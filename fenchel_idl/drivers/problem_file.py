@@ -102,7 +102,8 @@ _FILE_DATA_KEYS = {"source", "path", "test_path", "test_fraction", "target", "in
                    "delimiter", "header"}
 #: [minibatch]: train with :func:`fenchel_idl.solve_bcd_minibatch` and these of its options
 _MINIBATCH_INTS = {"batch_size": 1, "epochs": 1, "readout_iter": 1}
-_MINIBATCH_REALS = ("ab_prox", "cd_prox", "lam_growth")
+#: real options and their lower limits (open for the proximal weights, closed for lam_growth)
+_MINIBATCH_REALS = {"ab_prox": (0.0, True), "cd_prox": (0.0, True), "lam_growth": (1.0, False)}
 _MINIBATCH_BOOLS = ("shuffle", "restart")
 
 
@@ -111,12 +112,9 @@ def _check_minibatch(table: dict) -> None:
     for key, low in _MINIBATCH_INTS.items():
         if key in table:
             check_int(key, table[key], low=low)
-    for key in _MINIBATCH_REALS:
+    for key, (low, low_open) in _MINIBATCH_REALS.items():
         if key in table:
-            if key == "lam_growth":
-                check_real(key, table[key], 1.0, None)
-            else:
-                check_real(key, table[key], 0.0, None, low_open=True)
+            check_real(key, table[key], low, None, low_open=low_open)
     for key in _MINIBATCH_BOOLS:
         if key in table and not isinstance(table[key], bool):
             raise ValidationError(f"[minibatch] '{key}' must be true or false; got "
