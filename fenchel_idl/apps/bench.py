@@ -39,12 +39,13 @@ docs/results.md``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,24 @@ from fenchel_idl.validation import check_choice
 __all__ = ["SECTIONS", "bench_ce_readout", "bench_ce_readout_threads", "bench_cosine_targets",
            "bench_equilibrium", "bench_executor", "bench_minibatch", "bench_penalties",
            "bench_scaling", "bench_section", "bench_sweep", "main", "run_benchmarks"]
+
+
+@contextlib.contextmanager
+def _blas_env(value: str | None) -> Iterator[None]:
+    """``FENCHEL_IDL_BLAS_THREADS`` set to ``value`` (None: unset) within the block, and
+    restored after it."""
+    saved = os.environ.get("FENCHEL_IDL_BLAS_THREADS")
+    if value is None:
+        os.environ.pop("FENCHEL_IDL_BLAS_THREADS", None)
+    else:
+        os.environ["FENCHEL_IDL_BLAS_THREADS"] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("FENCHEL_IDL_BLAS_THREADS", None)
+        else:
+            os.environ["FENCHEL_IDL_BLAS_THREADS"] = saved
 
 
 def _best(fn, repeats=3):
@@ -271,15 +290,8 @@ def bench_scaling(quick: bool = False, out: str | None = None,
         blas_compare = not quick
     if blas_compare:
         ms_b = [200, 1000, 5000]
-        saved = os.environ.get("FENCHEL_IDL_BLAS_THREADS")
-        os.environ["FENCHEL_IDL_BLAS_THREADS"] = "auto"
-        try:
+        with _blas_env("auto"):
             by_b = [_run_sweeps(_problem("cosine", 20, m), 2)["wall_s"] for m in ms_b]
-        finally:
-            if saved is None:
-                os.environ.pop("FENCHEL_IDL_BLAS_THREADS", None)
-            else:
-                os.environ["FENCHEL_IDL_BLAS_THREADS"] = saved
         one = [r["wall_s"] for m, r in zip(ms, runs_m) if m in ms_b]
         res.update({"m_blas": ms_b, "sweep_by_m_blas_auto": by_b,
                     "slope_m_blas_auto": _slope(ms_b, by_b),
@@ -465,23 +477,13 @@ def bench_ce_readout_threads(quick: bool = False) -> dict:
     st = initial_state(pb)
     # standardize=False: the user model reads the same inputs as the problem
     X, _ = pb.to_user_model(st.A, st.B, st.b, st.C, st.D, st.d).equilibrium(pb.U)
-    saved = os.environ.get("FENCHEL_IDL_BLAS_THREADS")
     times, objectives = {}, {}
-    try:
-        for label, env in (("1 thread", "1"), ("wide", None)):
-            if env is None:
-                os.environ.pop("FENCHEL_IDL_BLAS_THREADS", None)
-            else:
-                os.environ["FENCHEL_IDL_BLAS_THREADS"] = env
+    for label, env in (("1 thread", "1"), ("wide", None)):
+        with _blas_env(env):
             t = time.perf_counter()
             # tol 0: never certified, so both run exactly `iters` iterations
             _, info = fast_ce_readout(pb, X, tol=0.0, max_iter=iters)
             times[label], objectives[label] = time.perf_counter() - t, float(info.objective)
-    finally:
-        if saved is None:
-            os.environ.pop("FENCHEL_IDL_BLAS_THREADS", None)
-        else:
-            os.environ["FENCHEL_IDL_BLAS_THREADS"] = saved
     return {"m": m, "n": 128, "iterations": iters, "threads": os.cpu_count() or 1,
             "one_s": times["1 thread"], "wide_s": times["wide"],
             "ratio": times["wide"] / times["1 thread"],
