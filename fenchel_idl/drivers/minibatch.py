@@ -94,6 +94,7 @@ from fenchel_idl.blocks.first_order import (
     fista,
     fista_info,
     pack_cd,
+    readout_projector,
     unpack_cd,
 )
 from fenchel_idl.blocks.gram import GramReadout
@@ -116,6 +117,10 @@ Array = NDArray[np.float64]
 
 #: Curvature bound of the softmax cross-entropy in yhat (Boehning: Hessian <= 1/2 I).
 _CE_CURVATURE = 0.5
+
+#: Largest and smallest steps of the epoch line search (``line_search``), relative to the
+#: epoch's own step.
+_LS_STEP_MAX, _LS_STEP_MIN = 16.0, 0.125
 
 # ----------------------------------------------------------------------------------------
 # The majorizers
@@ -280,6 +285,7 @@ def _batch_terms(problem: TrainingProblem, s, idx, X: Array) -> float:
 def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epochs: int = 5,
                         init: Any = None, seed: int = 0, shuffle: bool = True,
                         restart: bool = True, lam_growth: float = 1.0,
+                        line_search: bool = False,
                         ab_prox: float = 1e-5, cd_prox: float = 1e-5,
                         readout_iter: int | None = None, tol: float = 1e-6,
                         gap_tol: float = 1e-6, on_failure: str = "fallback",
@@ -313,6 +319,16 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         a grown lam ties the last epochs' states to the model's equilibrium). H is reset
         to J at every epoch's start, so it is monotone within each epoch as with a fixed
         lam. 1 (the default) keeps lam fixed.
+    line_search : bool
+        After every epoch, search along the epoch's step, from (W, K) at its start to (W,
+        K) at its end, for a lower *true* training objective (loss at the true equilibrium,
+        plus the penalties), as :func:`fenchel_idl.solve_bcd`'s line search does along a
+        sweep's step: t = 1, then 2, 4, ... 16 while the objective falls (points past the
+        segment projected onto the balls), or 1/2, 1/4, 1/8 when t = 1 does not improve on
+        the epoch's start; the best improving point is kept, the start when none improves.
+        Each trial point costs one equilibrium solve on all samples; the readout is the
+        trial point's own K (re-solving it at every point would cost a full readout). So
+        the true objective at the epochs' ends never increases. Needs ``restart``.
     ab_prox : float > 0
         Weight of the proximal term of the W step, relative to ||V||^2 / m (the default
         is :func:`fenchel_idl.blocks.first_order.ab_prox_weight`).
@@ -375,6 +391,11 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         problem, batch_size, epochs, seed, ab_prox, cd_prox, readout_iter, tol, gap_tol,
         monitor, callback, refine, init)
     check_real("lam_growth", lam_growth, 1.0, None)
+    if not isinstance(line_search, bool):
+        raise InputTypeError(f"'line_search' must be a bool; got {type(line_search).__name__}.")
+    if line_search and not restart:
+        raise ValidationError("'line_search'=True needs 'restart'=True: the search starts "
+                              "from the epoch's start at its true equilibrium.")
     policy = SolvePolicy(problem.cone, solver, on_failure, gap_tol)
     solvers = make_block_solvers(problem, policy, readout_iter=readout_iter)
     t_start = time.perf_counter()
@@ -387,6 +408,8 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         if epoch:
             run.s.lam = run.s.lam * lam_growth
         run.epoch(epoch, epochs, rng.permutation(problem.m) if shuffle else None, restart)
+        if line_search:
+            run.line_search(epoch)
     run.shown.close()
     t_bcd = time.perf_counter() - t_start
     run.say("final readout at the true equilibrium")
@@ -439,6 +462,7 @@ class _MiniBatch:
         self.fast_k = self.policy.solvers is None and fast_readout_apply(problem)
         self.history: list[BatchRecord] = []
         self.eq_losses: list[tuple[int, float]] = []
+        self.line_steps: list[float] = []
         self.timings: dict[str, float] = {}
         self.rejected, self.step = 0, 0
         self.max_increase, self.last_improvement = -np.inf, np.inf
@@ -466,7 +490,7 @@ class _MiniBatch:
     def stats(self) -> DescentStats:
         relaxed = objective(self.pb, self.s)
         return DescentStats(
-            used=[r for r in self.history if r.accepted and r.block != "restart"],
+            used=[r for r in self.history if r.accepted and r.block not in ("restart", "LS")],
             events=self.policy.events, max_increase=self.max_increase, rejected=self.rejected,
             last_improvement=self.last_improvement, relaxed_objective=float(sum(relaxed)),
             relaxed_loss=relaxed[0], hit_max=True,
@@ -515,6 +539,7 @@ class _MiniBatch:
             self.eq_losses.append((epoch, float(objective(pb, self.s)[0])))
         self.refresh_all()
         self.H = self.J = H_start = self.objective()
+        self.base = self.s.copy()  # the line search's start: at the true equilibrium if restart
         self.history.append(BatchRecord(
             epoch, self.step, "restart", pb.m, self.H, self.J, time.perf_counter() - t0,
             solver="equilibrium" if restart else "-", status="optimal", gap=None,
@@ -533,6 +558,58 @@ class _MiniBatch:
         self.shown.postfix(f"epoch {epoch + 1}/{epochs} H {self.H:.4g} J {J_end:.4g}")
         self.shown.line(f"epoch {epoch + 1}/{epochs}: majorizer H {self.H:.4g}, objective J "
                         f"{J_end:.4g}, {time.perf_counter() - t0:.1f} s")
+
+    def line_search(self, epoch: int) -> None:
+        """The search along the epoch's step on the true objective (see
+        ``line_search`` in :func:`solve_bcd_minibatch`); recorded as block "LS"."""
+        pb, t0 = self.pb, time.perf_counter()
+        base, prop = self.base, self.s
+        project_w = ab_projector(pb, state_lipschitz(pb.activation, pb.n))
+        project_k = readout_projector(pb)
+        Wb, Wp = base.W(pb.bias), prop.W(pb.bias)
+        Kb = pack_cd(pb, base.C, base.D, base.d)
+        Kp = pack_cd(pb, prop.C, prop.D, prop.d)
+
+        def point(t: float) -> tuple[State, float]:
+            W, K = Wb + t * (Wp - Wb), Kb + t * (Kp - Kb)
+            if t > 1.0:  # outside the segment: back onto the balls
+                W, K = project_w(W), project_k(K)
+            st = prop.with_W(W, pb)
+            st.C, st.D, st.d = unpack_cd(pb, K)
+            st.X, _ = equilibrium(pb, st, X0=prop.X)
+            return st, float(sum(objective(pb, st)))
+
+        J_base = float(sum(objective(pb, base)))
+        st, Jt = point(1.0)
+        evals, best = 1, None
+        if Jt < J_base:
+            best, t = (st, Jt, 1.0), 2.0
+            while t <= _LS_STEP_MAX:
+                st, Jt = point(t)
+                evals += 1
+                if not Jt < best[1]:
+                    break
+                best, t = (st, Jt, t), 2.0 * t
+        else:
+            t = 0.5
+            while best is None and t >= _LS_STEP_MIN:
+                st, Jt = point(t)
+                evals += 1
+                if Jt < J_base:
+                    best = (st, Jt, t)
+                t /= 2.0
+        self.s, J_new, step = best if best is not None else (base, J_base, 0.0)
+        self.line_steps.append(step)
+        rec = BatchRecord(epoch, self.step, "LS", pb.m, J_new, J_new, time.perf_counter() - t0,
+                          solver="equilibrium", status="optimal", gap=None, kkt_residual=None,
+                          certified=True, accepted=step > 0.0, line_step=step,
+                          evaluations=evals)
+        self.history.append(rec)
+        if self.callback is not None:
+            self.callback(rec)
+        self.shown.line(f"epoch {epoch + 1} line search: step {step:g}, true objective "
+                        f"{J_base:.4g} -> {J_new:.4g} ({evals} equilibria, "
+                        f"{time.perf_counter() - t0:.1f} s)")
 
     def x_step(self, epoch: int, idx) -> None:
         """X_S: an exact block step of J on the columns idx; then their anchors are

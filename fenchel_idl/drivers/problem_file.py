@@ -104,7 +104,7 @@ _FILE_DATA_KEYS = {"source", "path", "test_path", "test_fraction", "target", "in
 _MINIBATCH_INTS = {"batch_size": 1, "epochs": 1, "readout_iter": 1}
 #: real options and their lower limits (open for the proximal weights, closed for lam_growth)
 _MINIBATCH_REALS = {"ab_prox": (0.0, True), "cd_prox": (0.0, True), "lam_growth": (1.0, False)}
-_MINIBATCH_BOOLS = ("shuffle", "restart")
+_MINIBATCH_BOOLS = ("shuffle", "restart", "line_search")
 
 
 def _check_minibatch(table: dict) -> None:
@@ -119,6 +119,9 @@ def _check_minibatch(table: dict) -> None:
         if key in table and not isinstance(table[key], bool):
             raise ValidationError(f"[minibatch] '{key}' must be true or false; got "
                                   f"{describe(table[key])}.")
+    if table.get("line_search") and table.get("restart") is False:
+        raise ValidationError("[minibatch] 'line_search' = true needs 'restart' = true: the "
+                              "search starts from the epoch's start at its true equilibrium.")
 
 
 def _schedule_keys() -> set[str]:

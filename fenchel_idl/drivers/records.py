@@ -97,7 +97,8 @@ class BatchRecord(SolveOutcome):
     epoch, step : int
         The epoch, and the batch step within the run (0, 1, ...).
     block : str
-        "X", "AB", "CD" (or "restart" for the start of an epoch).
+        "X", "AB", "CD", "restart" for the start of an epoch, or "LS" for the line search
+        after an epoch (``line_search``).
     batch : int
         Number of samples of the batch.
     surrogate : float
@@ -108,6 +109,10 @@ class BatchRecord(SolveOutcome):
         ``monitor="step"`` (and for "restart" records); None otherwise.
     time : float
         Seconds the update took.
+    line_step, evaluations : float or None, int or None
+        For "LS" records: the step taken along the epoch's step (0: none improved, the
+        epoch's start kept) and the number of trial points; for "LS", ``surrogate`` and
+        ``objective`` hold the true objective of the kept point.
     """
 
     epoch: int
@@ -117,6 +122,8 @@ class BatchRecord(SolveOutcome):
     surrogate: float
     objective: float | None
     time: float
+    line_step: float | None = None
+    evaluations: int | None = None
 
 
 #: What a certificate certifies and what it does not (printed by every certificate).

@@ -203,6 +203,67 @@ def test_lam_growth_multiplies_lam_at_every_epoch_and_h_stays_monotone_within_ea
         pytest.approx([eq[e] for e in range(3)], rel=1e-12)
 
 
+def _true_objective(prob, model):
+    """Cross-entropy of the model's logits on the training data, by plain numpy (its own
+    equilibrium by a Picard loop): the true training objective without penalties."""
+    A, B, b = model.A, model.B, model.bias_x
+    X = np.zeros((A.shape[0], prob.m))
+    for _ in range(5000):
+        X = np.maximum(A @ X + B @ prob.U + b[:, None], 0.0)
+    Z = model.C @ X + model.D @ prob.U + model.bias_y[:, None]
+    return float(np.mean(logsumexp(Z, axis=0) - np.sum(prob.Y * Z, axis=0)))
+
+
+def test_line_search_keeps_the_true_objective_from_rising_between_epochs(rng):
+    """With line_search, every epoch ends at a point whose true objective (at its own
+    equilibrium, with its own K) is below the epoch's start, and the next epoch starts
+    there; the records' objectives are checked against a numpy forward pass."""
+    U = rng.standard_normal((3, 150))
+    labels = (U[0] * U[1] > 0).astype(int) + (U[2] > 0.8)
+    prob = TrainingProblem(U, labels, n=8, loss="cross_entropy", kappa=0.5, lam=0.05,
+                           bounds={"B": 5.0, "C": 5.0, "D": 5.0})
+    seen = []
+
+    def keep(rec):
+        if rec.block == "LS":
+            seen.append(rec)
+
+    res = solve_bcd_minibatch(prob, batch_size=50, epochs=4, line_search=True, seed=3,
+                              callback=keep)
+    restarts = [r for r in res.history if r.block == "restart"]
+    searches = [r for r in res.history if r.block == "LS"]
+    assert [r.epoch for r in searches] == [0, 1, 2, 3] and seen == searches
+    for start, ls in zip(restarts, searches, strict=True):
+        assert ls.objective <= start.objective
+        assert ls.accepted == (ls.line_step > 0.0) and ls.evaluations >= 1
+        assert ls.line_step in (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    # the next epoch restarts at the kept point: its true objective, recomputed there
+    for ls, nxt in zip(searches, restarts[1:]):
+        assert nxt.objective == pytest.approx(ls.objective, rel=1e-9)
+    assert searches[-1].objective < restarts[0].objective
+    # the returned model's readout is re-solved at the last kept point: no worse than it
+    assert _true_objective(prob, res.model) <= searches[-1].objective + 1e-7
+    assert res.certificate.blocks_certified and res.certificate.readout_certified
+
+
+def test_line_search_keeps_the_start_when_no_step_improves(rng):
+    """With lam so large that the states cannot move, the second epoch's step does not
+    improve the true objective at any t in 1 ... 1/8 (measured): the line search keeps
+    the epoch's start, exactly."""
+    U = rng.standard_normal((2, 60))
+    labels = (U[0] > 0).astype(int)
+    prob = TrainingProblem(U, labels, n=4, loss="cross_entropy", kappa=0.5, lam=1e6,
+                           bounds={"B": 2.0, "C": 2.0, "D": 2.0})
+    res = solve_bcd_minibatch(prob, batch_size=60, epochs=2, line_search=True)
+    restarts = [r for r in res.history if r.block == "restart"]
+    searches = [r for r in res.history if r.block == "LS"]
+    for start, ls in zip(restarts, searches, strict=True):
+        assert ls.objective <= start.objective
+    last = searches[-1]
+    assert last.line_step == 0.0 and not last.accepted and last.evaluations == 4
+    assert last.objective == restarts[-1].objective
+
+
 def test_with_batch_size_m_the_majorizer_is_tight_after_every_x_step(rng):
     """One batch: every anchor is refreshed by the X step, so H = J there (a check of the
     incremental bookkeeping against J computed from scratch)."""
@@ -265,6 +326,10 @@ def test_bad_options_are_refused(rng):
         solve_bcd_minibatch(prob, refine="yes")
     with pytest.raises(ValidationError, match=r"'lam_growth' must be in \[1"):
         solve_bcd_minibatch(prob, lam_growth=0.5)
+    with pytest.raises(ValidationError, match="'line_search'=True needs 'restart'=True"):
+        solve_bcd_minibatch(prob, line_search=True, restart=False)
+    with pytest.raises(InputTypeError, match="'line_search' must be a bool"):
+        solve_bcd_minibatch(prob, line_search=1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -466,6 +531,7 @@ def test_problem_file_with_minibatch_runs_and_writes_its_results(tmp_path):
     ("shuffle = 1\n", r"'shuffle' must be true or false"),
     ("ab_prox = -1.0\n", r"'ab_prox' must be in"),
     ("lam_growth = 0.9\n", r"'lam_growth' must be in \[1"),
+    ("line_search = true\nrestart = false\n", r"'line_search' = true needs 'restart'"),
     ("sweeps = 3\n", r"\[minibatch\] keys must be among"),
 ])
 def test_bad_minibatch_tables_are_refused_before_any_work(tmp_path, extra, match):
