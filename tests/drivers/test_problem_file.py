@@ -345,3 +345,13 @@ def test_run_reports_start_and_result_in_one_metric(tmp_path):
     for key, model in (("start_train", result.start_model), ("train", result.model)):
         correct = np.argmax(model.predict(train.U), axis=0) == train.labels
         assert summary[key] == {"accuracy": pytest.approx(float(np.mean(correct)), abs=1e-12)}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "problems").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_problem_file_loads(path):
+    """Each problem file in problems/ passes every check of load_problem (no data loaded);
+    its name is the file's stem."""
+    spec = load_problem(path)
+    assert spec.name == path.stem
+
