@@ -59,7 +59,9 @@ def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
     hist = result.history
     ls = [r for r in hist if r.block == "LS"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    if ls:
+    if hist and hasattr(hist[0], "surrogate"):
+        _plot_minibatch(result, axes, hist)
+    elif ls:
         ax = axes[0]
         sw = [r.sweep + 1 for r in ls]
         # a sweep whose readout-weighted search found no step has a second (uniform) search:
@@ -82,8 +84,6 @@ def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
         ax.set_xlabel("sweep")
         ax.set_title("line search: step along the (A, B) update, and lam")
         ax.legend(fontsize=8)
-    elif hist and hasattr(hist[0], "surrogate"):
-        _plot_minibatch(result, axes, hist)
     else:
         _plot_relaxed(result, axes, hist)
     if title:
@@ -92,14 +92,24 @@ def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
 
 
 def _plot_minibatch(result: Any, axes: Any, hist: list) -> None:
-    """Mini-batch BCD: the majorizer H over block updates with J at each epoch start, and
-    the time of every block update."""
-    k = np.arange(1, len(hist) + 1)
+    """Mini-batch BCD: the majorizer H over block updates with J at each epoch start (and,
+    with ``line_search``, the true objective after each epoch's search), and the time of
+    every block update."""
     ax = axes[0]
-    ax.plot(k, [r.surrogate for r in hist], lw=1.5, label="majorizer H (decreases in an epoch)")
+    upd = [(i + 1, r.surrogate) for i, r in enumerate(hist) if r.block != "LS"]
+    ax.plot([i for i, _ in upd], [v for _, v in upd], lw=1.5,
+            label="majorizer H (decreases in an epoch)")
     starts = [(i + 1, r.objective) for i, r in enumerate(hist) if r.block == "restart"]
     ax.plot([i for i, _ in starts], [v for _, v in starts], "ko", ms=4,
             label="relaxed objective J at each epoch start")
+    searched = [(i + 1, r.objective, r.line_step) for i, r in enumerate(hist)
+                if r.block == "LS"]
+    if searched:
+        ax.plot([i for i, _, _ in searched], [v for _, v, _ in searched], "rv", ms=5,
+                label="true objective after each epoch's line search")
+        for i, v, t in searched:
+            ax.annotate(f"t={t:g}", (i, v), fontsize=7, textcoords="offset points",
+                        xytext=(3, 3))
     after = " (after refinement)" if result.certificate.refined else ""
     ax.axhline(result.certificate.true_loss, color="k", ls="--",
                label=f"final true loss{after}: {result.certificate.true_loss:.3g}")

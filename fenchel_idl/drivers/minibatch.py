@@ -60,6 +60,11 @@ activation the W step is the exact proximal (A, B) block too. With ``restart=Tru
 default, as in :func:`fenchel_idl.solve_bcd`) each epoch starts from the true equilibrium of
 the current (A, B), and H is reset to J.
 
+With ``line_search=True`` each epoch is followed by a search along its step on the *true*
+objective, as :func:`fenchel_idl.solve_bcd` searches along a sweep's step (a line search
+between two points of BCD, evaluated on the true objective): the next epoch starts from the
+best point found, at its true equilibrium, and H is reset there as after any restart.
+
 The run ends with the optimal readout of :func:`fenchel_idl.solve_bcd`: X at the true
 equilibrium of the final (A, B) on the full data, and (C, D) solved on it: exactly, through
 the Gram matrix, for the squared loss; for cross-entropy by the rule of solve_bcd

@@ -1,6 +1,7 @@
 """Mini-batch BCD (fenchel_idl.drivers.minibatch) against independent references."""
 
 import itertools
+import json
 import os
 
 import cvxpy as cp
@@ -524,6 +525,26 @@ def test_problem_file_with_minibatch_runs_and_writes_its_results(tmp_path):
     # --max-sweeps sets the epochs
     res1, _ = run_problem(path, None, progress=False, max_sweeps=1)
     assert res1.n_sweeps == 1
+
+
+def test_problem_file_with_the_epoch_line_search_writes_its_results(tmp_path):
+    """[minibatch] line_search = true: the run writes every result, its history holds one
+    "LS" record per epoch with its step and true objective, and the convergence plot draws
+    them (a search record is not a full-batch sweep record)."""
+    from fenchel_idl.apps.run import run_problem
+
+    path = tmp_path / "mb.toml"
+    path.write_text(_MB_FILE + "line_search = true\n")
+    res, _ = run_problem(path, tmp_path / "out", progress=False)
+    searches = [r for r in res.history if r.block == "LS"]
+    assert [r.epoch for r in searches] == [0, 1]
+    assert all(r.line_step is not None and r.evaluations >= 1 for r in searches)
+    for name in ("model.npz", "history.json", "certificate.json", "convergence.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    rows = history if isinstance(history, list) else history["history"]
+    assert [r["line_step"] for r in rows if r["block"] == "LS"] == \
+        [r.line_step for r in searches]
 
 
 @pytest.mark.parametrize("extra, match", [
