@@ -405,7 +405,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     solvers = make_block_solvers(problem, policy, readout_iter=readout_iter)
     t_start = time.perf_counter()
     run = _MiniBatch(problem, solvers, batch_size, ab_prox, cd_prox, tol, monitor, callback,
-                     progress)
+                     progress, line_search)
     rng = np.random.default_rng(seed)
     run.shown.open(epochs * run.n_batches, "batch")  # first: the start readout says where
     start_model = run.start(init, rng)
@@ -458,8 +458,9 @@ class _MiniBatch:
 
     def __init__(self, problem: TrainingProblem, solvers: BlockSolvers, batch_size: int,
                  ab_prox: float, cd_prox: float, tol: float, monitor: str,
-                 callback: Callable | None, progress: bool):
+                 callback: Callable | None, progress: bool, searches: bool = False):
         self.pb, self.solvers, self.policy = problem, solvers, solvers.CD.policy
+        self.searches = searches  # keep each epoch's start for the line search
         self.n_batches = -(-problem.m // batch_size)
         self.ab_prox, self.cd_prox, self.tol = ab_prox, cd_prox, tol
         self.monitor, self.callback = monitor, callback
@@ -467,7 +468,6 @@ class _MiniBatch:
         self.fast_k = self.policy.solvers is None and fast_readout_apply(problem)
         self.history: list[BatchRecord] = []
         self.eq_losses: list[tuple[int, float]] = []
-        self.line_steps: list[float] = []
         self.timings: dict[str, float] = {}
         self.rejected, self.step = 0, 0
         self.max_increase, self.last_improvement = -np.inf, np.inf
@@ -544,7 +544,8 @@ class _MiniBatch:
             self.eq_losses.append((epoch, float(objective(pb, self.s)[0])))
         self.refresh_all()
         self.H = self.J = H_start = self.objective()
-        self.base = self.s.copy()  # the line search's start: at the true equilibrium if restart
+        if self.searches:  # the line search's start, at its true equilibrium
+            self.base = (self.s.copy(), self.J)
         self.history.append(BatchRecord(
             epoch, self.step, "restart", pb.m, self.H, self.J, time.perf_counter() - t0,
             solver="equilibrium" if restart else "-", status="optimal", gap=None,
@@ -568,7 +569,7 @@ class _MiniBatch:
         """The search along the epoch's step on the true objective (see
         ``line_search`` in :func:`solve_bcd_minibatch`); recorded as block "LS"."""
         pb, t0 = self.pb, time.perf_counter()
-        base, prop = self.base, self.s
+        (base, J_base), prop = self.base, self.s
         project_w = ab_projector(pb, state_lipschitz(pb.activation, pb.n))
         project_k = readout_projector(pb)
         Wb, Wp = base.W(pb.bias), prop.W(pb.bias)
@@ -584,7 +585,6 @@ class _MiniBatch:
             st.X, _ = equilibrium(pb, st, X0=prop.X)
             return st, float(sum(objective(pb, st)))
 
-        J_base = float(sum(objective(pb, base)))
         st, Jt = point(1.0)
         evals, best = 1, None
         if Jt < J_base:
@@ -604,7 +604,6 @@ class _MiniBatch:
                     best = (st, Jt, t)
                 t /= 2.0
         self.s, J_new, step = best if best is not None else (base, J_base, 0.0)
-        self.line_steps.append(step)
         rec = BatchRecord(epoch, self.step, "LS", pb.m, J_new, J_new, time.perf_counter() - t0,
                           solver="equilibrium", status="optimal", gap=None, kkt_residual=None,
                           certified=True, accepted=step > 0.0, line_step=step,
