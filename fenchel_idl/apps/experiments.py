@@ -591,9 +591,9 @@ def _train_implicit(exp: Experiment, spec, train, refine_set, test, seed: int,
 def _bcd_certificate(result, warned: int) -> dict[str, Any]:
     """The fields of the BCD run's certificate (no refinement ran in it) that the report
     shows. ``relaxation_gap`` compares one model: BCD's final (A, B, C, D) at its true
-    equilibrium (``state_loss``) against its relaxed objective (loss at BCD's own states
-    plus lam times the Fenchel divergences plus penalties); ``true_loss`` is the returned
-    model's, after the final optimal readout."""
+    equilibrium (``state_objective``: loss plus penalties) against its relaxed objective
+    (loss at BCD's own states plus lam times the Fenchel divergences plus the same
+    penalties); ``true_loss`` is the returned model's, after the final optimal readout."""
     cert = result.certificate
     return {"well_posed": bool(cert.well_posed),
             "blocks_certified": bool(cert.blocks_certified),
@@ -601,7 +601,7 @@ def _bcd_certificate(result, warned: int) -> dict[str, Any]:
             "true_loss": float(cert.true_loss),
             "relaxed_objective": float(cert.relaxed_objective),
             "relaxation_gap": float(cert.relaxation_gap),
-            "state_loss": float(cert.relaxed_objective + cert.relaxation_gap),
+            "state_objective": float(cert.relaxed_objective + cert.relaxation_gap),
             "stop_reason": str(cert.stop_reason),
             "stationary": bool(cert.stationary),
             "fw_gap": float(cert.fw_gap),
@@ -848,8 +848,8 @@ def run_experiment(exp: Experiment, problem_path: str | Path, *, mode: str = "de
             f"{run.implicit_random:.4f} ({t['random']:.1f} s), MLP {run.mlp:.4f} "
             f"({t_mlp:.1f} s), linear {run.linear:.4f}; relaxation gap "
             f"{run.certificate['relaxation_gap']:+.3g} (relaxed objective "
-            f"{run.certificate['relaxed_objective']:.3g}, true loss of the same model "
-            f"{run.certificate['state_loss']:.3g})")
+            f"{run.certificate['relaxed_objective']:.3g}, true objective of the same model "
+            f"{run.certificate['state_objective']:.3g})")
         if j == 0:
             first_bcd, first_model, first_mlp = bcd_result, model, net
     res.time = time.perf_counter() - t_start
@@ -1074,7 +1074,8 @@ def _gap_line(r: ExperimentResult) -> str:
     state = float(np.mean([c["relaxed_objective"] + c["relaxation_gap"] for c in certs]))
     true = float(np.mean([c["true_loss"] for c in certs]))
     text = (f"Relaxation gap at the end of BCD (standardized units, mean over seeds). The "
-            f"certificate's: true loss of BCD's final (A, B, C, D) at its equilibrium minus "
+            f"certificate's: true objective (loss + penalties) of BCD's final (A, B, C, D) at "
+            f"its equilibrium minus "
             f"its relaxed objective (loss at BCD's own states + lam x Fenchel divergences + "
             f"penalties) = {state:.3g} - {state - gap:.3g} = {gap:+.3g}")
     if abs(gap) <= 1e-9 * max(1.0, abs(state)):
@@ -1119,7 +1120,7 @@ def _details(r: ExperimentResult) -> list[str]:
     lines += [e.note, "", *_settings_lines(r), "", *_four_rows(r)]
     lines += [("| seed | start | BCD alone | BCD + refinement | random start + refinement | "
                "MLP | linear | well-posed | blocks certified | sweeps | relaxed objective | "
-               "true loss (same model) | relaxation gap | true loss after readout | BCD s | "
+               "true objective (same model) | relaxation gap | true loss after readout | BCD s | "
                "refine s | random s | MLP s |"),
               "|" + "---|" * 18]
     yes = {True: "yes", False: "no"}
@@ -1130,7 +1131,7 @@ def _details(r: ExperimentResult) -> list[str]:
                      f"{run.linear:.4f} | {yes[bool(c.get('well_posed'))]} | "
                      f"{yes[bool(c.get('blocks_certified'))]} | {c.get('n_sweeps')} | "
                      f"{c.get('relaxed_objective', float('nan')):.4g} | "
-                     f"{c.get('state_loss', float('nan')):.4g} | "
+                     f"{c.get('state_objective', float('nan')):.4g} | "
                      f"{c.get('relaxation_gap', float('nan')):+.3g} | "
                      f"{c.get('true_loss', float('nan')):.4g} | {t['bcd']:.1f} | "
                      f"{t['refine']:.1f} | {t['random']:.1f} | {t['mlp']:.1f} |")

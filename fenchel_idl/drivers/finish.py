@@ -147,10 +147,12 @@ def finish(problem: TrainingProblem, s: State, readout: BlockSolver, stats: Desc
     with _phase("readout", on_interrupt):
         final = s.copy()
         final.X, eq_info = equilibrium(problem, final, X0=s.X)
-        state_loss = _true_objective(problem, final)[0]  # BCD's own (C, D), true equilibrium
+        # BCD's own (C, D) at the true equilibrium: its objective (loss + penalties), the
+        # counterpart of the relaxed objective (which carries the same penalties)
+        state_objective = _true_objective(problem, final)[1]
         final, readout_info = readout.solve(final)
     timings["final_readout"] = time.perf_counter() - t0
-    stages = {"state_loss": state_loss, "bcd": _true_objective(problem, final),
+    stages = {"state_objective": state_objective, "bcd": _true_objective(problem, final),
               "refine": None}
     model = problem.to_user_model(final.A, final.B, final.b, final.C, final.D, final.d)
     refine_history, refined = None, False
@@ -257,7 +259,7 @@ def _certificate(problem: TrainingProblem, final: State, model: ImplicitModel,
         well_posed=bool(lam_pf < 1 and norm_inf <= problem.kappa + 1e-9),
         equilibrium_residual=eq_residual,
         relaxed_objective=float(stats.relaxed_objective), true_loss=float(true_loss),
-        relaxation_gap=float(stages["state_loss"] - stats.relaxed_objective),
+        relaxation_gap=float(stages["state_objective"] - stats.relaxed_objective),
         readout_certified=readout_ok,
         train_metric=train_metric(problem, model), refined=refined,
         describes=_describe(refined, ref is not None),

@@ -268,8 +268,8 @@ def _k_surrogate(problem: TrainingProblem, st: _Stats, C, D, d) -> float:
     """The K-dependent part of H: l/(2m) [tr(K G K^T) - 2 tr(K Hl^T)] + P."""
     K = pack_cd(problem, C, D, d)
     quad = float(np.sum((K @ st.G) * K)) - 2.0 * float(np.sum(K * st.Hl))
-    pen = problem.penalty_value({"A": None, "B": None, "C": C, "D": D}) \
-        if problem.penalties else 0.0
+    # the penalties read C and D only (solve_bcd_minibatch refuses the others)
+    pen = problem.penalty_value({"C": C, "D": D}) if problem.penalties else 0.0
     return _curvature(problem) / (2.0 * problem.m) * quad + pen
 
 

@@ -176,8 +176,9 @@ class Certificate:
     true_loss : float
         Training loss of the returned model at its true equilibrium.
     relaxation_gap : float
-        The true loss of BCD's final state (its (A, B, C, D) at the true equilibrium)
-        minus its relaxed objective: both of the same model.
+        The true objective (loss + penalties) of BCD's final state, its (A, B, C, D) at the
+        true equilibrium, minus its relaxed objective (loss at BCD's states + lam x Fenchel
+        divergences + the same penalties): both of the same model.
     readout_certified : bool
         The returned model's (C, D) is the certified optimal readout for its (A, B),
         certified on the posed problem.
@@ -291,8 +292,8 @@ class Certificate:
             f"{len(self.solve_events)} uncertified attempt(s) recorded)"),
             (f"  objective monotone per stage : {ok[self.monotone]} (max increase "
             f"{self.max_increase:.2e}, {self.rejected_updates} update(s) rejected)"),
-            (f"  relaxed objective            : {self.relaxed_objective:.6g} (true loss of the "
-            f"same model {self.relaxed_objective + self.relaxation_gap:.6g}, relaxation gap "
+            (f"  relaxed objective            : {self.relaxed_objective:.6g} (true objective of "
+            f"the same model {self.relaxed_objective + self.relaxation_gap:.6g}, relaxation gap "
             f"{self.relaxation_gap:+.3g})"),
             f"  after the optimal readout    : true loss {self.bcd_true_loss:.6g}, objective "
             f"{self.bcd_objective:.6g} (readout gap bound {self.readout_gap:.2e}"

@@ -93,15 +93,15 @@ def test_quick_run_writes_report(tmp_path, capsys):
     cert = run["certificate"]
     assert f"{cert['relaxation_gap']:+.3g}" in section and "Relaxation gap" in section
     assert cert["true_loss"] > 0.0
-    assert cert["state_loss"] == pytest.approx(cert["relaxed_objective"]
-                                               + cert["relaxation_gap"])
+    assert cert["state_objective"] == pytest.approx(cert["relaxed_objective"]
+                                                    + cert["relaxation_gap"])
     # the gap of one model from the last X-block solve: minimizing over the states alone
     # cannot rise above the model's true objective (its equilibrium is a feasible X with
     # zero divergence), and when that model is the returned one its true objective is the
-    # certificate's true loss of BCD's final state (no penalties here)
+    # certificate's true objective of BCD's final state
     assert cert["x_gap_relaxed"] <= cert["x_gap_true"] + 1e-9
     if cert["x_gap_is_returned"]:
-        assert cert["x_gap_true"] == pytest.approx(cert["state_loss"], rel=1e-6)
+        assert cert["x_gap_true"] == pytest.approx(cert["state_objective"], rel=1e-6)
     assert f"{cert['x_gap_true'] - cert['x_gap_relaxed']:+.3g}" in section
     assert "wrote" in capsys.readouterr().out
 

@@ -247,6 +247,26 @@ def test_line_search_keeps_the_true_objective_from_rising_between_epochs(rng):
     assert res.certificate.blocks_certified and res.certificate.readout_certified
 
 
+def test_relaxation_gap_compares_objectives_with_their_penalties(rng):
+    """The certificate's relaxation gap is the true objective (loss + penalties) of BCD's
+    final state minus its relaxed objective (which carries the same penalties). With the
+    line search the run ends at the searched point, at its true equilibrium, where the
+    divergences vanish: the gap is 0, and not minus the penalty."""
+    U = rng.standard_normal((3, 150))
+    labels = (U[0] * U[1] > 0).astype(int) + (U[2] > 0.8)
+    prob = TrainingProblem(U, labels, n=8, loss="cross_entropy", kappa=0.5, lam=0.05,
+                           bounds={"B": 5.0, "C": 5.0, "D": 5.0},
+                           penalties=[{"name": "l1", "weight": 0.02, "on": "CD"}])
+    res = solve_bcd_minibatch(prob, batch_size=50, epochs=2, line_search=True, seed=3)
+    cert = res.certificate
+    searches = [r for r in res.history if r.block == "LS"]
+    # the penalty is in play: the returned model's objective exceeds its loss by it
+    assert cert.bcd_objective - cert.bcd_true_loss > 1e-2
+    assert cert.relaxed_objective == pytest.approx(searches[-1].objective, rel=1e-9)
+    assert cert.relaxation_gap == pytest.approx(0.0, abs=1e-9 * cert.relaxed_objective)
+    assert "true objective of the same model" in str(cert)
+
+
 def test_line_search_keeps_the_start_when_no_step_improves(rng):
     """With lam so large that the states cannot move, the second epoch's step does not
     improve the true objective at any t in 1 ... 1/8 (measured): the line search keeps
