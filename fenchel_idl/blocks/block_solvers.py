@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
 from fenchel_idl.blocks.first_order import (
+    AB_PROX,
     ab_penalties,
     ab_prox_weight,
     ce_readout,
@@ -173,10 +174,10 @@ class BlockSolver(ABC):
     def solve(self, s: State) -> tuple[State, SolveInfo]: ...
 
 
-def _ab_prox(problem: TrainingProblem, s: State) -> float:
+def _ab_prox(problem: TrainingProblem, s: State, prox: float) -> float:
     """The proximal weight of the (A, B) step at s (:func:`ab_prox_weight`)."""
     V = np.vstack([s.X, problem.U] + ([np.ones((1, problem.m))] if problem.bias else []))
-    return ab_prox_weight(float(np.linalg.norm(V, 2)) ** 2 / problem.m)
+    return ab_prox_weight(float(np.linalg.norm(V, 2)) ** 2 / problem.m, prox)
 
 
 class CvxpyX(BlockSolver):
@@ -230,13 +231,13 @@ class CvxpyAB(BlockSolver):
 
     block = "AB"
 
-    def __init__(self, blocks: Blocks, policy: SolvePolicy):
-        self.blocks, self.policy = blocks, policy
+    def __init__(self, blocks: Blocks, policy: SolvePolicy, prox: float = AB_PROX):
+        self.blocks, self.policy, self.prox = blocks, policy, prox
 
     def solve(self, s: State) -> tuple[State, SolveInfo]:
         pb = self.blocks.problem
         A, B, b, info = self.blocks.solve_ab(s.X, s.lam, s.C, s.D, self.policy.cvxpy,
-                                             s.W(pb.bias), _ab_prox(pb, s))
+                                             s.W(pb.bias), _ab_prox(pb, s, self.prox))
         return replace(s, A=A, B=B, b=b), info
 
 
@@ -247,8 +248,8 @@ class FirstOrderAB(BlockSolver):
 
     block = "AB"
 
-    def __init__(self, problem: TrainingProblem, policy: SolvePolicy):
-        self.problem, self.policy = problem, policy
+    def __init__(self, problem: TrainingProblem, policy: SolvePolicy, prox: float = AB_PROX):
+        self.problem, self.policy, self.prox = problem, policy, prox
         self.gammas = state_lipschitz(problem.activation, problem.n)
         pens = ab_penalties(problem)
         self.penalty = pens[0] if pens else None
@@ -257,12 +258,13 @@ class FirstOrderAB(BlockSolver):
         pb = self.problem
         if self.penalty is None:
             A, B, b, info = fast_ab_block(pb, s.X, self.gammas, s.W(pb.bias),
-                                          tol=self.policy.gap_tol, rho=_ab_prox(pb, s),
-                                          lam=s.lam)
+                                          tol=self.policy.gap_tol,
+                                          rho=_ab_prox(pb, s, self.prox), lam=s.lam)
         else:
             A, B, b, info = fast_ab_penalized(pb, s.X, s.lam, self.gammas, self.penalty,
                                               {"C": s.C, "D": s.D}, s.W(pb.bias),
-                                              tol=self.policy.gap_tol, rho=_ab_prox(pb, s))
+                                              tol=self.policy.gap_tol,
+                                              rho=_ab_prox(pb, s, self.prox))
         return replace(s, A=A, B=B, b=b), info
 
 
@@ -273,8 +275,8 @@ class LipschitzAB(BlockSolver):
 
     block = "AB"
 
-    def __init__(self, problem: TrainingProblem, policy: SolvePolicy):
-        self.problem, self.policy = problem, policy
+    def __init__(self, problem: TrainingProblem, policy: SolvePolicy, prox: float = AB_PROX):
+        self.problem, self.policy, self.prox = problem, policy, prox
         self.gammas = state_lipschitz(problem.activation, problem.n)
         self.penalty = ab_penalties(problem)[0]
 
@@ -282,7 +284,8 @@ class LipschitzAB(BlockSolver):
         pb = self.problem
         A, B, b, info = fast_ab_lipschitz(pb, s.X, s.lam, self.gammas, self.penalty,
                                           {"C": s.C, "D": s.D}, s.W(pb.bias),
-                                          tol=self.policy.gap_tol, rho=_ab_prox(pb, s))
+                                          tol=self.policy.gap_tol,
+                                          rho=_ab_prox(pb, s, self.prox))
         return replace(s, A=A, B=B, b=b), info
 
 
@@ -385,8 +388,10 @@ _LIPSCHITZ_CD_MIN_SIZE = 30_000
 
 
 def make_block_solvers(problem: TrainingProblem, policy: SolvePolicy, block_solver: str = "auto",
-                       executor=None, readout_iter: int | None = None) -> BlockSolvers:
-    """The solvers of the X, (A, B) and (C, D) blocks.
+                       executor=None, readout_iter: int | None = None,
+                       ab_prox: float = AB_PROX) -> BlockSolvers:
+    """The solvers of the X, (A, B) and (C, D) blocks; ``ab_prox`` is the weight of the
+    (A, B) step's proximal term (:func:`fenchel_idl.blocks.first_order.ab_prox_weight`).
 
     ``block_solver`` "cvxpy" uses the compiled CVXPY blocks only; "fista" the first-order
     X and (A, B) solvers (it raises when they do not apply); "auto" uses them where they
@@ -425,13 +430,13 @@ def make_block_solvers(problem: TrainingProblem, policy: SolvePolicy, block_solv
     blocks = Blocks(problem, gap_tol=policy.gap_tol) if pool is None else ParallelBlocks(
         problem, pool, policy.options, policy.events, owns_executor=pool is not executor)
     x: BlockSolver = CvxpyX(blocks, policy)
-    ab: BlockSolver = CvxpyAB(blocks, policy)
+    ab: BlockSolver = CvxpyAB(blocks, policy, ab_prox)
     if fast_x:
         x = Fallback(FirstOrderX(problem, policy), x, policy)
     if fast:
-        ab = Fallback(FirstOrderAB(problem, policy), ab, policy)
+        ab = Fallback(FirstOrderAB(problem, policy, ab_prox), ab, policy)
     elif lipschitz:
-        ab = Fallback(LipschitzAB(problem, policy), ab, policy)
+        ab = Fallback(LipschitzAB(problem, policy, ab_prox), ab, policy)
     fast_ce = block_solver != "cvxpy" and policy.solvers is None and fast_readout_apply(problem)
     cd: BlockSolver = Readout(blocks, policy, fast_ce, readout_iter)
     if fast_cd:

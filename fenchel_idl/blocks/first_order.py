@@ -65,6 +65,7 @@ from fenchel_idl.problem.losses import CrossEntropyLoss
 from fenchel_idl.problem.projection import project_l1_rows, project_rows
 
 __all__ = [
+    "AB_PROX",
     "ab_penalties",
     "ab_prox_rows",
     "ab_prox_weight",
@@ -716,15 +717,23 @@ def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[st
     return Wn[:, :n], Wn[:, n:n + p], b, info
 
 
-def ab_prox_weight(L: float) -> float:
-    """Weight rho of the proximal term of the (A, B) block: 1e-5 times the curvature bound
-    ||V||^2 / m of its smooth part.
+#: Default weight of the proximal term of the (A, B) block, relative to ||V||^2 / m
+#: (``ab_prox`` of :func:`fenchel_idl.solve_bcd` and :func:`fenchel_idl.solve_bcd_minibatch`).
+AB_PROX = 1e-5
 
-    A larger weight holds the rows near their start (the fit barely improves); a smaller one
+
+def ab_prox_weight(L: float, prox: float = AB_PROX) -> float:
+    """Weight rho of the proximal term rho/2 ||W - W0||^2 of the (A, B) block: ``prox``
+    times the curvature bound ||V||^2 / m of its smooth part.
+
+    The default, 1e-5, keeps the step close to the block's own minimizer. A larger weight
+    damps the step in the directions of small curvature (the rows of V with little spread)
+    and keeps the rows nearer their start: on scikit-learn's digits, 1e-2 reached a better
+    validation accuracy in fewer sweeps (``problems/digits.toml``). A much smaller one
     weakens the strong convexity the gap bound relies on, so the solves take many more
-    iterations for no better fit.
+    iterations.
     """
-    return 1e-5 * L
+    return prox * L
 
 
 # ----------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import numpy as np
 from fenchel_idl._blas import env_blas_threads
 from fenchel_idl.blocks.block_solvers import BlockSolvers, SolvePolicy, State, make_block_solvers
 from fenchel_idl.blocks.columns import with_column_block
+from fenchel_idl.blocks.first_order import AB_PROX
 from fenchel_idl.drivers.checkpoint import (
     checkpoint_lock,
     interrupted,
@@ -57,7 +58,8 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
               seed: int = 0, on_failure: str = "fallback", solver: str | None = None,
               gap_tol: float = 1e-6, checkpoint: str | os.PathLike | None = None,
               resume: bool = False, progress: bool = False,
-              block_solver: str = "auto", executor: Any = None) -> BCDResult:
+              block_solver: str = "auto", executor: Any = None,
+              ab_prox: float = AB_PROX) -> BCDResult:
     """Train an implicit model by block-coordinate descent on the relaxed problem.
 
     Parameters
@@ -110,6 +112,11 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
         processes; a Dask ``Client`` or a scheduler address ``"tcp://host:port"`` on a Dask
         cluster (``pip install fenchel_idl[dask]``). The results equal the serial ones.
         See :mod:`fenchel_idl.blocks.parallel`.
+    ab_prox : float > 0
+        Weight of the proximal term of the (A, B) step, relative to the curvature bound
+        ||V||^2 / m of its smooth part (:func:`fenchel_idl.blocks.first_order.ab_prox_weight`):
+        the default 1e-5 keeps the step near the block's own minimizer; a larger weight damps
+        it in the directions of small curvature (``problems/digits.toml`` uses 1e-2).
 
     Returns
     -------
@@ -129,17 +136,22 @@ def solve_bcd(problem: TrainingProblem, *, max_sweeps: int = 40, tol: float = 1e
     """
     schedule = _check_arguments(problem, max_sweeps, tol, seed, gap_tol, callback, init,
                                 refine, checkpoint, resume, schedule)
+    check_real("ab_prox", ab_prox, 0.0, None, low_open=True)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     lock = checkpoint_lock(ckpt)  # one run at a time per checkpoint directory
     policy = SolvePolicy(problem.cone, solver, on_failure, gap_tol)
     solvers = with_column_block(problem, make_block_solvers(problem, policy, block_solver,
-                                                            executor), block_solver)
+                                                            executor, ab_prox=ab_prox),
+                                block_solver)
     t_start = time.perf_counter()
     try:
         run = _Descent(problem, solvers, schedule, tol, callback)
         run.settings = run_settings(tol=tol, schedule=schedule, seed=seed, solver=solver,
                                     on_failure=on_failure, gap_tol=gap_tol,
-                                    block_solver=block_solver, init=init)
+                                    block_solver=block_solver, init=init,
+                                    # only when set: checkpoints written before the option
+                                    # existed resume with the default
+                                    **({} if ab_prox == AB_PROX else {"ab_prox": ab_prox}))
         start_model, log = run.start(init, seed, ckpt, resume)
         run.descend(max_sweeps, ckpt, log, progress)
         t_bcd = time.perf_counter() - t_start

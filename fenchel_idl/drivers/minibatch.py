@@ -92,6 +92,7 @@ from scipy.special import logsumexp, softmax
 from fenchel_idl._blas import env_blas_threads
 from fenchel_idl.blocks.block_solvers import BlockSolvers, SolvePolicy, State, make_block_solvers
 from fenchel_idl.blocks.first_order import (
+    AB_PROX,
     ab_min_norm_rows,
     ab_projector,
     fast_k_step,
@@ -291,7 +292,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
                         init: Any = None, seed: int = 0, shuffle: bool = True,
                         restart: bool = True, lam_growth: float = 1.0,
                         line_search: bool = False,
-                        ab_prox: float = 1e-5, cd_prox: float = 1e-5,
+                        ab_prox: float = AB_PROX, cd_prox: float = 1e-5,
                         readout_iter: int | None = None, tol: float = 1e-6,
                         gap_tol: float = 1e-6, on_failure: str = "fallback",
                         solver: str | None = None, monitor: str = "epoch",

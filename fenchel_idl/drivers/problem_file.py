@@ -54,14 +54,15 @@ _SECTIONS = {"name", "description", "seed", "data", "model", "training", "schedu
 _TABLES = ("data", "model", "training", "schedule", "minibatch", "solver", "refine", "demo",
            "certify", "teacher")
 _MODEL_KEYS = {"n", "activation", "kappa", "bias"}
-_TRAINING_KEYS = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol"}
+_TRAINING_KEYS = {"loss", "lam", "max_sweeps", "bounds", "standardize", "tol", "ab_prox"}
 _SOLVER_KEYS = {"name", "on_failure", "gap_tol"}
 #: The TOML type of each key (kinds of :func:`fenchel_idl.validation.check_kind`): a bool only
 #: from a TOML boolean, an int only from a TOML integer, a number from an integer or a float.
 _MODEL_KINDS = {"n": ("int",), "kappa": ("float",), "bias": ("bool",),
                 "activation": ("str", "table")}
 _TRAINING_KINDS = {"loss": ("str",), "lam": ("float", "array"), "max_sweeps": ("int",),
-                   "bounds": ("table",), "standardize": ("bool",), "tol": ("float",)}
+                   "bounds": ("table",), "standardize": ("bool",), "tol": ("float",),
+                   "ab_prox": ("float",)}
 _SOLVER_KINDS = {"name": ("str",), "on_failure": ("str",), "gap_tol": ("float",)}
 #: [certify]: ``global = true`` bounds the trained model's gap to the global optimum with
 #: :func:`fenchel_idl.global_bound` (tiny ReLU problems), given ``global_time_limit`` seconds
@@ -95,7 +96,7 @@ _RANGES = {"hidden": (1, None, False, False), "max_sweeps": (1, None, False, Fal
            "kappa": (0.0, 1.0, True, True), "tol": (0.0, None, False, False),
            "gap_tol": (0.0, None, True, False), "test_fraction": (0.0, 1.0, True, True),
            "test_split": (1, None, False, False), "global_time_limit": (0.0, None, True, False),
-           "global_gap": (0.0, 1.0, True, True)}
+           "global_gap": (0.0, 1.0, True, True), "ab_prox": (0.0, None, True, False)}
 #: [data] of a file source (source = "csv", "npz" or "npy"): the options of
 #: :func:`fenchel_idl.problem.datasets.load_file`, the file(s) and the test split
 _FILE_DATA_KEYS = {"source", "path", "test_path", "test_fraction", "target", "inputs", "task",
@@ -103,7 +104,7 @@ _FILE_DATA_KEYS = {"source", "path", "test_path", "test_fraction", "target", "in
 #: [minibatch]: train with :func:`fenchel_idl.solve_bcd_minibatch` and these of its options
 _MINIBATCH_INTS = {"batch_size": 1, "epochs": 1, "readout_iter": 1}
 #: real options and their lower limits (open for the proximal weights, closed for lam_growth)
-_MINIBATCH_REALS = {"ab_prox": (0.0, True), "cd_prox": (0.0, True), "lam_growth": (1.0, False)}
+_MINIBATCH_REALS = {"cd_prox": (0.0, True), "lam_growth": (1.0, False)}
 _MINIBATCH_BOOLS = ("shuffle", "restart", "line_search")
 
 
@@ -234,6 +235,9 @@ def load_problem(path: str | Path) -> ProblemSpec:
     minibatch = raw.get("minibatch")
     if minibatch is not None:
         minibatch = dict(minibatch)
+        if "ab_prox" in minibatch:
+            raise ValidationError(f"{where}: [minibatch] 'ab_prox' is a [training] key (both "
+                                  "drivers read it there); move it to [training].")
         _check_keys("minibatch", minibatch,
                     set(_MINIBATCH_INTS) | set(_MINIBATCH_REALS) | set(_MINIBATCH_BOOLS))
         _checked(where, lambda: _check_minibatch(minibatch))
@@ -516,15 +520,18 @@ def build_problem(spec: ProblemSpec, ds: datasets.Dataset) -> TrainingProblem:
 
 def bcd_options(spec: ProblemSpec, refine: bool = True) -> dict[str, Any]:
     """The keyword arguments of :func:`fenchel_idl.solve_bcd` that a problem file states:
-    ``max_sweeps``, ``tol``, ``schedule``, ``seed``, ``solver``, ``on_failure``, ``gap_tol``
-    and, with ``refine``, its [refine] stage (an empty [refine] section means the default
-    options)."""
+    ``max_sweeps``, ``tol``, ``schedule``, ``seed``, ``solver``, ``on_failure``, ``gap_tol``,
+    ``ab_prox`` (when [training] states it; :func:`fenchel_idl.solve_bcd_minibatch` takes it
+    too) and, with ``refine``, its [refine] stage (an empty [refine] section means the
+    default options)."""
     opts: dict[str, Any] = {
         "max_sweeps": spec.training.get("max_sweeps", 40),
         "tol": spec.training.get("tol", 1e-6), "schedule": spec.schedule or None,
         "seed": spec.seed, "solver": spec.solver.get("name"),
         "on_failure": spec.solver.get("on_failure", "fallback"),
         "gap_tol": spec.solver.get("gap_tol", 1e-6)}
+    if "ab_prox" in spec.training:
+        opts["ab_prox"] = spec.training["ab_prox"]
     if refine:
         opts["refine"] = None if spec.refine is None else (spec.refine or True)
     return opts

@@ -259,3 +259,28 @@ def test_relaxation_gap_counts_the_penalties(rng):
     assert res.history[-1].block == "LS" and res.history[-1].accepted
     assert cert.bcd_objective - cert.bcd_true_loss > 1e-2  # the penalty of the model
     assert cert.relaxation_gap == pytest.approx(0.0, abs=1e-9 * cert.relaxed_objective)
+
+
+def test_ab_prox_weighs_the_proximal_term_of_the_ab_step(rng):
+    """ab_prox weighs the (A, B) step's proximal term rho/2 ||W - W0||^2, rho = ab_prox
+    ||V||^2 / m. For a large weight the step is about -(H + rho I)^-1 g, so tripling rho
+    shortens it by a factor just under 3; with the default the step is long. A weight that
+    is not positive is refused."""
+    U, Y = small_regression(rng, m=40)
+    prob = TrainingProblem(U, Y, n=5, kappa=0.5, lam=1.0)
+
+    def moved(prox):
+        # no line search: the move is the (A, B) step's; a tight gap_tol so that the step
+        # is not certified at its start
+        res = solve_bcd(prob, max_sweeps=1, schedule=Schedule(restart=False), ab_prox=prox,
+                        gap_tol=1e-10)
+        assert res.certificate.blocks_certified and res.certificate.monotone
+        start, end = res.start_model, res.model
+        return float(np.sqrt(sum(np.sum((getattr(end, k) - getattr(start, k)) ** 2)
+                                 for k in ("A", "B", "bias_x"))))
+
+    one, three = moved(1.0), moved(3.0)
+    assert 2.5 < one / three <= 3.0 + 1e-6
+    assert moved(1e-5) > 100.0 * one
+    with pytest.raises(ValidationError, match="'ab_prox' must be in"):
+        solve_bcd(prob, max_sweeps=1, ab_prox=0.0)

@@ -471,7 +471,9 @@ def test_an_edited_checkpoint_with_valid_zip_is_refused(job, saved):
     ({"solver": "SCS"}, r"solver: None -> 'SCS'"),
     ({"block_solver": "cvxpy"}, r"block_solver: 'auto' -> 'cvxpy'"),
     ({"on_failure": "warn"}, r"on_failure: 'fallback' -> 'warn'"),
-], ids=["seed", "gap_tol", "tol", "line_search", "solver", "block_solver", "on_failure"])
+    ({"ab_prox": 1e-2}, r"ab_prox: '<unset>' -> 0.01"),
+], ids=["seed", "gap_tol", "tol", "line_search", "solver", "block_solver", "on_failure",
+        "ab_prox"])
 def test_resume_with_other_settings_is_refused_and_names_them(job, saved, change, named):
     ckpt, _ = saved
     before = _files(ckpt)

@@ -570,7 +570,8 @@ def test_problem_file_with_the_epoch_line_search_writes_its_results(tmp_path):
 @pytest.mark.parametrize("extra, match", [
     ("batch_size = 0\n", r"'batch_size' must be an integer in \[1, inf\]"),
     ("shuffle = 1\n", r"'shuffle' must be true or false"),
-    ("ab_prox = -1.0\n", r"'ab_prox' must be in"),
+    ("cd_prox = -1.0\n", r"'cd_prox' must be in"),
+    ("ab_prox = 0.01\n", r"\[minibatch\] 'ab_prox' is a \[training\] key"),
     ("lam_growth = 0.9\n", r"'lam_growth' must be in \[1"),
     ("line_search = true\nrestart = false\n", r"'line_search' = true needs 'restart'"),
     ("sweeps = 3\n", r"\[minibatch\] keys must be among"),

@@ -33,6 +33,12 @@ def test_bcd_options_are_what_the_problem_file_states(tmp_path, refine_table, wa
     assert bcd_options(load_problem(path), refine=False) == {
         "max_sweeps": 40, "tol": 1e-6, "schedule": None, "seed": 4, "solver": None,
         "on_failure": "fallback", "gap_tol": 1e-6}
+    # [training] ab_prox: passed on when stated (to either driver), refused when not > 0
+    path.write_text(head + "ab_prox = 0.01\n")
+    assert bcd_options(load_problem(path), refine=False)["ab_prox"] == 0.01
+    path.write_text(head + "ab_prox = 0.0\n")
+    with pytest.raises(ValidationError, match="'ab_prox' must be in"):
+        load_problem(path)
 
 
 # -- your own data: [data] source = "csv" | "npz" | "npy" ---------------------------------------
