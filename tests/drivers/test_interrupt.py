@@ -475,9 +475,14 @@ def test_memory_and_checkpoint_size_stay_steady_over_300_sweeps(tmp_path):
     record = _bytes_per_record(res.history[300:600])
     budget = 1.25 * (records_per_sweep * record + 130)  # ~ 2.2 KB on CPython 3.11
     assert budget < 4096, f"a block record takes {record:.0f} B"
-    grown = marks[300]["current"] - marks[100]["current"]
-    assert grown <= 200 * budget, (f"memory grew by {grown} B over 200 sweeps "
-                                   f"({grown / 200:.0f} B per sweep; budget {budget:.0f} B)")
+    # Growth per sweep over sweeps 100-200 and over 200-300: a leak grows in both. One
+    # window alone may hold a one-off resize of an interpreter-wide table (measured: the
+    # 7.5 MB table of interned strings, grown by pathlib's sys.intern when earlier tests in
+    # the session had interned enough strings), which is not per-sweep growth.
+    grown = [marks[b]["current"] - marks[a]["current"] for a, b in ((100, 200), (200, 300))]
+    assert min(grown) <= 100 * budget, (f"memory grew by {grown} B over sweeps 100-200 and "
+                                        f"200-300 ({min(grown) / 100:.0f} B per sweep at "
+                                        f"least; budget {budget:.0f} B)")
     # the temporary memory of a sweep (and of its checkpoint write) does not grow with the
     # history: at sweep 300 the history is three times as long as at sweep 100
     assert marks[300]["transient"] <= marks[110]["transient"] + 64 * 1024, marks
