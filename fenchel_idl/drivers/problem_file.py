@@ -103,7 +103,7 @@ _FILE_DATA_KEYS = {"source", "path", "test_path", "test_fraction", "target", "in
                    "delimiter", "header"}
 #: [minibatch]: train with :func:`fenchel_idl.solve_bcd_minibatch` and these of its options
 _MINIBATCH_INTS = {"batch_size": 1, "epochs": 1, "readout_iter": 1}
-#: real options and their lower limits (open for the proximal weights, closed for lam_growth)
+#: real options and their lower limits (open for cd_prox, closed for lam_growth)
 _MINIBATCH_REALS = {"cd_prox": (0.0, True), "lam_growth": (1.0, False)}
 _MINIBATCH_BOOLS = ("shuffle", "restart", "line_search")
 
