@@ -1071,7 +1071,7 @@ def _gap_line(r: ExperimentResult) -> str:
     true loss after its final readout, why BCD stopped and its Frank-Wolfe gap."""
     certs = [run.certificate for run in r.runs]
     gap = float(np.mean([c["relaxation_gap"] for c in certs]))
-    state = float(np.mean([c["relaxed_objective"] + c["relaxation_gap"] for c in certs]))
+    state = float(np.mean([c["state_objective"] for c in certs]))
     true = float(np.mean([c["true_loss"] for c in certs]))
     text = (f"Relaxation gap at the end of BCD (standardized units, mean over seeds). The "
             f"certificate's: true objective (loss + penalties) of BCD's final (A, B, C, D) at "
