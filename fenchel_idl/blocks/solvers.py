@@ -34,7 +34,8 @@ from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import CLARABEL
 from fenchel_idl.errors import InputTypeError, SolverError, SolverWarning, ValidationError
 from fenchel_idl.validation import check_choice, check_real, describe
 
-__all__ = ["CHAINS", "ON_FAILURE", "SolveInfo", "describe_solve", "solve_certified"]
+__all__ = ["CHAINS", "ON_FAILURE", "SolveInfo", "describe_solve", "solve_certified",
+           "solve_strict"]
 
 ON_FAILURE = ("fallback", "warn", "raise")
 
@@ -71,6 +72,14 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     # objective, which leaves out the problem's constant and can be a large number (see
     # _certificate): the relative test is made strict so that the absolute one decides
     "CLARABEL": {"tol_gap_rel": 1e-12},
+}
+
+#: Tolerances of :func:`solve_strict`, near the limits of double precision.
+_STRICT: dict[str, dict[str, Any]] = {
+    "CLARABEL": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12},
+    "OSQP": {"eps_abs": 1e-11, "eps_rel": 1e-11, "max_iter": 200000, "polishing": True},
+    "ECOS": {"abstol": 1e-12, "reltol": 1e-12, "feastol": 1e-12, "max_iters": 500},
+    "SCS": {"eps": 1e-10, "max_iters": 100000},
 }
 
 
@@ -254,6 +263,28 @@ def solve_certified(problem: cp.Problem, block: str, cone: str = "qp",
     raise SolverError(f"block {block!r} could not be solved to certified optimality with "
                       f"{[a.solver for a in attempts]}: last status {attempts[-1].status!r} "
                       f"({attempts[-1].note}).", status=attempts[-1].status, attempts=attempts)
+
+
+def solve_strict(problem: cp.Problem, solver: str) -> bool:
+    """Solve ``problem`` again with ``solver`` at the tolerances of :data:`_STRICT`; return
+    whether its variables now hold a solution (status optimal or optimal_inaccurate).
+
+    The solver's own statistics certify nothing here: this is for a caller that checks the
+    point itself with a bound of the posed problem (the Gram-path readout of
+    :class:`fenchel_idl.blocks.cvxpy_blocks.Blocks`, whose posed-problem bound grows like
+    the square root of the solver's gap, so a solve at the default tolerance can miss it).
+    A solver without strict settings, or one that fails, returns False."""
+    if solver not in _STRICT:
+        return False
+    try:
+        with warnings.catch_warnings():  # CVXPY's "may be inaccurate": the caller checks
+            warnings.simplefilter("ignore", UserWarning)
+            problem.solve(solver=_CLARABEL if solver == "CLARABEL" else solver,
+                          warm_start=False, **_STRICT[solver])
+    except Exception:  # a solver error or crash: the caller falls back
+        return False
+    return problem.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and all(
+        v.value is not None for v in problem.variables())
 
 
 def describe_solve(info: SolveInfo) -> str:

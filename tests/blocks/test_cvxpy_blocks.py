@@ -77,3 +77,48 @@ def test_large_cross_entropy_readout_is_rebuilt_with_constants(rng, monkeypatch)
     assert out[3].objective == pytest.approx(ref[3].objective, rel=1e-6)
     value = prob.loss.value(prob.Y, out[0] @ X + out[1] @ prob.U + out[2][:, None])
     assert value == pytest.approx(ref[3].objective, rel=1e-6)
+
+
+def test_a_readout_that_misses_the_posed_bound_is_re_solved_strictly_before_all_samples(
+        rng, monkeypatch):
+    """A Gram solve stopped early (absolute gap 1e-4, as a solver's default tolerance can
+    leave it: the posed bound grows like the square root of that gap) is solved again at
+    strict tolerances, certified by the posed bound, without the solve on all samples; the
+    certified gap holds against an independent solve of the posed problem."""
+    import cvxpy as cp
+
+    from fenchel_idl.blocks.gram import readout_gap
+    from fenchel_idl.blocks.solvers import SolveInfo
+
+    m = 120
+    U = rng.uniform(-1, 1, (3, m))
+    Y = np.vstack([np.sin(3 * U[0]) + U[1] * U[2], np.cos(2 * U[1])])
+    prob = TrainingProblem(U, Y, n=6, kappa=0.5, bounds={"C": 0.8, "D": 0.5},
+                           standardize=False)
+    X = np.maximum(rng.standard_normal((6, 3)) @ prob.U + 0.2, 0)
+
+    def loose(problem, name):
+        problem.solve(solver="CLARABEL", tol_gap_abs=1e-4, tol_gap_rel=1e-4, tol_feas=1e-4)
+        return SolveInfo(name, "CLARABEL", problem.status, problem.value, 1e-7, None, True,
+                         0.0, 1)
+
+    blocks = Blocks(prob)
+    monkeypatch.setattr(blocks, "_cd_problem",
+                        lambda *a: pytest.fail("the block was solved on all samples"))
+    C, D, d, info = blocks.solve_cd(X, np.zeros((6, 6)), np.zeros((6, 3)), loose)
+    assert info.certified and "strict re-solve" in info.note
+    first = float(info.note.split("bound ")[-1].split(" at")[0])
+    assert first > blocks.gap_tol  # the loose point missed the bound: the path was taken
+    # the independent optimum of the posed problem, from the samples
+    Cv, Dv, dv = cp.Variable((2, 6)), cp.Variable((2, 3)), cp.Variable((2, 1))
+    fit = Cv @ X + Dv @ prob.U + dv @ np.ones((1, m)) - prob.Y
+    ref = cp.Problem(cp.Minimize(cp.sum_squares(fit) / (2 * m)),
+                     [cp.sum(cp.abs(Cv), axis=1) <= 0.8, cp.sum(cp.abs(Dv), axis=1) <= 0.5])
+    ref.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    r = Cv.value @ X + Dv.value @ prob.U + dv.value - prob.Y
+    best = 0.5 * float(np.sum(r * r)) / m
+    loss = 0.5 * float(np.sum((C @ X + D @ prob.U + d[:, None] - prob.Y) ** 2)) / m
+    assert np.abs(C).sum(axis=1).max() <= 0.8 and np.abs(D).sum(axis=1).max() <= 0.5
+    assert loss - best <= info.abs_gap + 1e-10
+    assert readout_gap(prob, X, C, D, d)[1] == pytest.approx(info.abs_gap)
+    assert np.abs(C).sum(axis=1).max() > 0.8 - 1e-6  # a ball is active: the bound is FW's
