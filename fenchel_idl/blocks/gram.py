@@ -21,7 +21,9 @@ G squares the condition number of V, and eigenvalues of G below 1e-12 of the lar
 dropped: on badly scaled data (one input 1e7 times the others) the solved problem is then
 not the posed one, and the solver's duality gap certifies the truncated problem only.
 :func:`readout_gap` therefore bounds the gap of the posed problem from the data themselves
-(a Frank-Wolfe bound, below), and the caller re-solves on all samples when it is too large.
+(a Frank-Wolfe bound, below). That bound grows like the square root of the solver's gap, so
+when it is too large the caller solves the Gram problem again at strict tolerances
+(:meth:`GramReadout.solve_strict`), and only then on all samples.
 """
 
 from __future__ import annotations
