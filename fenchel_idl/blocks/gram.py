@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fenchel_idl.blocks.cvxpy_terms import check_compiled, penalty_terms
+from fenchel_idl.blocks.first_order import pack_cd, readout_projector, unpack_cd
 from fenchel_idl.blocks.solvers import solve_strict
 
 __all__ = ["GramReadout", "readout_gap"]
@@ -187,16 +188,11 @@ class GramReadout:
 
     def solve_strict(self, solver: str) -> tuple[Array, Array, Array] | None:
         """The last :meth:`solve`'s problem solved again by ``solver`` at strict tolerances
-        (:func:`fenchel_idl.blocks.solvers.solve_strict`), its rows scaled into their balls
-        where the solver left them outside by its feasibility tolerance; None when the
+        (:func:`fenchel_idl.blocks.solvers.solve_strict`), projected onto the balls (the
+        solver leaves rows outside by up to its feasibility tolerance); None when the
         solver has no strict settings or fails. Nothing is certified: the caller bounds the
         point on the posed problem (:func:`readout_gap`)."""
         if not solve_strict(self.prob, solver):
             return None
-        C, D, d = self._point()
-        for M, r in ((C, self.pb.bounds.C), (D, self.pb.bounds.D)):
-            if r is not None:
-                l1 = np.abs(M).sum(axis=1)
-                over = l1 > float(r)
-                M[over] *= (float(r) / l1[over])[:, None]
-        return C, D, d
+        pb = self.pb
+        return unpack_cd(pb, readout_projector(pb)(pack_cd(pb, *self._point())))
