@@ -175,7 +175,8 @@ class BlockSolver(ABC):
 
 
 def _ab_prox(problem: TrainingProblem, s: State, prox: float) -> float:
-    """The proximal weight of the (A, B) step at s (:func:`ab_prox_weight`)."""
+    """The proximal weight of the CVXPY (A, B) step at s (:func:`ab_prox_weight`); the
+    first-order steps derive it from the V they build (their ``prox`` argument)."""
     V = np.vstack([s.X, problem.U] + ([np.ones((1, problem.m))] if problem.bias else []))
     return ab_prox_weight(float(np.linalg.norm(V, 2)) ** 2 / problem.m, prox)
 
@@ -258,13 +259,11 @@ class FirstOrderAB(BlockSolver):
         pb = self.problem
         if self.penalty is None:
             A, B, b, info = fast_ab_block(pb, s.X, self.gammas, s.W(pb.bias),
-                                          tol=self.policy.gap_tol,
-                                          rho=_ab_prox(pb, s, self.prox), lam=s.lam)
+                                          tol=self.policy.gap_tol, lam=s.lam, prox=self.prox)
         else:
             A, B, b, info = fast_ab_penalized(pb, s.X, s.lam, self.gammas, self.penalty,
                                               {"C": s.C, "D": s.D}, s.W(pb.bias),
-                                              tol=self.policy.gap_tol,
-                                              rho=_ab_prox(pb, s, self.prox))
+                                              tol=self.policy.gap_tol, prox=self.prox)
         return replace(s, A=A, B=B, b=b), info
 
 
@@ -284,8 +283,7 @@ class LipschitzAB(BlockSolver):
         pb = self.problem
         A, B, b, info = fast_ab_lipschitz(pb, s.X, s.lam, self.gammas, self.penalty,
                                           {"C": s.C, "D": s.D}, s.W(pb.bias),
-                                          tol=self.policy.gap_tol,
-                                          rho=_ab_prox(pb, s, self.prox))
+                                          tol=self.policy.gap_tol, prox=self.prox)
         return replace(s, A=A, B=B, b=b), info
 
 

@@ -111,6 +111,11 @@ def fast_ab_apply(problem) -> bool:
         not pens or (len(pens) == 1 and pens[0].ab_fast))
 
 
+#: Default weight of the proximal term of the (A, B) block, relative to ||V||^2 / m
+#: (``ab_prox`` of :func:`fenchel_idl.solve_bcd` and :func:`fenchel_idl.solve_bcd_minibatch`).
+AB_PROX = 1e-5
+
+
 def fista(grad_obj: Callable, project: Callable, certificate: Callable, x0: Array, L: float,
            tol: float, max_iter: int, check_every: int = 5):
     """FISTA with gradient-based adaptive restart (O'Donoghue and Candes, "Adaptive restart
@@ -216,14 +221,15 @@ def _min_norm_l1(g: Array, w: Array, radius: Array) -> Array:
 
 
 def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7, rho: float | None = None,
-                  max_iter: int = 20000, lam: Array | None = None
+                  max_iter: int = 20000, lam: Array | None = None, prox: float = AB_PROX
                   ) -> tuple[Array, Array, Array, SolveInfo]:
     """The proximal (A, B) step for ReLU, all rows at once (see the module docstring).
 
     ``W0`` is the current [A, B, b] (the proximal centre and the warm start); ``rho``
-    defaults to :func:`ab_prox_weight`. ``lam`` (the divergence weights, ones when None)
-    does not move the minimizer; it weighs the rows' objectives and gaps, so that both are
-    in units of the training objective, where row i's divergence counts lam_i times.
+    defaults to :func:`ab_prox_weight` with weight ``prox``. ``lam`` (the divergence
+    weights, ones when None) does not move the minimizer; it weighs the rows' objectives
+    and gaps, so that both are in units of the training objective, where row i's
+    divergence counts lam_i times.
     """
     t0 = time.perf_counter()
     n, p, m = problem.n, problem.p, problem.m
@@ -232,7 +238,7 @@ def fast_ab_block(problem, X, gammas, W0=None, tol: float = 1e-7, rho: float | N
     V = np.vstack([X, U] + ([np.ones((1, m))] if bias else []))
     L0 = float(np.linalg.norm(V, 2)) ** 2 / m
     if rho is None:
-        rho = ab_prox_weight(L0)
+        rho = ab_prox_weight(L0, prox)
     if W0 is None:
         W0 = np.zeros((n, V.shape[0]))
     weights = np.ones(n) if lam is None else np.asarray(lam, dtype=float)
@@ -634,7 +640,8 @@ def ab_prox_rows(penalties, lam: Array, rho: float) -> Array:
 
 def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[str, Array],
                       W0: Array, tol: float = 1e-7, rho: float | None = None,
-                      max_iter: int = 20000) -> tuple[Array, Array, Array, SolveInfo]:
+                      max_iter: int = 20000, prox: float = AB_PROX
+                      ) -> tuple[Array, Array, Array, SolveInfo]:
     """The proximal (A, B) step with a penalty P on A or B, by FISTA with the proximal map
     of P + the balls (:func:`ab_penalty_prox`)::
 
@@ -653,12 +660,12 @@ def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[st
 
     The rows' divergences are posed in the stable form 1/2 (x - z+)^2 + x z- (no constant;
     see :func:`fast_ab_block`), and the value and the gap are in units of the training
-    objective."""
+    objective. ``rho`` defaults to :func:`ab_prox_weight` with weight ``prox``."""
     t0 = time.perf_counter()
     n, p, m = problem.n, problem.p, problem.m
     V = np.vstack([X, problem.U] + ([np.ones((1, m))] if problem.bias else []))
     L0 = float(np.linalg.norm(V, 2)) ** 2 / m
-    rho = ab_prox_weight(L0) if rho is None else rho
+    rho = ab_prox_weight(L0, prox) if rho is None else rho
     lam = np.asarray(lam, dtype=float)[:, None]
     prox_rows = ab_prox_rows([pen], lam[:, 0], rho)[:, None]  # c, training units
     s = lam if pen.row_separable else np.ones_like(lam)
@@ -715,11 +722,6 @@ def fast_ab_penalized(problem, X, lam: Array, gammas: Array, pen, fixed: dict[st
     info = fista_info("AB", f, gap, iters, tol, t0)
     b = Wn[:, n + p] if problem.bias else np.zeros(n)
     return Wn[:, :n], Wn[:, n:n + p], b, info
-
-
-#: Default weight of the proximal term of the (A, B) block, relative to ||V||^2 / m
-#: (``ab_prox`` of :func:`fenchel_idl.solve_bcd` and :func:`fenchel_idl.solve_bcd_minibatch`).
-AB_PROX = 1e-5
 
 
 def ab_prox_weight(L: float, prox: float = AB_PROX) -> float:

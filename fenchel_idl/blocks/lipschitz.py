@@ -48,6 +48,7 @@ from numpy.typing import NDArray
 from scipy.optimize import brentq
 
 from fenchel_idl.blocks.first_order import (
+    AB_PROX,
     ab_penalties,
     ab_prox_rows,
     ab_prox_weight,
@@ -295,8 +296,8 @@ def _lipschitz_value(weight: float, A: Array, B: Array, c_norm: float, d_norm: f
 
 def fast_ab_lipschitz(problem, X: Array, lam: Array, gammas: Array, pen: LipschitzBound,
                       fixed: dict[str, Array], W0: Array, tol: float = 1e-7,
-                      rho: float | None = None,
-                      max_iter: int = 20000) -> tuple[Array, Array, Array, SolveInfo]:
+                      rho: float | None = None, max_iter: int = 20000,
+                      prox: float = AB_PROX) -> tuple[Array, Array, Array, SolveInfo]:
     """The proximal (A, B) step with the Lipschitz penalty (4.7), by FISTA with the exact
     prox of the penalty + the balls (:func:`lipschitz_ab_prox`)::
 
@@ -308,13 +309,14 @@ def fast_ab_lipschitz(problem, X: Array, lam: Array, gammas: Array, pen: Lipschi
     penalty reads A and B). The steps are taken in the metric of row weights
     lam_i L0 + c_i, and the prox is exact in that metric too. The certificate
     (:func:`_lipschitz_gap`) is taken at the proximal-gradient point of each check, the
-    point returned. Value and gap are in units of the training objective.
+    point returned. Value and gap are in units of the training objective. ``rho`` defaults
+    to :func:`fenchel_idl.blocks.first_order.ab_prox_weight` with weight ``prox``.
     """
     t0 = time.perf_counter()
     n, p, m = problem.n, problem.p, problem.m
     V = np.vstack([X, problem.U] + ([np.ones((1, m))] if problem.bias else []))
     L0 = float(np.linalg.norm(V, 2)) ** 2 / m
-    rho = ab_prox_weight(L0) if rho is None else rho
+    rho = ab_prox_weight(L0, prox) if rho is None else rho
     lc = np.asarray(lam, dtype=float)[:, None]
     cw = ab_prox_rows([pen], lc[:, 0], rho)[:, None]  # c, training units
     L = lc * L0 + cw
