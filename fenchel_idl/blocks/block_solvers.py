@@ -425,8 +425,11 @@ def make_block_solvers(problem: TrainingProblem, policy: SolvePolicy, block_solv
         columns_cd = columns_apply(problem) and columns_readout_apply(problem)
         _say_generic_path(problem, fast_x, fast or lipschitz, fast_cd or columns_cd)
     pool = make_executor(executor)
-    blocks = Blocks(problem, gap_tol=policy.gap_tol) if pool is None else ParallelBlocks(
-        problem, pool, policy.options, policy.events, owns_executor=pool is not executor)
+    if pool is None:
+        blocks = Blocks(problem, gap_tol=policy.gap_tol, least_squares=policy.solvers is None)
+    else:
+        blocks = ParallelBlocks(problem, pool, policy.options, policy.events,
+                                owns_executor=pool is not executor)
     x: BlockSolver = CvxpyX(blocks, policy)
     ab: BlockSolver = CvxpyAB(blocks, policy, ab_prox)
     if fast_x:

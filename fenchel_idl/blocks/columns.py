@@ -543,7 +543,9 @@ class ColumnsReadout(BlockSolver):
                 self._gram = GramReadout(self.problem)
             G, Hl = self._gram.statistics(s.X)
             try:
-                C, D, _, info = self._gram.solve(G, Hl, s.A, s.B, self.policy.cvxpy)
+                C, D, _, info = self._gram.solve(G, Hl, s.A, s.B, self.policy.cvxpy,
+                                                 self.policy.gap_tol,
+                                                 self.policy.solvers is None)
             except SolverError as err:
                 return None, None, SolveInfo("CD", "CVXPY (Gram)", err.status, None, None,
                                              None, False, 0.0, len(err.attempts), str(err))

@@ -24,7 +24,7 @@ from fenchel_idl.blocks.cvxpy_terms import (
 )
 from fenchel_idl.blocks.dca import x_step_data
 from fenchel_idl.blocks.first_order import ab_prox_rows
-from fenchel_idl.blocks.gram import GramReadout, readout_gap
+from fenchel_idl.blocks.gram import LEAST_SQUARES, GramReadout, readout_gap
 from fenchel_idl.blocks.solvers import SolveInfo
 from fenchel_idl.errors import SolverWarning
 from fenchel_idl.model.activations import Activation, Blockwise, state_lipschitz
@@ -86,12 +86,16 @@ class Blocks:
     gap_tol : float
         Tolerance of the posed-problem gap bound of the squared-loss readout
         (:meth:`solve_cd`); the solve policy's own tolerance.
+    least_squares : bool
+        Let the squared-loss readout take the least-squares minimizer when it lies in the
+        balls (:meth:`fenchel_idl.blocks.gram.GramReadout.solve`); False when a solver is
+        forced for every block.
     """
 
     def __init__(self, problem: TrainingProblem, row_batch: int = 25, col_batch: int = 50,
-                 gap_tol: float = 1e-6):
+                 gap_tol: float = 1e-6, least_squares: bool = True):
         self.problem = pb = problem
-        self.gap_tol = float(gap_tol)
+        self.gap_tol, self.least_squares = float(gap_tol), bool(least_squares)
         n, p, m = pb.n, pb.p, pb.m
         self.row_batch = max(1, min(int(row_batch), n))
         self.col_batch = max(1, min(int(col_batch), m))
@@ -153,7 +157,8 @@ class Blocks:
             if self._gram is None:
                 self._gram = GramReadout(pb)
             G, Hl = self._gram.statistics(X)
-            C, D, d, info = self._gram.solve(G, Hl, A, B, solve)
+            C, D, d, info = self._gram.solve(G, Hl, A, B, solve, self.gap_tol,
+                                             self.least_squares)
             return self._posed_readout(X, A, B, (C, D, d), info, solve)
         if pb.q * pb.m * pb.n * pb.m <= _CD_DPP_MAX:
             self.Xcd.value, self.Acd.value, self.Bcd.value = X, A, B
@@ -183,6 +188,11 @@ class Blocks:
         if info.certified and rel <= tol:
             return (*K, replace(info, gap=rel, abs_gap=gap,
                                 note="gap bound of the posed problem"))
+        if info.solver == LEAST_SQUARES:
+            # the Gram problem's least-squares minimizer misses the posed bound (the Gram
+            # problem drops G's smallest eigenvalues): its conic solve, bounded the same way
+            *K2, info2 = self._gram.resolve(solve)
+            return self._posed_readout(X, A, B, tuple(K2), info2, solve)
         if info.certified and np.isfinite(rel):
             # the bound grows like the square root of the solver's own gap, so a point at
             # the solver's default tolerance can miss it where a stricter solve of the same

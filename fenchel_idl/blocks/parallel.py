@@ -398,7 +398,7 @@ class ParallelBlocks(Blocks):
                  options: SolveOptions, events: list, owns_executor: bool = False,
                  row_batch: int = 25, col_batch: int = 50):
         super().__init__(problem, row_batch=row_batch, col_batch=col_batch,
-                         gap_tol=options.gap_tol)
+                         gap_tol=options.gap_tol, least_squares=options.solvers is None)
         if not isinstance(executor, BlockExecutor):
             raise InputTypeError(f"'executor' must be a BlockExecutor; got "
                                  f"{describe(executor)}.")

@@ -261,8 +261,9 @@ class _GramReadout(GramReadout):
     def __init__(self, problem: TrainingProblem):
         super().__init__(problem, curvature=_curvature(problem))
 
-    def solve(self, st: _Stats, A: Array, B: Array, solve: Callable):  # type: ignore[override]
-        return super().solve(st.G, st.Hl, A, B, solve)
+    def solve(self, st: _Stats, A: Array, B: Array, solve: Callable,  # type: ignore[override]
+              tol: float = 1e-6, least_squares: bool = True):
+        return super().solve(st.G, st.Hl, A, B, solve, tol, least_squares)
 
 
 def _k_surrogate(problem: TrainingProblem, st: _Stats, C, D, d) -> float:
@@ -674,7 +675,8 @@ class _MiniBatch:
             else:
                 self.policy.uncertified(info)
         if info is None or not info.certified:
-            C, D, d, info = self.readout_k.solve(self.st, s.A, s.B, self.policy.cvxpy)
+            C, D, d, info = self.readout_k.solve(self.st, s.A, s.B, self.policy.cvxpy,
+                                                 self.policy.gap_tol, self.fast_k)
         dH = _k_surrogate(pb, self.st, C, D, d) - _k_surrogate(pb, self.st, s.C, s.D, s.d)
         ok = self.accept(dH)
         if ok:

@@ -122,3 +122,46 @@ def test_a_readout_that_misses_the_posed_bound_is_re_solved_strictly_before_all_
     assert loss - best <= info.abs_gap + 1e-10
     assert readout_gap(prob, X, C, D, d)[1] == pytest.approx(info.abs_gap)
     assert np.abs(C).sum(axis=1).max() > 0.8 - 1e-6  # a ball is active: the bound is FW's
+
+
+def test_a_readout_whose_least_squares_minimizer_is_in_the_balls_takes_it_without_a_solver(
+        rng):
+    """Balls that the least-squares minimizer lies in: the block returns that minimizer, equal
+    to numpy's least squares on all samples, with no solver call, certified by a gap that
+    holds against an independent tight solve of the posed problem. Balls that cut it off,
+    or a forced solver, go to the solver."""
+    import cvxpy as cp
+
+    m, n = 150, 5
+    U = rng.uniform(-1, 1, (3, m))
+    Y = np.vstack([np.sin(3 * U[0]) + U[1] * U[2], np.cos(2 * U[1])])
+    X = np.maximum(rng.standard_normal((n, 3)) @ U + 0.2, 0)  # standardize=False: U as is
+    A, B = np.zeros((n, n)), np.zeros((n, 3))
+    calls = []
+
+    def solve(problem, name):
+        calls.append(name)
+        return solve_certified(problem, name, cone="qp")[-1]
+
+    loose = TrainingProblem(U, Y, n=n, bounds={"C": 1e3, "D": 1e3}, standardize=False)
+    C, D, d, info = Blocks(loose).solve_cd(X, A, B, solve)
+    assert calls == [] and info.solver == "least squares" and info.certified
+    V = np.vstack([X, loose.U, np.ones((1, m))])
+    K = np.linalg.lstsq(V.T, loose.Y.T, rcond=None)[0].T
+    assert np.allclose(np.hstack([C, D, d[:, None]]), K, atol=1e-8)
+    Cv, Dv, dv = cp.Variable((2, n)), cp.Variable((2, 3)), cp.Variable((2, 1))
+    fit = Cv @ X + Dv @ loose.U + dv @ np.ones((1, m)) - loose.Y
+    ref = cp.Problem(cp.Minimize(cp.sum_squares(fit) / (2 * m)),
+                     [cp.sum(cp.abs(Cv), axis=1) <= 1e3, cp.sum(cp.abs(Dv), axis=1) <= 1e3])
+    ref.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    r = Cv.value @ X + Dv.value @ loose.U + dv.value - loose.Y
+    loss = 0.5 * float(np.sum((C @ X + D @ loose.U + d[:, None] - loose.Y) ** 2)) / m
+    assert loss - 0.5 * float(np.sum(r * r)) / m <= info.abs_gap + 1e-10
+
+    tight = TrainingProblem(U, Y, n=n, bounds={"C": 0.3, "D": 0.3}, standardize=False)
+    assert np.abs(K[:, n:n + 3]).sum(axis=1).max() > 0.3  # the minimizer is cut off
+    C, D, d, info = Blocks(tight).solve_cd(X, A, B, solve)
+    assert calls == ["CD"] and info.solver != "least squares" and info.certified
+    assert max(np.abs(C).sum(axis=1).max(), np.abs(D).sum(axis=1).max()) <= 0.3 + 1e-9
+    *_, info = Blocks(loose, least_squares=False).solve_cd(X, A, B, solve)
+    assert calls == ["CD", "CD"] and info.solver != "least squares"

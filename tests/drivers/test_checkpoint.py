@@ -48,11 +48,11 @@ SCHEDULE = {"stage_tol": 0.0}  # the default line-search schedule: a stage per s
 SEED = 5
 
 
-def make_problem(shift=0.0, kappa=0.6):
+def make_problem(shift=0.0, kappa=0.6, bounds=None):
     rng = np.random.default_rng(11)
     U = rng.uniform(-1.0, 1.0, (2, 24))
     Y = np.vstack([np.sin(2.0 * U[0]) * U[1], np.cos(U.sum(axis=0))]) + shift
-    return TrainingProblem(U, Y, n=4, kappa=kappa)
+    return TrainingProblem(U, Y, n=4, kappa=kappa, bounds=bounds)
 
 
 def run(checkpoint=None, resume=False, callback=None, max_sweeps=MAX_SWEEPS, problem=None):
@@ -308,11 +308,13 @@ def test_certificate_of_a_resumed_run_keeps_earlier_solve_events(job, tmp_path, 
             state["fail_next"] = True
 
     monkeypatch.setattr(cp.Problem, "solve", solve)
-    one_run = job.run(callback=callback, max_sweeps=4)
+    # readout balls that cut off the least-squares minimizer: the readout is a CVXPY solve
+    tight = job.make_problem(bounds={"C": 0.2, "D": 0.2})
+    one_run = job.run(callback=callback, max_sweeps=4, problem=tight)
     assert len(one_run.certificate.solve_events) == 1
     ckpt = tmp_path / "ckpt"
-    job.run(checkpoint=ckpt, callback=callback, max_sweeps=2)
-    resumed = job.run(checkpoint=ckpt, resume=True, max_sweeps=4)
+    job.run(checkpoint=ckpt, callback=callback, max_sweeps=2, problem=tight)
+    resumed = job.run(checkpoint=ckpt, resume=True, max_sweeps=4, problem=tight)
     def no_time(events):  # wall times differ between runs; everything else must match
         return [{k: v for k, v in e.items() if k != "time"} for e in events]
 
