@@ -349,8 +349,11 @@ class Readout(BlockSolver):
     def solve(self, s: State) -> tuple[State, SolveInfo]:
         pb, blocks, policy = self.blocks.problem, self.blocks, self.policy
         if isinstance(pb.loss, CrossEntropyLoss):
+            # no readout yet (all zero, as at a random-feature start): ce_readout picks
+            # its own start
+            fresh = not (s.C.any() or s.D.any() or s.d.any())
             C, D, d, info = ce_readout(
-                pb, s.X, pack_cd(pb, s.C, s.D, s.d),
+                pb, s.X, None if fresh else pack_cd(pb, s.C, s.D, s.d),
                 lambda: blocks.solve_cd(s.X, s.A, s.B, policy.cvxpy), policy.uncertified,
                 policy.gap_tol, self.max_iter, first_order=self.first_order)
         else:

@@ -884,7 +884,7 @@ def ce_program_size(problem) -> int:
     return problem.q * problem.m * (problem.n + problem.p + 1)
 
 
-def ce_readout(problem, X: Array, K0: Array, cvxpy_block: Callable[[], tuple],
+def ce_readout(problem, X: Array, K0: Array | None, cvxpy_block: Callable[[], tuple],
                uncertified: Callable[[SolveInfo], None], tol: float,
                max_iter: int | None = None,
                first_order: bool = True) -> tuple[Array, Array, Array, SolveInfo]:
@@ -892,7 +892,8 @@ def ce_readout(problem, X: Array, K0: Array, cvxpy_block: Callable[[], tuple],
     :func:`fenchel_idl.solve_bcd` and :func:`fenchel_idl.solve_bcd_minibatch`.
 
     With ``first_order`` (no penalty, no forced solver) and a program larger than
-    ``_CE_FISTA_MIN_SIZE``, FISTA from K0 = [C, D, d] with its dual certificate, for
+    ``_CE_FISTA_MIN_SIZE``, FISTA from K0 = [C, D, d] (None: no readout yet, see
+    :func:`fast_ce_readout`) with its dual certificate, for
     ``max_iter`` iterations (default ``_CE_READOUT_ITER``). An uncertified result is passed
     to ``uncertified`` (which records it, or raises), then replaced by ``cvxpy_block()`` when
     the program has at most ``_CE_CVXPY_MAX_CONES`` cones, or else kept. Otherwise
@@ -908,6 +909,18 @@ def ce_readout(problem, X: Array, K0: Array, cvxpy_block: Callable[[], tuple],
     return cvxpy_block()
 
 
+def _least_squares_start(problem, V: Array, Y: Array) -> Array:
+    """The start of a cross-entropy readout without one: the least-squares fit K V ~ Y of
+    the one-hot labels (a ridge of 1e-8 of G's mean eigenvalue covers a singular G, e.g. a
+    constant pixel), projected onto the balls: the same classes score high as at the
+    optimum, where 0 scores every class alike, so FISTA has less far to go. It costs one
+    k x k Gram matrix, about k / (2q) FISTA iterations."""
+    G = V @ V.T
+    G[np.diag_indices_from(G)] += 1e-8 * max(float(np.trace(G)) / G.shape[0], 1e-300)
+    K = np.linalg.solve(G, V @ Y.T).T
+    return readout_projector(problem)(K)
+
+
 def fast_ce_readout(problem, X: Array, K0: Array | None = None, tol: float = 1e-7,
                     max_iter: int = _CE_READOUT_ITER) -> tuple[Array, SolveInfo]:
     """The cross-entropy (C, D) block on all samples, by FISTA over the balls, certified by
@@ -918,15 +931,17 @@ def fast_ce_readout(problem, X: Array, K0: Array | None = None, tol: float = 1e-
     q x m outputs, which gain from BLAS threads: they run on
     :func:`fenchel_idl._blas.wide_blas_limit` threads.
 
+    Without ``K0`` (no readout yet, as at a random-feature start) FISTA starts from the
+    least-squares fit of the one-hot labels projected onto the balls
+    (:func:`_least_squares_start`), not from 0.
+
     Returns K = [C, D, d] and the record; the gap is relative, (f - lower) / max(1, |f|).
     """
     t0 = time.perf_counter()
     pb = problem
-    m, q = pb.m, pb.q
+    m = pb.m
     V = np.vstack([X, pb.U, np.ones((1, m))]) if pb.bias else np.vstack([X, pb.U])
     Y = pb.Y
-    k = V.shape[0]
-    K0 = np.zeros((q, k)) if K0 is None else np.array(K0, dtype=float)
     mu = None
     if pb.bias:
         # With a free bias d, K v = [C, D] (v - mu) + (d + [C, D] mu): solving for
@@ -935,7 +950,12 @@ def fast_ce_readout(problem, X: Array, K0: Array | None = None, tol: float = 1e-
         # ReLU states), which makes the problem badly conditioned.
         mu = V[:-1].mean(axis=1)
         V[:-1] -= mu[:, None]
-        K0[:, -1] += K0[:, :-1] @ mu
+    if K0 is None:
+        K0 = _least_squares_start(pb, V, Y)  # in the centred coordinates already
+    else:
+        K0 = np.array(K0, dtype=float)
+        if mu is not None:
+            K0[:, -1] += K0[:, :-1] @ mu
     # Boehning: the Hessian of lse is at most 1/2 I, so L = ||V||^2 / (2m)
     L = 0.5 * float(np.linalg.norm(V, 2)) ** 2 / m
 

@@ -434,10 +434,49 @@ def test_fast_ce_readout_reaches_the_cvxpy_optimum_with_its_certificate(rng):
     assert info.certified and info.gap <= 1e-8
     # primal value within the certified gap of the optimum (and never below it)
     assert opt - 1e-7 <= info.objective <= opt + 1e-8 * max(1.0, opt) + 1e-7
+    # from 0 instead of the least-squares start: the same optimum
+    _, zero = fast_ce_readout(prob, X, K0=np.zeros_like(K), tol=1e-8)
+    assert zero.certified and abs(zero.objective - info.objective) <= 2e-8 * max(1.0, opt)
     # a budget too small is reported as such, never as optimal
     _, short = fast_ce_readout(prob, X, tol=1e-12, max_iter=3)
     assert not short.certified and short.status == "optimal_inaccurate"
     assert "duality gap" in short.note
+
+
+def test_a_readout_without_a_start_begins_at_the_projected_least_squares_fit(rng):
+    """K0 = None: FISTA starts from the least-squares fit of the one-hot labels on the
+    centred features (numpy's lstsq), projected onto the balls; a random-feature start's
+    readout (C = D = 0, d = 0) is such a readout."""
+    from fenchel_idl.blocks import first_order as fb
+    from fenchel_idl.blocks.block_solvers import SolvePolicy, make_block_solvers
+    from fenchel_idl.drivers.state import initial_state
+
+    U, labels = _classification(rng)
+    prob = TrainingProblem(U, labels, n=5, loss="cross_entropy", bounds={"C": 0.1, "D": 0.1})
+    X = np.abs(rng.standard_normal((prob.n, prob.m)))
+    V = np.vstack([X, prob.U])
+    V = np.vstack([V - V.mean(axis=1, keepdims=True), np.ones((1, prob.m))])
+    ls = np.linalg.lstsq(V.T, prob.Y.T, rcond=None)[0].T
+    assert np.abs(ls[:, :prob.n]).sum(axis=1).max() > 0.1  # the projection does something
+    start = fb._least_squares_start(prob, V, prob.Y)
+    np.testing.assert_allclose(start, fb.readout_projector(prob)(ls), atol=1e-6)
+    starts = []
+    real = fb.fast_ce_readout
+
+    def spy(problem, X, K0=None, **kw):
+        starts.append(K0)
+        return real(problem, X, K0, **kw)
+
+    big = TrainingProblem(*_classification(rng, m=2000), n=8, loss="cross_entropy")
+    assert fb.ce_program_size(big) > fb._CE_FISTA_MIN_SIZE  # the first-order readout
+    solvers = make_block_solvers(big, SolvePolicy(big.cone))
+    s = initial_state(big)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fb, "fast_ce_readout", spy)
+        s, info = solvers.CD.solve(s)
+        solvers.CD.solve(s)
+    assert starts[0] is None and starts[1] is not None  # a readout to start from: its own
+    assert info.certified
 
 
 def test_wide_readouts_run_on_the_wide_blas_limit_with_the_same_optimum(rng, monkeypatch):
