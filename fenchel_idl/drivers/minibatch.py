@@ -676,7 +676,8 @@ class _MiniBatch:
                 self.policy.uncertified(info)
         if info is None or not info.certified:
             C, D, d, info = self.readout_k.solve(self.st, s.A, s.B, self.policy.cvxpy,
-                                                 self.policy.gap_tol, self.fast_k)
+                                                 self.policy.gap_tol,
+                                                 self.policy.solvers is None)
         dH = _k_surrogate(pb, self.st, C, D, d) - _k_surrogate(pb, self.st, s.C, s.D, s.d)
         ok = self.accept(dH)
         if ok:
