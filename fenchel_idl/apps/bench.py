@@ -89,7 +89,8 @@ from fenchel_idl.validation import check_choice
 
 __all__ = ["SECTIONS", "bench_ce_readout", "bench_ce_readout_start", "bench_ce_readout_threads",
            "bench_cosine_targets", "bench_equilibrium", "bench_executor", "bench_minibatch",
-           "bench_penalties", "bench_scaling", "bench_section", "bench_sweep", "main", "run_benchmarks"]
+           "bench_penalties", "bench_scaling", "bench_section", "bench_sweep", "main",
+           "run_benchmarks"]
 
 
 @contextlib.contextmanager
@@ -501,7 +502,8 @@ def bench_ce_readout_start(quick: bool = False) -> dict:
                          standardize=False, bounds={"B": 40.0, "C": 20.0, "D": 20.0})
     X = initial_state(pb).X
     out: dict = {"m": m, "n": 128}
-    for label, K0 in (("zero", np.zeros((pb.q, pb.n + pb.p + 1))), ("ls", None)):
+    zero = np.zeros((pb.q, pb.n + pb.p + 1))  # [C, D, d] (the problem has a bias)
+    for label, K0 in (("zero", zero), ("ls", None)):
         t = time.perf_counter()
         _, info = fast_ce_readout(pb, X, K0, tol=1e-6, max_iter=20000)
         out[f"{label}_s"], out[f"{label}_objective"] = time.perf_counter() - t, info.objective
