@@ -55,13 +55,11 @@ from fenchel_idl.drivers import (
     BCDResult,
     ProblemSpec,
     StateFit,
-    bcd_options,
     build_problem,
     fit_teacher,
     load_data,
     load_problem,
-    solve_bcd,
-    solve_bcd_minibatch,
+    train_spec,
 )
 from fenchel_idl.errors import FenchelIDLError, OutputError, ValidationError
 
@@ -161,22 +159,8 @@ def _train(spec: ProblemSpec, progress: bool, checkpoint, resume: bool,
     problem = build_problem(spec, ds)
     _check_global(spec, problem)
     t0 = time.perf_counter()
-    opts = bcd_options(spec)
-    if spec.minibatch is not None:
-        if checkpoint is not None or resume:
-            raise ValidationError("checkpoint/resume is for full-batch BCD; the problem file "
-                                  f"{spec.path!r} trains on mini-batches ([minibatch]).")
-        mb = dict(spec.minibatch)
-        if max_sweeps is not None:
-            mb["epochs"] = max_sweeps
-        for key in ("max_sweeps", "schedule"):  # full-batch only
-            del opts[key]
-        result = solve_bcd_minibatch(problem, **mb, **opts, progress=progress)
-    else:
-        if max_sweeps is not None:
-            opts["max_sweeps"] = max_sweeps
-        result = solve_bcd(problem, **opts, checkpoint=checkpoint, resume=resume,
-                           progress=progress)
+    result = train_spec(spec, problem, max_sweeps=max_sweeps, checkpoint=checkpoint,
+                        resume=resume, progress=progress)
     summary: dict[str, Any] = {"problem": spec.name, "n_sweeps": result.n_sweeps,
                                "time_s": time.perf_counter() - t0,
                                "timings": dict(result.timings),

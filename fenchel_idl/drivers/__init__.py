@@ -10,7 +10,7 @@ from fenchel_idl.drivers.finish import refine_stage
 from fenchel_idl.drivers.gradients import Gradients, input_gradient, loss_gradients, solve_adjoint
 from fenchel_idl.drivers.minibatch import solve_bcd_minibatch
 from fenchel_idl.drivers.problem_file import (ProblemSpec, bcd_options, build_problem, load_data,
-                                              load_problem)
+                                              load_problem, train_spec)
 from fenchel_idl.drivers.records import (BatchRecord, BCDResult, BlockRecord, Certificate,
                                          global_gap_line)
 from fenchel_idl.drivers.refine import (PARAMETERS, EpochRecord, RefineHistory, RefineOptions,
@@ -30,7 +30,7 @@ __all__ = [
     "PARAMETERS", "init_random", "Gradients", "loss_gradients", "input_gradient",
     "solve_adjoint",
     # problem files and estimators
-    "ProblemSpec", "load_problem", "load_data", "build_problem", "bcd_options",
+    "ProblemSpec", "load_problem", "load_data", "build_problem", "bcd_options", "train_spec",
     "ImplicitRegressor", "ImplicitClassifier",
     # state-driven fitting to a teacher network
     "fit_states", "fit_teacher", "StateFit", "RowCertificate", "teacher_model",

@@ -4,7 +4,7 @@ A problem file declares the data source, the model size, the loss, the activatio
 the lam schedule, the penalties by name with their weights, solver options, an optional
 refinement stage and the seed. An optional [minibatch] table (batch_size, epochs, ...)
 trains with :func:`fenchel_idl.solve_bcd_minibatch` instead of :func:`fenchel_idl.solve_bcd`
-(``problems/mnist_full.toml``). An optional [certify] table with ``global = true`` asks
+(``problems/mnist.toml``). An optional [certify] table with ``global = true`` asks
 ``fenchel-idl run`` for a certified global lower bound after training
 (``problems/global_tiny.toml``). A [teacher] table makes the file a state-driven fit
 instead (:func:`fenchel_idl.drivers.fit_teacher`: a scikit-learn MLP trained on the data,
@@ -26,6 +26,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from fenchel_idl.drivers.bcd import solve_bcd
+from fenchel_idl.drivers.minibatch import solve_bcd_minibatch
 from fenchel_idl.drivers.refine import RefineOptions
 from fenchel_idl.drivers.schedule import Schedule
 from fenchel_idl.drivers.state_fit import FIT_KEYS, TEACHER_KEYS, _check_teacher_table
@@ -535,3 +537,50 @@ def bcd_options(spec: ProblemSpec, refine: bool = True) -> dict[str, Any]:
     if refine:
         opts["refine"] = None if spec.refine is None else (spec.refine or True)
     return opts
+
+
+def train_spec(spec: ProblemSpec, problem: TrainingProblem, *, refine: bool = True,
+               max_sweeps: int | None = None, checkpoint: Any = None, resume: bool = False,
+               **options: Any):
+    """Train ``problem`` as the problem file ``spec`` states it: by
+    :func:`fenchel_idl.solve_bcd`, or, when the file has a [minibatch] table, by
+    :func:`fenchel_idl.solve_bcd_minibatch` with that table's options.
+
+    Parameters
+    ----------
+    spec : ProblemSpec
+    problem : TrainingProblem
+        Built from ``spec`` (:func:`build_problem`).
+    refine : bool
+        Run the file's [refine] stage, if it has one.
+    max_sweeps : int, optional
+        Override the file's sweep count (its epochs, with [minibatch]).
+    checkpoint, resume
+        As in :func:`fenchel_idl.solve_bcd` (full-batch BCD only).
+    **options
+        Further keyword arguments of the driver (``seed``, ``callback``, ``progress``);
+        they override the file's.
+
+    Returns
+    -------
+    BCDResult
+
+    Raises
+    ------
+    ValidationError
+        ``checkpoint`` or ``resume`` for a [minibatch] file.
+    """
+    opts = bcd_options(spec, refine=refine)
+    if spec.minibatch is None:
+        if max_sweeps is not None:
+            opts["max_sweeps"] = int(max_sweeps)
+        return solve_bcd(problem, **{**opts, **options}, checkpoint=checkpoint, resume=resume)
+    if checkpoint is not None or resume:
+        raise ValidationError("checkpoint/resume is for full-batch BCD; the problem file "
+                              f"{spec.path!r} trains on mini-batches ([minibatch]).")
+    mb = dict(spec.minibatch)
+    if max_sweeps is not None:
+        mb["epochs"] = int(max_sweeps)
+    for key in ("max_sweeps", "schedule"):  # full-batch only
+        del opts[key]
+    return solve_bcd_minibatch(problem, **mb, **{**opts, **options})

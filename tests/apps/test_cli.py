@@ -329,7 +329,7 @@ def test_run_refuses_a_global_bound_it_cannot_give_before_training(tmp_path, mon
     """Sizes, activation and penalties are checked before any training, with one line
     naming the file, the table and what the bound needs."""
     trained = []
-    monkeypatch.setattr(run_module, "solve_bcd", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr(run_module, "train_spec", lambda *a, **k: trained.append(1))
     text = GLOBAL_TINY.read_text()
     assert old in text
     out = tmp_path / "out"

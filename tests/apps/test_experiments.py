@@ -17,6 +17,7 @@ import pytest
 
 from fenchel_idl.apps.experiments import EXPERIMENTS, Target, _patched, main
 from fenchel_idl.drivers.problem_file import load_problem
+from fenchel_idl.errors import ValidationError
 
 PROBLEMS = Path(__file__).resolve().parents[2] / "problems"
 OURS = ("synthetic_network", "synthetic_implicit", "digits", "mnist", "fashion_mnist")
@@ -198,3 +199,47 @@ def test_choose_sweeps_scores_the_model_a_run_of_k_sweeps_returns():
         assert value == score(res.model, val.U, val.labels, "classification")
     values = [v for _, v in chosen["curve"]]
     assert chosen["sweeps"] == chosen["curve"][values.index(max(values))][0]
+
+
+_MB_DIGITS = """
+name = "digits_mb"
+seed = 0
+[data]
+source = "digits"
+test_fraction = 0.2
+[model]
+n = 8
+kappa = 0.5
+[training]
+loss = "cross_entropy"
+lam = 1.0
+bounds = { B = 5.0, C = 2.0, D = 2.0 }
+[minibatch]
+batch_size = 500
+epochs = 2
+[refine]
+epochs = 1
+"""
+
+
+def test_a_minibatch_problem_file_is_trained_by_minibatch_bcd_in_the_experiment(tmp_path):
+    from fenchel_idl import solve_bcd_minibatch
+    from fenchel_idl.apps.experiments import choose_sweeps, run_experiment
+    from fenchel_idl.drivers.problem_file import build_problem, load_data
+
+    path = tmp_path / "digits_mb.toml"
+    path.write_text(_MB_DIGITS)
+    exp = dataclasses.replace(EXPERIMENTS["digits"], select_sweeps=False, runs=1,
+                              mlp_hidden=(8,), mlp_epochs=2, mlp_batches=None)
+    res = run_experiment(exp, path, seeds=1)
+    # the BCD-alone row is the model of the file's mini-batch run, stated by hand
+    spec = load_problem(path)
+    train, test = load_data(spec)
+    ref = solve_bcd_minibatch(build_problem(spec, train), batch_size=500, epochs=2, seed=0)
+    labels = np.argmax(ref.model.predict(test.U), axis=0)
+    assert res.runs[0].implicit_bcd == pytest.approx(np.mean(labels == test.labels), abs=0)
+    assert res.runs[0].certificate["n_sweeps"] == 2
+    assert res.settings["minibatch"]["batch_size"] == 500
+    # choosing a sweep count resumes full-batch checkpoints: refused for such a file
+    with pytest.raises(ValidationError, match="minibatch"):
+        choose_sweeps(spec, train)

@@ -642,6 +642,24 @@ def test_the_full_mnist_problem_file_trains_on_every_image_in_batches():
 
     from fenchel_idl.drivers.problem_file import load_problem
 
-    spec = load_problem(Path(__file__).resolve().parents[2] / "problems" / "mnist_full.toml")
+    spec = load_problem(Path(__file__).resolve().parents[2] / "problems" / "mnist.toml")
     assert "n" not in spec.data and spec.data["source"] == "mnist"  # all 60,000 images
     assert spec.minibatch["batch_size"] < 60000 and spec.refine["epochs"] >= 1
+
+
+def test_train_spec_trains_a_minibatch_file_as_solve_bcd_minibatch_does(tmp_path):
+    from fenchel_idl import solve_bcd_minibatch
+    from fenchel_idl.drivers.problem_file import build_problem, load_data, load_problem, train_spec
+
+    path = tmp_path / "mb.toml"
+    path.write_text(_MB_FILE)
+    spec = load_problem(path)
+    problem = build_problem(spec, load_data(spec)[0])
+    res = train_spec(spec, problem, max_sweeps=1, seed=3)
+    # the same run, stated by hand from the file: batches of 40, one epoch, seed 3
+    ref = solve_bcd_minibatch(problem, batch_size=40, epochs=1, seed=3)
+    assert res.n_sweeps == 1 and all(r.epoch == 0 for r in res.history)
+    for name in ("A", "B", "C", "D", "bias_x", "bias_y"):
+        np.testing.assert_array_equal(getattr(res.model, name), getattr(ref.model, name))
+    with pytest.raises(ValidationError, match="checkpoint/resume is for full-batch BCD"):
+        train_spec(spec, problem, resume=True)

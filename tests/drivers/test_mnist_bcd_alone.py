@@ -12,8 +12,8 @@ from fenchel_idl.apps.run import run_problem
 from fenchel_idl.drivers.problem_file import load_data, load_problem
 
 # 10,000 training images, the official 10,000 test images, n = 64, one pass of mini-batch
-# BCD in batches of 5,000: the balls of problems/mnist_full.toml and the lam of
-# problems/mnist_bcd.toml, without [refine]
+# BCD in batches of 5,000: the lam of problems/mnist_bcd.toml, with its former readout
+# balls C = D = 5, without [refine]
 _JOB = """
 name = "mnist_bcd_alone_reduced"
 seed = 0
