@@ -34,14 +34,13 @@ never configures logging.
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fenchel_idl.apps import bench, bench_refine, demos, experiments, results, table1
-from fenchel_idl.apps.common import problems_dir
+from fenchel_idl.apps.common import configure_logging, problems_dir
 from fenchel_idl.apps.run import MANIFEST, default_out, run_problem
 from fenchel_idl.drivers import StateFit, checkpoint_sweep, load_problem
 from fenchel_idl.errors import FenchelIDLError
@@ -65,51 +64,6 @@ COMMANDS: dict[str, tuple[str, Callable[..., int]]] = {
 
 _RUN_HELP = ("train a problem file (or fit its [teacher]); write model, history, certificate "
              "and plots")
-
-#: The logger the library writes to (children such as ``fenchel_idl.drivers`` included).
-LOGGER = "fenchel_idl"
-
-
-class _StderrHandler(logging.StreamHandler):
-    """A stream handler that writes to whatever ``sys.stderr`` is when a record is emitted,
-    so that a stderr redirected or captured after the tool started receives the lines."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property  # type: ignore[override]
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-class _Formatter(logging.Formatter):
-    """The message alone at INFO; other levels say their name first (``warning: ...``)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
-
-
-def configure_logging(verbose: bool = False, quiet: bool = False) -> logging.Logger:
-    """Set up the ``fenchel_idl`` logger for the command line and return it.
-
-    Level INFO, WARNING with ``quiet``, DEBUG with ``verbose`` (``verbose`` wins when both
-    are given); one plain handler on stderr, replacing the one an earlier call added (so the
-    tool can run several times in one process without doubling its lines).
-    """
-    logger = logging.getLogger(LOGGER)
-    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
-        logger.removeHandler(handler)
-    handler = _StderrHandler()
-    handler.setFormatter(_Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    return logger
-
 
 def _add_log_flags(parser: argparse.ArgumentParser, quiet_help: str) -> None:
     group = parser.add_mutually_exclusive_group()
@@ -190,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if tool.command != "run":
         configure_logging(tool.verbose, tool.quiet)
         rest = list(tool.args)
-        if tool.command == "demos" and tool.quiet and "--no-progress" not in rest:
+        if (tool.command in ("demos", "experiments") and tool.quiet
+                and "--no-progress" not in rest):
             rest.append("--no-progress")
         return _guarded(lambda: COMMANDS[tool.command][1](rest, prog=f"fenchel-idl "
                                                                      f"{tool.command}"),

@@ -1,10 +1,13 @@
-"""Helpers the applications share: where the problem files are, how a model is scored, and
-the results document (``docs/results.md``) whose sections the commands rewrite."""
+"""Helpers the applications share: where the problem files are, how a model is scored, the
+results document (``docs/results.md``) whose sections the commands rewrite, and the command
+line's log handler."""
 
 from __future__ import annotations
 
+import logging
 import platform
 import re
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,8 @@ from numpy.typing import ArrayLike
 
 from fenchel_idl.problem import prediction_metric
 
-__all__ = ["RESULTS_PATH", "SHIPPED_PROBLEMS", "machine_line", "model_metric", "problems_dir",
-           "read_section", "rmse", "score", "write_section"]
+__all__ = ["RESULTS_PATH", "SHIPPED_PROBLEMS", "configure_logging", "machine_line",
+           "model_metric", "problems_dir", "read_section", "rmse", "score", "write_section"]
 
 #: The folder inside the installed package that holds the shipped problem files: setuptools'
 #: ``package-dir`` (pyproject.toml) installs the top-level ``problems/`` folder there.
@@ -102,3 +105,48 @@ def read_section(name: str, path: str | Path | None = None) -> str | None:
 def machine_line() -> str:
     """The machine and Python version, for a results section."""
     return f"Machine: {platform.platform()}, Python {platform.python_version()}."
+
+
+#: The logger the library writes to (children such as ``fenchel_idl.drivers`` included).
+LOGGER = "fenchel_idl"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a record is emitted,
+    so that a stderr redirected or captured after the tool started receives the lines."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+class _Formatter(logging.Formatter):
+    """The message alone at INFO; other levels say their name first (``warning: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+def configure_logging(verbose: bool = False, quiet: bool = False) -> logging.Logger:
+    """Set up the ``fenchel_idl`` logger for the command line and return it.
+
+    Level INFO, WARNING with ``quiet``, DEBUG with ``verbose`` (``verbose`` wins when both
+    are given); one plain handler on stderr, replacing the one an earlier call added (so the
+    tool can run several times in one process without doubling its lines).
+    """
+    logger = logging.getLogger(LOGGER)
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(_Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    return logger

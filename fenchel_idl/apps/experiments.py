@@ -68,6 +68,7 @@ from numpy.typing import NDArray
 from fenchel_idl.analysis import plot_convergence, pyplot
 from fenchel_idl.apps.bench_refine import COSINE_SETTINGS
 from fenchel_idl.apps.common import (
+    configure_logging,
     machine_line,
     problems_dir,
     score,
@@ -459,11 +460,13 @@ def _model_metric(metric: str, model, ds) -> float:
 
 # -- one seed ---------------------------------------------------------------------------------
 
-def _solve_bcd(spec, problem, max_sweeps: int, seed: int) -> tuple[Any, float, float, int]:
+def _solve_bcd(spec, problem, max_sweeps: int, seed: int,
+               progress: bool = False) -> tuple[Any, float, float, int]:
     """BCD without refinement as the problem file states it
     (:func:`fenchel_idl.drivers.train_spec`: full-batch, or mini-batch with [minibatch],
     ``max_sweeps`` then counting epochs); returns (result, wall seconds, seconds of the
-    random-feature start, number of warnings).
+    random-feature start, number of warnings). ``progress``: the driver's progress (a bar on
+    a terminal, INFO lines to the ``fenchel_idl.drivers`` logger otherwise).
 
     The start's time is measured up to the first block update (the time of that update,
     which its record carries, taken off), so it includes building the blocks.
@@ -479,7 +482,7 @@ def _solve_bcd(spec, problem, max_sweeps: int, seed: int) -> tuple[Any, float, f
         # solver notes ("inaccurate", fallbacks) are recorded in the certificate
         warnings.simplefilter("always")
         result = train_spec(spec, problem, refine=False, max_sweeps=max_sweeps, seed=seed,
-                            callback=mark)
+                            callback=mark, progress=progress)
     seconds = time.perf_counter() - t0
     return result, seconds, (first[0] if first else seconds), len(caught)
 
@@ -536,9 +539,10 @@ def choose_sweeps(spec, train, *, metric: str = "accuracy", seed: int = 0,
 
 
 def _refine_run(exp: Experiment, spec, problem, model, refine_set, scored, seed: int,
-                eval_points: int) -> tuple[Any, float, list]:
-    """The problem file's refinement of ``model`` on ``refine_set``; returns (model, wall
-    seconds, curve of the metric on ``scored`` over epochs)."""
+                eval_points: int, progress: bool = False) -> tuple[Any, float, list]:
+    """The problem file's refinement of ``model`` on ``refine_set`` (with refine's progress
+    when ``progress``); returns (model, wall seconds, curve of the metric on ``scored`` over
+    epochs)."""
     opts = dict(spec.refine)
     kappa = opts.pop("kappa", problem.kappa)
     opts.setdefault("seed", seed)
@@ -554,18 +558,26 @@ def _refine_run(exp: Experiment, spec, problem, model, refine_set, scored, seed:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence notes are in the history
         res = refine(model, refine_set.U, refine_set.Y, loss=problem.loss.name,
-                     penalties=list(problem.penalties), kappa=kappa, callback=record, **opts)
+                     penalties=list(problem.penalties), kappa=kappa, callback=record,
+                     progress=progress, **opts)
     return res.model, time.perf_counter() - t0, curve
 
 
 def _train_implicit(exp: Experiment, spec, train, refine_set, test, seed: int,
-                    max_sweeps: int, eval_points: int = 40) -> tuple[dict, Any, Any]:
+                    max_sweeps: int, eval_points: int = 40, say: Any = None,
+                    progress: bool = False) -> tuple[dict, Any, Any]:
     """The four implicit models of one seed: the random-feature start and BCD alone (one
     BCD run of ``max_sweeps``), BCD then the problem file's refinement on ``refine_set``,
     and the same refinement from a random start; metrics, wall times and the BCD
-    certificate."""
+    certificate. ``say`` is called with a line as each stage begins; ``progress`` turns on
+    the drivers' own progress."""
+    say = say or (lambda msg: None)
     problem = build_problem(spec, train)
-    result, t_bcd, t_start, warned = _solve_bcd(spec, problem, int(max_sweeps), seed)
+    unit = "sweep" if spec.minibatch is None else "epoch"
+    say(f"[{exp.name}] seed {seed}: BCD alone ({max_sweeps} {unit}(s) on {train.m} samples) "
+        "...")
+    result, t_bcd, t_start, warned = _solve_bcd(spec, problem, int(max_sweeps), seed,
+                                                progress)
     metric = exp.metric
     scored = train if metric == "rmse" else test  # section 7.1 reports the training RMSE
     model = result.model
@@ -580,14 +592,17 @@ def _train_implicit(exp: Experiment, spec, train, refine_set, test, seed: int,
         "curve_random": []}
     out["curve"] = [(0, out["bcd"])]
     if spec.refine is not None:
+        say(f"[{exp.name}] seed {seed}: BCD alone {out['bcd']:.4f} ({t_bcd:.1f} s); "
+            "refinement of the BCD model ...")
         model, out["times"]["refine"], curve = _refine_run(
-            exp, spec, problem, model, refine_set, scored, seed, eval_points)
+            exp, spec, problem, model, refine_set, scored, seed, eval_points, progress)
         out["curve"] += curve
+        say(f"[{exp.name}] seed {seed}: refinement from a random start ...")
         start = init_random(train.p, train.q, int(spec.model["n"]), kappa=problem.kappa,
                             activation=spec.model.get("activation", "relu"), seed=seed,
                             **dict(exp.random_init))
         rnd, out["times"]["random"], out["curve_random"] = _refine_run(
-            exp, spec, problem, start, refine_set, scored, seed, eval_points)
+            exp, spec, problem, start, refine_set, scored, seed, eval_points, progress)
         out["random"] = _model_metric(metric, rnd, scored)
         out["train"]["random"] = _model_metric(metric, rnd, train)
         out["test"]["random"] = _model_metric(metric, rnd, test)
@@ -746,7 +761,7 @@ def _train_linear(exp: Experiment, X: Array, y: Array, Xs: Array, scored, train,
 @env_blas_threads
 def run_experiment(exp: Experiment, problem_path: str | Path, *, mode: str = "default",
                    seeds: int | None = None, out: str | Path | None = None,
-                   log: Any = None) -> ExperimentResult:
+                   log: Any = None, progress: bool = False) -> ExperimentResult:
     """Run one experiment for several seeds; plots go to ``out`` when given.
 
     Everything, the baselines included, runs with BLAS on one thread (the environment
@@ -766,7 +781,11 @@ def run_experiment(exp: Experiment, problem_path: str | Path, *, mode: str = "de
     out : path, optional
         Directory for the plots.
     log : callable, optional
-        Called with progress lines.
+        Called with a line as each stage begins and ends.
+    progress : bool
+        The drivers' own progress within a stage (BCD's batches or sweeps, refinement's
+        epochs): a bar on a terminal, INFO lines to the ``fenchel_idl.drivers`` logger
+        otherwise.
 
     Returns
     -------
@@ -832,7 +851,9 @@ def run_experiment(exp: Experiment, problem_path: str | Path, *, mode: str = "de
     for j in range(k):
         seed = spec.seed + j
         imp, bcd_result, model = _train_implicit(exp, spec, train, refine_set, test, seed,
-                                                 sweeps)
+                                                 sweeps, say=say, progress=progress)
+        say(f"[{exp.name}] seed {seed}: the MLP ({exp.mlp_epochs} epochs) and the linear "
+            "baseline ...")
         t0 = time.perf_counter()
         mlp_final, mlp_curve, net = _train_mlp(exp, X, y, Xs, scored, lr, seed,
                                                exp.mlp_epochs)
@@ -1207,9 +1228,11 @@ def _json_default(obj: Any) -> Any:
 def run_experiments(names: Sequence[str], *, mode: str = "default", seeds: int | None = None,
                     out: str | Path = "runs/experiments", problems: str | Path | None = None,
                     log: Any = print, command: str = "",
-                    results_path: str | Path | None = None
+                    results_path: str | Path | None = None, progress: bool = False
                     ) -> tuple[list[ExperimentResult], Path]:
     """Run the named experiments and write the report; return (results, report path).
+
+    ``log`` receives a line per stage; ``progress`` is passed to :func:`run_experiment`.
 
     A missing problem file or data set skips its experiment (the report says why). With
     ``results_path``, the summary table also goes into the ``experiments`` section of that
@@ -1228,7 +1251,8 @@ def run_experiments(names: Sequence[str], *, mode: str = "default", seeds: int |
             log(f"[{name}] skipped: no problem file {path}")
             continue
         try:
-            results.append(run_experiment(exp, path, mode=mode, seeds=seeds, out=out, log=log))
+            results.append(run_experiment(exp, path, mode=mode, seeds=seeds, out=out, log=log,
+                                          progress=progress))
         except FileNotFoundError as exc:  # DataNotFoundError: data files not installed
             results.append(ExperimentResult(exp, mode, skipped=str(exc)))
             log(f"[{name}] skipped: {exc}")
@@ -1262,6 +1286,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                         help="directory of the problem files (default: problems/ of the "
                              "checkout)")
     parser.add_argument("--out", default="runs/experiments", help="output directory")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress within a stage (BCD's batches or sweeps, "
+                             "refinement's epochs); the stage lines remain")
     parser.add_argument("--results", default=None,
                         help="results document whose 'experiments' section to rewrite "
                              "(docs/results.md)")
@@ -1279,7 +1306,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         _, report = run_experiments(names, mode=mode, seeds=args.seeds, out=args.out,
                                     problems=args.problems, command=command.strip(),
                                     log=lambda msg: print(msg, flush=True),
-                                    results_path=args.results)
+                                    results_path=args.results,
+                                    progress=not args.no_progress)
     except FenchelIDLError as exc:
         print(f"experiments: error: {exc}", file=sys.stderr)
         return 2
@@ -1288,4 +1316,5 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
+    configure_logging()  # as ``fenchel-idl experiments`` does: the progress lines on stderr
     sys.exit(main())

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: One option of each subcommand that its --help must list (its own parser's options).
 OWN_OPTIONS = {
     "run": ["--max-sweeps", "--checkpoint", "--resume", "problem"],
-    "experiments": ["--quick", "--full", "--only", "--seeds"],
+    "experiments": ["--quick", "--full", "--only", "--seeds", "--no-progress"],
     "demos": ["--no-progress", "--only", "--problems"],
     "attacks": ["--lp-images", "--relaxation", "--n-train"],
     "bench": ["--quick", "--results"],
@@ -128,11 +128,15 @@ def test_run_takes_the_log_flags_before_or_after(flags, level, progress, monkeyp
     assert seen == {"level": level, "progress": progress}
 
 
-def test_quiet_demos_have_no_progress_bars(monkeypatch):
+@pytest.mark.parametrize("command", ["demos", "experiments"])
+def test_quiet_demos_and_experiments_have_no_progress_bars(monkeypatch, command):
     seen = {}
-    monkeypatch.setitem(COMMANDS, "demos", ("", lambda argv, prog: seen.setdefault("a", argv)))
-    main(["--quiet", "demos", "--out", "x"])
+    monkeypatch.setitem(COMMANDS, command, ("", lambda argv, prog: seen.setdefault("a", argv)))
+    main(["--quiet", command, "--out", "x"])
     assert seen["a"] == ["--out", "x", "--no-progress"]
+    seen.clear()
+    main([command, "--out", "x"])
+    assert seen["a"] == ["--out", "x"]
 
 
 def test_configure_logging_one_plain_stderr_handler(capsys):
@@ -213,7 +217,8 @@ def test_run_twice_into_the_default_directory(tmp_path, monkeypatch, capsys):
         "manifest.json", "model.npz", "summary.json"]
 
 
-@pytest.mark.parametrize(("name", "shown"), [("../../x", "'../../x'"), ("/tmp/fenchel-idl-abs", "'/tmp/fenchel-idl-abs'"),
+@pytest.mark.parametrize(("name", "shown"), [("../../x", "'../../x'"),
+                                             ("/tmp/fenchel-idl-abs", "'/tmp/fenchel-idl-abs'"),
                                              ("", "''"), ("..", "'..'")])
 def test_run_refuses_a_name_that_is_a_path(name, shown, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

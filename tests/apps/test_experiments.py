@@ -243,3 +243,30 @@ def test_a_minibatch_problem_file_is_trained_by_minibatch_bcd_in_the_experiment(
     # choosing a sweep count resumes full-batch checkpoints: refused for such a file
     with pytest.raises(ValidationError, match="minibatch"):
         choose_sweeps(spec, train)
+
+
+def test_an_experiment_says_each_stage_and_passes_the_drivers_progress(tmp_path, caplog):
+    import logging
+
+    from fenchel_idl.apps.experiments import run_experiment
+
+    path = tmp_path / "digits_mb.toml"
+    path.write_text(_MB_DIGITS)
+    exp = dataclasses.replace(EXPERIMENTS["digits"], select_sweeps=False, runs=1,
+                              mlp_hidden=(8,), mlp_epochs=2, mlp_batches=None)
+    lines: list[str] = []
+    with caplog.at_level(logging.INFO, logger="fenchel_idl.drivers"):
+        res = run_experiment(exp, path, seeds=1, log=lines.append, progress=True)
+    stages = ["tuning the MLP", "seed 0: BCD alone (2 epoch(s) on 1438 samples)",
+              "refinement of the BCD model", "refinement from a random start",
+              "the MLP (2 epochs)", "seed 0: start"]
+    found = [next(i for i, line in enumerate(lines) if stage in line) for stage in stages]
+    assert found == sorted(found), lines
+    # the drivers' own lines (no terminal here: INFO records), one per epoch of each stage
+    driver = [r.getMessage() for r in caplog.records if r.name == "fenchel_idl.drivers"]
+    assert any(m.startswith("mini-batch BCD: epoch 2/2") for m in driver), driver
+    assert sum(m.startswith("refine: epoch 1/1") for m in driver) == 2, driver
+    # progress changes what is shown, not what is trained
+    quiet = run_experiment(exp, path, seeds=1)
+    assert res.runs[0].implicit_bcd == quiet.runs[0].implicit_bcd
+    assert res.runs[0].implicit == quiet.runs[0].implicit
