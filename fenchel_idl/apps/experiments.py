@@ -461,7 +461,7 @@ def _model_metric(metric: str, model, ds) -> float:
 # -- one seed ---------------------------------------------------------------------------------
 
 def _solve_bcd(spec, problem, max_sweeps: int, seed: int,
-               progress: bool = False) -> tuple[Any, float, float, int]:
+               progress: bool) -> tuple[Any, float, float, int]:
     """BCD without refinement as the problem file states it
     (:func:`fenchel_idl.drivers.train_spec`: full-batch, or mini-batch with [minibatch],
     ``max_sweeps`` then counting epochs); returns (result, wall seconds, seconds of the
@@ -539,7 +539,7 @@ def choose_sweeps(spec, train, *, metric: str = "accuracy", seed: int = 0,
 
 
 def _refine_run(exp: Experiment, spec, problem, model, refine_set, scored, seed: int,
-                eval_points: int, progress: bool = False) -> tuple[Any, float, list]:
+                eval_points: int, progress: bool) -> tuple[Any, float, list]:
     """The problem file's refinement of ``model`` on ``refine_set`` (with refine's progress
     when ``progress``); returns (model, wall seconds, curve of the metric on ``scored`` over
     epochs)."""
@@ -564,14 +564,13 @@ def _refine_run(exp: Experiment, spec, problem, model, refine_set, scored, seed:
 
 
 def _train_implicit(exp: Experiment, spec, train, refine_set, test, seed: int,
-                    max_sweeps: int, eval_points: int = 40, say: Any = None,
-                    progress: bool = False) -> tuple[dict, Any, Any]:
+                    max_sweeps: int, say: Any, progress: bool,
+                    eval_points: int = 40) -> tuple[dict, Any, Any]:
     """The four implicit models of one seed: the random-feature start and BCD alone (one
     BCD run of ``max_sweeps``), BCD then the problem file's refinement on ``refine_set``,
     and the same refinement from a random start; metrics, wall times and the BCD
     certificate. ``say`` is called with a line as each stage begins; ``progress`` turns on
     the drivers' own progress."""
-    say = say or (lambda msg: None)
     problem = build_problem(spec, train)
     unit = "sweep" if spec.minibatch is None else "epoch"
     say(f"[{exp.name}] seed {seed}: BCD alone ({max_sweeps} {unit}(s) on {train.m} samples) "
