@@ -12,7 +12,7 @@ from fenchel_idl.blocks.columns import (ColumnBlockSolvers, ColumnsBlock, Column
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
 from fenchel_idl.blocks.first_order import (ab_prox_weight, ce_readout_lower_bound,
                                             fast_ab_block, fast_blocks_apply, fast_ce_readout,
-                                            fast_k_step, fast_readout_apply, fast_x_block)
+                                            fast_k_step, fast_readout_apply, fista, unpack_cd)
 from fenchel_idl.blocks.lipschitz import (fast_ab_lipschitz, fast_cd_lipschitz,
                                           lipschitz_ab_apply, lipschitz_ab_prox,
                                           lipschitz_ab_residual, lipschitz_cd_apply)
@@ -21,6 +21,7 @@ from fenchel_idl.blocks.parallel import (BlockExecutor, DaskExecutor, ParallelBl
 from fenchel_idl.blocks.routing import column_penalty, columns_apply, columns_readout_apply
 from fenchel_idl.blocks.solvers import (CHAINS, ON_FAILURE, SolveInfo, describe_solve,
                                         solve_certified)
+from fenchel_idl.blocks.x_step import XStepObjective, fast_x_block
 
 __all__ = [
     # the interface and its policy
@@ -28,7 +29,9 @@ __all__ = [
     "SolveInfo", "solve_certified", "describe_solve", "CHAINS", "ON_FAILURE",
     # the compiled CVXPY blocks and the first-order solvers
     "Blocks", "ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply",
-    "fast_ce_readout", "fast_k_step", "fast_readout_apply", "fast_x_block",
+    "fast_ce_readout", "fast_k_step", "fast_readout_apply", "fista", "unpack_cd",
+    # the ReLU X step (projected Newton-CG) and its objective
+    "XStepObjective", "fast_x_block",
     # the (A, B) and (C, D) blocks with the Lipschitz penalty (4.7)
     "fast_ab_lipschitz", "lipschitz_ab_apply", "lipschitz_ab_prox", "lipschitz_ab_residual",
     "fast_cd_lipschitz", "lipschitz_cd_apply",

@@ -42,7 +42,6 @@ from fenchel_idl.blocks.first_order import (
     fast_ab_penalized,
     fast_readout_apply,
     fast_x_apply,
-    fast_x_block,
     pack_cd,
 )
 from fenchel_idl.blocks.lipschitz import (
@@ -54,6 +53,7 @@ from fenchel_idl.blocks.lipschitz import (
 from fenchel_idl.blocks.parallel import ParallelBlocks, SolveOptions, make_executor
 from fenchel_idl.blocks.routing import columns_apply, columns_readout_apply
 from fenchel_idl.blocks.solvers import ON_FAILURE, SolveInfo, solve_certified
+from fenchel_idl.blocks.x_step import fast_x_block
 from fenchel_idl.errors import SolverError, SolverWarning, ValidationError
 from fenchel_idl.model.activations import state_lipschitz
 from fenchel_idl.problem.losses import CrossEntropyLoss

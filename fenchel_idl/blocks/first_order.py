@@ -1,27 +1,14 @@
-"""Batched first-order solvers, with certificates, for the ReLU X and (A, B) blocks (and the
-(C, D) block without penalties).
+"""Batched first-order solvers, with certificates, for the ReLU (A, B) block (and the
+(C, D) block without penalties). The ReLU X block has its own batched solver, projected
+Newton-CG (:mod:`fenchel_idl.blocks.x_step`): its conditioning grows with ||C||^2 / lam,
+which first-order methods pay for and Newton does not.
 
-For the most common problem (ReLU, no penalty on A or B) both blocks are smooth convex
-problems over simple sets, and the general CVXPY blocks of :mod:`fenchel_idl.blocks.cvxpy_blocks`
-spend their time in interpreter and solver overhead, one small conic program per batch
-or row. Here every block is solved for all samples (X) or all rows (A, B) at once by
-FISTA with adaptive restart, in a few matrix products per iteration, and each solve
-carries a certificate:
+For the most common problem (ReLU, no penalty on A or B) the (A, B) block is a smooth
+convex problem over simple sets, and the general CVXPY blocks of
+:mod:`fenchel_idl.blocks.cvxpy_blocks` spend their time in interpreter and solver overhead,
+one small conic program per row. Here all rows are solved at once by FISTA with adaptive
+restart, in a few matrix products per iteration, and each solve carries a certificate:
 
-- **X block** (DCA majorizer, see :mod:`fenchel_idl.problem.training_problem`)::
-
-      min_{X >= 0}  L(Y, C X + D U + d)
-                    + (1/m) [ sum_i lam_i (1/2 (X - Z_+)_i^2 + X_i (Z_-)_i)
-                              + 1/2 tr((X - Xbar)^T S+ (X - Xbar)) ],   Z = A X + B U + b,
-
-  the relaxed objective with the concave part of -tr(X^T Lam A X) linearized at Xbar (the
-  current X). It is posed in this form, with the divergence as a sum of nonnegative terms
-  and no constant: expanded into 1/2 lam X^2 + 1/2 lam Z_+^2 - <G, X> + ..., its value is a
-  difference of terms a million times the training loss, and a gap relative to that value
-  would allow absolute errors far above the loss. The block is (1/m) min(lam)-strongly
-  convex, so ``phi(X) - phi* <= ||g||^2 / (2 mu)`` where g is the minimal-norm element of
-  the subdifferential (the projected gradient for X >= 0). That bound is the reported gap,
-  relative to max(1, phi(X)), which is at the scale of the training objective.
 - **(A, B) block**, one row w = (a_i, b_i, c_i) at a time (all rows in one matrix), with a
   proximal term (proximal BCD: the block objective still never increases)::
 
@@ -29,16 +16,17 @@ carries a certificate:
            + rho/2 ||w - w_prev||^2
       s.t. gamma_i ||a||_1 <= kappa,  ||b||_1 <= beta_B,  |c| <= beta_B
 
-  (row i's divergence in its stable form, with no constant, as for the X block).
+  (row i's divergence in its stable form, with no constant: the expanded form is a
+  difference of terms far larger than the loss, as for the X block).
 
-  The proximal term makes each row rho-strongly convex, so the same bound
-  ``||g||^2 / (2 rho)`` holds, with g the minimal-norm element of grad + N_K(w) (computed
-  in closed form per ball, up to a one-dimensional minimization). Without it the only
-  certificate is the Frank-Wolfe gap, which needs the suboptimality squared and so many
-  more iterations. lam_i scales a row's divergence and does not move its minimizer, so it
-  is left out.
+  The proximal term makes each row rho-strongly convex, so
+  ``phi(w) - phi* <= ||g||^2 / (2 rho)``, with g the minimal-norm element of
+  grad + N_K(w) (computed in closed form per ball, up to a one-dimensional minimization).
+  Without it the only certificate is the Frank-Wolfe gap, which needs the suboptimality
+  squared and so many more iterations. lam_i scales a row's divergence and does not move
+  its minimizer, so it is left out.
 
-Both are verified against the CVXPY blocks in the tests.
+It is verified against the CVXPY block in the tests.
 
 For problems without penalties, the (C, D) block has first-order solvers too, used by
 :func:`fenchel_idl.solve_bcd_minibatch` where CVXPY does not scale:
@@ -59,9 +47,7 @@ from numpy.typing import NDArray
 from scipy.special import softmax
 
 from fenchel_idl._blas import blas_threads, wide_blas_limit
-from fenchel_idl.blocks.dca import x_step_data
 from fenchel_idl.blocks.solvers import SolveInfo
-from fenchel_idl.problem.losses import CrossEntropyLoss
 from fenchel_idl.problem.projection import project_l1_rows, project_rows
 
 __all__ = [
@@ -78,9 +64,10 @@ __all__ = [
     "fast_k_step",
     "fast_readout_apply",
     "fast_x_apply",
-    "fast_x_block",
     "fista",
     "fista_info",
+    "pack_cd",
+    "unpack_cd",
 ]
 
 Array = NDArray[np.float64]
@@ -93,7 +80,7 @@ def fast_blocks_apply(problem) -> bool:
 
 
 def fast_x_apply(problem) -> bool:
-    """Whether :func:`fast_x_block` covers the X block: ReLU (penalties never enter it)."""
+    """Whether :func:`fenchel_idl.blocks.x_step.fast_x_block` covers the X block: ReLU (penalties never enter it)."""
     return problem.activation.name == "relu"
 
 
@@ -160,57 +147,6 @@ def fista_info(block: str, f: float, gap: float, iters: int, tol: float, t0: flo
     return SolveInfo(block, "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
                      time.perf_counter() - t0, 1,
                      "" if ok else f"{bound} {rel:.2e} above {tol:.1e} after {iters} iterations")
-
-
-def fast_x_block(problem, A, B, b, C, D, d, X, lam, tol: float = 1e-7,
-                 max_iter: int = 20000) -> tuple[Array, SolveInfo]:
-    """The DCA X step for ReLU, all samples at once (see the module docstring)."""
-    t0 = time.perf_counter()
-    Y, m = problem.Y, problem.m
-    data = x_step_data(problem, A, B, b, D, d, X, lam)
-    W, R = data.W, data.R
-    M = lam[:, None] * A
-    S_plus = M + M.T + data.S_minus
-    ce = isinstance(problem.loss, CrossEntropyLoss)
-    lam_c = lam[:, None]
-    AtL = A.T
-
-    def grad_obj(Xc):
-        Yhat = C @ Xc + R
-        if ce:
-            mx = Yhat.max(axis=0, keepdims=True)
-            lse = mx + np.log(np.exp(Yhat - mx).sum(axis=0, keepdims=True))
-            loss = float(np.sum(lse) - np.sum(Y * Yhat)) / m
-            gl = C.T @ (softmax(Yhat, axis=0) - Y) / m
-        else:
-            E = Yhat - Y
-            loss = 0.5 * float(np.sum(E * E)) / m
-            gl = C.T @ E / m
-        Z = A @ Xc + W
-        Zp = np.maximum(Z, 0.0)
-        Ex = Xc - Zp
-        Dx = Xc - X
-        SD = S_plus @ Dx
-        # divergence in its stable form 1/2 (x - z+)^2 + x z- (x >= 0), plus the DCA excess
-        # 1/2 (X - Xbar)^T S+ (X - Xbar) >= 0: no large cancelling terms, no constant
-        obj = loss + (float(np.sum(lam_c * (0.5 * Ex * Ex + Xc * (Zp - Z))))
-                      + 0.5 * float(np.sum(Dx * SD))) / m
-        grad = gl + (lam_c * (Xc - Z) - AtL @ (lam_c * Ex) + SD) / m
-        return obj, grad
-
-    mu = float(lam.min()) / m
-
-    def certificate(Xc, f, g):
-        gmin = np.where(Xc > 0, g, np.minimum(g, 0.0))
-        return float(np.sum(gmin * gmin)) / (2.0 * mu)
-
-    c2 = float(np.linalg.norm(C, 2)) ** 2
-    L = (c2 * (0.5 if ce else 1.0) + float(lam.max()) * (1.0 + float(np.linalg.norm(A, 2)) ** 2)
-         + float(max(-data.min_eigenvalue, 0.0))) / m
-    Xn, f, gap, iters = fista(grad_obj, lambda Z: np.maximum(Z, 0.0), certificate, X, L, tol,
-                               max_iter)
-    info = fista_info("X", f, gap, iters, tol, t0)
-    return Xn, info
 
 
 def _min_norm_l1(g: Array, w: Array, radius: Array) -> Array:

@@ -15,8 +15,9 @@ import pytest
 from scipy.optimize import minimize
 
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
-from fenchel_idl.blocks.first_order import fast_ab_block, fast_ab_penalized, fast_x_block
+from fenchel_idl.blocks.first_order import fast_ab_block, fast_ab_penalized
 from fenchel_idl.blocks.solvers import solve_certified
+from fenchel_idl.blocks.x_step import fast_x_block
 from fenchel_idl.drivers.bcd import solve_bcd
 from fenchel_idl.drivers.minibatch import solve_bcd_minibatch
 from fenchel_idl.drivers.problem_file import bcd_options, build_problem, load_data, load_problem

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
-from fenchel_idl.blocks.first_order import fast_ab_block, fast_x_block
+from fenchel_idl.blocks.first_order import fast_ab_block
 from fenchel_idl.blocks.solvers import solve_certified
+from fenchel_idl.blocks.x_step import fast_x_block
 from fenchel_idl.model.activations import state_lipschitz
 from fenchel_idl.problem.training_problem import TrainingProblem
 from tests.helpers import qp_solve, random_state, small_regression
