@@ -80,7 +80,8 @@ def fast_blocks_apply(problem) -> bool:
 
 
 def fast_x_apply(problem) -> bool:
-    """Whether :func:`fenchel_idl.blocks.x_step.fast_x_block` covers the X block: ReLU (penalties never enter it)."""
+    """Whether :func:`fenchel_idl.blocks.x_step.fast_x_block` covers the X block: ReLU
+    (penalties never enter it)."""
     return problem.activation.name == "relu"
 
 
@@ -138,15 +139,17 @@ def fista(grad_obj: Callable, project: Callable, certificate: Callable, x0: Arra
 
 
 def fista_info(block: str, f: float, gap: float, iters: int, tol: float, t0: float,
-               bound: str = "gap bound") -> SolveInfo:
-    """The SolveInfo of a FISTA solve that stopped at objective f with the certified gap
-    bound ``gap`` after ``iters`` iterations (started at ``time.perf_counter()`` t0): certified
-    when the relative gap is within ``tol``."""
+               bound: str = "gap bound", solver: str = "FISTA",
+               unit: str = "iterations") -> SolveInfo:
+    """The SolveInfo of an iterative solve (FISTA unless ``solver`` says otherwise) that
+    stopped at objective f with the certified gap bound ``gap`` after ``iters`` ``unit``
+    (started at ``time.perf_counter()`` t0): certified when the relative gap is within
+    ``tol``."""
     rel = gap / max(1.0, abs(f))
     ok = rel <= tol
-    return SolveInfo(block, "FISTA", "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
+    return SolveInfo(block, solver, "optimal" if ok else "optimal_inaccurate", f, rel, None, ok,
                      time.perf_counter() - t0, 1,
-                     "" if ok else f"{bound} {rel:.2e} above {tol:.1e} after {iters} iterations")
+                     "" if ok else f"{bound} {rel:.2e} above {tol:.1e} after {iters} {unit}")
 
 
 def _min_norm_l1(g: Array, w: Array, radius: Array) -> Array:

@@ -44,6 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fenchel_idl.blocks.dca import x_step_data
+from fenchel_idl.blocks.first_order import fista_info
 from fenchel_idl.blocks.solvers import SolveInfo
 from fenchel_idl.problem.losses import CrossEntropyLoss
 
@@ -240,10 +241,5 @@ def fast_x_block(problem, A, B, b, C, D, d, X, lam, tol: float = 1e-7,
     t0 = time.perf_counter()
     obj = XStepObjective(problem, A, B, b, C, D, d, X, lam)
     Xn, f, gap, steps = newton_x(obj, X, tol, max_iter)
-    rel = gap / max(1.0, abs(f))
-    ok = rel <= tol
-    info = SolveInfo("X", "projected Newton", "optimal" if ok else "optimal_inaccurate", f, rel,
-                     None, ok, time.perf_counter() - t0, 1,
-                     "" if ok else f"gap bound {rel:.2e} above {tol:.1e} after {steps} "
-                     "Newton steps")
-    return Xn, info
+    return Xn, fista_info("X", f, gap, steps, tol, t0, solver="projected Newton",
+                          unit="Newton steps")
