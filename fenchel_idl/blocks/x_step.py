@@ -213,23 +213,26 @@ def newton_x(obj: XStepObjective, X0: Array, tol: float, max_iter: int
         slope = np.sum(free * g * direction, axis=0)
         step = np.ones(x.shape[1])
         todo = np.ones(x.shape[1], dtype=bool)
-        x_new, moved = x.copy(), False
+        # the accepted columns' values and parts are kept: no evaluation at the new point
+        x_new, val_new = x.copy(), val.copy()
+        parts_new = {k: None if v is None else v.copy() for k, v in parts.items()}
         for _ in range(_BACKTRACKS):
             xt = np.maximum(x + step * direction, 0.0)
-            vt, _ = obj.columns(xt)
+            vt, pt = obj.columns(xt)
             decrease = step * slope + np.sum(active * g * (xt - x), axis=0)
             # per column; a rounding allowance lets a converged column accept its step
             ok = todo & (vt <= val + _ARMIJO * decrease + 1e-12 * (1.0 + np.abs(val)))
-            x_new[:, ok] = xt[:, ok]
-            moved = moved or bool(ok.any())
+            x_new[:, ok], val_new[ok] = xt[:, ok], vt[ok]
+            for k, v in pt.items():
+                if v is not None:
+                    parts_new[k][:, ok] = v[:, ok]
             todo &= ~ok
             if not todo.any():
                 break
             step = np.where(todo, 0.5 * step, step)
-        if not moved:  # no column can decrease: the point is as good as rounding allows
+        if todo.all():  # no column can decrease: the point is as good as rounding allows
             return x, f, gap, steps
-        x = x_new
-        val, parts = obj.columns(x)
+        x, val, parts = x_new, val_new, parts_new
         g = obj.gradient(x, parts)
 
 
