@@ -437,6 +437,10 @@ def test_fast_ce_readout_reaches_the_cvxpy_optimum_with_its_certificate(rng):
     # from 0 instead of the least-squares start: the same optimum
     _, zero = fast_ce_readout(prob, X, K0=np.zeros_like(K), tol=1e-8)
     assert zero.certified and abs(zero.objective - info.objective) <= 2e-8 * max(1.0, opt)
+    # the fixed step of Boehning's bound (the benchmark's baseline): the same optimum, in
+    # more iterations than the backtracking default
+    _, fixed = fast_ce_readout(prob, X, tol=1e-8, backtracking=False)
+    assert fixed.certified and abs(fixed.objective - info.objective) <= 2e-8 * max(1.0, opt)
     # a budget too small is reported as such, never as optimal
     _, short = fast_ce_readout(prob, X, tol=1e-12, max_iter=3)
     assert not short.certified and short.status == "optimal_inaccurate"
@@ -491,13 +495,13 @@ def test_wide_readouts_run_on_the_wide_blas_limit_with_the_same_optimum(rng, mon
     prob = TrainingProblem(U, labels, n=5, loss="cross_entropy", bounds={"C": 2.0, "D": 1.0})
     X = np.abs(rng.standard_normal((prob.n, prob.m)))
     seen = []
-    fista = fb.fista
+    solve = fb._ce_fista
 
     def spy(*args, **kwargs):
         seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
-        return fista(*args, **kwargs)
+        return solve(*args, **kwargs)
 
-    monkeypatch.setattr(fb, "fista", spy)
+    monkeypatch.setattr(fb, "_ce_fista", spy)
     with blas_threads(1):
         _, narrow = fb.fast_ce_readout(prob, X, tol=1e-8)
         monkeypatch.setattr(fb, "_CE_WIDE_MIN", 0)
