@@ -74,12 +74,39 @@ iteration budget, and the CVXPY block again when FISTA is not certified and the 
 fits memory (not at MNIST scale). The random-feature start's readout is solved the same
 way.
 
+**Stochastic steps** (``steps="stochastic"``). The incremental W and K steps minimize H,
+whose anchors for the samples outside the batch are stale: in an epoch the model moves by
+about one majorize-minimize step of the full J, and on MNIST the true loss fell by about
+0.007 per epoch. The stochastic steps instead take each block step on the relaxed
+objective of the batch alone, J_S = (1/|S|) sum_{j in S} [l_j + sum_i lam_i F_ij] + P
+(:func:`batch_problem`), whose mean over an epoch's batches is J. For each batch:
+
+1. X_S is set to the true equilibrium of the current (A, B) (a restart of its columns);
+2. K: proximal majorize-minimize steps of J_S in K (the quadratic loss majorizer anchored
+   at the current K, through the batch's Gram matrix; with a penalty on C or D, the CVXPY
+   Gram block), on those equilibrium states, so that the readout follows the model the
+   final readout will see;
+3. X_S: the DCA step of J_S (the same block step as above, on the batch's columns);
+4. W: proximal majorize-minimize steps of J_S in W (the f* majorizer anchored at the
+   current W, through the batch's Gram matrix: each FISTA iteration costs n k^2 whatever
+   |S|).
+
+Every step is certified and none increases J_S (one that would is rejected). This is
+stochastic proximal block descent: no claim that J decreases, and the certificate's
+``monotone`` compares J at each epoch's start and end; with ``line_search`` the *true*
+objective at the epochs' ends still never increases. On MNIST (all 60,000 images, n = 128,
+batches of 2,000, lam = 0.1) the first epoch took the true objective from 0.288 to 0.223,
+where the incremental steps took about 0.007 per epoch. On small problems a batch's step
+can overfit the batch when lam is small (the states fit its labels and W fits the states):
+the line search then keeps the epoch's start; a larger lam helps.
+
 Not covered: penalties that read A or B (the W step has no certified batched solver for
 them); use :func:`fenchel_idl.solve_bcd`.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -123,6 +150,15 @@ Array = NDArray[np.float64]
 
 #: Curvature bound of the softmax cross-entropy in yhat (Boehning: Hessian <= 1/2 I).
 _CE_CURVATURE = 0.5
+
+#: The proximal weights of the stochastic steps (``steps="stochastic"``), relative to the
+#: curvature bounds of their blocks on the batch: a W or K step on one batch moves the model
+#: for all samples, and a weight far below these lets it fit that batch's noise.
+_STOCHASTIC_AB_PROX, _STOCHASTIC_CD_PROX = 1e-3, 1e-2
+
+#: Majorize-minimize steps of a stochastic W step, and of a cross-entropy K step (the
+#: squared loss is its own majorizer: one).
+_STOCHASTIC_K_STEPS = 3
 
 #: Largest and smallest steps of the epoch line search (``line_search``), relative to the
 #: epoch's own step.
@@ -285,6 +321,20 @@ def _batch_terms(problem: TrainingProblem, s, idx, X: Array) -> float:
         float(s.lam @ problem.activation.fenchel(X, Z).sum(axis=1)) / problem.m
 
 
+def batch_problem(problem: TrainingProblem, idx) -> TrainingProblem:
+    """The training problem of the samples ``idx`` alone: a shallow copy with their U and Y
+    and m = |idx|, so that its relaxed objective is the batch's J_S = (1/|S|) sum over S
+    (plus the same penalties); the standardization is the full problem's."""
+    view = copy.copy(problem)
+    view.U, view.Y, view.m = problem.U[:, idx], problem.Y[:, idx], len(idx)
+    view.U_raw, view.Y_raw = problem.U_raw[:, idx], problem.Y_raw[:, idx]
+    return view
+
+
+def _batch_objective(view: TrainingProblem, s: State, X: Array) -> float:
+    return float(sum(view.objective_parts(s.A, s.B, s.b, s.C, s.D, s.d, X, s.lam)))
+
+
 # ----------------------------------------------------------------------------------------
 # The driver
 # ----------------------------------------------------------------------------------------
@@ -292,8 +342,8 @@ def _batch_terms(problem: TrainingProblem, s, idx, X: Array) -> float:
 def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epochs: int = 5,
                         init: Any = None, seed: int = 0, shuffle: bool = True,
                         restart: bool = True, lam_growth: float = 1.0,
-                        line_search: bool = False,
-                        ab_prox: float = AB_PROX, cd_prox: float = 1e-5,
+                        line_search: bool = False, steps: str = "incremental",
+                        ab_prox: float | None = None, cd_prox: float | None = None,
                         readout_iter: int | None = None, tol: float = 1e-6,
                         gap_tol: float = 1e-6, on_failure: str = "fallback",
                         solver: str | None = None, monitor: str = "epoch",
@@ -336,12 +386,26 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         Each trial point costs one equilibrium solve on all samples; the readout is the
         trial point's own K (re-solving it at every point would cost a full readout). So
         the true objective at the epochs' ends never increases. Needs ``restart``.
-    ab_prox : float > 0
-        Weight of the proximal term of the W step, relative to ||V||^2 / m (the default
-        is :func:`fenchel_idl.blocks.first_order.ab_prox_weight`).
-    cd_prox : float > 0
+    steps : {"incremental", "stochastic"}
+        What the W and K steps minimize. "incremental" (the default): the majorizer H of
+        the full relaxed objective J, through its statistics over all samples (the module
+        docstring; H never increases within an epoch). "stochastic": the relaxed objective
+        of the batch alone, J_S = (1/|S|) sum_{j in S} [l_j + sum_i lam_i F_ij] + P, whose
+        mean over the batches of an epoch is J: for each batch, its states restart at the
+        true equilibrium of the current (A, B), then K (proximal majorize-minimize steps of
+        J_S in K, three for cross-entropy), X_S (the DCA step of J_S) and W (three
+        proximal majorize-minimize steps of J_S in W) each take a certified step that does
+        not increase J_S (see the module docstring). J itself may rise within an epoch
+        (the certificate's ``monotone`` compares J at each epoch's start and end).
+    ab_prox : float > 0, optional
+        Weight of the proximal term of the W step, relative to ||V||^2 / m (the batch's for
+        "stochastic"). Default: :func:`fenchel_idl.blocks.first_order.ab_prox_weight`'s
+        for "incremental", 1e-3 for "stochastic" (a step on one batch must not fit its
+        noise).
+    cd_prox : float > 0, optional
         Weight of the proximal term of the K step, relative to l ||V||^2 / m (problems
         without penalties, whose K step is FISTA; with penalties it is the CVXPY block).
+        Default 1e-5 for "incremental", 1e-2 for "stochastic".
     readout_iter : int >= 1, optional
         Iteration budget of the first-order cross-entropy readout (start and end; see
         :func:`fenchel_idl.blocks.first_order.ce_readout`); by default that of solve_bcd,
@@ -394,6 +458,12 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     >>> res.certificate.blocks_certified and res.certificate.monotone
     True
     """
+    check_choice("steps", steps, ("incremental", "stochastic"))
+    stochastic = steps == "stochastic"
+    if ab_prox is None:
+        ab_prox = _STOCHASTIC_AB_PROX if stochastic else AB_PROX
+    if cd_prox is None:
+        cd_prox = _STOCHASTIC_CD_PROX if stochastic else 1e-5
     batch_size, readout_iter = _check_arguments(
         problem, batch_size, epochs, seed, ab_prox, cd_prox, readout_iter, tol, gap_tol,
         monitor, callback, refine, init)
@@ -407,7 +477,7 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
     solvers = make_block_solvers(problem, policy, readout_iter=readout_iter)
     t_start = time.perf_counter()
     run = _MiniBatch(problem, solvers, batch_size, ab_prox, cd_prox, tol, monitor, callback,
-                     progress, line_search)
+                     progress, line_search, stochastic)
     rng = np.random.default_rng(seed)
     run.shown.open(epochs * run.n_batches, "batch")  # first: the start readout says where
     start_model = run.start(init, rng)
@@ -460,9 +530,11 @@ class _MiniBatch:
 
     def __init__(self, problem: TrainingProblem, solvers: BlockSolvers, batch_size: int,
                  ab_prox: float, cd_prox: float, tol: float, monitor: str,
-                 callback: Callable | None, progress: bool, searches: bool = False):
+                 callback: Callable | None, progress: bool, searches: bool = False,
+                 stochastic: bool = False):
         self.pb, self.solvers, self.policy = problem, solvers, solvers.CD.policy
         self.searches = searches  # keep each epoch's start for the line search
+        self.stochastic = stochastic
         self.n_batches = -(-problem.m // batch_size)
         self.ab_prox, self.cd_prox, self.tol = ab_prox, cd_prox, tol
         self.monitor, self.callback = monitor, callback
@@ -544,7 +616,8 @@ class _MiniBatch:
         if restart:
             self.s.X, _ = equilibrium(pb, self.s, X0=self.s.X)
             self.eq_losses.append((epoch, float(objective(pb, self.s)[0])))
-        self.refresh_all()
+        if not self.stochastic:  # the stochastic steps keep no statistics
+            self.refresh_all()
         self.H = self.J = H_start = self.objective()
         if self.searches:  # the line search's start, at its true equilibrium
             self.base = (self.s.copy(), self.J)
@@ -556,13 +629,18 @@ class _MiniBatch:
         # ceil(m / batch_size) batches of balanced sizes (no small last batch)
         for part in np.array_split(order, self.n_batches):
             idx = np.sort(part)
-            self.x_step(epoch, idx)
-            self.w_step(epoch, idx.size)
-            self.k_step(epoch, idx.size)
+            if self.stochastic:
+                self.batch_steps(epoch, idx)
+            else:
+                self.x_step(epoch, idx)
+                self.w_step(epoch, idx.size)
+                self.k_step(epoch, idx.size)
             self.step += 1
             self.shown.update(f"epoch {epoch + 1}/{epochs} H {self.H:.4g}")
         J_end = self.objective()
         self.last_improvement = (H_start - J_end) / max(1.0, abs(H_start))
+        if self.stochastic:  # J is measured at the epoch's start and end only
+            self.max_increase = max(self.max_increase, -self.last_improvement)
         self.shown.postfix(f"epoch {epoch + 1}/{epochs} H {self.H:.4g} J {J_end:.4g}")
         self.shown.line(f"epoch {epoch + 1}/{epochs}: majorizer H {self.H:.4g}, objective J "
                         f"{J_end:.4g}, {time.perf_counter() - t0:.1f} s")
@@ -646,6 +724,90 @@ class _MiniBatch:
         self.st.add(1.0, X_new, self.st.V(X_new, idx), Z_new, Yh_new, Y_S)
         s.X[:, idx], self.Z0[:, idx], self.Yh0[:, idx] = X_new, Z_new, Yh_new
         self.record(epoch, "X", idx.size, info, ok, t0)
+
+    def batch_steps(self, epoch: int, idx) -> None:
+        """The stochastic steps on the batch idx (``steps="stochastic"``): its states at the
+        true equilibrium of the current (A, B), then K, X_S and W, each a certified step
+        that does not increase the batch's relaxed objective J_S (one that would raise it
+        by more than ``tol`` is rejected, as in the incremental steps)."""
+        pb, s, t0 = self.pb, self.s, time.perf_counter()
+        view = batch_problem(pb, idx)
+        X, _ = equilibrium(view, s, X0=s.X[:, idx])
+        self.H = _batch_objective(view, s, X)
+        self.history.append(BatchRecord(
+            epoch, self.step, "restart", idx.size, self.H, None, time.perf_counter() - t0,
+            solver="equilibrium", status="optimal", gap=None, kkt_residual=None,
+            certified=True, accepted=True))
+        # K: majorize-minimize steps of J_S in K, on the equilibrium states
+        V = self.st_view(view, X)
+        G = V @ V.T
+        for _ in range(_STOCHASTIC_K_STEPS if isinstance(pb.loss, CrossEntropyLoss) else 1):
+            t0 = time.perf_counter()
+            K0 = pack_cd(pb, s.C, s.D, s.d)
+            Hl = loss_anchor(pb, view.Y, K0 @ V) @ V.T
+            K, info = self.batch_k(view, s, G, Hl, K0)
+            C, D, d = unpack_cd(pb, K)
+            self.batch_update(epoch, view, "CD", info, replace(s, C=C, D=D, d=d), X, t0)
+        # X_S: the DCA step of J_S (the columns idx of J)
+        t0 = time.perf_counter()
+        new, info = self.solvers.X.solve(replace(s, X=X), cols=idx)
+        if self.batch_update(epoch, view, "X", info, s, new.X, t0):
+            X = new.X
+        s.X[:, idx] = X
+        # W: majorize-minimize steps of J_S in W, through the batch's Gram matrix
+        V = self.st_view(view, X)
+        G, T = V @ V.T, X @ V.T
+        for _ in range(_STOCHASTIC_K_STEPS):
+            t0 = time.perf_counter()
+            W0 = s.W(pb.bias)
+            st = _Stats(view)
+            st.G, st.T = G, T
+            st.Ha = divergence_anchor(pb, W0 @ V) @ V.T
+            Wn, info = _w_step(view, st, W0, self.ab_prox, self.policy.gap_tol, s.lam)
+            if not info.certified:
+                self.policy.uncertified(info)
+            self.batch_update(epoch, view, "AB", info, s.with_W(Wn, pb), X, t0)
+
+    def st_view(self, view: TrainingProblem, X: Array) -> Array:
+        """V = [X; U; 1] of a batch."""
+        ones = [np.ones((1, view.m))] if view.bias else []
+        return np.vstack([X, view.U] + ones)
+
+    def batch_k(self, view: TrainingProblem, s: State, G: Array, Hl: Array, K0: Array
+                ) -> tuple[Array, SolveInfo]:
+        """One proximal step of the batch's quadratic loss majorizer in K: FISTA, or, with a
+        penalty or when FISTA is not certified, the CVXPY Gram block (without the proximal
+        term), whose 1/(2m) scaling is turned into the batch's 1/(2|S|)."""
+        pb, info = self.pb, None
+        if self.fast_k:
+            K, info = fast_k_step(view, G, Hl, K0, _curvature(pb), self.cd_prox,
+                                  tol=self.policy.gap_tol)
+            if info.certified:
+                return K, info
+            self.policy.uncertified(info)
+        scale = pb.m / view.m
+        stats = _Stats(pb)
+        stats.G, stats.Hl = G * scale, Hl * scale
+        C, D, d, info = self.readout_k.solve(stats, s.A, s.B, self.policy.cvxpy,
+                                             self.policy.gap_tol, self.policy.solvers is None)
+        return pack_cd(pb, C, D, d), info
+
+    def batch_update(self, epoch: int, view: TrainingProblem, block: str, info: SolveInfo,
+                     trial: State, X: Array, t0: float) -> bool:
+        """Keep ``trial`` (its block's matrices, or the states X for block "X") when its
+        solve is certified and J_S (``self.H`` before the step) does not rise by more than
+        ``tol``; record the step."""
+        s, before = self.s, self.H
+        after = _batch_objective(view, trial, X)
+        ok = bool(info.certified) and after - before <= self.tol * max(1.0, abs(before))
+        if ok and block != "X":
+            s.A, s.B, s.b, s.C, s.D, s.d = trial.A, trial.B, trial.b, trial.C, trial.D, trial.d
+        if ok:
+            self.H = after
+        elif info.certified:
+            self.rejected += 1
+        self.record(epoch, block, view.m, info, ok, t0)
+        return ok
 
     def w_step(self, epoch: int, size: int) -> None:
         """W = [A, B, b]: a proximal step on the majorizer."""

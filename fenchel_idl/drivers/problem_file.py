@@ -37,6 +37,7 @@ from fenchel_idl.problem.training_problem import TrainingProblem
 from fenchel_idl.validation import (
     annotation_kinds,
     array_bytes,
+    check_choice,
     check_int,
     check_kind,
     check_memory,
@@ -108,6 +109,8 @@ _MINIBATCH_INTS = {"batch_size": 1, "epochs": 1, "readout_iter": 1}
 #: real options and their lower limits (open for cd_prox, closed for lam_growth)
 _MINIBATCH_REALS = {"cd_prox": (0.0, True), "lam_growth": (1.0, False)}
 _MINIBATCH_BOOLS = ("shuffle", "restart", "line_search")
+#: choice options and their values
+_MINIBATCH_CHOICES = {"steps": ("incremental", "stochastic")}
 
 
 def _check_minibatch(table: dict) -> None:
@@ -122,6 +125,9 @@ def _check_minibatch(table: dict) -> None:
         if key in table and not isinstance(table[key], bool):
             raise ValidationError(f"[minibatch] '{key}' must be true or false; got "
                                   f"{describe(table[key])}.")
+    for key, allowed in _MINIBATCH_CHOICES.items():
+        if key in table:
+            check_choice(key, table[key], allowed)
     if table.get("line_search") and table.get("restart") is False:
         raise ValidationError("[minibatch] 'line_search' = true needs 'restart' = true: the "
                               "search starts from the epoch's start at its true equilibrium.")
@@ -241,7 +247,8 @@ def load_problem(path: str | Path) -> ProblemSpec:
             raise ValidationError(f"{where}: [minibatch] 'ab_prox' is a [training] key (both "
                                   "drivers read it there); move it to [training].")
         _check_keys("minibatch", minibatch,
-                    set(_MINIBATCH_INTS) | set(_MINIBATCH_REALS) | set(_MINIBATCH_BOOLS))
+                    set(_MINIBATCH_INTS) | set(_MINIBATCH_REALS) | set(_MINIBATCH_BOOLS)
+                    | set(_MINIBATCH_CHOICES))
         _checked(where, lambda: _check_minibatch(minibatch))
         if schedule:
             raise ValidationError(f"{where}: [schedule] is for full-batch BCD; with "

@@ -97,13 +97,16 @@ class BatchRecord(SolveOutcome):
     epoch, step : int
         The epoch, and the batch step within the run (0, 1, ...).
     block : str
-        "X", "AB", "CD", "restart" for the start of an epoch, or "LS" for the line search
-        after an epoch (``line_search``).
+        "X", "AB", "CD", "restart" for the start of an epoch (and, with
+        ``steps="stochastic"``, of every batch: its states at the true equilibrium), or
+        "LS" for the line search after an epoch (``line_search``).
     batch : int
         Number of samples of the batch.
     surrogate : float
         H after the update: the majorizer of the relaxed objective that the method
-        decreases (H >= J; H = J at the start of every epoch).
+        decreases (H >= J; H = J at the start of every epoch). With
+        ``steps="stochastic"``, the batch's relaxed objective J_S after the update (J at
+        the epoch's start for the epoch's "restart" record).
     objective : float or None
         The relaxed objective J after the update, computed on the full data when
         ``monitor="step"`` (and for "restart" records); None otherwise.
@@ -150,7 +153,10 @@ class Certificate:
     solve_events : list of dict
         Every solve attempt that was not certified (fallbacks, failures), with its status.
     monotone : bool
-        The relaxed objective never increased within a stage of fixed lam.
+        The relaxed objective never increased within a stage of fixed lam, where the
+        driver measures it: after every update (:func:`fenchel_idl.solve_bcd`; the
+        majorizer H of the incremental mini-batch steps), or, for the stochastic mini-batch
+        steps (``steps="stochastic"``), between each epoch's start and end.
     max_increase : float
         Largest relative increase observed within a stage (<= 0 when monotone).
     rejected_updates : int
