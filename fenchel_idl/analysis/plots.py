@@ -92,14 +92,23 @@ def plot_convergence(result: Any, path: str | Path, title: str = "") -> Path:
 
 
 def _plot_minibatch(result: Any, axes: Any, hist: list) -> None:
-    """Mini-batch BCD: the majorizer H over block updates with J at each epoch start (and,
-    with ``line_search``, the true objective after each epoch's search), and the time of
-    every block update."""
+    """Mini-batch BCD: the majorizer H over block updates (for the stochastic steps, each
+    batch's true objective at its start instead: their J_S only fall within a batch) with
+    J at each epoch start (and, with ``line_search``, the true objective after each epoch's
+    search), and the time of every block update."""
     ax = axes[0]
-    upd = [(i + 1, r.surrogate) for i, r in enumerate(hist) if r.block != "LS"]
-    ax.plot([i for i, _ in upd], [v for _, v in upd], lw=1.5,
-            label="majorizer H (decreases in an epoch)")
-    starts = [(i + 1, r.objective) for i, r in enumerate(hist) if r.block == "restart"]
+    # the stochastic steps' per-batch restarts carry no full-data objective
+    batch_starts = [(i + 1, r.surrogate) for i, r in enumerate(hist)
+                    if r.block == "restart" and r.objective is None]
+    if batch_starts:
+        ax.plot([i for i, _ in batch_starts], [v for _, v in batch_starts], ".", ms=3,
+                label="true objective of each batch at its start (states at equilibrium)")
+    else:
+        upd = [(i + 1, r.surrogate) for i, r in enumerate(hist) if r.block != "LS"]
+        ax.plot([i for i, _ in upd], [v for _, v in upd], lw=1.5,
+                label="majorizer H (decreases in an epoch)")
+    starts = [(i + 1, r.objective) for i, r in enumerate(hist)
+              if r.block == "restart" and r.objective is not None]
     ax.plot([i for i, _ in starts], [v for _, v in starts], "ko", ms=4,
             label="relaxed objective J at each epoch start")
     searched = [(i + 1, r.objective, r.line_step) for i, r in enumerate(hist)
