@@ -158,7 +158,7 @@ _STOCHASTIC_AB_PROX, _STOCHASTIC_CD_PROX = 1e-3, 1e-2
 
 #: Majorize-minimize steps of a stochastic W step, and of a cross-entropy K step (the
 #: squared loss is its own majorizer: one).
-_STOCHASTIC_K_STEPS = 3
+_STOCHASTIC_MM_STEPS = 3
 
 #: Largest and smallest steps of the epoch line search (``line_search``), relative to the
 #: epoch's own step.
@@ -741,7 +741,7 @@ class _MiniBatch:
         # K: majorize-minimize steps of J_S in K, on the equilibrium states
         V = self.st_view(view, X)
         G = V @ V.T
-        for _ in range(_STOCHASTIC_K_STEPS if isinstance(pb.loss, CrossEntropyLoss) else 1):
+        for _ in range(_STOCHASTIC_MM_STEPS if isinstance(pb.loss, CrossEntropyLoss) else 1):
             t0 = time.perf_counter()
             K0 = pack_cd(pb, s.C, s.D, s.d)
             Hl = loss_anchor(pb, view.Y, K0 @ V) @ V.T
@@ -757,7 +757,7 @@ class _MiniBatch:
         # W: majorize-minimize steps of J_S in W, through the batch's Gram matrix
         V = self.st_view(view, X)
         G, T = V @ V.T, X @ V.T
-        for _ in range(_STOCHASTIC_K_STEPS):
+        for _ in range(_STOCHASTIC_MM_STEPS):
             t0 = time.perf_counter()
             W0 = s.W(pb.bias)
             st = _Stats(view)
