@@ -499,17 +499,22 @@ def bench_ce_readout_threads(quick: bool = False) -> dict:
             / max(1.0, abs(objectives["1 thread"]))}
 
 
+def _mnist_start(m: int) -> tuple[TrainingProblem, Any]:
+    """The first m MNIST training images with n = 128 and the balls of
+    ``problems/mnist_bcd.toml``, and the states X of its random-feature start."""
+    ds = datasets.load_mnist("train", n=m)
+    pb = TrainingProblem(ds.U, ds.labels, n=128, loss="cross_entropy", kappa=0.5,
+                         standardize=False, bounds={"B": 40.0, "C": 20.0, "D": 20.0})
+    return pb, initial_state(pb).X
+
+
 def bench_ce_readout_step(quick: bool = False) -> dict:
     """The cross-entropy readout of MNIST's random-feature start (n = 128, balls of 20 as
     ``problems/mnist_bcd.toml``) to a relative gap of 1e-6, both from the least-squares
     start: FISTA with backtracking on the step (the default) against the fixed step of
     Boehning's global bound."""
-    m = 6000 if quick else 20000
-    ds = datasets.load_mnist("train", n=m)
-    pb = TrainingProblem(ds.U, ds.labels, n=128, loss="cross_entropy", kappa=0.5,
-                         standardize=False, bounds={"B": 40.0, "C": 20.0, "D": 20.0})
-    X = initial_state(pb).X
-    out: dict = {"m": m, "n": 128}
+    pb, X = _mnist_start(6000 if quick else 20000)
+    out: dict = {"m": pb.m, "n": 128}
     for label, backtracking in (("fixed", False), ("backtracking", True)):
         t = time.perf_counter()
         _, info = fast_ce_readout(pb, X, tol=1e-6, max_iter=20000, backtracking=backtracking)
@@ -525,12 +530,8 @@ def bench_ce_readout_start(quick: bool = False) -> dict:
     """The cross-entropy readout of MNIST's random-feature start (n = 128, balls of 20 as
     ``problems/mnist_bcd.toml``) to a relative gap of 1e-6: from the projected
     least-squares fit (K0 = None, the default without a readout) against from 0."""
-    m = 6000 if quick else 20000
-    ds = datasets.load_mnist("train", n=m)
-    pb = TrainingProblem(ds.U, ds.labels, n=128, loss="cross_entropy", kappa=0.5,
-                         standardize=False, bounds={"B": 40.0, "C": 20.0, "D": 20.0})
-    X = initial_state(pb).X
-    out: dict = {"m": m, "n": 128}
+    pb, X = _mnist_start(6000 if quick else 20000)
+    out: dict = {"m": pb.m, "n": 128}
     zero = np.zeros((pb.q, pb.n + pb.p + 1))  # [C, D, d] (the problem has a bias)
     for label, K0 in (("zero", zero), ("ls", None)):
         t = time.perf_counter()

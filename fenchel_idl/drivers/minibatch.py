@@ -739,7 +739,8 @@ class _MiniBatch:
             solver="equilibrium", status="optimal", gap=None, kkt_residual=None,
             certified=True, accepted=True))
         # K: majorize-minimize steps of J_S in K, on the equilibrium states
-        V = self.st_view(view, X)
+        st = _Stats(view)
+        V = st.V(X, slice(None))
         G = V @ V.T
         for _ in range(_STOCHASTIC_MM_STEPS if isinstance(pb.loss, CrossEntropyLoss) else 1):
             t0 = time.perf_counter()
@@ -755,23 +756,16 @@ class _MiniBatch:
             X = new.X
         s.X[:, idx] = X
         # W: majorize-minimize steps of J_S in W, through the batch's Gram matrix
-        V = self.st_view(view, X)
-        G, T = V @ V.T, X @ V.T
+        V = st.V(X, slice(None))
+        st.G, st.T = V @ V.T, X @ V.T
         for _ in range(_STOCHASTIC_MM_STEPS):
             t0 = time.perf_counter()
             W0 = s.W(pb.bias)
-            st = _Stats(view)
-            st.G, st.T = G, T
             st.Ha = divergence_anchor(pb, W0 @ V) @ V.T
             Wn, info = _w_step(view, st, W0, self.ab_prox, self.policy.gap_tol, s.lam)
             if not info.certified:
                 self.policy.uncertified(info)
             self.batch_update(epoch, view, "AB", info, s.with_W(Wn, pb), X, t0)
-
-    def st_view(self, view: TrainingProblem, X: Array) -> Array:
-        """V = [X; U; 1] of a batch."""
-        ones = [np.ones((1, view.m))] if view.bias else []
-        return np.vstack([X, view.U] + ones)
 
     def batch_k(self, view: TrainingProblem, s: State, G: Array, Hl: Array, K0: Array
                 ) -> tuple[Array, SolveInfo]:
