@@ -11,9 +11,9 @@ import pytest
 from fenchel_idl.apps.run import run_problem
 from fenchel_idl.drivers.problem_file import load_data, load_problem
 
-# 10,000 training images, the official 10,000 test images, n = 64, one pass of mini-batch
-# BCD in batches of 5,000: the lam of problems/mnist_bcd.toml, with its former readout
-# balls C = D = 5, without [refine]
+# 10,000 training images, the official 10,000 test images, n = 64, two epochs of the
+# stochastic mini-batch steps of problems/mnist_bcd.toml (its lam, balls, batch size and line
+# search), with a smaller readout budget and without [refine]
 _JOB = """
 name = "mnist_bcd_alone_reduced"
 seed = 0
@@ -28,23 +28,26 @@ kappa = 0.5
 bias = true
 [training]
 loss = "cross_entropy"
-lam = 0.01
+lam = 0.1
 standardize = false
-bounds = { B = 40.0, C = 5.0, D = 5.0 }
+bounds = { B = 40.0, C = 20.0, D = 20.0 }
 [minibatch]
-batch_size = 5000
-epochs = 1
+batch_size = 2000
+epochs = 2
 readout_iter = 2000
+line_search = true
+steps = "stochastic"
 [solver]
 on_failure = "warn"
 """
 
-#: Test accuracy measured on this job (seed 0, 112 s on the loaded 2-core machine): 0.8832
-#: (0.8568 with lam = 1). The floor leaves room for BLAS rounding, not for a lost pass.
-_FLOOR = 0.875
-#: BCD's own gain in training accuracy over its random-feature start (measured: 0.8426 to
-#: 0.9086, +0.066; +0.005 with lam = 10): BCD trains, not only the readout.
-_TRAIN_GAIN = 0.04
+#: Test accuracy measured on this job (seed 0, 108 s on a loaded 2-core machine): 0.9149
+#: (0.9120 after one epoch). The floor leaves room for BLAS rounding.
+_FLOOR = 0.905
+#: BCD's own gain in training accuracy over its random-feature start (measured: 0.9233 to
+#: 0.9639, +0.041; +0.022 after one epoch): BCD trains, not only the readout, and a lost
+#: epoch fails here.
+_TRAIN_GAIN = 0.03
 
 
 def _numpy_predictions(A, B, b, C, D, d, U):
