@@ -642,7 +642,10 @@ class _MiniBatch:
         if self.stochastic:  # J is measured at the epoch's start and end only
             self.max_increase = max(self.max_increase, -self.last_improvement)
         self.shown.postfix(f"epoch {epoch + 1}/{epochs} H {self.H:.4g} J {J_end:.4g}")
-        self.shown.line(f"epoch {epoch + 1}/{epochs}: majorizer H {self.H:.4g}, objective J "
+        # H is the majorizer for the incremental steps, the last batch's J_S for the
+        # stochastic ones; J_end is the relaxed objective at the states the batches left
+        what = "last batch's J_S" if self.stochastic else "majorizer H"
+        self.shown.line(f"epoch {epoch + 1}/{epochs}: {what} {self.H:.4g}, relaxed objective J "
                         f"{J_end:.4g}, {time.perf_counter() - t0:.1f} s")
 
     def line_search(self, epoch: int) -> None:

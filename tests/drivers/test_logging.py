@@ -52,8 +52,10 @@ def _run(tmp_path, script, *args):
 
 @pytest.mark.parametrize("problem, per_sweep", [
     (FULL_BATCH, r"BCD: sweep (\d+)/6: objective \S+, loss \S+, \S+ s"),
-    (MINIBATCH, r"mini-batch BCD: epoch (\d+)/3: majorizer H \S+, objective J \S+, \S+ s"),
-], ids=["solve_bcd", "solve_bcd_minibatch"])
+    (MINIBATCH, r"mini-batch BCD: epoch (\d+)/3: majorizer H \S+, relaxed objective J \S+, \S+ s"),
+    (MINIBATCH + 'steps = "stochastic"\n',
+     r"mini-batch BCD: epoch (\d+)/3: last batch's J_S \S+, relaxed objective J \S+, \S+ s"),
+], ids=["solve_bcd", "solve_bcd_minibatch", "solve_bcd_minibatch_stochastic"])
 def test_main_job_writes_one_line_per_sweep_to_a_redirected_stderr(tmp_path, problem,
                                                                      per_sweep):
     """Asked for progress with stderr redirected to a file, the main job writes no progress
