@@ -234,7 +234,8 @@ class _Stats:
 # The W = [A, B, b] step on the majorizer
 # ----------------------------------------------------------------------------------------
 def _w_step(problem: TrainingProblem, st: _Stats, W0: Array, prox: float, tol: float,
-            lam: Array, max_iter: int = 20000) -> tuple[Array, SolveInfo]:
+            lam: Array, max_iter: int = 20000, lmax: float | None = None
+            ) -> tuple[Array, SolveInfo]:
     """min over the balls of sum_i (1/m)[gamma_i/2 w_i^T G w_i - w_i^T (gamma_i Ha_i + T_i)]
     + rho/2 ||W - W0||^2, by FISTA, with the certificate ||g_min||^2 / (2 rho).
 
@@ -243,7 +244,8 @@ def _w_step(problem: TrainingProblem, st: _Stats, W0: Array, prox: float, tol: f
     and gaps are weighted by lam (row i counts lam_i times in the training objective), and
     the value is taken relative to W0's: the majorizer's constant is not tracked, and
     without it the value is a large number whose relative gap would allow absolute errors
-    far above the training objective."""
+    far above the training objective. ``lmax``: the largest eigenvalue of st.G / m when the
+    caller already has it (the stochastic steps take several steps on one G)."""
     t0 = time.perf_counter()
     n, m = problem.n, problem.m
     gam = state_lipschitz(problem.activation, n)
@@ -270,13 +272,19 @@ def _w_step(problem: TrainingProblem, st: _Stats, W0: Array, prox: float, tol: f
     def certificate(Wc, f, g):
         return float(lam @ ab_min_norm_rows(problem, gam, Wc, g)) / (2.0 * rho)
 
-    lmax = float(np.linalg.eigvalsh(G)[-1]) / m
+    if lmax is None:
+        lmax = _gram_lmax(G) / m
     rho = prox * lmax
     start = float(lam @ rows(W0)[0])
     L = float(gam.max()) * lmax + rho
     Wn, f, gap, iters = fista(grad_obj, project, certificate, W0, L, tol, max_iter)
     info = fista_info("AB", f, gap, iters, tol, t0)
     return Wn, info
+
+
+def _gram_lmax(G: Array) -> float:
+    """The largest eigenvalue of the symmetric positive semidefinite matrix G."""
+    return float(np.linalg.eigvalsh(G)[-1])
 
 
 def _w_surrogate(problem: TrainingProblem, st: _Stats, W: Array, lam: Array) -> float:
@@ -761,11 +769,13 @@ class _MiniBatch:
         # W: majorize-minimize steps of J_S in W, through the batch's Gram matrix
         V = st.V(X, slice(None))
         st.G, st.T = V @ V.T, X @ V.T
+        lmax = _gram_lmax(st.G) / view.m  # one G for all the W steps of the batch
         for _ in range(_STOCHASTIC_MM_STEPS):
             t0 = time.perf_counter()
             W0 = s.W(pb.bias)
             st.Ha = divergence_anchor(pb, W0 @ V) @ V.T
-            Wn, info = _w_step(view, st, W0, self.ab_prox, self.policy.gap_tol, s.lam)
+            Wn, info = _w_step(view, st, W0, self.ab_prox, self.policy.gap_tol, s.lam,
+                               lmax=lmax)
             if not info.certified:
                 self.policy.uncertified(info)
             self.batch_update(epoch, view, "AB", info, s.with_W(Wn, pb), X, t0)
