@@ -10,9 +10,10 @@ from fenchel_idl.blocks.columns import (ColumnBlockSolvers, ColumnsBlock, Column
                                         PolishedReadout, fast_bd_block, fast_cd_columns,
                                         with_column_block)
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
-from fenchel_idl.blocks.first_order import (ab_prox_weight, ce_readout_lower_bound,
-                                            fast_ab_block, fast_blocks_apply, fast_ce_readout,
-                                            fast_k_step, fast_readout_apply, fista, unpack_cd)
+from fenchel_idl.blocks.first_order import (CentredGram, ab_prox_weight,
+                                            ce_readout_lower_bound, fast_ab_block,
+                                            fast_blocks_apply, fast_ce_readout, fast_k_step,
+                                            fast_readout_apply, fast_w_step, fista, unpack_cd)
 from fenchel_idl.blocks.lipschitz import (fast_ab_lipschitz, fast_cd_lipschitz,
                                           lipschitz_ab_apply, lipschitz_ab_prox,
                                           lipschitz_ab_residual, lipschitz_cd_apply)
@@ -30,6 +31,7 @@ __all__ = [
     # the compiled CVXPY blocks and the first-order solvers
     "Blocks", "ab_prox_weight", "ce_readout_lower_bound", "fast_ab_block", "fast_blocks_apply",
     "fast_ce_readout", "fast_k_step", "fast_readout_apply", "fista", "unpack_cd",
+    "CentredGram", "fast_w_step",
     # the ReLU X step (projected Newton-CG) and its objective
     "XStepObjective", "fast_x_block",
     # the (A, B) and (C, D) blocks with the Lipschitz penalty (4.7)

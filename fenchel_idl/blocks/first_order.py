@@ -32,7 +32,9 @@ For problems without penalties, the (C, D) block has first-order solvers too, us
 :func:`fenchel_idl.solve_bcd_minibatch` where CVXPY does not scale:
 
 - :func:`fast_k_step`, the proximal (C, D) step on Gram statistics (quadratic losses and
-  majorizers), certified like the (A, B) block;
+  majorizers), certified like the (A, B) block, and :func:`fast_w_step`, the (A, B) step
+  on the quadratic majorizer of the divergences through the same statistics, in the
+  centred coordinates of :class:`CentredGram`;
 - :func:`fast_ce_readout`, the cross-entropy (C, D) block on all samples, certified by the
   duality gap of a Fenchel-dual lower bound (:func:`ce_readout_lower_bound`).
 """
@@ -48,10 +50,12 @@ from scipy.special import softmax
 
 from fenchel_idl._blas import blas_threads, wide_blas_limit
 from fenchel_idl.blocks.solvers import SolveInfo
+from fenchel_idl.model.activations import state_lipschitz
 from fenchel_idl.problem.projection import project_l1_rows, project_rows
 
 __all__ = [
     "AB_PROX",
+    "CentredGram",
     "ab_penalties",
     "ab_prox_rows",
     "ab_prox_weight",
@@ -62,6 +66,7 @@ __all__ = [
     "fast_blocks_apply",
     "fast_ce_readout",
     "fast_k_step",
+    "fast_w_step",
     "fast_readout_apply",
     "fast_x_apply",
     "fista",
@@ -746,6 +751,150 @@ def fast_k_step(problem, G: Array, Hl: Array, K0: Array, curvature: float, prox:
                                L0 + rho, tol, max_iter)
     info = fista_info("CD", f, gap, iters, tol, t0)
     return Kn, info
+
+
+class CentredGram:
+    """What the W steps (:func:`fast_w_step`) on one Gram matrix G = sum_j v_j v_j^T share:
+    the scale of the proximal weight and, with a bias, the centred coordinates of the step.
+
+    With a bias (the last entry of v_j is 1), a row w = (w_, b) of W = [A, B, b] acts on
+    v_j through w_^T (v_j_ - mu) + b', with mu the mean of the v_j_ (read off G: its last
+    column over its last entry, the sample count) and b' = b + w_^T mu. In the coordinates
+    (w_, b') the Gram matrix is block diagonal, diag(G_c, m), G_c the centred Gram matrix.
+    For nonnegative features (pixels, ReLU states) the mean direction carries most of G:
+    on a batch of 2,000 MNIST images with n = 128 states the largest eigenvalue of G / m is
+    115.5, of G_c / m 7.2, so the W step's condition number falls from 1,000 to 63 at the
+    same proximal weight (measured: 175 FISTA iterations to a gap of 1e-6 against 40).
+    The W step's proximal term is taken in these coordinates, rho/2 (||w_ - w0_||^2 +
+    (b' - b0')^2): the change of the weights and of the row's mean pre-activation, a
+    quadratic that vanishes at W0 as ||W - W0||^2 does."""
+
+    def __init__(self, problem, G: Array):
+        m = float(G[-1, -1]) if problem.bias else None
+        self.lmax = _gram_lmax(G)  # of G, unnormalized: the proximal weight's scale
+        self.mu = G[:-1, -1] / m if m else None
+        if self.mu is None:
+            self.G, self.L = G, self.lmax
+            return
+        Gc = G - np.outer(G[:, -1], G[-1, :]) / m
+        Gc[-1, -1] = m
+        Gc[-1, :-1] = Gc[:-1, -1] = 0.0
+        self.G, self.L = Gc, _gram_lmax(Gc)
+
+    def to_centred(self, W: Array) -> Array:
+        """(w_, b) -> (w_, b' = b + w_^T mu), row by row (a copy)."""
+        out = np.array(W, dtype=float)
+        if self.mu is not None:
+            out[:, -1] += W[:, :-1] @ self.mu
+        return out
+
+    def from_centred(self, W: Array) -> Array:
+        out = np.array(W, dtype=float)
+        if self.mu is not None:
+            out[:, -1] -= W[:, :-1] @ self.mu
+        return out
+
+    def prox_gradient(self, D: Array) -> Array:
+        """T^T T D in the original coordinates, T = :meth:`to_centred` (the gradient of
+        1/2 ||T D||^2)."""
+        E = self.to_centred(D)
+        if self.mu is not None:
+            E[:, :-1] += np.outer(E[:, -1], self.mu)
+        return E
+
+    def prox_extremes(self) -> tuple[float, float]:
+        """The smallest and largest eigenvalues of T^T T on one row."""
+        if self.mu is None:
+            return 1.0, 1.0
+        a2 = float(self.mu @ self.mu)
+        root = np.sqrt(a2 * (4.0 + a2))
+        return 2.0 / (2.0 + a2 + root), (2.0 + a2 + root) / 2.0
+
+
+def _gram_lmax(G: Array) -> float:
+    """The largest eigenvalue of the symmetric positive semidefinite matrix G."""
+    return float(np.linalg.eigvalsh(G)[-1])
+
+
+def fast_w_step(problem, G: Array, T: Array, Ha: Array, W0: Array, prox: float, tol: float,
+                lam: Array, max_iter: int = 20000, metric: CentredGram | None = None,
+                centred: bool = True) -> tuple[Array, SolveInfo]:
+    """The (A, B) step on the quadratic majorizer of the divergences, through its Gram
+    statistics (the W step of :mod:`fenchel_idl.drivers.minibatch`)::
+
+        min_W  sum_i lam_i [ (1/m)(gamma_i/2 w_i^T G w_i - w_i^T (gamma_i Ha_i + T_i))
+                             + rho/2 ||T_c (w_i - w0_i)||^2 ]     (W in the balls)
+
+    with m = G's sample count, T_c the centring of :class:`CentredGram` (the identity
+    without a bias) and rho = prox * lambda_max(G) / m, as :func:`ab_prox_weight` does for
+    the (A, B) block. By FISTA, certified by ``||g_min||^2 / (2 rho_min)`` (rho_min the
+    proximal term's strong convexity), the value taken relative to W0's: the majorizer's
+    constant is not tracked, and without it the value is a large number whose relative gap
+    would allow absolute errors far above the training objective. The rows' values and
+    gaps are weighted by lam (row i counts lam_i times in the training objective); lam does
+    not move the minimizer. Each iteration costs n k^2, whatever m.
+
+    FISTA runs in the centred coordinates, where b' is free and the balls of A and B are
+    unchanged: that minimum is over a larger set, so its certificate bounds the gap of the
+    returned W too when W keeps |b| within its box. When the box binds, or with
+    ``centred=False`` (the benchmark's baseline), the same problem is solved in the
+    original coordinates, where its proximal term is not diagonal (a slower solve).
+    ``metric``: the :class:`CentredGram` of G when the caller already has it."""
+    t0 = time.perf_counter()
+    n = problem.n
+    m = problem.m
+    gam = state_lipschitz(problem.activation, n)
+    metric = CentredGram(problem, G) if metric is None else metric
+    lin = gam[:, None] * Ha + T
+    gc = gam[:, None] / m
+    lam = np.asarray(lam, dtype=float)
+    rho = prox * metric.lmax / m
+    exact = ab_projector(problem, gam)
+    gmax = float(gam.max())
+
+    def solve(Gm, lin, W_start, centre, prox_grad, project, free_bias, rho_min, L):
+        def rows(Wc):
+            WG = Wc @ Gm
+            D = Wc - centre
+            PD = prox_grad(D)
+            return (0.5 * np.sum(gc * WG * Wc, axis=1) - np.sum(Wc * lin, axis=1) / m
+                    + 0.5 * rho * np.sum(D * PD, axis=1)), gc * WG - lin / m + rho * PD
+
+        start = float(lam @ rows(centre)[0])
+
+        def grad_obj(Wc):
+            r, g = rows(Wc)
+            return float(lam @ r) - start, g
+
+        def certificate(Wc, f, g):
+            if free_bias:  # b' is unconstrained: its gradient counts in full
+                Wc = Wc.copy()
+                Wc[:, -1] = 0.0
+            return float(lam @ ab_min_norm_rows(problem, gam, Wc, g)) / (2.0 * rho_min)
+
+        return fista(grad_obj, project, certificate, W_start, L, tol, max_iter)
+
+    iters = 0
+    Wn = W0
+    if metric.mu is not None and centred:
+        def relaxed(Wc):  # the balls of A and B; b' free
+            out = exact(Wc)
+            out[:, -1] = Wc[:, -1]
+            return out
+
+        lin_c = lin.copy()
+        lin_c[:, :-1] -= np.outer(lin[:, -1], metric.mu)
+        W0c = metric.to_centred(W0)
+        Wc, f, gap, iters = solve(metric.G, lin_c, W0c, W0c, lambda D: D, relaxed, True, rho,
+                                  gmax * metric.L / m + rho)
+        Wn = metric.from_centred(Wc)
+        beta = problem.bounds.B
+        if beta is None or np.max(np.abs(Wn[:, -1])) <= beta:
+            return Wn, fista_info("AB", f, gap, iters, tol, t0)
+    lo, hi = metric.prox_extremes()
+    Wn, f, gap, more = solve(G, lin, exact(Wn), W0, metric.prox_gradient, exact, False,
+                             rho * lo, gmax * metric.lmax / m + rho * hi)
+    return Wn, fista_info("AB", f, gap, iters + more, tol, t0)
 
 
 def ce_readout_lower_bound(problem, V: Array, Y: Array, P: Array) -> float:

@@ -28,7 +28,8 @@ and K carried from batch to batch. What makes this a sound method:
   of the majorizers, H, is then a quadratic in W and in K whose data are sums over samples:
   the Gram matrix G = sum_j v_j v_j^T and the products sum_j x_j v_j^T, sum_j a_j v_j^T,
   sum_j ytilde_j v_j^T. They are updated in O(|S|) when a batch moves, so the W step (a
-  proximal step, batched FISTA with the certificate of :mod:`fenchel_idl.blocks.first_order`)
+  proximal step, :func:`fenchel_idl.blocks.first_order.fast_w_step`: batched FISTA in
+  centred coordinates, with the certificate of :mod:`fenchel_idl.blocks.first_order`)
   and the K step (a proximal step by FISTA with the same kind of certificate; with a
   penalty on C or D, the exact step in CVXPY on the k x k square root of G, certified by
   the duality gap) cost the same for any m.
@@ -56,7 +57,8 @@ and K carried from batch to batch. What makes this a sound method:
 With ``batch_size = m`` every anchor is fresh at every step, H = J, and one epoch is one
 BCD sweep whose W step is one MM step of the (A, B) block; for the squared loss the K step
 is the proximal (C, D) block (the sufficient statistics are exact), and with the identity
-activation the W step is the exact proximal (A, B) block too. With ``restart=True`` (the
+activation the W step is the exact proximal (A, B) block too (with the centred proximal
+term of :func:`fenchel_idl.blocks.first_order.fast_w_step`). With ``restart=True`` (the
 default, as in :func:`fenchel_idl.solve_bcd`) each epoch starts from the true equilibrium of
 the current (A, B), and H is reset to J.
 
@@ -89,7 +91,7 @@ objective of the batch alone, J_S = (1/|S|) sum_{j in S} [l_j + sum_i lam_i F_ij
 3. X_S: the DCA step of J_S (the same block step as above, on the batch's columns);
 4. W: proximal majorize-minimize steps of J_S in W (the f* majorizer anchored at the
    current W, through the batch's Gram matrix: each FISTA iteration costs n k^2 whatever
-   |S|).
+   |S|, and the batch's centred Gram matrix keeps the iterations few).
 
 Every step is certified and none increases J_S (one that would is rejected). This is
 stochastic proximal block descent: no claim that J decreases, and the certificate's
@@ -120,12 +122,11 @@ from fenchel_idl._blas import env_blas_threads
 from fenchel_idl.blocks.block_solvers import BlockSolvers, SolvePolicy, State, make_block_solvers
 from fenchel_idl.blocks.first_order import (
     AB_PROX,
-    ab_min_norm_rows,
+    CentredGram,
     ab_projector,
     fast_k_step,
     fast_readout_apply,
-    fista,
-    fista_info,
+    fast_w_step,
     pack_cd,
     readout_projector,
     unpack_cd,
@@ -233,60 +234,6 @@ class _Stats:
 # ----------------------------------------------------------------------------------------
 # The W = [A, B, b] step on the majorizer
 # ----------------------------------------------------------------------------------------
-def _w_step(problem: TrainingProblem, st: _Stats, W0: Array, prox: float, tol: float,
-            lam: Array, max_iter: int = 20000, lmax: float | None = None
-            ) -> tuple[Array, SolveInfo]:
-    """min over the balls of sum_i (1/m)[gamma_i/2 w_i^T G w_i - w_i^T (gamma_i Ha_i + T_i)]
-    + rho/2 ||W - W0||^2, by FISTA, with the certificate ||g_min||^2 / (2 rho).
-
-    rho = prox * ||V||^2 / m, as :func:`fenchel_idl.blocks.first_order.ab_prox_weight` does for
-    the (A, B) block of :func:`fenchel_idl.solve_bcd` (prox = 1e-5 there). The rows' values
-    and gaps are weighted by lam (row i counts lam_i times in the training objective), and
-    the value is taken relative to W0's: the majorizer's constant is not tracked, and
-    without it the value is a large number whose relative gap would allow absolute errors
-    far above the training objective. ``lmax``: the largest eigenvalue of st.G / m when the
-    caller already has it (the stochastic steps take several steps on one G)."""
-    t0 = time.perf_counter()
-    n, m = problem.n, problem.m
-    gam = state_lipschitz(problem.activation, n)
-    G = st.G
-    lin = gam[:, None] * st.Ha + st.T
-    gc = gam[:, None] / m
-    rho = 0.0  # set below, before the closures are called
-    lam = np.asarray(lam, dtype=float)
-
-    project = ab_projector(problem, gam)
-
-    def rows(Wc):
-        WG = Wc @ G
-        D = Wc - W0
-        return (0.5 * np.sum(gc * WG * Wc, axis=1) - np.sum(Wc * lin, axis=1) / m
-                + 0.5 * rho * np.sum(D * D, axis=1)), gc * WG - lin / m + rho * D
-
-    start = 0.0  # rows(W0) weighted, set below
-
-    def grad_obj(Wc):
-        r, g = rows(Wc)
-        return float(lam @ r) - start, g
-
-    def certificate(Wc, f, g):
-        return float(lam @ ab_min_norm_rows(problem, gam, Wc, g)) / (2.0 * rho)
-
-    if lmax is None:
-        lmax = _gram_lmax(G) / m
-    rho = prox * lmax
-    start = float(lam @ rows(W0)[0])
-    L = float(gam.max()) * lmax + rho
-    Wn, f, gap, iters = fista(grad_obj, project, certificate, W0, L, tol, max_iter)
-    info = fista_info("AB", f, gap, iters, tol, t0)
-    return Wn, info
-
-
-def _gram_lmax(G: Array) -> float:
-    """The largest eigenvalue of the symmetric positive semidefinite matrix G."""
-    return float(np.linalg.eigvalsh(G)[-1])
-
-
 def _w_surrogate(problem: TrainingProblem, st: _Stats, W: Array, lam: Array) -> float:
     """The W-dependent part of H: sum_i lam_i/m [gamma_i/2 w_i^T G w_i - w_i^T lin_i]."""
     gam = state_lipschitz(problem.activation, problem.n)
@@ -769,13 +716,13 @@ class _MiniBatch:
         # W: majorize-minimize steps of J_S in W, through the batch's Gram matrix
         V = st.V(X, slice(None))
         st.G, st.T = V @ V.T, X @ V.T
-        lmax = _gram_lmax(st.G) / view.m  # one G for all the W steps of the batch
+        metric = CentredGram(view, st.G)  # one G for all the W steps of the batch
         for _ in range(_STOCHASTIC_MM_STEPS):
             t0 = time.perf_counter()
             W0 = s.W(pb.bias)
             st.Ha = divergence_anchor(pb, W0 @ V) @ V.T
-            Wn, info = _w_step(view, st, W0, self.ab_prox, self.policy.gap_tol, s.lam,
-                               lmax=lmax)
+            Wn, info = fast_w_step(view, st.G, st.T, st.Ha, W0, self.ab_prox,
+                                   self.policy.gap_tol, s.lam, metric=metric)
             if not info.certified:
                 self.policy.uncertified(info)
             self.batch_update(epoch, view, "AB", info, s.with_W(Wn, pb), X, t0)
@@ -820,7 +767,8 @@ class _MiniBatch:
         """W = [A, B, b]: a proximal step on the majorizer."""
         pb, s, t0 = self.pb, self.s, time.perf_counter()
         W = s.W(pb.bias)
-        W_new, info = _w_step(pb, self.st, W, self.ab_prox, self.policy.gap_tol, s.lam)
+        W_new, info = fast_w_step(pb, self.st.G, self.st.T, self.st.Ha, W, self.ab_prox,
+                                  self.policy.gap_tol, s.lam)
         if not info.certified:
             self.policy.uncertified(info)
         dH = _w_surrogate(pb, self.st, W_new, s.lam) - _w_surrogate(pb, self.st, W, s.lam)

@@ -11,6 +11,7 @@ from scipy.special import logsumexp, softmax
 
 from fenchel_idl import ImplicitModel, TrainingProblem
 from fenchel_idl.blocks.cvxpy_blocks import Blocks
+from fenchel_idl.blocks.first_order import fast_w_step
 from fenchel_idl.blocks.solvers import solve_certified
 from fenchel_idl.drivers.minibatch import (
     _GramReadout,
@@ -22,6 +23,7 @@ from fenchel_idl.drivers.minibatch import (
 )
 from fenchel_idl.errors import InputTypeError, ValidationError
 from fenchel_idl.model.activations import get_activation
+from tests.helpers import identity_ab_block
 
 
 def _regression(rng, m=80, p=2):
@@ -140,7 +142,8 @@ def test_batch_size_m_with_identity_is_one_bcd_sweep(rng):
     X, ix = blocks.solve_x(A, B, b, C, D, d, X, lam, _solve)
     V = np.vstack([X, prob.U, np.ones((1, m))])
     rho = prox * np.linalg.norm(V, 2) ** 2 / m
-    A, B, b, ia = blocks.solve_ab(X, lam, C, D, _solve, np.hstack([A, B, b[:, None]]), rho)
+    A, B, b, ia = identity_ab_block(X, prob.U, np.hstack([A, B, b[:, None]]), rho,
+                                    prob.kappa)
     assert ix.certified and ia.certified
     X = _equilibrium(prob, A, B, b)
     C, D, d, _ = blocks.solve_cd(X, A, B, _solve)
@@ -155,6 +158,34 @@ def test_batch_size_m_with_identity_is_one_bcd_sweep(rng):
     # (C, D) is not unique here (with phi = identity, X is affine in U), its fit is
     np.testing.assert_allclose(res.model.predict(U), ref.predict(U), rtol=0, atol=1e-5)
     assert res.certificate.blocks_certified and res.certificate.readout_certified
+
+
+@pytest.mark.parametrize("beta", [None, 0.5])
+def test_w_step_is_the_centred_proximal_ab_block(rng, beta):
+    """The W step (phi = identity: its majorizer is exact) against the CVXPY proximal (A, B)
+    block with the same centred proximal term. Inputs with a large mean make the bias want
+    to be large: with beta = 0.5 its box binds, and the step must fall back to the original
+    coordinates (the centred ones leave b' free); the result keeps |b| <= beta."""
+    m, n, p = 50, 4, 3
+    U = rng.uniform(2.0, 4.0, (p, m))
+    prob = TrainingProblem(U, rng.standard_normal((1, m)), n=n, kappa=0.5, lam=2.0,
+                           activation="identity", bounds={"B": beta, "C": 20.0},
+                           standardize=False)
+    X = 10.0 + rng.standard_normal((n, m))
+    W0 = 0.1 * rng.standard_normal((n, n + p + 1))
+    st = _Stats(prob)
+    V = st.V(X, np.arange(m))
+    st.G, st.T = V @ V.T, X @ V.T
+    st.Ha = divergence_anchor(prob, W0 @ V) @ V.T  # zero for phi = identity
+    prox = 1e-3
+    W, info = fast_w_step(prob, st.G, st.T, st.Ha, W0, prox, 1e-9, prob.lam0)
+    rho = prox * np.linalg.eigvalsh(V @ V.T)[-1] / m
+    A, B, b, ref = identity_ab_block(X, U, W0, rho, prob.kappa, beta)
+    assert info.certified and ref.certified
+    np.testing.assert_allclose(W, np.hstack([A, B, b[:, None]]), rtol=0, atol=1e-4)
+    if beta is not None:
+        assert np.max(np.abs(W[:, -1])) == pytest.approx(beta, abs=1e-9)  # the box binds
+        assert np.all(np.abs(W[:, n:n + p]).sum(axis=1) <= beta + 1e-9)
 
 
 def test_minibatch_decreases_its_majorizer_which_bounds_the_objective(rng):

@@ -14,6 +14,7 @@ from fenchel_idl.blocks.solvers import solve_certified
 from fenchel_idl.drivers.minibatch import batch_problem, solve_bcd_minibatch
 from fenchel_idl.drivers.problem_file import load_problem, train_spec
 from fenchel_idl.errors import ValidationError
+from tests.helpers import identity_ab_block
 
 
 def _solve(prob, name):
@@ -62,8 +63,9 @@ def test_the_batch_problem_is_the_mean_over_its_samples(rng):
 def test_one_batch_of_m_is_the_k_x_w_sweep_of_the_cvxpy_blocks(rng):
     """Known case: with batch_size = m and phi = identity (f* is its own majorizer, the
     squared loss is exact), one stochastic epoch is: X at the equilibrium, the proximal
-    (C, D) block, the X block, then three proximal (A, B) blocks, each centred at the last;
-    then the optimal readout. Reference: the CVXPY blocks and a CVXPY proximal (C, D)."""
+    (C, D) block, the X block, then three proximal (A, B) blocks (with the W step's centred
+    proximal term), each centred at the last; then the optimal readout. Reference: the CVXPY
+    blocks and a CVXPY proximal (C, D)."""
     U = rng.uniform(-1, 1, (2, 60))
     Y = np.sin(2 * U[:1]) + 0.3 * U[1:2] ** 2 + 0.05 * rng.standard_normal((1, 60))
     prob = TrainingProblem(U, Y, n=5, kappa=0.5, lam=4.0, activation="identity",
@@ -93,8 +95,8 @@ def test_one_batch_of_m_is_the_k_x_w_sweep_of_the_cvxpy_blocks(rng):
     V = np.vstack([X, prob.U, np.ones((1, m))])
     rho_ab = np.linalg.norm(V, 2) ** 2 / m
     for _ in range(3):
-        A, B, b, ia = blocks.solve_ab(X, lam, C, D, _solve, np.hstack([A, B, b[:, None]]),
-                                      rho_ab)
+        A, B, b, ia = identity_ab_block(X, prob.U, np.hstack([A, B, b[:, None]]), rho_ab,
+                                        prob.kappa)
         assert ix.certified and ia.certified
     X = _equilibrium(prob, A, B, b)
     C, D, d, _ = blocks.solve_cd(X, A, B, _solve)
