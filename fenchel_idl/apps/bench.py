@@ -721,9 +721,10 @@ def _report_minibatch(quick: bool, say: Say) -> dict:
 def bench_w_step(quick: bool = False) -> dict:
     """The stochastic mini-batch W step of ``problems/mnist_bcd.toml`` on one batch of MNIST
     images, after the readout and the X step of the random-feature start (n = 128, lam 0.1,
-    prox 1e-3, three majorize-minimize steps, each to a gap of 1e-6): FISTA in the centred coordinates of
-    :class:`fenchel_idl.blocks.CentredGram` (the default) against the same problems solved
-    in the original coordinates."""
+    prox 1e-3, three majorize-minimize steps, each to a gap of 1e-6): FISTA in the centred
+    coordinates of :class:`fenchel_idl.blocks.CentredGram` (the default) against the same
+    problems solved in the original coordinates, where the centred proximal term is not
+    diagonal."""
     ds = datasets.load_mnist("train", n=1000 if quick else 2000)
     pb = TrainingProblem(ds.U, ds.labels, n=128, loss="cross_entropy", kappa=0.5, lam=0.1,
                          standardize=False, bounds={"B": 40.0, "C": 20.0, "D": 20.0})
