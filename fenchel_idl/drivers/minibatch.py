@@ -354,9 +354,10 @@ def solve_bcd_minibatch(problem: TrainingProblem, *, batch_size: int = 1024, epo
         (the certificate's ``monotone`` compares J at each epoch's start and end).
     ab_prox : float > 0, optional
         Weight of the proximal term of the W step, relative to ||V||^2 / m (the batch's for
-        "stochastic"). Default: :func:`fenchel_idl.blocks.first_order.ab_prox_weight`'s
-        for "incremental", 1e-3 for "stochastic" (a step on one batch must not fit its
-        noise).
+        "stochastic"); the term is taken in centred coordinates
+        (:func:`fenchel_idl.blocks.first_order.fast_w_step`). Default:
+        :func:`fenchel_idl.blocks.first_order.ab_prox_weight`'s for "incremental", 1e-3 for
+        "stochastic" (a step on one batch must not fit its noise).
     cd_prox : float > 0, optional
         Weight of the proximal term of the K step, relative to l ||V||^2 / m (problems
         without penalties, whose K step is FISTA; with penalties it is the CVXPY block).
